@@ -1,0 +1,245 @@
+"""coalition.ini: finding it, reading it, validating the `[server]` section.
+
+Every documented key keeps its documented name and default (chapter 3.1.3 of the 4.0
+documentation); new keys are added beside them. A bad value stops the server with one line
+naming the key; an unknown key is a warning (a typo should not stop a farm, but should be
+seen).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+DEFAULT_PATHS = ("coalition.ini", "/etc/coalition/coalition.ini")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the file, section and key."""
+
+
+def find_config(explicit: str | None, candidates: Sequence[str] = DEFAULT_PATHS) -> str | None:
+    """The configuration file to use: -c FILE, else ./coalition.ini, else /etc/coalition/..."""
+    if explicit:
+        if not os.path.isfile(explicit):
+            raise ConfigError(f"{explicit}: no such configuration file")
+        return explicit
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def read_ini(path: str | None) -> configparser.ConfigParser:
+    """Parse an ini file (no interpolation: values may contain % and $)."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # keep key case: `serverUrl` is spelled that way in the docs
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                parser.read_file(f)
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot parse: {str(exc).splitlines()[0]}") from exc
+    return parser
+
+
+def parse_bool(text: str) -> bool:
+    """ini booleans as the documentation writes them: 1/0, true/false, yes/no, on/off."""
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use 1/0, true/false)")
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def conv(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"{text!r} is not an integer") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"{value} is not between {lo} and {hi}")
+        return value
+
+    return conv
+
+
+def _float(lo: float) -> Callable[[str], float]:
+    def conv(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+        if value < lo:
+            raise ValueError(f"{value} is below {lo}")
+        return value
+
+    return conv
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def conv(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError(f"{text!r} is not one of {', '.join(options)}")
+        return value
+
+    return conv
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+def _raw(text: str) -> str:
+    return text  # multi-line values (commandwhitelist) keep their lines
+
+
+_LDAP_TEMPLATES = tuple(
+    f"ldaptemplate{action}job{scope}" for action in ("create", "view", "edit", "delete") for scope in ("", "global")
+)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The validated `[server]` section."""
+
+    port: int = 19211
+    listen: str = "0.0.0.0"
+    datadir: str = "."
+    db_type: str = "sqlite"
+    db_sqlite_file: str = "coalition.db"
+    db_mysql_host: str = "127.0.0.1"
+    db_mysql_port: int = 3306
+    db_mysql_user: str = ""
+    db_mysql_password: str = ""
+    db_mysql_base: str = "base"
+    db_mysql_install: bool = True  # documented by Coalition 4; the schema is made by --init
+    servermode: str = "normal"
+    timeout: float = 10.0
+    service: bool = False  # Windows service mode in Coalition 4; systemd does this now
+    verbose: bool = False
+    notifyafter: int = 10
+    decreasepriorityafter: int = 10
+    smtphost: str = ""
+    smtpport: int = 587
+    smtptls: bool = True
+    smtpsender: str = ""
+    smtplogin: str = ""
+    smtppasswd: str = ""
+    smtpdomain: str = ""
+    ldaphost: str = ""
+    ldapunsafeapi: bool = False
+    ldapbase: str = ""
+    ldaptemplatelogin: str = ""
+    ldaptemplatecreatejob: str = ""
+    ldaptemplatecreatejobglobal: str = ""
+    ldaptemplateviewjob: str = ""
+    ldaptemplateviewjobglobal: str = ""
+    ldaptemplateeditjob: str = ""
+    ldaptemplateeditjobglobal: str = ""
+    ldaptemplatedeletejob: str = ""
+    ldaptemplatedeletejobglobal: str = ""
+    commandwhitelist: str = ""
+    # New in Coalition 5.
+    workertoken: str = ""
+    maxlogsize: int = 64  # MB kept per job log
+    requeuelimit: int = 3  # silent-worker requeues before a job turns ERROR
+    eventretention: float = 90.0  # days of run events kept (0: forever)
+    maxbodysize: int = 64  # MB per request body
+    threads: int = 32  # HTTP worker threads
+    reaperinterval: float = 2.0  # seconds between reaper passes
+    discovery: bool = True  # answer UDP discovery broadcasts
+    webdir: str = ""
+    templatedir: str = ""
+    ssl_certificate: str = ""
+    ssl_private_key: str = ""
+    config_path: str = field(default="", compare=False)
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def sqlite_path(self) -> str:
+        """The SQLite file, relative paths taken from `datadir`."""
+        return os.path.join(self.datadir, self.db_sqlite_file)
+
+    @property
+    def logs_dir(self) -> str:
+        """Where job logs live: `<datadir>/logs`."""
+        return os.path.join(self.datadir, "logs")
+
+
+_SERVER_TYPES: dict[str, Callable[[str], Any]] = {
+    "port": _int(0, 65535),
+    "listen": _text,
+    "datadir": _text,
+    "db_type": _choice("sqlite", "mysql"),
+    "db_sqlite_file": _text,
+    "db_mysql_host": _text,
+    "db_mysql_port": _int(1, 65535),
+    "db_mysql_user": _text,
+    "db_mysql_password": _raw,
+    "db_mysql_base": _text,
+    "db_mysql_install": parse_bool,
+    "servermode": _choice("normal", "aws", "gcloud"),
+    "timeout": _float(0.1),
+    "service": parse_bool,
+    "verbose": parse_bool,
+    "notifyafter": _int(0, 10**9),
+    "decreasepriorityafter": _int(0, 10**9),
+    "smtphost": _text,
+    "smtpport": _int(1, 65535),
+    "smtptls": parse_bool,
+    "smtpsender": _text,
+    "smtplogin": _text,
+    "smtppasswd": _raw,
+    "smtpdomain": _text,
+    "ldaphost": _text,
+    "ldapunsafeapi": parse_bool,
+    "ldapbase": _text,
+    "ldaptemplatelogin": _text,
+    "commandwhitelist": _raw,
+    "workertoken": _text,
+    "maxlogsize": _int(1, 1024 * 1024),
+    "requeuelimit": _int(0, 1000),
+    "eventretention": _float(0),
+    "maxbodysize": _int(1, 4096),
+    "threads": _int(2, 1000),
+    "reaperinterval": _float(0.05),
+    "discovery": parse_bool,
+    "webdir": _text,
+    "templatedir": _text,
+    "ssl_certificate": _text,
+    "ssl_private_key": _text,
+    **{key: _text for key in _LDAP_TEMPLATES},
+}
+# The documented sample spells this key with a double l; both are accepted.
+_SERVER_ALIASES = {"ldaptemplatellogin": "ldaptemplatelogin"}
+
+
+def load_server_settings(path: str | None, overrides: dict[str, str] | None = None) -> ServerSettings:
+    """Read and validate `[server]` from `path` (None: defaults), then apply overrides
+    (command-line flags, as strings, validated the same way)."""
+    parser = read_ini(path)
+    raw: dict[str, str] = dict(parser.items("server")) if parser.has_section("server") else {}
+    raw.update(overrides or {})
+    values: dict[str, Any] = {}
+    warnings: list[str] = []
+    where = path or "defaults"
+    for key, text in raw.items():
+        name = _SERVER_ALIASES.get(key, key)
+        conv = _SERVER_TYPES.get(name)
+        if conv is None:
+            warnings.append(f"{where}: [server] {key}: unknown key, ignored")
+            continue
+        try:
+            values[name] = conv(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: [server] {key}: {exc}") from None
+    known = {f.name for f in fields(ServerSettings)}
+    assert set(values) <= known
+    return ServerSettings(**values, config_path=path or "", warnings=tuple(warnings))

@@ -1,0 +1,413 @@
+"""The worker side of the queue: pick, heartbeat, end of run, and the reaper that handles
+silent workers and jobs past their timeout. One transaction per call; the clock is injected.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import scheduling
+from .hierarchy import Tree
+from .model import (
+    ERROR,
+    FINISHED,
+    PENDING,
+    W_STARTING,
+    W_TERMINATED,
+    W_TIMEOUT,
+    W_WAITING,
+    W_WORKING,
+    WAITING,
+    WORKING,
+    format_rule_lines,
+    parse_rule_lines,
+)
+from .service import Service
+from .store.base import Row, Tx
+from .views import cpu_text
+
+log = logging.getLogger("coalition.dispatch")
+
+
+@dataclass(frozen=True)
+class Ping:
+    """What a worker reports about itself with every request."""
+
+    name: str
+    cpu: Any = None
+    free_memory: int | None = None
+    total_memory: int | None = None
+    ip: str | None = None
+    affinity: str | None = None  # the worker's own rule lines, if it sends them
+
+
+@dataclass
+class Beat:
+    """A heartbeat's answer, plus the log bytes to append once the transaction committed."""
+
+    kill: bool = False
+    stop: bool = False
+    log: bytes = b""
+    job_id: int = 0
+
+
+@dataclass
+class End:
+    """An endjob's answer."""
+
+    ignored: str = ""
+    next_job: dict[str, Any] | None = None
+    log: bytes = b""
+    job_id: int = 0
+    transitions: list[Any] = field(default_factory=list)
+
+
+class Dispatcher:
+    """Pick / heartbeat / endjob / reap over the service's store."""
+
+    def __init__(self, service: Service):
+        self.service = service
+        self.store = service.store
+        self.clock = service.clock
+        self.started = self.clock()  # silence is measured from here at the earliest
+
+    # -- worker rows ------------------------------------------------------------------------
+    def _touch(self, tx: Tx, ping: Ping, now: float) -> Row:
+        """Create or refresh the worker row with what it reported."""
+        row = tx.worker(ping.name)
+        fields: dict[str, Any] = {"ping_time": now}
+        if ping.cpu is not None:
+            fields["cpu"] = cpu_text(ping.cpu)
+        if ping.free_memory is not None:
+            fields["free_memory"] = int(ping.free_memory)
+        if ping.total_memory is not None:
+            fields["total_memory"] = int(ping.total_memory)
+        if ping.ip:
+            fields["ip"] = ping.ip[:64]
+        if ping.affinity is not None and (row is None or not row["affinity_set"]):
+            lines = parse_rule_lines(ping.affinity)
+            fields["affinity"] = format_rule_lines(lines)
+            if row is None or row["affinity"] != fields["affinity"]:
+                tx.register_affinities(t for line in lines for t in line)
+        if row is None:
+            new = {"name": ping.name, "ip": "", "affinity": "", "state": W_WAITING, "cpu": "[]", "active": 1,
+                   "start_time": now, **fields}
+            tx.insert_worker(new)
+            row = tx.worker(ping.name) or new
+            return row
+        if row["state"] in (W_TIMEOUT, W_STARTING, W_TERMINATED):
+            # A worker heard from again is alive (a terminated cloud instance that still
+            # polls is too: Coalition 4 flipped it back the same way).
+            fields["state"] = W_WORKING if row["current_job"] else W_WAITING
+        tx.update_worker(ping.name, fields)
+        row.update(fields)
+        return row
+
+    # -- pick -------------------------------------------------------------------------------
+    def pick(self, ping: Ping) -> dict[str, Any] | None:
+        """Give the worker its next job (or None), atomically."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> dict[str, Any] | None:
+            worker = self._touch(tx, ping, now)
+            return self._pick(tx, self.service.tree(tx, now), worker, now)
+
+        return self.store.write(fn)
+
+    def _pick(self, tx: Tx, tree: Tree, worker: Row, now: float) -> dict[str, Any] | None:
+        name = worker["name"]
+        if worker["current_job"]:
+            # The worker asks for work while we think it runs a job: it restarted or lost it.
+            job = tx.job(worker["current_job"])
+            if job is not None and job["state"] == WORKING and job["worker"] == name:
+                self.service.abort_run(tx, tree, job, "LOST", now)
+            tx.update_worker(name, {"current_job": 0, "state": W_WAITING})
+        if not worker["active"]:
+            if worker["state"] != W_WAITING:
+                tx.update_worker(name, {"state": W_WAITING})
+            return None
+        tagsets = self.service.tags.refresh(tx)
+        plan = scheduling.rule_plan(parse_rule_lines(worker["affinity"]), tagsets)
+        for line in plan:
+            for _attempt in range(4):
+                candidates = [c for c in (tx.first_ready(t) for t in line) if c is not None]
+                if not candidates:
+                    break
+                job_id, _ = min(candidates, key=lambda c: c[1])
+                if tx.claim(job_id, name, 0, now):
+                    return self._start_run(tx, tree, job_id, worker, now)
+                # Another server won this job between our read and our write: look again.
+        if worker["state"] != W_WAITING:
+            tx.update_worker(name, {"state": W_WAITING})
+        return None
+
+    def _start_run(self, tx: Tx, tree: Tree, job_id: int, worker: Row, now: float) -> dict[str, Any]:
+        job = tx.job(job_id)
+        assert job is not None
+        event = tx.insert_event(
+            {"worker": worker["name"], "job_id": job_id, "job_title": job["title"], "state": WORKING, "start": now,
+             "duration": 0.0}
+        )
+        job["state"] = WAITING  # the claim already wrote WORKING; count the transition once here
+        tree.set_leaf_state(job, WORKING, {"run_event": event})
+        tx.update_worker(worker["name"], {"state": W_WORKING, "current_job": job_id, "last_job": job_id,
+                                          "current_event": event})
+        return {
+            "id": job_id,
+            "event": event,
+            "title": job["title"],
+            "command": job["command"],
+            "dir": job["dir"],
+            "environment": job["environment"],
+            "user": job["user"],
+            "timeout": job["timeout"],
+            "progress_pattern": job["progress_pattern"],
+            "local_progress_pattern": job["local_progress_pattern"],
+        }
+
+    # -- heartbeat --------------------------------------------------------------------------
+    def heartbeat(self, ping: Ping, job_id: int | None, event: int | None, chunk: bytes,
+                  offset: int | None) -> Beat:
+        """Record a heartbeat; say whether the worker must kill its job."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> Beat:
+            worker = self._touch(tx, ping, now)
+            beat = Beat(stop=not worker["active"])
+            if not job_id:
+                return beat
+            job = tx.job(job_id)
+            if job is None:
+                beat.kill = True
+                return beat
+            if not self._owns(job, ping.name, event, worker):
+                # Re-adopt a run we requeued only because the worker went silent, if nobody
+                # took it since: killing a healthy render after a network blip wastes it.
+                if self._adoptable(job, ping.name, event, worker):
+                    self._readopt(tx, job, worker, now)
+                else:
+                    beat.kill = True
+                    if worker["current_job"] == job_id:
+                        tx.update_worker(ping.name, {"current_job": 0, "state": W_WAITING})
+                    return beat
+            if worker["current_job"] != job_id or worker["state"] != W_WORKING:
+                tx.update_worker(ping.name, {"current_job": job_id, "state": W_WORKING, "last_job": job_id,
+                                             "current_event": job["run_event"]})
+            beat.job_id = job_id
+            fields: dict[str, Any] = {"ping_time": now}
+            if chunk:
+                data, received = scheduling.log_slice(job["log_offset"], job["log_offset"] if offset is None
+                                                      else offset, chunk)
+                fields["log_offset"] = received
+                beat.log = data
+                text = data.decode("utf-8", "replace")
+                progress = scheduling.parse_progress(job["progress_pattern"], text)
+                if progress is not None:
+                    fields["progress"] = progress
+                local = scheduling.parse_progress(job["local_progress_pattern"], text)
+                if local is not None:
+                    fields["local_progress"] = local
+            tx.update_job(job_id, {**fields, "updated_at": now})
+            return beat
+
+        beat = self.store.write(fn)
+        if beat.log:
+            self.service.logs.append(beat.job_id, beat.log)
+        return beat
+
+    @staticmethod
+    def _owns(job: Row, name: str, event: int | None, worker: Row) -> bool:
+        return (
+            job["state"] == WORKING
+            and job["worker"] == name
+            and (event is None or job["run_event"] == event)
+            and bool(worker["active"])
+            and not job["paused"]
+        )
+
+    @staticmethod
+    def _adoptable(job: Row, name: str, event: int | None, worker: Row) -> bool:
+        return (
+            event is not None
+            and job["state"] == WAITING
+            and job["worker"] == name
+            and job["run_event"] == event
+            and not job["h_blocked"]
+            and bool(worker["active"])
+        )
+
+    def _readopt(self, tx: Tx, job: Row, worker: Row, now: float) -> None:
+        tree = self.service.tree(tx, now)
+        tree.set_leaf_state(job, WORKING, {"requeues": max(0, job["requeues"] - 1)})
+        tx.update_event(job["run_event"], {"state": WORKING})
+        tx.update_worker(worker["name"], {"current_job": job["id"], "state": W_WORKING})
+        log.info("worker %s: re-adopted job %d after a silence", worker["name"], job["id"])
+
+    # -- end of a run -----------------------------------------------------------------------
+    def end(self, ping: Ping, job_id: int, event: int | None, exit_code: int, chunk: bytes, offset: int | None,
+            timed_out: bool = False, interrupted: bool = False, pick: bool = False) -> End:
+        """Record the end of a run (and maybe hand out the next job in the same transaction)."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> End:
+            worker = self._touch(tx, ping, now)
+            tree = self.service.tree(tx, now)
+            result = End(job_id=job_id)
+            job = tx.job(job_id)
+            reason = self._end_refusal(job, ping.name, event)
+            if reason:
+                result.ignored = reason
+                if worker["current_job"] == job_id:
+                    tx.update_worker(ping.name, {"current_job": 0, "state": W_WAITING})
+            else:
+                assert job is not None
+                if chunk:
+                    data, received = scheduling.log_slice(job["log_offset"], job["log_offset"] if offset is None
+                                                          else offset, chunk)
+                    result.log = data
+                    job["log_offset"] = received
+                self._finish_run(tx, tree, job, worker, exit_code, timed_out, interrupted, now)
+                result.transitions = tree.transitions
+            if pick:
+                fresh = tx.worker(ping.name) or worker
+                result.next_job = self._pick(tx, tree, fresh, now)
+            return result
+
+        result = self.store.write(fn)
+        if result.log:
+            self.service.logs.append(job_id, result.log)
+        return result
+
+    @staticmethod
+    def _end_refusal(job: Row | None, name: str, event: int | None) -> str:
+        if job is None:
+            return "the job was deleted"
+        if job["worker"] != name:
+            return "the job is no longer assigned to this worker"
+        if event is not None and job["run_event"] != event:
+            return "this run was cancelled (paused, reset or handed to another worker)"
+        if job["state"] == WORKING:
+            return ""
+        if job["state"] == WAITING and event is not None and job["run_event"] == event:
+            return ""  # requeued while the worker was silent and not picked since: accept the result
+        return f"the job is {job['state']}, not running"
+
+    def _finish_run(self, tx: Tx, tree: Tree, job: Row, worker: Row, exit_code: int, timed_out: bool,
+                    interrupted: bool, now: float) -> None:
+        duration = max(0.0, now - job["start_time"]) if job["start_time"] else 0.0
+        fields: dict[str, Any] = {"run_event": 0, "duration": duration, "log_offset": job["log_offset"],
+                                  "ping_time": now}
+        if interrupted:
+            requeue = scheduling.should_requeue_silent(job["requeues"], self._requeue_limit())
+            fields["requeues"] = job["requeues"] + 1
+            outcome, event_state = (WAITING, "INTERRUPTED") if requeue else (ERROR, ERROR)
+            if not requeue:
+                fields["fail_count"] = job["fail_count"] + 1
+        elif exit_code == 0 and not timed_out:
+            outcome, event_state = FINISHED, FINISHED
+            fields.update(progress=1.0, run_done=job["run_done"] + 1)
+        else:
+            fails = job["fail_count"] + 1
+            fields.update(fail_count=fails, run_done=job["run_done"] + 1)
+            outcome = WAITING if scheduling.should_retry(fails, job["retry"]) else ERROR
+            event_state = ERROR
+        if outcome == WAITING and job["pending"]:
+            outcome = PENDING
+        if job["run_event"]:
+            tx.update_event(job["run_event"], {"state": event_state, "duration": duration})
+        counter = "finished" if event_state == FINISHED else "error" if event_state == ERROR else ""
+        if counter:
+            tx.bump_worker(worker["name"], {counter: 1})
+        if worker["current_job"] == job["id"]:
+            tx.update_worker(worker["name"], {"current_job": 0, "state": W_WAITING})
+        was_running = job["state"] == WORKING
+        tree.set_leaf_state(job, outcome, fields, duration_delta=duration if was_running or outcome != WAITING
+                            else 0.0)
+        if event_state == ERROR:
+            tree.child_failed(job["parent"])
+
+    def _requeue_limit(self) -> int:
+        return self.service.settings.requeue_limit
+
+    # -- reaper -----------------------------------------------------------------------------
+    def reap(self) -> dict[str, int]:
+        """Handle silent workers and jobs past their timeout. Returns what was done."""
+        now = self.clock()
+        settings = self.service.settings
+        done = {"silent_workers": 0, "requeued": 0, "timed_out": 0}
+        notes: list[tuple[int, bytes]] = []
+
+        def fn(tx: Tx) -> None:
+            tree = self.service.tree(tx, now)
+            for worker in tx.workers():
+                if worker["state"] not in (W_WAITING, W_WORKING):
+                    continue
+                if not scheduling.worker_silent(worker["ping_time"], self.started, settings.worker_timeout, now):
+                    continue
+                done["silent_workers"] += 1
+                tx.update_worker(worker["name"], {"state": W_TIMEOUT, "current_job": 0})
+                job = tx.job(worker["current_job"]) if worker["current_job"] else None
+                if job is None or job["state"] != WORKING or job["worker"] != worker["name"]:
+                    continue
+                requeue = scheduling.should_requeue_silent(job["requeues"], settings.requeue_limit)
+                fields: dict[str, Any] = {"requeues": job["requeues"] + 1,
+                                          "duration": max(0.0, now - job["start_time"])}
+                if requeue:
+                    # Keep run_event: a late endjob or heartbeat of this run is still accepted.
+                    target = PENDING if job["pending"] else WAITING
+                    done["requeued"] += 1
+                    note = (f"\n[coalition] worker {worker['name']} went silent for more than "
+                            f"{settings.worker_timeout:g}s: job requeued\n")
+                else:
+                    target = ERROR
+                    fields.update(fail_count=job["fail_count"] + 1, run_event=0)
+                    note = (f"\n[coalition] worker {worker['name']} went silent; the job was requeued "
+                            f"{job['requeues']} times already: ERROR\n")
+                if job["run_event"]:
+                    tx.update_event(job["run_event"], {"state": W_TIMEOUT, "duration": fields["duration"]})
+                tree.set_leaf_state(job, target, fields)
+                notes.append((job["id"], note.encode()))
+            for job in tx.working_jobs():
+                if not scheduling.job_timed_out(job["start_time"], job["timeout"], now, settings.worker_timeout):
+                    continue
+                row = tx.job(job["id"])
+                if row is None:
+                    continue
+                done["timed_out"] += 1
+                duration = max(0.0, now - row["start_time"])
+                fails = row["fail_count"] + 1
+                target = WAITING if scheduling.should_retry(fails, row["retry"]) else ERROR
+                if target == WAITING and row["pending"]:
+                    target = PENDING
+                if row["run_event"]:
+                    tx.update_event(row["run_event"], {"state": ERROR, "duration": duration})
+                w = tx.worker(row["worker"]) if row["worker"] else None
+                if w is not None and w["current_job"] == row["id"]:
+                    tx.update_worker(w["name"], {"current_job": 0, "state": W_WAITING})
+                    tx.bump_worker(w["name"], {"error": 1})
+                tree.set_leaf_state(row, target, {"fail_count": fails, "run_event": 0, "duration": duration,
+                                                  "run_done": row["run_done"] + 1}, duration_delta=duration)
+                tree.child_failed(row["parent"])
+                notes.append((row["id"], f"\n[coalition] job exceeded its timeout of {row['timeout']}s\n".encode()))
+
+        self.store.write(fn)
+        for job_id, note in notes:
+            self.service.logs.append(job_id, note)
+        if any(done.values()):
+            log.info("reaper: %s", done)
+        return done
+
+    def purge_events(self) -> int:
+        """Delete closed events older than the retention period."""
+        days = self.service.settings.event_retention_days
+        if days <= 0:
+            return 0
+        before = self.clock() - days * 86400
+        return self.store.write(lambda tx: tx.purge_events(before))
+
+    def lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew a named lease for periodic work shared by server replicas."""
+        now = self.clock()
+        return self.store.write(lambda tx: tx.acquire_lease(name, holder, now, ttl))

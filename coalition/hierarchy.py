@@ -1,0 +1,334 @@
+"""Keeping the job tree consistent inside one transaction.
+
+A job's derived fields (ordering key, blocked flag, effective tag set) come from its ancestor
+chain; a group's counters and state come from its children. This module holds the few
+operations that maintain both — a leaf changing state, a subtree re-derived after an edit, a
+group recounted after a structural change — and the dependency releases they trigger. It
+works on the store's `Tx` interface only.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import scheduling
+from .model import ERROR, FINISHED, PENDING, WAITING, WORKING, ValidationError, parse_tags
+from .scheduling import ROOT, Derived
+from .store.base import Row, Tx
+
+_COUNTED = ((FINISHED, "finished"), (ERROR, "errors"), (WORKING, "working"))
+_DERIVE_COLS = ("id", "parent", "priority", "affinity", "paused", "pending", "children", "h_key", "h_depth",
+                "h_blocked", "tagset")
+
+
+class TagCache:
+    """Tag-set id -> tags, shared by threads. Only committed rows are cached (tag sets are
+    never changed nor deleted, so an id once seen keeps its meaning)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, frozenset[str]] = {}
+        self._lock = threading.Lock()
+
+    def tags(self, tx: Tx, tagset_id: int) -> frozenset[str]:
+        """The tags of a tag-set id, read from the database when not cached."""
+        found = self._by_id.get(tagset_id)
+        if found is None:
+            self.refresh(tx)
+            found = self._by_id.get(tagset_id, frozenset())
+        return found
+
+    def refresh(self, tx: Tx) -> dict[int, frozenset[str]]:
+        """Reload every tag set; returns the map."""
+        fresh = {tid: scheduling.tagset_from_text(text) for tid, text in tx.tagsets().items()}
+        with self._lock:
+            self._by_id.update(fresh)
+        return fresh
+
+
+@dataclass
+class Transition:
+    """A job whose state changed during a transaction (for notifications)."""
+
+    job_id: int
+    parent: int
+    old: str
+    new: str
+
+
+@dataclass
+class Tree:
+    """Tree maintenance bound to one transaction and one instant."""
+
+    tx: Tx
+    now: float
+    tags: TagCache
+    decrease_priority_after: int = 0
+    transitions: list[Transition] = field(default_factory=list)
+    _tagset_ids: dict[str, int] = field(default_factory=dict)
+
+    # -- derived fields ---------------------------------------------------------------------
+    def derived_of(self, row: Row) -> Derived:
+        """The stored derived fields of a job row."""
+        return Derived(row["h_key"], row["h_depth"], bool(row["h_blocked"]), self.tags.tags(self.tx, row["tagset"]))
+
+    def parent_derived(self, parent_id: int) -> Derived:
+        """What children of `parent_id` inherit (the root for 0)."""
+        if not parent_id:
+            return ROOT
+        row = self.tx.job(parent_id)
+        return ROOT if row is None else self.derived_of(row)
+
+    def tagset_id(self, tags: frozenset[str]) -> int:
+        """The id of an effective tag set, created in this transaction if new."""
+        text = scheduling.tagset_text(tags)
+        if len(text) > 500:
+            raise ValidationError("affinity: too many or too long tags (500 characters at most in all)")
+        found = self._tagset_ids.get(text)
+        if found is None:
+            found = self.tx.tagset_id(text)
+            self._tagset_ids[text] = found
+        return found
+
+    def derive_row(self, parent: Derived, row: Row) -> tuple[Derived, dict[str, Any]]:
+        """Derived fields of `row` under `parent`, and the columns that differ from stored."""
+        d = scheduling.derive(
+            parent, row["id"], row["priority"], parse_tags(row["affinity"]), bool(row["paused"]), bool(row["pending"])
+        )
+        if d.h_depth >= scheduling.MAX_DEPTH:
+            raise ValidationError(f"the hierarchy would be deeper than {scheduling.MAX_DEPTH} levels")
+        fields: dict[str, Any] = {}
+        tagset = self.tagset_id(d.tags)
+        if row.get("h_key") != d.h_key:
+            fields["h_key"] = d.h_key
+        if row.get("h_depth") != d.h_depth:
+            fields["h_depth"] = d.h_depth
+        if bool(row.get("h_blocked")) != d.h_blocked:
+            fields["h_blocked"] = int(d.h_blocked)
+        if row.get("tagset") != tagset:
+            fields["tagset"] = tagset
+        return d, fields
+
+    def rederive(self, root_id: int) -> None:
+        """Recompute the derived fields of a job and its whole subtree."""
+        root = self.tx.job(root_id)
+        if root is None:
+            return
+        stack: list[tuple[Row, Derived]] = [(root, self.parent_derived(root["parent"]))]
+        updates: list[tuple[int, dict[str, Any]]] = []
+        while stack:
+            row, parent = stack.pop()
+            d, fields = self.derive_row(parent, row)
+            if fields:
+                fields["updated_at"] = self.now
+                updates.append((row["id"], fields))
+            if row["children"]:
+                stack.extend((child, d) for child in self.tx.children(row["id"], _DERIVE_COLS))
+        self.tx.update_jobs(updates)
+
+    # -- leaf state -------------------------------------------------------------------------
+    def set_leaf_state(self, row: Row, new_state: str, fields: dict[str, Any] | None = None,
+                       duration_delta: float = 0.0) -> None:
+        """Change a leaf's state (and other columns), keeping ancestors and dependents right."""
+        old = row["state"]
+        values = dict(fields or {})
+        values["state"] = new_state
+        values["updated_at"] = self.now
+        self.tx.update_job(row["id"], values)
+        row.update(values)
+        if old != new_state or duration_delta:
+            self._propagate(row["parent"], old, new_state, duration_delta)
+        if old != new_state:
+            self.transitions.append(Transition(row["id"], row["parent"], old, new_state))
+            self._after_state_change(row["id"], old, new_state)
+
+    def _propagate(self, parent_id: int, old: str, new: str, duration_delta: float = 0.0) -> None:
+        direct = {col: int(new == st) - int(old == st) for st, col in _COUNTED}
+        totals = {f"total_{col}": v for col, v in direct.items()}
+        first = True
+        pid = parent_id
+        while pid:
+            deltas: dict[str, int | float] = dict(totals)
+            if first:
+                deltas.update(direct)
+            if duration_delta:
+                deltas["duration"] = duration_delta
+            self.tx.bump_job(pid, deltas, self.now)
+            prow = self.tx.job(pid)
+            if prow is None:
+                return
+            self._refresh_group_state(prow)
+            pid = prow["parent"]
+            first = False
+
+    def bump_chain(self, parent_id: int, direct: dict[str, int], totals: dict[str, int]) -> None:
+        """Add to the direct parent's counters and every ancestor's totals, then refresh
+        the group states up the chain (a new child can unfinish a finished group)."""
+        first = True
+        pid = parent_id
+        while pid:
+            deltas: dict[str, int | float] = dict(totals)
+            if first:
+                deltas.update(direct)
+            self.tx.bump_job(pid, deltas, self.now)
+            prow = self.tx.job(pid)
+            if prow is None:
+                return
+            self._refresh_group_state(prow)
+            pid = prow["parent"]
+            first = False
+
+    def _refresh_group_state(self, prow: Row) -> None:
+        if not prow["children"]:
+            return
+        total = prow["total"]
+        new = scheduling.group_state(
+            total, prow["total_finished"], prow["total_errors"], prow["total_working"], bool(prow["pending"])
+        )
+        fields: dict[str, Any] = {}
+        old = prow["state"]
+        if new != old:
+            fields["state"] = new
+        progress = prow["total_finished"] / total if total else 0.0
+        if abs(progress - (prow["progress"] or 0.0)) > 1e-12:
+            fields["progress"] = progress
+        if new == WORKING and not prow["start_time"]:
+            fields["start_time"] = self.now
+        if fields:
+            fields["updated_at"] = self.now
+            self.tx.update_job(prow["id"], fields)
+            prow.update(fields)
+        if new != old:
+            self.transitions.append(Transition(prow["id"], prow["parent"], old, new))
+            self._after_state_change(prow["id"], old, new)
+
+    def _after_state_change(self, job_id: int, old: str, new: str) -> None:
+        if new == FINISHED:
+            for dep in self.tx.dependents(job_id):
+                if self.tx.unfinished_deps(dep) == 0:
+                    self.set_pending(dep, False)
+        elif old == FINISHED:
+            for dep in self.tx.dependents(job_id):
+                self.set_pending(dep, True)
+
+    def set_pending(self, job_id: int, pending: bool) -> None:
+        """A job's dependencies became met (False) or unmet again (True)."""
+        row = self.tx.job(job_id)
+        if row is None or bool(row["pending"]) == pending:
+            return
+        if row["children"]:
+            self.tx.update_job(job_id, {"pending": int(pending), "updated_at": self.now})
+            row["pending"] = int(pending)
+            self.rederive(job_id)
+            self._refresh_group_state(row)
+            return
+        fields: dict[str, Any] = {"pending": int(pending)}
+        _, derived = self.derive_row(self.parent_derived(row["parent"]), {**row, "pending": int(pending)})
+        fields.update(derived)
+        if pending and row["state"] == WAITING:
+            self.set_leaf_state(row, PENDING, fields)
+        elif not pending and row["state"] == PENDING:
+            self.set_leaf_state(row, WAITING, fields)
+        else:  # running or done: it already ran, only remember the flag
+            fields["updated_at"] = self.now
+            self.tx.update_job(job_id, fields)
+
+    # -- structure --------------------------------------------------------------------------
+    def recount(self, group_id: int, up: bool = True) -> None:
+        """Recompute a job's counters from its direct children, then (with `up`) every
+        ancestor's up to the root."""
+        pid = group_id
+        while pid:
+            row = self.tx.job(pid)
+            if row is None:
+                return
+            kids = self.tx.children(
+                pid, ("children", "state", "total", "total_finished", "total_errors", "total_working",
+                      "duration", "start_time")
+            )
+            c: dict[str, Any] = dict.fromkeys(
+                ("finished", "errors", "working", "total", "total_finished", "total_errors", "total_working"), 0
+            )
+            duration = 0.0
+            starts = []
+            for k in kids:
+                duration += k["duration"] or 0.0
+                if k["start_time"]:
+                    starts.append(k["start_time"])
+                if k["children"]:
+                    for col in ("total", "total_finished", "total_errors", "total_working"):
+                        c[col] += k[col]
+                else:
+                    c["total"] += 1
+                    for st, col in _COUNTED:
+                        if k["state"] == st:
+                            c[col] += 1
+                            c[f"total_{col}"] += 1
+            fields: dict[str, Any] = {key: v for key, v in c.items() if row[key] != v}
+            if row["children"] != len(kids):
+                fields["children"] = len(kids)
+            if kids:
+                if row["leaf"]:
+                    fields["leaf"] = 0
+                if abs((row["duration"] or 0.0) - duration) > 1e-9:
+                    fields["duration"] = duration
+                start = min(starts) if starts else 0.0
+                if row["start_time"] != start:
+                    fields["start_time"] = start
+            elif row["children"]:
+                # The last child went away: the job is a plain job again.
+                fields.update(leaf=int(row["command"] != ""), progress=0.0, duration=0.0, start_time=0.0,
+                              state=PENDING if row["pending"] else WAITING)
+            if fields:
+                fields["updated_at"] = self.now
+                self.tx.update_job(pid, fields)
+                row.update(fields)
+            if kids:
+                self._refresh_group_state(row)
+            pid = row["parent"] if up else 0
+
+    def subtree(self, root_id: int, columns: tuple[str, ...] = ()) -> list[Row]:
+        """The job and all its descendants (root first), with the given columns (or all)."""
+        root = self.tx.job(root_id)
+        if root is None:
+            return []
+        out = [root]
+        queue = [root]
+        cols = tuple(columns) + ("id", "children") if columns else None
+        while queue:
+            row = queue.pop()
+            if row["children"]:
+                kids = self.tx.children(row["id"], cols)
+                out.extend(kids)
+                queue.extend(kids)
+        return out
+
+    def ancestors(self, job_id: int) -> list[int]:
+        """Ids of the ancestors of a job, nearest first."""
+        out: list[int] = []
+        row = self.tx.job(job_id)
+        seen = set()
+        while row is not None and row["parent"] and row["parent"] not in seen:
+            out.append(row["parent"])
+            seen.add(row["parent"])
+            row = self.tx.job(row["parent"])
+        return out
+
+    def child_failed(self, parent_id: int) -> None:
+        """Count a child's failed run on its parent; `decreasepriorityafter` may lower the
+        parent's priority (and so re-key its subtree)."""
+        if not parent_id:
+            return
+        self.tx.bump_job(parent_id, {"child_fail_count": 1}, self.now)
+        if self.decrease_priority_after <= 0:
+            return
+        prow = self.tx.job(parent_id)
+        if prow is None:
+            return
+        new = scheduling.new_priority_after_child_error(
+            prow["priority"], prow["child_fail_count"], self.decrease_priority_after
+        )
+        if new != prow["priority"]:
+            self.tx.update_job(parent_id, {"priority": new, "updated_at": self.now})
+            self.rederive(parent_id)

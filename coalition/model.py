@@ -1,0 +1,392 @@
+"""Values and validation: job specs, edits, tags, states. No I/O, nothing of ours imported.
+
+Everything that enters the server from outside (REST bodies, legacy form fields) is turned
+into plain validated values here, so that a bad request fails with a message naming the
+field before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Job states (stored). PAUSED is only *reported*: a paused job keeps its stored state.
+WAITING, PENDING, WORKING, FINISHED, ERROR, PAUSED = (
+    "WAITING",
+    "PENDING",
+    "WORKING",
+    "FINISHED",
+    "ERROR",
+    "PAUSED",
+)
+JOB_STATES = (WAITING, PENDING, WORKING, FINISHED, ERROR, PAUSED)
+
+# Worker states.
+W_WAITING, W_WORKING, W_TIMEOUT, W_STARTING, W_TERMINATED = (
+    "WAITING",
+    "WORKING",
+    "TIMEOUT",
+    "STARTING",
+    "TERMINATED",
+)
+WORKER_STATES = (W_WAITING, W_WORKING, W_TIMEOUT, W_STARTING, W_TERMINATED)
+
+DEFAULT_PRIORITY = 1000
+MAX_PRIORITY = 2**31 - 1
+DEFAULT_PROGRESS_PATTERN = "PROGRESS:%percent"
+MAX_TEXT = 65536  # longest title/command/dir/env we accept, in characters
+
+
+class ValidationError(ValueError):
+    """A value from outside is malformed; the message names the field and says what is wrong."""
+
+
+# Fields of the job object as served by the API, in the documented order.
+JOB_FIELDS = (
+    "id",
+    "parent",
+    "title",
+    "command",
+    "dir",
+    "environment",
+    "state",
+    "paused",
+    "worker",
+    "start_time",
+    "duration",
+    "ping_time",
+    "run_done",
+    "retry",
+    "timeout",
+    "priority",
+    "affinity",
+    "user",
+    "finished",
+    "errors",
+    "working",
+    "total",
+    "total_finished",
+    "total_errors",
+    "total_working",
+    "url",
+    "progress",
+    "progress_pattern",
+    "local_progress",
+    "local_progress_pattern",
+    "fail_count",
+    "requeues",
+    "children",
+    "created_at",
+    "updated_at",
+)
+
+WORKER_FIELDS = (
+    "name",
+    "ip",
+    "affinity",
+    "state",
+    "ping_time",
+    "finished",
+    "error",
+    "last_job",
+    "current_event",
+    "cpu",
+    "free_memory",
+    "total_memory",
+    "active",
+    "start_time",
+)
+
+# Aliases accepted on input: chapter 8 attribute names and Coalition 4 UI spellings.
+JOB_ALIASES = {
+    "cmd": "command",
+    "env": "environment",
+    "globalprogress": "progress_pattern",
+    "localprogress": "local_progress_pattern",
+}
+
+# Fields a client may set at creation (PUT /api/jobs) or edit (POST /api/jobs).
+SETTABLE = (
+    "parent",
+    "title",
+    "command",
+    "dir",
+    "environment",
+    "state",
+    "paused",
+    "retry",
+    "timeout",
+    "priority",
+    "affinity",
+    "user",
+    "url",
+    "progress_pattern",
+    "local_progress_pattern",
+    "dependencies",
+)
+# Read-only fields that clients commonly send back (a GET object posted as an edit); they
+# are accepted at creation only as no-ops when they carry their default, and refused in edits.
+READ_ONLY = set(JOB_FIELDS) - set(SETTABLE)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job submission. `parent` stays raw: an id, a title or an `a|b` path."""
+
+    parent: int | str = 0
+    title: str = ""
+    command: str = ""
+    dir: str = "."
+    environment: str = ""
+    paused: bool = False
+    retry: int = 0
+    timeout: int = 0
+    priority: int = DEFAULT_PRIORITY
+    affinity: str = ""
+    user: str = ""
+    url: str = ""
+    progress_pattern: str = DEFAULT_PROGRESS_PATTERN
+    local_progress_pattern: str = ""
+    dependencies: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobEdit:
+    """A validated partial edit of one job: only the fields that were sent."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _text(name: str, value: Any, *, allow_none: bool = True) -> str:
+    if value is None and allow_none:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValidationError(f"{name} must be a string")
+    text = str(value)
+    if len(text) > MAX_TEXT:
+        raise ValidationError(f"{name} is longer than {MAX_TEXT} characters")
+    if "\x00" in text:
+        raise ValidationError(f"{name} contains a NUL character")
+    return text
+
+
+def _int(name: str, value: Any, *, lo: int = 0, hi: int = MAX_PRIORITY, lenient: bool = False) -> int:
+    if isinstance(value, bool):
+        raise ValidationError(f"{name} must be an integer, not a boolean")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif lenient and isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        number = int(value)
+    elif lenient and isinstance(value, str) and value.strip() == "":
+        raise ValidationError(f"{name} is empty")
+    else:
+        raise ValidationError(f"{name} must be an integer, got {value!r}"[:200])
+    if not lo <= number <= hi:
+        raise ValidationError(f"{name} must be between {lo} and {hi}, got {number}")
+    return number
+
+
+def _bool(name: str, value: Any, *, lenient: bool = False) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if lenient and isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+    raise ValidationError(f"{name} must be a boolean (true/false or 0/1), got {value!r}"[:200])
+
+
+def parse_dependencies(value: Any, *, lenient: bool = False) -> tuple[int, ...]:
+    """A list of ids, or a string in which every run of digits is an id ("1,3,5", "21 22 23")."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        ids = [int(x) for x in re.findall(r"\d+", value)]
+    elif isinstance(value, (list, tuple)):
+        ids = [_int("dependencies", v, lo=1, hi=2**62, lenient=True) for v in value]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        ids = [_int("dependencies", value, lo=1, hi=2**62)]
+    else:
+        raise ValidationError("dependencies must be a list of job ids or a string like \"1,3,5\"")
+    seen: dict[int, None] = {}
+    for job_id in ids:
+        if job_id <= 0:
+            raise ValidationError(f"dependencies: {job_id} is not a job id")
+        seen[job_id] = None
+    return tuple(seen)
+
+
+def parse_parent(value: Any, *, lenient: bool = False) -> int | str:
+    """An id, or a title / `a|b` path of titles (resolved later against the store)."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        raise ValidationError("parent must be a job id or a title")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValidationError(f"parent must be a job id (>= 0), got {value}")
+        return value
+    if isinstance(value, str):
+        if re.fullmatch(r"\s*\d+\s*", value):
+            return int(value)
+        return _text("parent", value)
+    raise ValidationError("parent must be a job id or a title")
+
+
+def normalise_keys(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Map chapter 8 / legacy attribute names to the API's field names."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ValidationError(f"field names must be strings, got {key!r}")
+        out[JOB_ALIASES.get(key, key)] = value
+    return out
+
+
+def parse_job_spec(data: Any, *, lenient: bool = False) -> JobSpec:
+    """Validate a job submission (PUT /api/jobs body, or legacy form fields with lenient=True).
+
+    Unknown fields are refused, so a typo ("priorty") does not silently create a job with a
+    default value. Read-only fields a client copied from a GET object are ignored.
+    """
+    if not isinstance(data, Mapping):
+        raise ValidationError("a job must be a JSON object")
+    values = normalise_keys(data)
+    unknown = sorted(k for k in values if k not in SETTABLE and k not in READ_ONLY)
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(unknown)}")
+    kw: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in READ_ONLY:
+            continue
+        kw[key] = _field(key, value, lenient=lenient)
+    state = kw.pop("state", None)
+    if state == PAUSED:
+        kw["paused"] = True
+    return JobSpec(**kw)
+
+
+def parse_job_edit(data: Any) -> JobEdit:
+    """Validate the attributes of one job in a POST /api/jobs edit map."""
+    if not isinstance(data, Mapping):
+        raise ValidationError("each job edit must be a JSON object of field: value")
+    values = normalise_keys(data)
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in ("id",):
+            continue
+        if key not in SETTABLE:
+            if key in READ_ONLY:
+                raise ValidationError(f"{key} is read-only")
+            raise ValidationError(f"unknown field: {key}")
+        out[key] = _field(key, value, lenient=False)
+    return JobEdit(out)
+
+
+def _field(key: str, value: Any, *, lenient: bool) -> Any:
+    if key == "parent":
+        return parse_parent(value, lenient=lenient)
+    if key == "dependencies":
+        return parse_dependencies(value, lenient=lenient)
+    if key in ("retry", "timeout"):
+        return _int(key, value, lo=0, hi=2**31 - 1, lenient=lenient)
+    if key == "priority":
+        return _int(key, value, lo=0, hi=MAX_PRIORITY, lenient=lenient)
+    if key == "paused":
+        return _bool(key, value, lenient=lenient)
+    if key == "state":
+        state = _text(key, value).strip().upper()
+        if state not in (WAITING, PAUSED, PENDING, ""):
+            raise ValidationError(f"state must be WAITING or PAUSED, got {value!r}"[:200])
+        return state or WAITING
+    if key == "dir":
+        text = _text(key, value)
+        return text if text else "."
+    if key == "progress_pattern":
+        text = _text(key, value)
+        return text if text else DEFAULT_PROGRESS_PATTERN
+    return _text(key, value)
+
+
+def parse_tags(affinity: str) -> list[str]:
+    """Comma-separated tag names, blanks dropped, order and duplicates normalised."""
+    seen: dict[str, None] = {}
+    for part in affinity.split(","):
+        tag = part.strip()
+        if tag:
+            seen[tag] = None
+    return list(seen)
+
+
+def parse_rule_lines(text: str) -> list[list[str]]:
+    """A worker's affinity: one rule per line, each a comma-separated tag set."""
+    lines = []
+    for line in text.replace("\r", "").split("\n"):
+        tags = parse_tags(line)
+        if tags:
+            lines.append(tags)
+    return lines
+
+
+def format_rule_lines(lines: Iterable[Iterable[str]]) -> str:
+    """The inverse of parse_rule_lines: newline-separated, comma-joined."""
+    return "\n".join(",".join(line) for line in lines)
+
+
+def parse_env(environment: str) -> dict[str, str]:
+    """Chapter 8 environment: KEY=VALUE pairs separated by the two characters backslash-n."""
+    env: dict[str, str] = {}
+    if not environment or environment == "None":  # Coalition 4 stored "None" for no env
+        return env
+    for pair in environment.split("\\n"):
+        if "=" in pair:
+            key, value = pair.split("=", 1)
+            if key.strip():
+                env[key.strip()] = value
+    return env
+
+
+def parse_names(data: Any, what: str = "worker names") -> list[str]:
+    """A JSON list of names (workers), as taken by DELETE/stop/start routes."""
+    if not isinstance(data, list) or not all(isinstance(x, str) and x for x in data):
+        raise ValidationError(f"expected a JSON list of {what}")
+    return list(dict.fromkeys(data))
+
+
+def parse_ids(data: Any) -> list[int]:
+    """A JSON list of job ids, as taken by DELETE/reset/start/pause routes."""
+    if isinstance(data, int) and not isinstance(data, bool):
+        data = [data]
+    if not isinstance(data, list):
+        raise ValidationError("expected a JSON list of job ids")
+    return list(dict.fromkeys(_int("job id", x, lo=1, hi=2**62, lenient=True) for x in data))
+
+
+WORKER_EDITABLE = ("affinity", "active")
+
+
+def parse_worker_edit(data: Any) -> dict[str, Any]:
+    """Validate the attributes of one worker in a POST /api/workers edit map."""
+    if not isinstance(data, Mapping):
+        raise ValidationError("each worker edit must be a JSON object of field: value")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "name":
+            continue
+        if key == "affinity":
+            out[key] = format_rule_lines(parse_rule_lines(_text(key, value)))
+        elif key == "active":
+            out[key] = _bool(key, value, lenient=True)
+        elif key in WORKER_FIELDS:
+            raise ValidationError(f"worker field {key} is read-only")
+        else:
+            raise ValidationError(f"unknown worker field: {key}")
+    return out

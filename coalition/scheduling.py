@@ -1,0 +1,173 @@
+"""Pure scheduling policy: ordering keys, tag matching, derived group state, retry and timeout
+decisions, progress parsing. No I/O, no clock: callers pass `now`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+# The ordering key is a string compared byte-wise: for each level from the root down, the
+# inverted priority then the id, both fixed-width hex. Higher priority sorts first, ties go to
+# the older (smaller) id, and a parent's position dominates its children's: the order is
+# lexicographic over the ancestor chain at any depth (Coalition 4 packed 8 bits a level into
+# one 64-bit integer, which capped both priority and depth).
+_PRIO_DIGITS = 8  # priorities 0 .. 2**31-1
+_ID_DIGITS = 11  # ids up to 2**44
+PART_LEN = _PRIO_DIGITS + _ID_DIGITS
+MAX_DEPTH = 100  # keeps the key within an indexable 1900 bytes on MySQL
+_PRIO_MAX = 2**31 - 1
+
+
+def key_part(priority: int, job_id: int) -> str:
+    """One level of the ordering key."""
+    return f"{_PRIO_MAX - priority:08x}{job_id:011x}"
+
+
+@dataclass(frozen=True)
+class Derived:
+    """What a job inherits from its ancestors, recomputed when the chain changes."""
+
+    h_key: str
+    h_depth: int
+    h_blocked: bool  # paused or dependency-pending self or ancestor: nothing below may run
+    tags: frozenset[str]  # effective tags: own plus every ancestor's
+
+
+ROOT = Derived(h_key="", h_depth=-1, h_blocked=False, tags=frozenset())
+
+
+def derive(parent: Derived, job_id: int, priority: int, tags: Iterable[str], paused: bool, pending: bool) -> Derived:
+    """The derived fields of a job from its parent's and its own."""
+    return Derived(
+        h_key=parent.h_key + key_part(priority, job_id),
+        h_depth=parent.h_depth + 1,
+        h_blocked=parent.h_blocked or paused or pending,
+        tags=parent.tags | frozenset(tags),
+    )
+
+
+def tagset_text(tags: Iterable[str]) -> str:
+    """Canonical text of a tag set, used as the tagsets table's unique key."""
+    return ",".join(sorted(set(tags)))
+
+
+def tagset_from_text(text: str) -> frozenset[str]:
+    """Inverse of tagset_text."""
+    return frozenset(t for t in text.split(",") if t)
+
+
+def rule_plan(lines: Sequence[Iterable[str]], tagsets: Mapping[int, frozenset[str]]) -> list[list[int]]:
+    """For a worker's ordered rule lines, the tagset ids each line accepts, in preference order.
+
+    A job matches a line when its effective tags are a non-empty subset of the line. Jobs with
+    no effective tags match any worker, after all its lines (an implicit last line). A tagset
+    already served by an earlier line is not repeated.
+    """
+    plan: list[list[int]] = []
+    seen: set[int] = set()
+    for line in lines:
+        offered = frozenset(line)
+        ids = [tid for tid, tags in sorted(tagsets.items()) if tags and tags <= offered and tid not in seen]
+        seen.update(ids)
+        if ids:
+            plan.append(ids)
+    empty = [tid for tid, tags in tagsets.items() if not tags]
+    if empty:
+        plan.append(empty)
+    return plan
+
+
+def group_state(total: int, total_finished: int, total_errors: int, total_working: int, pending: bool) -> str:
+    """A group's state, derived from its leaf counters (Coalition 4's rule, pending first)."""
+    if pending:
+        return "PENDING"
+    if total_errors > 0:
+        return "ERROR"
+    if total > 0 and total_finished == total:
+        return "FINISHED"
+    if total_working > 0:
+        return "WORKING"
+    return "WAITING"
+
+
+def should_retry(fail_count: int, retry: int) -> bool:
+    """After a failed run (fail_count includes it): run again while fewer than `retry` retries
+    have been spent, i.e. at most 1 + retry runs in all (chapter 8: "retry up to retry times")."""
+    return fail_count <= retry
+
+
+def should_requeue_silent(requeues: int, limit: int) -> bool:
+    """A job whose worker went silent goes back to WAITING without spending a retry, but only
+    `limit` times: a job that kills its host must not loop for ever."""
+    return requeues < limit
+
+
+def job_timed_out(start_time: float, timeout: int, now: float, grace: float) -> bool:
+    """A running job past its own timeout (plus grace for the worker to report it first)."""
+    return timeout > 0 and start_time > 0 and now - start_time > timeout + grace
+
+
+def worker_silent(ping_time: float, since: float, timeout: float, now: float) -> bool:
+    """A worker is silent when neither its last ping nor `since` (when the observer started
+    watching, so a restarted server does not reap everyone at once) is within `timeout`."""
+    return now - max(ping_time, since) > timeout
+
+
+def new_priority_after_child_error(priority: int, child_fail_count: int, every: int) -> int:
+    """`decreasepriorityafter`: a group loses one priority point each `every` child errors."""
+    if every > 0 and child_fail_count > 0 and child_fail_count % every == 0:
+        return max(0, priority - 1)
+    return priority
+
+
+_NUMBER = {"%percent": r"([0-9]+(?:\.[0-9]+)?)", "%one": r"([0-9]*\.?[0-9]+)"}
+_pattern_cache: dict[str, tuple[re.Pattern[str], float] | None] = {}
+
+
+def _compile_progress(pattern: str) -> tuple[re.Pattern[str], float] | None:
+    cached = _pattern_cache.get(pattern, False)
+    if cached is not False:
+        return cached  # type: ignore[return-value]
+    result = None
+    for token, number in _NUMBER.items():
+        if token in pattern:
+            # The pattern is literal text around the placeholder: "(%percent)" matches "(50)".
+            before, _, after = pattern.partition(token)
+            result = (re.compile(re.escape(before) + number + re.escape(after)), 100.0 if token == "%percent" else 1.0)
+            break
+    if len(_pattern_cache) > 1000:
+        _pattern_cache.clear()
+    _pattern_cache[pattern] = result
+    return result
+
+
+def parse_progress(pattern: str, text: str) -> float | None:
+    """The last progress value (0..1) that `pattern` finds in `text`, or None."""
+    if not pattern or not text:
+        return None
+    compiled = _compile_progress(pattern)
+    if compiled is None:
+        return None
+    regex, scale = compiled
+    value = None
+    for match in regex.finditer(text):
+        try:
+            value = float(match.group(1)) / scale
+        except ValueError:
+            continue
+    if value is None:
+        return None
+    return min(1.0, max(0.0, value))
+
+
+def log_slice(received: int, offset: int, chunk: bytes) -> tuple[bytes, int]:
+    """Which bytes of a chunk at `offset` are new, given `received` bytes already stored for
+    the run. Returns (bytes to append, new received count). Resent chunks append nothing."""
+    end = offset + len(chunk)
+    if end <= received:
+        return b"", received
+    if offset >= received:
+        return chunk, end  # a gap (offset > received) means bytes were lost: keep what we got
+    return chunk[received - offset :], end

@@ -1,0 +1,1 @@
+"""The CherryPy server: routes, auth tool, static page, discovery, monitors."""

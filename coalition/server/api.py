@@ -1,0 +1,366 @@
+"""The user REST API (`/api`, and its `/api/webfrontend` alias): thin adapters that parse,
+check permissions, call the service and return plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import cherrypy
+
+from ..model import JOB_STATES, ValidationError, parse_ids, parse_job_edit, parse_job_spec, parse_names, \
+    parse_worker_edit
+from ..service import Service
+from .auth import CREATE, DELETE, EDIT, VIEW, Auth, Identity
+from .http import ApiError, json_body
+from .router import Router
+
+_LIST_PARAMS = ("parent", "state", "user", "text", "affinity", "worker", "sort", "order", "offset", "limit",
+                "changed_since")
+
+
+def _int_param(params: dict[str, Any], key: str, default: int | None = None, lo: int = 0,
+               hi: int = 2**62) -> int | None:
+    value = params.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ApiError(400, f"{key} must be an integer, got {value!r}"[:200]) from None
+    if not lo <= number <= hi:
+        raise ApiError(400, f"{key} must be between {lo} and {hi}")
+    return number
+
+
+def _job_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ApiError(404, f"job {text!r} not found") from None
+
+
+class Api:
+    """Handlers of the user API."""
+
+    def __init__(self, service: Service, auth: Auth, terminate: Callable[[list[str]], None] | None = None):
+        self.service = service
+        self.auth = auth
+        self.terminate = terminate  # set in cloud mode
+
+    def who(self) -> Identity:
+        """The identity of the current request."""
+        return self.auth.identify("api", cherrypy.request.headers)
+
+    def routes(self, router: Router, prefix: str) -> None:
+        """Register every route under `prefix` ("/api" and "/api/webfrontend")."""
+        p = prefix
+        router.add("GET", f"{p}/ping", lambda params: {"ok": True})
+        router.add("GET", f"{p}/jobs", self.list_jobs)
+        router.add("PUT", f"{p}/jobs", self.create_jobs)
+        router.add("POST", f"{p}/jobs", self.edit_jobs)
+        router.add("DELETE", f"{p}/jobs", self.delete_jobs)
+        router.add("GET", rf"{p}/jobs/([^/]+)", self.get_job)
+        router.add("GET", rf"{p}/jobs/([^/]+)/children", self.children)
+        router.add("GET", rf"{p}/jobs/([^/]+)/dependencies", self.dependencies)
+        router.add("POST", rf"{p}/jobs/([^/]+)/dependencies", self.set_dependencies)
+        router.add("GET", rf"{p}/jobs/([^/]+)/childrendependencies", self.children_dependencies)
+        router.add("GET", rf"{p}/jobs/([^/]+)/log", self.log)
+        router.add("GET", rf"{p}/jobs/([^/]+)/events", self.job_events)
+        router.add("POST", f"{p}/resetjobs", self.state_command("reset"))
+        router.add("POST", f"{p}/reseterrorjobs", self.state_command("reset_errors"))
+        router.add("POST", f"{p}/startjobs", self.state_command("start"))
+        router.add("POST", f"{p}/pausejobs", self.state_command("pause"))
+        router.add("GET", f"{p}/workers", self.workers)
+        router.add("POST", f"{p}/workers", self.edit_workers)
+        router.add("DELETE", f"{p}/workers", self.delete_workers)
+        router.add("GET", rf"{p}/workers/([^/]+)", self.worker)
+        router.add("POST", f"{p}/startworkers", self.start_workers)
+        router.add("POST", f"{p}/stopworkers", self.stop_workers)
+        router.add("POST", f"{p}/terminateworkers", self.terminate_workers)
+        router.add("GET", f"{p}/affinities", self.affinities)
+        router.add("POST", f"{p}/affinities", self.set_affinities)
+        router.add("GET", f"{p}/events", self.events)
+        router.add("GET", f"{p}/stats", self.stats)
+
+    # -- jobs -------------------------------------------------------------------------------
+    def list_jobs(self, params: dict[str, Any]) -> Any:
+        """GET /api/jobs: the root jobs (documented), or a filtered page with a total."""
+        who = self.who()
+        unknown = sorted(set(params) - set(_LIST_PARAMS) - {"_"})
+        if unknown:
+            raise ApiError(400, f"unknown parameter(s): {', '.join(unknown)}; known: {', '.join(_LIST_PARAMS)}")
+        paged = bool(params)
+        filters: dict[str, Any] = {"parent": _int_param(params, "parent", 0)}
+        if params.get("parent") == "all":
+            filters["parent"] = None
+        if params.get("state"):
+            states = [s.strip().upper() for s in str(params["state"]).split(",") if s.strip()]
+            bad = [s for s in states if s not in JOB_STATES]
+            if bad:
+                raise ApiError(400, f"unknown state(s): {', '.join(bad)}")
+            filters["states"] = states
+        for key in ("user", "text", "affinity", "worker"):
+            if params.get(key):
+                filters[key] = str(params[key])
+        if params.get("changed_since"):
+            try:
+                filters["changed_since"] = float(params["changed_since"])
+            except ValueError:
+                raise ApiError(400, "changed_since must be a number (the `now` of a previous answer)") from None
+        order = str(params.get("order", "asc")).lower()
+        if order not in ("asc", "desc"):
+            raise ApiError(400, "order must be asc or desc")
+        offset = _int_param(params, "offset", 0) or 0
+        limit = _int_param(params, "limit", 200 if paged else None, lo=1, hi=10000)
+        jobs, total, now = self.service.list_jobs(filters, str(params.get("sort", "")), order == "desc", offset,
+                                                  limit)
+        visible = [j for j in jobs if self.auth.may_view(who, j)]
+        if len(visible) != len(jobs):
+            total -= len(jobs) - len(visible)
+        if not paged:
+            return visible
+        return {"jobs": visible, "total": total, "offset": offset, "limit": limit, "now": now}
+
+    def create_jobs(self, params: dict[str, Any]) -> Any:
+        """PUT /api/jobs: one job object -> its id; a list of job objects -> their ids."""
+        who = self.who()
+        body = json_body()
+        many = isinstance(body, list)
+        items = body if many else [body]
+        if not items:
+            raise ApiError(400, "an empty list of jobs")
+        if len(items) > 100000:
+            raise ApiError(413, "at most 100000 jobs per request")
+        specs = []
+        for i, item in enumerate(items):
+            try:
+                spec = parse_job_spec(item)
+            except ValidationError as exc:
+                raise ApiError(400, f"job {i}: {exc}" if many else str(exc)) from None
+            owner = self.auth.owner_for_new_job(who, spec.user)
+            if owner != spec.user:
+                from dataclasses import replace
+
+                spec = replace(spec, user=owner)
+            specs.append(spec)
+        self.auth.require(who, CREATE)
+        ids = self.service.submit_many(specs)
+        return ids if many else ids[0]
+
+    def edit_jobs(self, params: dict[str, Any]) -> Any:
+        """POST /api/jobs: `{id: {field: value}}` edits, all or nothing."""
+        who = self.who()
+        body = json_body()
+        if not isinstance(body, dict):
+            raise ApiError(400, "expected a JSON object {job id: {field: value}}")
+        edits = {}
+        for key, values in body.items():
+            job_id = _int_param({"id": key}, "id", lo=1)
+            try:
+                edits[job_id] = parse_job_edit(values)
+            except ValidationError as exc:
+                raise ApiError(400, f"job {key}: {exc}") from None
+        rows = self.service.job_rows(list(edits))
+        missing = sorted(set(edits) - {r["id"] for r in rows})
+        if missing:
+            raise ApiError(404, f"job(s) {', '.join(map(str, missing))} not found")
+        self.auth.require(who, EDIT, rows)
+        self.service.edit(edits)
+        return 1
+
+    def delete_jobs(self, params: dict[str, Any]) -> Any:
+        """DELETE /api/jobs: a list of ids, subtrees included."""
+        who = self.who()
+        ids = parse_ids(json_body())
+        self.auth.require(who, DELETE, self._rows(ids))
+        self.service.delete(ids)
+        return 1
+
+    def _rows(self, ids: list[int]) -> list[dict[str, Any]]:
+        rows = self.service.job_rows(ids)
+        missing = sorted(set(ids) - {r["id"] for r in rows})
+        if missing:
+            raise ApiError(404, f"job(s) {', '.join(map(str, missing))} not found")
+        return rows
+
+    def _viewable(self, job_id: int) -> None:
+        who = self.who()
+        if job_id:
+            row = self.service.require_job(job_id)
+            self.auth.require(who, VIEW, [row])
+        else:
+            self.auth.require(who, VIEW)
+
+    def get_job(self, params: dict[str, Any], job_id: str) -> Any:
+        """GET /api/jobs/<id>."""
+        jid = _job_id(job_id)
+        self._viewable(jid)
+        return self.service.job(jid)
+
+    def children(self, params: dict[str, Any], job_id: str) -> Any:
+        """GET /api/jobs/<id>/children."""
+        jid = _job_id(job_id)
+        self._viewable(jid)
+        who = self.who()
+        return [j for j in self.service.children(jid) if self.auth.may_view(who, j)]
+
+    def dependencies(self, params: dict[str, Any], job_id: str) -> Any:
+        """GET /api/jobs/<id>/dependencies: the job objects it depends on."""
+        jid = _job_id(job_id)
+        self._viewable(jid)
+        return self.service.dependencies(jid)
+
+    def set_dependencies(self, params: dict[str, Any], job_id: str) -> Any:
+        """POST /api/jobs/<id>/dependencies: replace the list."""
+        jid = _job_id(job_id)
+        who = self.who()
+        body = json_body()
+        from ..model import parse_dependencies
+
+        deps = list(parse_dependencies(body))
+        self.auth.require(who, EDIT, [self.service.require_job(jid)])
+        self.service.set_dependencies(jid, deps)
+        return 1
+
+    def children_dependencies(self, params: dict[str, Any], job_id: str) -> Any:
+        """GET /api/jobs/<id>/childrendependencies."""
+        jid = _job_id(job_id)
+        self._viewable(jid)
+        return self.service.children_dependencies(jid)
+
+    def log(self, params: dict[str, Any], job_id: str) -> Any:
+        """GET /api/jobs/<id>/log: the whole log (documented) or a byte range / tail."""
+        jid = _job_id(job_id)
+        self._viewable(jid)
+        if not any(k in params for k in ("offset", "limit", "tail")):
+            return self.service.log(jid)
+        return self.service.log_range(
+            jid,
+            _int_param(params, "offset", 0),
+            _int_param(params, "limit", 1024 * 1024, lo=0, hi=64 * 1024 * 1024),
+            _int_param(params, "tail", None, lo=0, hi=64 * 1024 * 1024),
+        )
+
+    def job_events(self, params: dict[str, Any], job_id: str) -> Any:
+        """GET /api/jobs/<id>/events: the runs of one job."""
+        jid = _job_id(job_id)
+        self._viewable(jid)
+        return self.service.events(jid, None, None)
+
+    def state_command(self, name: str) -> Callable[[dict[str, Any]], Any]:
+        """POST /api/{reset,reseterror,start,pause}jobs taking a list of ids."""
+
+        def handler(params: dict[str, Any]) -> Any:
+            who = self.who()
+            ids = parse_ids(json_body())
+            self.auth.require(who, EDIT, self._rows(ids))
+            getattr(self.service, name)(ids)
+            return 1
+
+        return handler
+
+    # -- workers ----------------------------------------------------------------------------
+    def workers(self, params: dict[str, Any]) -> Any:
+        """GET /api/workers: a list of workers."""
+        self.auth.require(self.who(), VIEW)
+        return self.service.workers()
+
+    def worker(self, params: dict[str, Any], name: str) -> Any:
+        """GET /api/workers/<name>."""
+        self.auth.require(self.who(), VIEW)
+        return self.service.worker(name)
+
+    def edit_workers(self, params: dict[str, Any]) -> Any:
+        """POST /api/workers: `{name: {affinity, active}}`."""
+        who = self.who()
+        body = json_body()
+        if not isinstance(body, dict):
+            raise ApiError(400, "expected a JSON object {worker name: {field: value}}")
+        edits = {}
+        for name, values in body.items():
+            try:
+                edits[str(name)] = parse_worker_edit(values)
+            except ValidationError as exc:
+                raise ApiError(400, f"worker {name}: {exc}") from None
+        self.auth.require(who, "workers")
+        self.service.edit_workers(edits)
+        return 1
+
+    def delete_workers(self, params: dict[str, Any]) -> Any:
+        """DELETE /api/workers: a list of names."""
+        who = self.who()
+        names = parse_names(json_body())
+        self.auth.require(who, "workers")
+        self.service.delete_workers(names)
+        return 1
+
+    def start_workers(self, params: dict[str, Any]) -> Any:
+        """POST /api/startworkers."""
+        who = self.who()
+        names = parse_names(json_body())
+        self.auth.require(who, "workers")
+        self.service.set_workers_active(names, True)
+        return 1
+
+    def stop_workers(self, params: dict[str, Any]) -> Any:
+        """POST /api/stopworkers: no new job; the running one is killed and requeued."""
+        who = self.who()
+        names = parse_names(json_body())
+        self.auth.require(who, "workers")
+        self.service.set_workers_active(names, False)
+        return 1
+
+    def terminate_workers(self, params: dict[str, Any]) -> Any:
+        """POST /api/terminateworkers: cloud mode only."""
+        who = self.who()
+        names = parse_names(json_body())
+        self.auth.require(who, "workers")
+        if self.terminate is None:
+            raise ApiError(404, "terminateworkers is only available in cloud mode (servermode = aws or gcloud)")
+        self.terminate(names)
+        return 1
+
+    # -- affinities, events, stats ----------------------------------------------------------
+    def affinities(self, params: dict[str, Any]) -> Any:
+        """GET /api/affinities: `{"1": "name", ...}`."""
+        self.auth.require(self.who(), VIEW)
+        return self.service.affinities()
+
+    def set_affinities(self, params: dict[str, Any]) -> Any:
+        """POST /api/affinities: `{"<n>": "name"}`."""
+        who = self.who()
+        body = json_body()
+        if not isinstance(body, dict):
+            raise ApiError(400, 'expected a JSON object {"<number>": "name"}')
+        self.auth.require(who, "workers")
+        self.service.set_affinities(body)
+        return 1
+
+    def events(self, params: dict[str, Any]) -> Any:
+        """GET /api/events?job=&worker=&howlong=."""
+        self.auth.require(self.who(), VIEW)
+        job = _int_param(params, "job", None, lo=-1)
+        if job is not None and job < 0:
+            job = None
+        howlong = params.get("howlong")
+        seconds = None
+        if howlong not in (None, ""):
+            try:
+                seconds = float(howlong)
+            except ValueError:
+                raise ApiError(400, "howlong must be a number of seconds") from None
+            if seconds < 0:
+                seconds = None
+        limit = _int_param(params, "limit", 5000, lo=1, hi=100000) or 5000
+        worker = params.get("worker") or None
+        return self.service.events(job, worker, seconds, limit)
+
+    def stats(self, params: dict[str, Any]) -> Any:
+        """GET /api/stats: counts and recent history for the overview."""
+        self.auth.require(self.who(), VIEW)
+        hours = float(params.get("hours", 6) or 6)
+        if not 0 < hours <= 24 * 31:
+            raise ApiError(400, "hours must be between 0 and 744")
+        return self.service.stats(hours)

@@ -1,0 +1,209 @@
+"""Assembling the server: store, service, routes, static web page, discovery and the
+periodic work that runs under a database lease (one server at a time does it)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import cherrypy
+from cherrypy.process.plugins import Monitor
+
+from ..config import ServerSettings
+from ..dispatch import Dispatcher
+from ..joblogs import JobLogs
+from ..service import Service, Settings
+from ..store.base import Store, StoreError
+from .api import Api
+from .auth import Auth, OpenAuth
+from .discovery import DiscoveryResponder
+from .http import error_page
+from .legacy import LegacyApi
+from .router import Mount, Router
+from .workers import WorkerApi
+
+log = logging.getLogger("coalition.server")
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def find_web_dir(configured: str) -> str | None:
+    """The static page: the configured dir, the source tree's web/, or the Debian path."""
+    for path in (configured, os.path.join(os.path.dirname(_PACKAGE_DIR), "web"), "/usr/share/coalition/web"):
+        if path and os.path.isfile(os.path.join(path, "index.html")):
+            return os.path.abspath(path)
+    return None
+
+
+class ServerApp:
+    """One Coalition server process."""
+
+    def __init__(self, settings: ServerSettings, store: Store, clock: Callable[[], float] = time.time,
+                 auth: Auth | None = None):
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.logs = JobLogs(settings.logs_dir, settings.maxlogsize * 1024 * 1024)
+        self.service = Service(
+            store,
+            self.logs,
+            Settings(
+                worker_timeout=settings.timeout,
+                requeue_limit=settings.requeuelimit,
+                decrease_priority_after=settings.decreasepriorityafter,
+                event_retention_days=settings.eventretention,
+            ),
+            clock,
+        )
+        self.dispatcher = Dispatcher(self.service)
+        self.auth: Auth = auth or OpenAuth()
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.discovery: DiscoveryResponder | None = None
+        self.terminate: Callable[[list[str]], None] | None = None
+        self.periodic: list[tuple[str, float, Callable[[], Any]]] = []
+        self._last_purge = 0.0
+
+    # -- assembly ---------------------------------------------------------------------------
+    def mount(self) -> None:
+        """Mount every route and the static page on cherrypy.tree."""
+        api = Api(self.service, self.auth, terminate=self._terminate)
+        router = Router()
+        api.routes(router, "/api")
+        api.routes(router, "/api/webfrontend")
+        WorkerApi(self.dispatcher, self.settings.workertoken).routes(router)
+        legacy = LegacyApi(self.service, self.auth)
+        legacy.routes(router, "/json")
+        legacy.routes(router, "/xmlrpc")
+        # We read bodies ourselves: curl's default form content type must not turn a JSON
+        # body into form fields, and DELETE carries a body here.
+        raw = {
+            "/": {
+                "request.process_request_body": False,
+                "request.methods_with_bodies": ("POST", "PUT", "PATCH", "DELETE"),
+            }
+        }
+        for prefix in ("/api", "/workers", "/json", "/xmlrpc"):
+            cherrypy.tree.mount(Mount(router, prefix), prefix, raw)
+        web = find_web_dir(self.settings.webdir)
+        if web:
+            cherrypy.tree.mount(None, "/", {"/": {"tools.staticdir.on": True, "tools.staticdir.dir": web,
+                                                  "tools.staticdir.index": "index.html"}})
+        else:
+            cherrypy.tree.mount(_NoWeb(), "/", {})
+
+    def _terminate(self, names: list[str]) -> None:
+        if self.terminate is None:
+            from .http import ApiError
+
+            raise ApiError(404, "terminateworkers is only available in cloud mode (servermode = aws or gcloud)")
+        self.terminate(names)
+
+    def configure(self) -> None:
+        """Global CherryPy settings from the ini."""
+        s = self.settings
+        conf: dict[str, Any] = {
+            "server.socket_host": s.listen,
+            "server.socket_port": s.port,
+            "server.thread_pool": s.threads,
+            "server.socket_queue_size": 1024,
+            "server.max_request_body_size": s.maxbodysize * 1024 * 1024,
+            "engine.autoreload.on": False,
+            "checker.on": False,
+            "log.screen": s.verbose,
+            "log.access_file": "",
+            "request.show_tracebacks": False,
+            "error_page.default": error_page,
+            "tools.sessions.on": False,
+        }
+        if s.ssl_certificate and s.ssl_private_key:
+            conf.update({
+                "server.ssl_module": "builtin",
+                "server.ssl_certificate": s.ssl_certificate,
+                "server.ssl_private_key": s.ssl_private_key,
+            })
+        cherrypy.config.update(conf)
+        if not s.verbose:
+            cherrypy.log.access_log.propagate = False
+            cherrypy.log.error_log.propagate = False
+
+    def add_periodic(self, name: str, interval: float, fn: Callable[[], Any]) -> None:
+        """Run `fn` every `interval` seconds on the server that holds the lease `name`."""
+        self.periodic.append((name, interval, fn))
+
+    def _subscribe_monitors(self) -> None:
+        self.add_periodic("reaper", self.settings.reaperinterval, self._reap)
+        for name, interval, fn in self.periodic:
+            ttl = max(10.0, interval * 5)
+            Monitor(cherrypy.engine, self._leased(name, ttl, fn), frequency=interval, name=name).subscribe()
+
+    def _leased(self, name: str, ttl: float, fn: Callable[[], Any]) -> Callable[[], None]:
+        def tick() -> None:
+            try:
+                if self.dispatcher.lease(name, self.holder, ttl):
+                    fn()
+            except StoreError as exc:
+                log.warning("%s: database unavailable: %s", name, exc)
+            except Exception:  # noqa: BLE001 - a periodic task must never die silently
+                log.exception("%s failed", name)
+
+        return tick
+
+    def _reap(self) -> None:
+        self.dispatcher.reap()
+        now = self.clock()
+        if now - self._last_purge > 3600:
+            self._last_purge = now
+            self.dispatcher.purge_events()
+
+    # -- life -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start serving (returns once the port is bound)."""
+        self.configure()
+        self.mount()
+        self._subscribe_monitors()
+        if self.settings.discovery:
+            self.discovery = DiscoveryResponder(self.settings.listen, self.settings.port or self.bound_port())
+        cherrypy.engine.start()
+        cherrypy.engine.wait(cherrypy.engine.states.STARTED)
+        if self.discovery is not None:
+            self.discovery.port = self.bound_port()
+            self.discovery.start()
+
+    def bound_port(self) -> int:
+        """The TCP port actually bound (useful with port 0)."""
+        addr = getattr(cherrypy.server, "bound_addr", None)
+        return int(addr[1]) if addr else self.settings.port
+
+    def url(self) -> str:
+        """The URL to print for people."""
+        host = self.settings.listen
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        scheme = "https" if self.settings.ssl_certificate else "http"
+        return f"{scheme}://{host}:{self.bound_port()}/"
+
+    def block(self) -> None:
+        """Serve until stopped by a signal."""
+        cherrypy.engine.signals.subscribe()
+        cherrypy.engine.block()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self.discovery is not None:
+            self.discovery.stop()
+        cherrypy.engine.exit()
+        self.store.close()
+
+
+class _NoWeb:
+    """Served at / when the web page is not installed."""
+
+    @cherrypy.expose
+    def index(self) -> str:
+        return ("<!doctype html><title>Coalition</title><p>Coalition is running. The web page is not "
+                "installed (set <code>webdir</code>); the API is at <a href='/api/jobs'>/api</a>.")

@@ -1,0 +1,41 @@
+"""Coalition's legacy submission routes: `/json/addjob` (documented in chapter 9, used by
+control.py) and `/xmlrpc/addjob` (Coalition 4), GET or POST, query string or form fields,
+chapter 8 attribute names. Both answer the new job's id as text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cherrypy
+
+from ..model import parse_job_spec
+from .auth import CREATE, Auth
+from .http import form_params
+from .router import Raw, Router
+
+
+class LegacyApi:
+    """Handlers of the legacy submission routes."""
+
+    def __init__(self, service: Any, auth: Auth):
+        self.service = service
+        self.auth = auth
+
+    def routes(self, router: Router, prefix: str) -> None:
+        """Register `<prefix>/addjob`."""
+        router.add("GET POST", f"{prefix}/addjob", self.addjob)
+
+    def addjob(self, params: dict[str, Any]) -> Raw:
+        """Create a job from chapter 8 attributes; answer its id."""
+        who = self.auth.identify("legacy", cherrypy.request.headers)
+        fields = form_params()
+        fields.pop("_", None)
+        spec = parse_job_spec(fields, lenient=True)
+        owner = self.auth.owner_for_new_job(who, spec.user)
+        if owner != spec.user:
+            from dataclasses import replace
+
+            spec = replace(spec, user=owner)
+        self.auth.require(who, CREATE)
+        return Raw(str(self.service.submit(spec)).encode())

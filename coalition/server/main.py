@@ -1,0 +1,135 @@
+"""`coalition-server`: run the server, or manage its database (--init, --migrate, --reset)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+
+from ..config import ConfigError, ServerSettings, find_config, load_server_settings
+from ..store import SchemaError, StoreError, open_mysql, open_sqlite
+from ..store.base import Store
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (Coalition 4's flags, plus -c and --yes)."""
+    p = argparse.ArgumentParser(
+        prog="coalition-server",
+        description="Coalition render-farm server. Config: -c FILE, else ./coalition.ini, "
+        "else /etc/coalition/coalition.ini.",
+    )
+    p.add_argument("-c", "--config", help="configuration file")
+    p.add_argument("-p", "--port", type=int, help="HTTP (and UDP discovery) port, default 19211")
+    p.add_argument("--listen", help="address to bind, default 0.0.0.0")
+    p.add_argument("--datadir", help="where the SQLite database and the job logs live")
+    p.add_argument("-v", "--verbose", action="store_true", help="log requests and details to stderr")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--init", action="store_true", help="create the database schema, then exit")
+    group.add_argument("--init-if-needed", action="store_true",
+                       help="create the schema only if the database is empty, then exit (for units)")
+    group.add_argument("--migrate", action="store_true",
+                       help="upgrade the database schema (Coalition 4 databases too), then exit")
+    group.add_argument("--reset", action="store_true", help="delete every job, worker and event, then exit")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation (--reset, --migrate)")
+    return p
+
+
+def open_store(settings: ServerSettings) -> Store:
+    """The store the settings describe."""
+    if settings.db_type == "mysql":
+        return open_mysql(settings.db_mysql_host, settings.db_mysql_port, settings.db_mysql_user,
+                          settings.db_mysql_password, settings.db_mysql_base)
+    return open_sqlite(settings.sqlite_path)
+
+
+def _confirm(question: str, assume_yes: bool) -> bool:
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        print(f"{question} Refusing without a terminal; pass --yes.", file=sys.stderr)
+        return False
+    return input(f"{question} Type 'yes' to go on: ").strip().lower() == "yes"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `coalition-server`."""
+    args = build_parser().parse_args(argv)
+    overrides = {}
+    if args.port is not None:
+        overrides["port"] = str(args.port)
+    if args.listen:
+        overrides["listen"] = args.listen
+    if args.datadir:
+        overrides["datadir"] = args.datadir
+    if args.verbose:
+        overrides["verbose"] = "1"
+    try:
+        settings = load_server_settings(find_config(args.config), overrides)
+    except ConfigError as exc:
+        print(f"coalition-server: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO if settings.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for warning in settings.warnings:
+        print(f"coalition-server: warning: {warning}", file=sys.stderr)
+    try:
+        os.makedirs(settings.datadir, exist_ok=True)
+        store = open_store(settings)
+        return _run(args, settings, store)
+    except (SchemaError, StoreError) as exc:
+        print(f"coalition-server: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"coalition-server: missing Python package: {exc.name} (for MySQL: pip install "
+              "'coalition[mysql]' or apt install python3-pymysql)", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, settings: ServerSettings, store: Store) -> int:
+    where = settings.sqlite_path if settings.db_type == "sqlite" else \
+        f"mysql://{settings.db_mysql_host}:{settings.db_mysql_port}/{settings.db_mysql_base}"
+    if args.init or args.init_if_needed:
+        if args.init_if_needed and store.version() is not None:
+            store.check_schema()
+            print(f"coalition-server: database {where} already initialised")
+            return 0
+        store.init()
+        print(f"coalition-server: created the database {where}")
+        return 0
+    if args.migrate:
+        version = store.version()
+        if version is None:
+            raise SchemaError("the database is empty: use --init")
+        if not _confirm(f"Upgrade the database {where} in place (back it up first)?", args.yes):
+            return 1
+        steps = store.migrate()
+        for step in steps:
+            print(f"coalition-server: migrated to {step}")
+        print("coalition-server: " + ("Migration was successful" if steps else "the database is up to date"))
+        return 0
+    if args.reset:
+        if not _confirm(f"Delete every job, worker and event in {where}?", args.yes):
+            return 1
+        store.reset()
+        shutil.rmtree(settings.logs_dir, ignore_errors=True)
+        print(f"coalition-server: reset {where}")
+        return 0
+    if store.version() is None:
+        store.init()  # a fresh install just works, as Coalition 4 did
+        logging.getLogger("coalition.server").warning("created the database %s", where)
+    store.check_schema()
+    from .app import ServerApp
+
+    app = ServerApp(settings, store)
+    app.start()
+    print(f"Coalition server on {app.url()} (database: {where})", flush=True)
+    app.block()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""A tiny method + path router: the resources declare their routes as data.
+
+CherryPy hands every request under a mount point to `Router.dispatch`, which finds the
+route, maps errors from the layers below to JSON answers, and never lets a traceback out.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import cherrypy
+
+from ..model import ValidationError
+from ..service import NotFound
+from ..store.base import StoreError
+from .http import ApiError, send_error, send_json
+
+log = logging.getLogger("coalition.server")
+
+Handler = Callable[..., Any]
+
+
+class Raw(bytes):
+    """A handler result sent as is (legacy text answers), with its content type."""
+
+    content_type = "text/plain; charset=utf-8"
+
+
+class Router:
+    """Routes of one mount point: (method, path regex) -> handler(params, *groups)."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+
+    def add(self, methods: str, pattern: str, handler: Handler) -> None:
+        """Register a handler for space-separated methods on a path regex (anchored)."""
+        regex = re.compile(f"^{pattern}/?$")
+        for existing, table in self._routes:
+            if existing.pattern == regex.pattern:
+                for m in methods.split():
+                    table[m] = handler
+                return
+        self._routes.append((regex, {m: handler for m in methods.split()}))
+
+    def dispatch(self, path: str, params: dict[str, Any]) -> bytes:
+        """Run the handler for the current request; every failure becomes a JSON error."""
+        method = cherrypy.request.method
+        if method == "HEAD":
+            method = "GET"
+        try:
+            for regex, table in self._routes:
+                match = regex.match(path)
+                if match is None:
+                    continue
+                handler = table.get(method)
+                if handler is None:
+                    if method == "OPTIONS":
+                        cherrypy.response.headers["Allow"] = ", ".join(sorted(table))
+                        return send_json({})
+                    raise ApiError(405, f"{method} is not allowed on {path}; use {', '.join(sorted(table))}",
+                                   {"Allow": ", ".join(sorted(table))})
+                result = handler(params, *match.groups())
+                if isinstance(result, Raw):
+                    cherrypy.response.headers["Content-Type"] = result.content_type
+                    return bytes(result)
+                return send_json(result)
+            raise ApiError(404, f"no such route: {method} {path}")
+        except ApiError as exc:
+            return send_error(exc.status, exc.message, exc.headers)
+        except ValidationError as exc:
+            return send_error(400, str(exc))
+        except NotFound as exc:
+            return send_error(404, str(exc.args[0]) if exc.args else "not found")
+        except StoreError as exc:
+            log.error("database error on %s %s: %s", method, path, exc)
+            return send_error(503, f"database unavailable: {exc}")
+        except cherrypy.HTTPRedirect:
+            raise
+        except cherrypy.HTTPError as exc:
+            return send_error(exc.status, exc._message or "error")
+        except Exception:  # noqa: BLE001 - the one place that turns bugs into a logged 500
+            log.exception("internal error on %s %s", method, path)
+            return send_error(500, "internal server error (see the server log)")
+
+
+class Mount:
+    """The CherryPy object mounted at a prefix: every path under it goes to the router."""
+
+    def __init__(self, router: Router, prefix: str = ""):
+        self.router = router
+        self.prefix = prefix
+
+    @cherrypy.expose
+    def default(self, *parts: str, **params: Any) -> bytes:
+        """All requests under this mount."""
+        path = self.prefix + "/" + "/".join(parts) if parts else self.prefix or "/"
+        return self.router.dispatch(path, params)
+
+    @cherrypy.expose
+    def index(self, **params: Any) -> bytes:
+        """The mount point itself."""
+        return self.router.dispatch(self.prefix or "/", params)

@@ -1,0 +1,181 @@
+"""The worker protocol under `/workers/`: JSON (docs/protocol.md), and Coalition 4's form
+protocol for old workers, answered the way they expect (never `eval`'d on our side).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from typing import Any
+
+import cherrypy
+
+from ..dispatch import Dispatcher, Ping
+from .http import ApiError, form_params, json_body
+from .router import Raw, Router
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 255:
+        raise ApiError(400, "name must be a non-empty string of at most 255 characters")
+    if any(c in value for c in "\n\r\t\x00"):
+        raise ApiError(400, "name must not contain control characters")
+    return value.strip()
+
+
+def _opt_int(body: dict[str, Any], key: str, lo: int = 0) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        else:
+            raise ApiError(400, f"{key} must be an integer")
+    if value < lo:
+        raise ApiError(400, f"{key} must be >= {lo}")
+    return value
+
+
+def _b64(value: Any) -> bytes:
+    if value in (None, ""):
+        return b""
+    if not isinstance(value, str):
+        raise ApiError(400, "log must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=False)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "log is not valid base64") from None
+
+
+def _flag(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, (bool, int)):
+        raise ApiError(400, f"{key} must be a boolean")
+    return bool(value)
+
+
+class WorkerApi:
+    """Handlers of the worker protocol."""
+
+    def __init__(self, dispatcher: Dispatcher, token: str = ""):
+        self.dispatch = dispatcher
+        self.token = token
+
+    def routes(self, router: Router) -> None:
+        """Register /workers/pickjob, /heartbeat, /endjob."""
+        router.add("GET POST", "/workers/pickjob", self.pickjob)
+        router.add("GET POST", "/workers/heartbeat", self.heartbeat)
+        router.add("GET POST", "/workers/endjob", self.endjob)
+
+    def _body(self) -> tuple[dict[str, Any], bool]:
+        """The request as a dict, and whether it speaks the legacy form protocol."""
+        ctype = cherrypy.request.headers.get("Content-Type", "")
+        if "json" in ctype:
+            body = json_body()
+            if not isinstance(body, dict):
+                raise ApiError(400, "expected a JSON object")
+            legacy = False
+        else:
+            body = form_params()
+            legacy = "hostname" in body and "name" not in body
+        self._check_token(body)
+        return body, legacy
+
+    def _check_token(self, body: dict[str, Any]) -> None:
+        if not self.token:
+            return
+        given = cherrypy.request.headers.get("X-Coalition-Token") or body.get("token") or ""
+        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise ApiError(401, "this server needs a worker token (X-Coalition-Token); check [worker] token")
+
+    def _ping(self, body: dict[str, Any], legacy: bool) -> Ping:
+        if legacy:
+            cpu = None
+            load = body.get("load")
+            if load:
+                try:
+                    cpu = json.loads(load)
+                except ValueError:
+                    cpu = None
+            return Ping(
+                name=_name(body.get("hostname")),
+                cpu=cpu,
+                free_memory=_opt_int(body, "free_memory"),
+                total_memory=_opt_int(body, "total_memory"),
+                ip=cherrypy.request.remote.ip,
+            )
+        affinity = body.get("affinity")
+        if affinity is not None and not isinstance(affinity, str):
+            raise ApiError(400, "affinity must be a string of rule lines")
+        ip = body.get("ip")
+        if ip is not None and not isinstance(ip, str):
+            raise ApiError(400, "ip must be a string")
+        return Ping(
+            name=_name(body.get("name")),
+            cpu=body.get("cpu"),
+            free_memory=_opt_int(body, "free_memory"),
+            total_memory=_opt_int(body, "total_memory"),
+            ip=ip or cherrypy.request.remote.ip,
+            affinity=affinity,
+        )
+
+    def pickjob(self, params: dict[str, Any]) -> Any:
+        """Hand out the next job."""
+        body, legacy = self._body()
+        job = self.dispatch.pick(self._ping(body, legacy))
+        if legacy:
+            if job is None:
+                return Raw(b"(-1, '', '', '', None)")
+            env = job["environment"] or None
+            return Raw(repr((job["id"], job["command"], job["dir"], job["user"], env)).encode())
+        return {"job": job}
+
+    def heartbeat(self, params: dict[str, Any]) -> Any:
+        """Record liveness, log and progress; say whether to kill."""
+        body, legacy = self._body()
+        ping = self._ping(body, legacy)
+        if legacy:
+            job_id = _opt_int(body, "jobId", lo=-1)
+            beat = self.dispatch.heartbeat(ping, job_id if job_id and job_id > 0 else None, None,
+                                           _b64(body.get("log")), None)
+            return Raw(b"false" if beat.kill else b"true")
+        beat = self.dispatch.heartbeat(
+            ping, _opt_int(body, "job_id"), _opt_int(body, "event"), _b64(body.get("log")),
+            _opt_int(body, "log_offset"),
+        )
+        return {"ok": True, "kill": beat.kill, "stop": beat.stop}
+
+    def endjob(self, params: dict[str, Any]) -> Any:
+        """Record the end of a run; with `pick`, hand out the next job too."""
+        body, legacy = self._body()
+        ping = self._ping(body, legacy)
+        if legacy:
+            job_id = _opt_int(body, "jobId", lo=-1)
+            code = _opt_int(body, "errorCode", lo=-(2**31))
+            if job_id and job_id > 0:
+                self.dispatch.end(ping, job_id, None, code or 0, _b64(body.get("log")), None)
+            return Raw(b"None")
+        job_id = _opt_int(body, "job_id", lo=1)
+        if job_id is None:
+            raise ApiError(400, "job_id is required")
+        code = body.get("exit_code")
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise ApiError(400, "exit_code must be an integer")
+        end = self.dispatch.end(
+            ping,
+            job_id,
+            _opt_int(body, "event"),
+            code,
+            _b64(body.get("log")),
+            _opt_int(body, "log_offset"),
+            timed_out=_flag(body, "timed_out"),
+            interrupted=_flag(body, "interrupted"),
+            pick=_flag(body, "pick"),
+        )
+        out: dict[str, Any] = {"ok": True, "job": end.next_job}
+        if end.ignored:
+            out["ignored"] = end.ignored
+        return out

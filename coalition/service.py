@@ -1,0 +1,687 @@
+"""Use cases of the job queue: submit, edit, pause, reset, delete, and the queries behind the
+REST API. Every method is one database transaction over the store interface; the clock is
+injected so tests never sleep or patch time.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import views
+from .hierarchy import TagCache, Tree
+from .joblogs import JobLogs
+from .model import (
+    DEFAULT_PROGRESS_PATTERN,
+    ERROR,
+    FINISHED,
+    PENDING,
+    W_TERMINATED,
+    W_WAITING,
+    WAITING,
+    WORKING,
+    JobEdit,
+    JobSpec,
+    ValidationError,
+    format_rule_lines,
+    parse_rule_lines,
+    parse_tags,
+)
+from .store.base import SORTABLE, Row, Store, Tx
+
+
+class NotFound(LookupError):
+    """An id or name that does not exist (a 404)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's knobs, from `[server]` in coalition.ini."""
+
+    worker_timeout: float = 10.0  # heartbeat silence before a worker is TIMEOUT
+    requeue_limit: int = 3  # silent-worker requeues before a job turns ERROR
+    decrease_priority_after: int = 10
+    event_retention_days: float = 90.0
+
+
+SORT_DEFAULT = "h_key"
+
+
+class Service:
+    """The job queue's use cases over a store, a log directory and a clock."""
+
+    def __init__(self, store: Store, logs: JobLogs, settings: Settings = Settings(),
+                 clock: Callable[[], float] = time.time):
+        self.store = store
+        self.logs = logs
+        self.settings = settings
+        self.clock = clock
+        self.tags = TagCache()
+
+    def tree(self, tx: Tx, now: float) -> Tree:
+        """Tree maintenance for one transaction."""
+        return Tree(tx, now, self.tags, self.settings.decrease_priority_after)
+
+    # -- queries ----------------------------------------------------------------------------
+    def job(self, job_id: int) -> dict[str, Any]:
+        """One job with its dependency ids."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> dict[str, Any]:
+            row = tx.job(job_id)
+            if row is None:
+                raise NotFound(f"job {job_id} not found")
+            return views.job_view(row, now, tx.deps(job_id))
+
+        return self.store.read(fn)
+
+    def job_rows(self, ids: Sequence[int]) -> list[Row]:
+        """Raw rows (for permission checks by the auth layer)."""
+        return self.store.read(lambda tx: tx.jobs(ids))
+
+    def children(self, job_id: int) -> list[dict[str, Any]]:
+        """The direct children of a job (0: the root jobs), in dispatch order."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> list[dict[str, Any]]:
+            if job_id and tx.job(job_id) is None:
+                raise NotFound(f"job {job_id} not found")
+            return [views.job_view(r, now) for r in tx.children(job_id)]
+
+        return self.store.read(fn)
+
+    def list_jobs(self, filters: Mapping[str, Any], sort: str, descending: bool, offset: int,
+                  limit: int | None) -> tuple[list[dict[str, Any]], int, float]:
+        """A filtered, sorted page of jobs, the total count, and the server time."""
+        now = self.clock()
+        sort_col = SORT_DEFAULT if sort in ("", "order") else sort
+        if sort_col not in SORTABLE:
+            public = sorted(SORTABLE - {SORT_DEFAULT})
+            raise ValidationError(f"cannot sort by {sort!r}; sortable: {', '.join(public)}")
+        rows, total = self.store.read(lambda tx: tx.list_jobs(filters, sort_col, descending, offset, limit))
+        return [views.job_view(r, now) for r in rows], total, now
+
+    def dependencies(self, job_id: int) -> list[dict[str, Any]]:
+        """The job objects a job depends on."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> list[dict[str, Any]]:
+            if tx.job(job_id) is None:
+                raise NotFound(f"job {job_id} not found")
+            return [views.job_view(r, now) for r in tx.jobs(tx.deps(job_id))]
+
+        return self.store.read(fn)
+
+    def children_dependencies(self, job_id: int) -> list[dict[str, int]]:
+        """`[{id, dependency}]` for every child of a job."""
+
+        def fn(tx: Tx) -> list[dict[str, int]]:
+            if job_id and tx.job(job_id) is None:
+                raise NotFound(f"job {job_id} not found")
+            ids = [r["id"] for r in tx.children(job_id, ("id",))]
+            return [{"id": a, "dependency": b} for a, b in tx.deps_of(ids)]
+
+        return self.store.read(fn)
+
+    def require_job(self, job_id: int) -> Row:
+        """The row of a job, or NotFound."""
+        rows = self.job_rows([job_id])
+        if not rows:
+            raise NotFound(f"job {job_id} not found")
+        return rows[0]
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every worker."""
+        return [views.worker_view(r) for r in self.store.read(lambda tx: tx.workers())]
+
+    def worker(self, name: str) -> dict[str, Any]:
+        """One worker."""
+        row = self.store.read(lambda tx: tx.worker(name))
+        if row is None:
+            raise NotFound(f"worker {name!r} not found")
+        return views.worker_view(row)
+
+    def events(self, job: int | None, worker: str | None, howlong: float | None,
+               limit: int = 5000) -> list[dict[str, Any]]:
+        """Run events, newest first; `howlong` seconds back (None: all)."""
+        now = self.clock()
+        since = now - howlong if howlong is not None and howlong >= 0 else None
+        rows = self.store.read(lambda tx: tx.events(job, worker, since, limit))
+        return [views.event_view(r, now) for r in rows]
+
+    def affinities(self) -> dict[str, str]:
+        """The numbered registry of affinity names."""
+        return {str(k): v for k, v in self.store.read(lambda tx: tx.affinities()).items()}
+
+    def set_affinities(self, names: Mapping[Any, Any]) -> None:
+        """Set numbered registry entries; an empty name clears one."""
+        clean: dict[int, str] = {}
+        for key, value in names.items():
+            try:
+                num = int(str(key).strip().lstrip("#"))
+            except ValueError:
+                raise ValidationError(f"affinity numbers must be integers, got {key!r}") from None
+            if num < 1 or num > 1_000_000:
+                raise ValidationError(f"affinity number {num} is out of range")
+            if value is None:
+                value = ""
+            if not isinstance(value, str) or "," in value or "\n" in value or len(value) > 255:
+                raise ValidationError(f"affinity {num}: a name is a string without commas or newlines")
+            clean[num] = value.strip()
+        names_in_use = [n for n in clean.values() if n]
+        if len(names_in_use) != len(set(names_in_use)):
+            raise ValidationError("affinity names must be unique")
+
+        def fn(tx: Tx) -> None:
+            existing = {v: k for k, v in tx.affinities().items()}
+            for num, name in clean.items():
+                other = existing.get(name)
+                if name and other is not None and other != num and other not in clean:
+                    raise ValidationError(f"affinity name {name!r} is already number {other}")
+            tx.set_affinities(clean)
+
+        self.store.write(fn)
+
+    def log(self, job_id: int) -> str:
+        """The whole log of a job, decoded."""
+        self.require_job(job_id)
+        return self.logs.read(job_id).decode("utf-8", "replace")
+
+    def log_range(self, job_id: int, offset: int | None, limit: int | None, tail: int | None) -> dict[str, Any]:
+        """A byte range of a job's log: {data, offset, size}."""
+        self.require_job(job_id)
+        size = self.logs.size(job_id)
+        if tail is not None:
+            data, start = self.logs.tail(job_id, tail)
+        else:
+            start = max(0, offset or 0)
+            data = self.logs.read(job_id, start, limit)
+        # Cut at a character boundary so a multi-byte character is never split across reads.
+        text, used = _decode_prefix(data)
+        return {"data": text, "offset": start, "next": start + used, "size": size}
+
+    def stats(self, hours: float = 6.0, buckets: int = 72) -> dict[str, Any]:
+        """Counts by state, workers by state, throughput and a running-jobs history."""
+        now = self.clock()
+        since = now - hours * 3600
+
+        def fn(tx: Tx) -> tuple[dict[str, int], list[Row], list[Row]]:
+            return tx.count_jobs_by_state(), tx.workers(), tx.events(None, None, since, 200000)
+
+        counts, workers, events = self.store.read(fn)
+        by_state: dict[str, int] = {}
+        for w in workers:
+            by_state[w["state"]] = by_state.get(w["state"], 0) + 1
+        step = hours * 3600 / buckets
+        running = [0] * buckets
+        finished = [0] * buckets
+        errors = [0] * buckets
+        for e in events:
+            end = now if e["state"] == WORKING else e["start"] + (e["duration"] or 0)
+            first = max(0, int((e["start"] - since) // step))
+            last = min(buckets - 1, int((end - since) // step))
+            for b in range(first, last + 1):
+                running[b] += 1
+            if e["state"] in (FINISHED, ERROR) and end >= since:
+                b = min(buckets - 1, int((end - since) // step))
+                (finished if e["state"] == FINISHED else errors)[b] += 1
+        hour_ago = now - 3600
+        done_last_hour = sum(
+            1 for e in events if e["state"] == FINISHED and e["start"] + (e["duration"] or 0) >= hour_ago
+        )
+        return {
+            "now": now,
+            "jobs": counts,
+            "workers": by_state,
+            "workers_total": len(workers),
+            "finished_last_hour": done_last_hour,
+            "history": {
+                "start": since,
+                "step": step,
+                "running": running,
+                "finished": finished,
+                "errors": errors,
+            },
+        }
+
+    # -- submission -------------------------------------------------------------------------
+    def submit(self, spec: JobSpec) -> int:
+        """Create a job; returns its id."""
+        return self.submit_many([spec])[0]
+
+    def submit_many(self, specs: Sequence[JobSpec]) -> list[int]:
+        """Create jobs in one transaction (all or none); returns their ids in order."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> list[int]:
+            tree = self.tree(tx, now)
+            return [self._insert(tx, tree, spec, now) for spec in specs]
+
+        return self.store.write(fn)
+
+    def _insert(self, tx: Tx, tree: Tree, spec: JobSpec, now: float) -> int:
+        parent_id = self._resolve_parent(tx, spec.parent)
+        prow = tx.job(parent_id) if parent_id else None
+        if parent_id and prow is None:
+            raise ValidationError(f"parent job {parent_id} does not exist")
+        if prow is not None and not prow["children"] and prow["state"] == WORKING:
+            raise ValidationError(f"parent job {parent_id} is running: it cannot become a group now")
+        deps = list(spec.dependencies)
+        dep_rows = tx.jobs(deps)
+        missing = sorted(set(deps) - {r["id"] for r in dep_rows})
+        if missing:
+            raise ValidationError(f"dependencies: job(s) {', '.join(map(str, missing))} do not exist")
+        if parent_id:
+            chain = {parent_id, *tree.ancestors(parent_id)}
+            bad = sorted(chain & set(deps))
+            if bad:
+                raise ValidationError(f"dependencies: a job cannot depend on its own group ({bad[0]})")
+        affinity = self._resolve_affinity(tx, spec.affinity)
+        pending = any(r["state"] != FINISHED for r in dep_rows)
+        row: dict[str, Any] = {
+            "parent": parent_id,
+            "title": spec.title,
+            "command": spec.command,
+            "dir": spec.dir or ".",
+            "environment": spec.environment,
+            "state": PENDING if pending else WAITING,
+            "paused": int(spec.paused),
+            "worker": "",
+            "retry": spec.retry,
+            "timeout": spec.timeout,
+            "priority": spec.priority,
+            "affinity": affinity,
+            "user": spec.user,
+            "url": spec.url,
+            "progress_pattern": spec.progress_pattern or DEFAULT_PROGRESS_PATTERN,
+            "local_progress_pattern": spec.local_progress_pattern,
+            "pending": int(pending),
+            "leaf": int(spec.command != ""),
+            "h_key": "",
+            "created_at": now,
+            "updated_at": now,
+        }
+        job_id = tx.insert_job(row)
+        row.update(id=job_id, h_depth=0, h_blocked=0, tagset=0)
+        parent_d = tree.derived_of(prow) if prow is not None else tree.parent_derived(0)
+        _, derived = tree.derive_row(parent_d, row)
+        tx.update_job(job_id, derived)
+        if deps:
+            tx.set_deps(job_id, deps)
+        if prow is not None:
+            if prow["children"]:
+                tree.bump_chain(parent_id, {"children": 1}, {"total": 1})
+            else:
+                tree.recount(parent_id)  # a plain job becomes a group
+        return job_id
+
+    def _resolve_parent(self, tx: Tx, parent: int | str) -> int:
+        if isinstance(parent, int):
+            return parent
+        # Chapter 8: a title, or an `a|b` path of titles from the root.
+        current = 0
+        for title in parent.split("|"):
+            ids = tx.child_ids_by_title(current, title.strip())
+            if not ids:
+                raise ValidationError(f"parent: no job titled {title.strip()!r} under job {current}")
+            current = ids[0]
+        return current
+
+    def _resolve_affinity(self, tx: Tx, affinity: str) -> str:
+        tags = parse_tags(affinity)
+        if not tags:
+            return ""
+        registry = None
+        names = []
+        for tag in tags:
+            m = re.fullmatch(r"#(\d+)", tag)
+            if m:  # Coalition 4's numbered affinities
+                registry = registry if registry is not None else tx.affinities()
+                name = registry.get(int(m.group(1)))
+                if not name:
+                    raise ValidationError(f"affinity {tag} is not a known affinity number")
+                names.append(name)
+            else:
+                names.append(tag)
+        names = list(dict.fromkeys(names))
+        tx.register_affinities(names)
+        return ",".join(names)
+
+    # -- edits ------------------------------------------------------------------------------
+    _PLAIN = ("title", "dir", "environment", "retry", "timeout", "user", "url", "progress_pattern",
+              "local_progress_pattern")
+
+    def edit(self, edits: Mapping[int, JobEdit]) -> None:
+        """Apply attribute edits to several jobs in one transaction (all or none)."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> None:
+            tree = self.tree(tx, now)
+            for job_id, edit in edits.items():
+                self._edit_one(tx, tree, job_id, dict(edit.values), now)
+
+        self.store.write(fn)
+
+    def _edit_one(self, tx: Tx, tree: Tree, job_id: int, values: dict[str, Any], now: float) -> None:
+        row = tx.job(job_id)
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        plain = {k: values[k] for k in self._PLAIN if k in values}
+        if "progress_pattern" in plain and not plain["progress_pattern"]:
+            plain["progress_pattern"] = DEFAULT_PROGRESS_PATTERN
+        if "command" in values:
+            plain["command"] = values["command"]
+            plain["leaf"] = int(not row["children"] and values["command"] != "")
+        rekey = False
+        if "priority" in values and values["priority"] != row["priority"]:
+            plain["priority"] = values["priority"]
+            rekey = True
+        if "affinity" in values:
+            affinity = self._resolve_affinity(tx, values["affinity"])
+            if affinity != row["affinity"]:
+                plain["affinity"] = affinity
+                rekey = True
+        if plain:
+            plain["updated_at"] = now
+            tx.update_job(job_id, plain)
+        if rekey:
+            tree.rederive(job_id)
+        if "parent" in values:
+            self._move(tx, tree, job_id, self._resolve_parent(tx, values["parent"]), now)
+        if "dependencies" in values:
+            self._set_deps(tx, tree, job_id, list(values["dependencies"]))
+        pause = values.get("paused")
+        state = values.get("state")
+        if state == "PAUSED":
+            pause = True
+        elif state in (WAITING, PENDING) and pause is None:
+            pause = False
+        if pause is True:
+            self._pause(tx, tree, job_id, now)
+        elif pause is False:
+            self._start(tx, tree, job_id)
+
+    def set_dependencies(self, job_id: int, deps: Sequence[int]) -> None:
+        """Replace a job's dependency list (cycles refused)."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> None:
+            if tx.job(job_id) is None:
+                raise NotFound(f"job {job_id} not found")
+            self._set_deps(tx, self.tree(tx, now), job_id, list(deps))
+
+        self.store.write(fn)
+
+    def _set_deps(self, tx: Tx, tree: Tree, job_id: int, deps: list[int]) -> None:
+        if job_id in deps:
+            raise ValidationError(f"dependencies: job {job_id} cannot depend on itself")
+        rows = tx.jobs(deps)
+        missing = sorted(set(deps) - {r["id"] for r in rows})
+        if missing:
+            raise ValidationError(f"dependencies: job(s) {', '.join(map(str, missing))} do not exist")
+        cycle = self._deadlock(tx, tree, job_id, deps)
+        if cycle is not None:
+            raise ValidationError(
+                f"dependencies: job {job_id} cannot depend on job {cycle[0]}: "
+                f"job {cycle[0]} already waits for job {cycle[1]} (a cycle)"
+            )
+        tx.set_deps(job_id, deps)
+        tree.set_pending(job_id, tx.unfinished_deps(job_id) > 0)
+
+    def _deadlock(self, tx: Tx, tree: Tree, job_id: int, deps: Iterable[int]) -> tuple[int, int] | None:
+        """Would making `job_id` wait for `deps` create a wait cycle? Returns (dep, culprit).
+
+        A job waits for its dependencies, a group waits for its children, and a job inherits
+        the dependencies of its ancestors (a pending group holds its whole subtree back).
+        """
+        targets = {r["id"] for r in tree.subtree(job_id, ("id",))}
+        for dep in deps:
+            seen: set[tuple[int, bool]] = set()
+            stack: list[tuple[int, bool]] = [(dep, True)]  # (job, expand its children too)
+            while stack:
+                node, full = stack.pop()
+                if (node, full) in seen:
+                    continue
+                seen.add((node, full))
+                if full and node in targets:
+                    return dep, node
+                row = tx.job(node)
+                if row is None:
+                    continue
+                stack.extend((d, True) for d in tx.deps(node))
+                if row["parent"]:
+                    stack.append((row["parent"], False))  # its ancestors' dependencies only
+                if full and row["children"]:
+                    stack.extend((c["id"], True) for c in tx.children(node, ("id",)))
+        return None
+
+    def _move(self, tx: Tx, tree: Tree, job_id: int, new_parent: int, now: float) -> None:
+        row = tx.job(job_id)
+        assert row is not None
+        if new_parent == row["parent"]:
+            return
+        if new_parent:
+            prow = tx.job(new_parent)
+            if prow is None:
+                raise ValidationError(f"parent job {new_parent} does not exist")
+            if new_parent == job_id or new_parent in {r["id"] for r in tree.subtree(job_id, ("id",))}:
+                raise ValidationError(f"job {job_id} cannot move into itself or its own subtree")
+            if not prow["children"] and prow["state"] == WORKING:
+                raise ValidationError(f"parent job {new_parent} is running: it cannot become a group now")
+            chain_deps = []
+            for anc in [new_parent, *tree.ancestors(new_parent)]:
+                chain_deps += tx.deps(anc)
+            cycle = self._deadlock(tx, tree, job_id, chain_deps)
+            if cycle is not None:
+                raise ValidationError(
+                    f"cannot move job {job_id} under job {new_parent}: the new group waits for job "
+                    f"{cycle[0]}, which waits for job {cycle[1]} (a cycle)"
+                )
+        old_parent = row["parent"]
+        tx.update_job(job_id, {"parent": new_parent, "updated_at": now})
+        tree.rederive(job_id)
+        if old_parent:
+            tree.recount(old_parent)
+        if new_parent:
+            tree.recount(new_parent)
+
+    # -- state commands ---------------------------------------------------------------------
+    def pause(self, ids: Sequence[int]) -> None:
+        """Pause jobs: nothing below them is dispatched; running ones are killed."""
+        self._each(ids, self._pause)
+
+    def start(self, ids: Sequence[int]) -> None:
+        """Un-pause jobs."""
+        self._each(ids, lambda tx, tree, job_id, now: self._start(tx, tree, job_id))
+
+    def reset(self, ids: Sequence[int]) -> None:
+        """Send whole subtrees back to WAITING (or PENDING), killing what runs."""
+        self._each(ids, lambda tx, tree, job_id, now: self._reset(tx, tree, job_id, now, errors_only=False))
+
+    def reset_errors(self, ids: Sequence[int]) -> None:
+        """Send the ERROR leaves of subtrees back to WAITING."""
+        self._each(ids, lambda tx, tree, job_id, now: self._reset(tx, tree, job_id, now, errors_only=True))
+
+    def _each(self, ids: Sequence[int], op: Callable[[Tx, Tree, int, float], None]) -> None:
+        now = self.clock()
+
+        def fn(tx: Tx) -> None:
+            tree = self.tree(tx, now)
+            missing = sorted(set(ids) - {r["id"] for r in tx.jobs(ids)})
+            if missing:
+                raise NotFound(f"job(s) {', '.join(map(str, missing))} not found")
+            for job_id in ids:
+                op(tx, tree, job_id, now)
+
+        self.store.write(fn)
+
+    def _pause(self, tx: Tx, tree: Tree, job_id: int, now: float) -> None:
+        row = tx.job(job_id)
+        if row is None or row["paused"]:
+            return
+        tx.update_job(job_id, {"paused": 1, "updated_at": now})
+        tree.rederive(job_id)
+        for leaf in tree.subtree(job_id):
+            if not leaf["children"] and leaf["state"] == WORKING:
+                self.abort_run(tx, tree, leaf, "PAUSED", now)
+
+    def _start(self, tx: Tx, tree: Tree, job_id: int) -> None:
+        row = tx.job(job_id)
+        if row is None or not row["paused"]:
+            return
+        tx.update_job(job_id, {"paused": 0, "updated_at": tree.now})
+        tree.rederive(job_id)
+
+    def _reset(self, tx: Tx, tree: Tree, job_id: int, now: float, errors_only: bool) -> None:
+        for row in tree.subtree(job_id):
+            if row["children"]:
+                if not errors_only:
+                    tx.update_job(row["id"], {"child_fail_count": 0, "updated_at": now})
+                continue
+            if errors_only and row["state"] != ERROR:
+                continue
+            if row["state"] == WORKING:
+                self.abort_run(tx, tree, row, "RESET", now)
+                row = tx.job(row["id"]) or row
+            target = PENDING if row["pending"] else WAITING
+            tree.set_leaf_state(
+                row,
+                target,
+                {"fail_count": 0, "requeues": 0, "progress": 0.0, "local_progress": 0.0, "start_time": 0.0,
+                 "duration": 0.0, "run_event": 0},
+                duration_delta=-(row["duration"] or 0.0),
+            )
+
+    def abort_run(self, tx: Tx, tree: Tree, leaf: Row, reason: str, now: float) -> None:
+        """Stop counting a running leaf as running: close its event, free its worker, put it
+        back to WAITING/PENDING. The worker learns at its next heartbeat and kills the job."""
+        if leaf["run_event"]:
+            tx.update_event(leaf["run_event"], {"state": reason, "duration": max(0.0, now - leaf["start_time"])})
+        worker = tx.worker(leaf["worker"]) if leaf["worker"] else None
+        if worker is not None and worker["current_job"] == leaf["id"]:
+            tx.update_worker(worker["name"], {"current_job": 0, "state": W_WAITING})
+        self.logs.append(leaf["id"], f"\n[coalition] {reason.lower()}: the server told the worker to kill the job\n"
+                         .encode())
+        target = PENDING if leaf["pending"] else WAITING
+        tree.set_leaf_state(leaf, target, {"run_event": 0, "duration": max(0.0, now - leaf["start_time"])})
+
+    def delete(self, ids: Sequence[int]) -> list[int]:
+        """Delete jobs and their subtrees (running ones are killed); returns deleted ids."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> list[int]:
+            tree = self.tree(tx, now)
+            missing = sorted(set(ids) - {r["id"] for r in tx.jobs(ids)})
+            if missing:
+                raise NotFound(f"job(s) {', '.join(map(str, missing))} not found")
+            doomed: dict[int, Row] = {}
+            for job_id in ids:
+                if job_id not in doomed:
+                    for row in tree.subtree(job_id):
+                        doomed[row["id"]] = row
+            for row in doomed.values():
+                if not row["children"] and row["state"] == WORKING:
+                    if row["run_event"]:
+                        tx.update_event(row["run_event"], {"state": "DELETED",
+                                                           "duration": max(0.0, now - row["start_time"])})
+                    worker = tx.worker(row["worker"]) if row["worker"] else None
+                    if worker is not None and worker["current_job"] == row["id"]:
+                        tx.update_worker(worker["name"], {"current_job": 0, "state": W_WAITING})
+            outside: set[int] = set()
+            for job_id in doomed:
+                outside.update(d for d in tx.dependents(job_id) if d not in doomed)
+            parents = {r["parent"] for r in doomed.values() if r["parent"] and r["parent"] not in doomed}
+            tx.delete_jobs(list(doomed))
+            for dep in sorted(outside):
+                tree.set_pending(dep, tx.unfinished_deps(dep) > 0)
+            for parent in sorted(parents):
+                tree.recount(parent)
+            return sorted(doomed)
+
+        deleted = self.store.write(fn)
+        for job_id in deleted:
+            self.logs.delete(job_id)
+        return deleted
+
+    # -- workers (operator side) ------------------------------------------------------------
+    def edit_workers(self, edits: Mapping[str, Mapping[str, Any]]) -> None:
+        """Edit worker affinity rule lines and active flags."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> None:
+            tree = self.tree(tx, now)
+            for name, values in edits.items():
+                row = tx.worker(name)
+                if row is None:
+                    raise NotFound(f"worker {name!r} not found")
+                fields: dict[str, Any] = {}
+                if "affinity" in values:
+                    lines = parse_rule_lines(values["affinity"])
+                    tx.register_affinities(t for line in lines for t in line)
+                    fields.update(affinity=format_rule_lines(lines), affinity_set=1)
+                if "active" in values:
+                    fields["active"] = int(values["active"])
+                tx.update_worker(name, fields)
+                if "active" in values and not values["active"]:
+                    self._release_worker_job(tx, tree, row, "STOPPED", now)
+
+        self.store.write(fn)
+
+    def set_workers_active(self, names: Sequence[str], active: bool) -> None:
+        """Start or stop workers; stopping kills and requeues their job."""
+        self.edit_workers({name: {"active": active} for name in names})
+
+    def delete_workers(self, names: Sequence[str]) -> None:
+        """Forget workers; their running job goes back to the queue."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> None:
+            tree = self.tree(tx, now)
+            rows = tx.workers(names)
+            missing = sorted(set(names) - {r["name"] for r in rows})
+            if missing:
+                raise NotFound(f"worker(s) {', '.join(missing)} not found")
+            for row in rows:
+                self._release_worker_job(tx, tree, row, "DELETED", now)
+            tx.delete_workers(names)
+
+        self.store.write(fn)
+
+    def mark_workers(self, names: Sequence[str], state: str) -> None:
+        """Set workers' state (the cloud layer marks TERMINATED instances)."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> None:
+            tree = self.tree(tx, now)
+            for row in tx.workers(names):
+                if state == W_TERMINATED:
+                    self._release_worker_job(tx, tree, row, "TERMINATED", now)
+                tx.update_worker(row["name"], {"state": state})
+
+        self.store.write(fn)
+
+    def _release_worker_job(self, tx: Tx, tree: Tree, worker: Row, reason: str, now: float) -> None:
+        job_id = worker["current_job"]
+        if not job_id:
+            return
+        job = tx.job(job_id)
+        if job is not None and job["state"] == WORKING and job["worker"] == worker["name"]:
+            self.abort_run(tx, tree, job, reason, now)
+        tx.update_worker(worker["name"], {"current_job": 0, "state": W_WAITING})
+
+
+def _decode_prefix(data: bytes) -> tuple[str, int]:
+    """Decode the longest prefix of `data` that ends on a UTF-8 character boundary."""
+    cut = len(data)
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:
+            continue  # a continuation byte: look further back for the lead byte
+        need = 4 if byte >= 0xF0 else 3 if byte >= 0xE0 else 2 if byte >= 0xC0 else 1
+        if need > back:
+            cut = len(data) - back  # the last character is incomplete: leave it for next read
+        break
+    return data[:cut].decode("utf-8", "replace"), cut

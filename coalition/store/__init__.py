@@ -1,0 +1,18 @@
+"""The store: the only place with SQL. `open_store` picks the engine from the settings."""
+
+from __future__ import annotations
+
+from .base import SchemaError, Store, StoreError, Tx
+from .engine import MysqlStore, SqliteStore
+
+__all__ = ["MysqlStore", "SchemaError", "SqliteStore", "Store", "StoreError", "Tx", "open_sqlite", "open_mysql"]
+
+
+def open_sqlite(path: str) -> SqliteStore:
+    """An SQLite store on a file (created with its directory if missing)."""
+    return SqliteStore(path)
+
+
+def open_mysql(host: str, port: int, user: str, password: str, database: str) -> MysqlStore:
+    """A MySQL/MariaDB store (needs PyMySQL: the `mysql` extra, or python3-pymysql)."""
+    return MysqlStore(host, port, user, password, database)

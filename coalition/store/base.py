@@ -1,0 +1,177 @@
+"""The store interface: the service sees the database only through this.
+
+A `Store` runs a function inside one transaction (`write` or `read`) and hands it a `Tx`
+whose methods are the only SQL in the program. Write transactions are retried on deadlock
+or lock timeout, so the function must not have side effects outside the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+Row = dict[str, Any]
+
+# Columns a job list may be sorted by (h_key is the dispatch order).
+SORTABLE = frozenset(
+    "id title user state priority affinity worker start_time duration run_done timeout command dir "
+    "progress total total_finished total_errors total_working url retry updated_at created_at h_key".split()
+)
+
+
+class StoreError(RuntimeError):
+    """The database is unreachable or refused an operation (a 503 to HTTP clients)."""
+
+
+class SchemaError(StoreError):
+    """The database schema is missing or outdated; the message says what to run."""
+
+
+class Tx(Protocol):
+    """One transaction. All ids are ints, all times float seconds since the epoch."""
+
+    # -- jobs ---------------------------------------------------------------------------
+    def job(self, job_id: int) -> Row | None:
+        """The job row, or None."""
+
+    def jobs(self, ids: Sequence[int]) -> list[Row]:
+        """The rows of the existing jobs among `ids`, in id order."""
+
+    def insert_job(self, fields: Mapping[str, Any]) -> int:
+        """Insert a job row (every column but id) and return its id."""
+
+    def update_job(self, job_id: int, fields: Mapping[str, Any]) -> int:
+        """Set columns of one job; returns the number of rows changed (0 or 1)."""
+
+    def update_jobs(self, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
+        """Set columns of many jobs (each its own values)."""
+
+    def bump_job(self, job_id: int, deltas: Mapping[str, int | float], now: float) -> None:
+        """Atomically add to counters of one job (safe under concurrent servers)."""
+
+    def children(self, parent: int, columns: Sequence[str] | None = None) -> list[Row]:
+        """Direct children of `parent`, in dispatch order."""
+
+    def child_ids_by_title(self, parent: int, title: str) -> list[int]:
+        """Ids of the children of `parent` titled `title`, oldest first."""
+
+    def list_jobs(
+        self,
+        filters: Mapping[str, Any],
+        sort: str,
+        descending: bool,
+        offset: int,
+        limit: int | None,
+    ) -> tuple[list[Row], int]:
+        """A page of jobs and the total count; filters: parent, states, paused, user,
+        text, affinity, worker, changed_since."""
+
+    def delete_jobs(self, ids: Sequence[int]) -> None:
+        """Delete the jobs and their dependency rows (both directions)."""
+
+    def working_jobs(self) -> list[Row]:
+        """Leaves in WORKING state: id, worker, start_time, timeout, run_event."""
+
+    def first_ready(self, tagset: int) -> tuple[int, str] | None:
+        """(id, h_key) of the first dispatchable leaf with this tagset, locked for us if the
+        dialect can (MySQL: FOR UPDATE SKIP LOCKED), else None."""
+
+    def claim(self, job_id: int, worker: str, event: int, now: float) -> bool:
+        """Compare-and-set a ready leaf to WORKING for `worker`; False if someone won."""
+
+    def count_jobs_by_state(self) -> dict[str, int]:
+        """Leaf counts by reported state (PAUSED counted apart)."""
+
+    # -- dependencies -------------------------------------------------------------------
+    def deps(self, job_id: int) -> list[int]:
+        """Ids this job depends on."""
+
+    def deps_of(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        """(job_id, dependency) pairs for the given jobs."""
+
+    def set_deps(self, job_id: int, deps: Sequence[int]) -> None:
+        """Replace the dependency list of a job."""
+
+    def dependents(self, job_id: int) -> list[int]:
+        """Ids of the jobs that depend on this one."""
+
+    def unfinished_deps(self, job_id: int) -> int:
+        """How many existing dependencies of this job are not FINISHED."""
+
+    # -- tags -----------------------------------------------------------------------------
+    def tagsets(self) -> dict[int, str]:
+        """Every known effective tag set: id -> canonical text."""
+
+    def tagset_id(self, text: str) -> int:
+        """The id of a canonical tag-set text, created if new."""
+
+    def affinities(self) -> dict[int, str]:
+        """The numbered registry of affinity names."""
+
+    def set_affinities(self, names: Mapping[int, str]) -> None:
+        """Set (or clear, with "") numbered registry entries."""
+
+    def register_affinities(self, names: Iterable[str]) -> None:
+        """Add names not yet in the registry under the next free numbers."""
+
+    # -- workers --------------------------------------------------------------------------
+    def worker(self, name: str) -> Row | None:
+        """The worker row, or None."""
+
+    def insert_worker(self, fields: Mapping[str, Any]) -> None:
+        """Create a worker row (ignored if another server created it meanwhile)."""
+
+    def update_worker(self, name: str, fields: Mapping[str, Any]) -> int:
+        """Set columns of a worker; returns rows changed."""
+
+    def bump_worker(self, name: str, deltas: Mapping[str, int]) -> None:
+        """Atomically add to a worker's counters."""
+
+    def workers(self, names: Sequence[str] | None = None) -> list[Row]:
+        """All workers (or the named ones), by name."""
+
+    def delete_workers(self, names: Sequence[str]) -> None:
+        """Forget workers."""
+
+    # -- events -------------------------------------------------------------------------
+    def insert_event(self, fields: Mapping[str, Any]) -> int:
+        """Open a run event and return its id."""
+
+    def update_event(self, event_id: int, fields: Mapping[str, Any]) -> None:
+        """Close or amend an event."""
+
+    def events(self, job: int | None, worker: str | None, since: float | None, limit: int) -> list[Row]:
+        """Events, newest first, filtered."""
+
+    # -- coordination ---------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        """Take or renew a named lease; True if `holder` holds it until now + ttl."""
+
+
+class Store(Protocol):
+    """A database: transactions, schema management."""
+
+    dialect: str
+
+    def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in a write transaction, retried on deadlock; commit its result."""
+
+    def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in a read-only transaction."""
+
+    def version(self) -> int:
+        """The schema version: 0 for an empty database, 1 for Coalition 4, 2+ ours."""
+
+    def init(self) -> None:
+        """Create the schema in an empty database (SchemaError if not empty)."""
+
+    def migrate(self) -> list[str]:
+        """Upgrade to the current schema; returns what was done."""
+
+    def reset(self) -> None:
+        """Delete every row of every table (the schema stays)."""
+
+    def close(self) -> None:
+        """Close the connections of this process."""

@@ -1,0 +1,303 @@
+"""The two database engines: connections, transactions, schema management.
+
+SQLite (WAL) is the embedded default for one machine: one connection per thread, write
+transactions serialised by a process lock (SQLite allows one writer; queueing on a Python
+lock is far cheaper than SQLite's sleeping busy handler) and BEGIN IMMEDIATE against other
+processes. MySQL/MariaDB is the scale-out path: one connection per thread, READ COMMITTED,
+claims with FOR UPDATE SKIP LOCKED, deadlocks retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from . import migrations
+from .base import SchemaError, StoreError
+from .schema import SCHEMA_VERSION, TABLES, ddl
+from .sql import SqlTx
+
+T = TypeVar("T")
+log = logging.getLogger("coalition.store")
+
+
+class _SqlStore:
+    """What both engines share: schema management over `write`/`read`."""
+
+    dialect = ""
+
+    def write(self, fn: Callable[[SqlTx], T]) -> T:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def read(self, fn: Callable[[SqlTx], T]) -> T:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def table_names(self) -> set[str]:
+        """Lower-cased names of the tables in the database."""
+        raise NotImplementedError
+
+    def version(self) -> int | None:
+        """None for an empty database, 0/1 for Coalition 4, 2+ for Coalition 5."""
+        tables = self.table_names()
+        if not tables:
+            return None
+        if "migrations" not in tables:
+            return 0 if "jobs" in tables else None
+
+        def get(tx: SqlTx) -> int:
+            return int(tx._scalar("SELECT MAX(database_version) FROM Migrations") or 0)
+
+        return self.read(get)
+
+    def check_schema(self) -> None:
+        """Raise SchemaError unless the schema is exactly the current one."""
+        version = self.version()
+        if version is None:
+            raise SchemaError("the database is empty: run `coalition-server --init` first")
+        if version < SCHEMA_VERSION:
+            raise SchemaError(
+                f"the database schema is version {version}, this server needs {SCHEMA_VERSION}: "
+                "back it up, then run `coalition-server --migrate`"
+            )
+        if version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"the database schema is version {version}, newer than this server ({SCHEMA_VERSION}): "
+                "upgrade Coalition"
+            )
+
+    def init(self) -> None:
+        """Create the current schema in an empty database."""
+        if self.version() is not None:
+            raise SchemaError("the database is not empty: use --migrate to upgrade it or --reset to wipe it")
+
+        def create(tx: SqlTx) -> None:
+            for stmt in ddl(self.dialect):
+                tx.execute(stmt)
+            tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (SCHEMA_VERSION,))
+
+        self.write(create)
+
+    def migrate(self) -> list[str]:
+        """Upgrade to the current schema, Coalition 4 databases included."""
+        return migrations.migrate(self)
+
+    def reset(self) -> None:
+        """Delete every row of every table; the schema and its version stay."""
+        self.check_schema()
+
+        def wipe(tx: SqlTx) -> None:
+            for table in TABLES:
+                if table != "Migrations":
+                    tx.execute(f"DELETE FROM {table}")
+
+        self.write(wipe)
+
+    def drop_all(self) -> None:
+        """Drop every table (tests only)."""
+        names = self.table_names()
+
+        def drop(tx: SqlTx) -> None:
+            for table in sorted(names):
+                tx.execute(f"DROP TABLE IF EXISTS {self.real_name(table)}")
+
+        self.write(drop)
+
+    def real_name(self, lower: str) -> str:
+        """The table's name as spelled in the database (MySQL names are case-sensitive)."""
+        return lower
+
+
+class SqliteStore(_SqlStore):
+    """SQLite in WAL mode."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str, busy_timeout_ms: int = 10000):
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self._busy_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open the SQLite database {self.path}: {exc}") from exc
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL loses no committed data on a process crash, only (possibly)
+            # the last transactions on a power cut; it saves an fsync per commit.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def _run(self, fn: Callable[[SqlTx], T], begin: str) -> T:
+        conn = self._conn()
+        cur = conn.cursor()
+        for attempt in range(50):
+            try:
+                cur.execute(begin)
+                break
+            except sqlite3.OperationalError as exc:  # another process holds the write lock
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise StoreError(f"SQLite: {exc}") from exc
+                time.sleep(0.05 * (attempt + 1))
+        else:
+            raise StoreError("SQLite database is locked by another process")
+        try:
+            result = fn(SqlTx(cur, "sqlite"))
+            cur.execute("COMMIT")
+            return result
+        except BaseException:
+            if conn.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+        finally:
+            cur.close()
+
+    def write(self, fn: Callable[[SqlTx], T]) -> T:
+        with self._write_lock:
+            return self._run(fn, "BEGIN IMMEDIATE")
+
+    def read(self, fn: Callable[[SqlTx], T]) -> T:
+        return self._run(fn, "BEGIN")
+
+    def table_names(self) -> set[str]:
+        rows = self._conn().execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        return {r[0].lower() for r in rows if not r[0].startswith("sqlite_")}
+
+    def real_name(self, lower: str) -> str:
+        return lower  # SQLite table names are case-insensitive
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        with self._all_lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+
+_MYSQL_RETRY = {1213, 1205}  # deadlock, lock wait timeout: the transaction can simply rerun
+_MYSQL_GONE = {2006, 2013, 2003, 2055}
+
+
+class MysqlStore(_SqlStore):
+    """MySQL/MariaDB through PyMySQL."""
+
+    dialect = "mysql"
+
+    def __init__(self, host: str, port: int, user: str, password: str, database: str):
+        import pymysql  # optional dependency: only a MySQL farm needs it
+
+        self._pymysql = pymysql
+        self._params = dict(
+            host=host,
+            port=port,
+            user=user,
+            password=password,
+            database=database,
+            charset="utf8mb4",
+            autocommit=False,
+            connect_timeout=10,
+            init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        )
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._all_lock = threading.Lock()
+
+    def _conn(self, fresh: bool = False) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or fresh:
+            try:
+                conn = self._pymysql.connect(**self._params)
+            except self._pymysql.err.MySQLError as exc:
+                raise StoreError(f"cannot connect to MySQL at {self._params['host']}: {exc}") from exc
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def _run(self, fn: Callable[[SqlTx], T]) -> T:
+        err = self._pymysql.err
+        last: Exception | None = None
+        for attempt in range(8):
+            conn = self._conn(fresh=attempt > 0 and isinstance(last, err.OperationalError) and _gone(last))
+            try:
+                conn.begin()
+                with conn.cursor() as cur:
+                    result = fn(SqlTx(cur, "mysql"))
+                conn.commit()
+                return result
+            except (err.OperationalError, err.InternalError) as exc:
+                _rollback(conn)
+                code = exc.args[0] if exc.args else 0
+                if code in _MYSQL_RETRY or code in _MYSQL_GONE:
+                    last = exc
+                    time.sleep(0.01 * (attempt + 1))
+                    continue
+                raise StoreError(f"MySQL: {exc}") from exc
+            except BaseException:
+                _rollback(conn)
+                raise
+        raise StoreError(f"MySQL: giving up after retries: {last}")
+
+    def write(self, fn: Callable[[SqlTx], T]) -> T:
+        return self._run(fn)
+
+    def read(self, fn: Callable[[SqlTx], T]) -> T:
+        return self._run(fn)
+
+    def table_names(self) -> set[str]:
+        return {name.lower() for name in self._tables()}
+
+    def _tables(self) -> list[str]:
+        def show(tx: SqlTx) -> list[str]:
+            tx.cur.execute("SHOW TABLES")
+            return [r[0] for r in tx.cur.fetchall()]
+
+        return self.read(show)
+
+    def real_name(self, lower: str) -> str:
+        for name in self._tables():
+            if name.lower() == lower:
+                return name
+        return lower
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        with self._all_lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001 - already closed or broken: nothing to do
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+
+def _gone(exc: Exception) -> bool:
+    return bool(exc.args) and exc.args[0] in _MYSQL_GONE
+
+
+def _rollback(conn: Any) -> None:
+    try:
+        conn.rollback()
+    except Exception:  # noqa: BLE001 - the connection is broken; the next attempt reconnects
+        pass

@@ -1,0 +1,380 @@
+"""All of Coalition's SQL: one transaction class shared by SQLite and MySQL/MariaDB.
+
+Statements are written with `?` placeholders; the MySQL dialect turns them into `%s`. Values
+always travel as parameters. Column names only ever come from the fixed lists in schema.py,
+never from a request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .base import SORTABLE, Row
+from .schema import JOB_COLUMNS
+
+_JOB_COLS = frozenset(JOB_COLUMNS)
+_WORKER_COLS = frozenset(
+    "name ip affinity affinity_set state ping_time finished error last_job current_job current_event cpu "
+    "free_memory total_memory active start_time".split()
+)
+_EVENT_COLS = frozenset("worker job_id job_title state start duration".split())
+
+
+def _check(cols: Iterable[str], allowed: frozenset[str]) -> None:
+    for col in cols:
+        if col not in allowed:
+            raise ValueError(f"unknown column {col!r}")  # a programming error, never user input
+
+
+class SqlTx:
+    """One transaction over a DB-API cursor."""
+
+    def __init__(self, cursor: Any, dialect: str):
+        self.cur = cursor
+        self.dialect = dialect
+        self._mysql = dialect == "mysql"
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self._mysql else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the affected row count."""
+        self.cur.execute(self._sql(sql), tuple(params))
+        return self.cur.rowcount
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self.cur.execute(self._sql(sql), tuple(params))
+        names = [d[0] for d in self.cur.description]
+        return [dict(zip(names, row, strict=True)) for row in self.cur.fetchall()]
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self.cur.execute(self._sql(sql), tuple(params))
+        row = self.cur.fetchone()
+        return row[0] if row else None
+
+    def _last_id(self) -> int:
+        return int(self.cur.lastrowid)
+
+    @staticmethod
+    def _marks(n: int) -> str:
+        return ",".join("?" * n)
+
+    # -- jobs -------------------------------------------------------------------------------
+    def job(self, job_id: int) -> Row | None:
+        return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+
+    def jobs(self, ids: Sequence[int]) -> list[Row]:
+        out: list[Row] = []
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            out += self._all(f"SELECT * FROM jobs WHERE id IN ({self._marks(len(chunk))})", chunk)
+        out.sort(key=lambda r: r["id"])
+        return out
+
+    def insert_job(self, fields: Mapping[str, Any]) -> int:
+        _check(fields, _JOB_COLS)
+        cols = list(fields)
+        self.execute(
+            f"INSERT INTO jobs ({','.join(cols)}) VALUES ({self._marks(len(cols))})",
+            [fields[c] for c in cols],
+        )
+        return self._last_id()
+
+    def update_job(self, job_id: int, fields: Mapping[str, Any]) -> int:
+        if not fields:
+            return 0
+        _check(fields, _JOB_COLS)
+        sets = ",".join(f"{c} = ?" for c in fields)
+        return self.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*fields.values(), job_id])
+
+    def update_jobs(self, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
+        # Group rows by the set of columns they change so each shape is one executemany.
+        shapes: dict[tuple[str, ...], list[list[Any]]] = {}
+        for job_id, fields in rows:
+            if fields:
+                _check(fields, _JOB_COLS)
+                shapes.setdefault(tuple(fields), []).append([*fields.values(), job_id])
+        for cols, params in shapes.items():
+            sets = ",".join(f"{c} = ?" for c in cols)
+            self.cur.executemany(self._sql(f"UPDATE jobs SET {sets} WHERE id = ?"), params)
+
+    def bump_job(self, job_id: int, deltas: Mapping[str, int | float], now: float) -> None:
+        deltas = {k: v for k, v in deltas.items() if v}
+        if not deltas:
+            return
+        _check(deltas, _JOB_COLS)
+        sets = ",".join(f"{c} = {c} + ?" for c in deltas)
+        self.execute(f"UPDATE jobs SET {sets}, updated_at = ? WHERE id = ?", [*deltas.values(), now, job_id])
+
+    def children(self, parent: int, columns: Sequence[str] | None = None) -> list[Row]:
+        cols = "*"
+        if columns:
+            _check(columns, _JOB_COLS)
+            cols = ",".join(columns)
+        return self._all(f"SELECT {cols} FROM jobs WHERE parent = ? ORDER BY h_key", (parent,))
+
+    def child_ids_by_title(self, parent: int, title: str) -> list[int]:
+        rows = self._all("SELECT id FROM jobs WHERE parent = ? AND title = ? ORDER BY id", (parent, title))
+        return [r["id"] for r in rows]
+
+    def list_jobs(
+        self,
+        filters: Mapping[str, Any],
+        sort: str,
+        descending: bool,
+        offset: int,
+        limit: int | None,
+    ) -> tuple[list[Row], int]:
+        where, params = ["1 = 1"], []
+        if filters.get("parent") is not None:
+            where.append("parent = ?")
+            params.append(filters["parent"])
+        states = list(filters.get("states") or ())
+        state_sql = []
+        if "PAUSED" in states:
+            state_sql.append("paused = 1")
+            states.remove("PAUSED")
+        if states:
+            state_sql.append(f"(paused = 0 AND state IN ({self._marks(len(states))}))")
+            params.extend(states)
+        if state_sql:
+            where.append("(" + " OR ".join(state_sql) + ")")
+        for col in ("user", "worker"):
+            if filters.get(col):
+                where.append(f"{col} = ?")
+                params.append(filters[col])
+        if filters.get("affinity"):
+            where.append("affinity LIKE ? ESCAPE '!'")
+            params.append("%" + _like_escape(filters["affinity"]) + "%")
+        if filters.get("text"):
+            # Case-insensitive on both dialects (the MySQL tables use a binary collation).
+            where.append("(LOWER(title) LIKE ? ESCAPE '!' OR LOWER(command) LIKE ? ESCAPE '!')")
+            pattern = "%" + _like_escape(filters["text"].lower()) + "%"
+            params += [pattern, pattern]
+        if filters.get("changed_since") is not None:
+            where.append("updated_at >= ?")
+            params.append(filters["changed_since"])
+        clause = " AND ".join(where)
+        total = int(self._scalar(f"SELECT COUNT(*) FROM jobs WHERE {clause}", params) or 0)
+        if sort not in SORTABLE:
+            raise ValueError(f"cannot sort by {sort!r}")
+        direction = "DESC" if descending else "ASC"
+        order = f"{sort} {direction}, id {direction}" if sort != "id" else f"id {direction}"
+        page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
+        rows = self._all(f"SELECT * FROM jobs WHERE {clause} ORDER BY {order}{page}", params)
+        return rows, total
+
+    def delete_jobs(self, ids: Sequence[int]) -> None:
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = self._marks(len(chunk))
+            self.execute(f"DELETE FROM job_deps WHERE job_id IN ({marks})", chunk)
+            self.execute(f"DELETE FROM job_deps WHERE dependency IN ({marks})", chunk)
+            self.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
+
+    def working_jobs(self) -> list[Row]:
+        return self._all(
+            "SELECT id, worker, start_time, timeout, run_event FROM jobs "
+            "WHERE state = 'WORKING' AND leaf = 1 ORDER BY id"
+        )
+
+    def first_ready(self, tagset: int) -> tuple[int, str] | None:
+        lock = " FOR UPDATE SKIP LOCKED" if self._mysql else ""
+        self.cur.execute(
+            self._sql(
+                "SELECT id, h_key FROM jobs WHERE state = 'WAITING' AND h_blocked = 0 AND leaf = 1 "
+                f"AND tagset = ? ORDER BY h_key LIMIT 1{lock}"
+            ),
+            (tagset,),
+        )
+        row = self.cur.fetchone()
+        return (int(row[0]), row[1]) if row else None
+
+    def claim(self, job_id: int, worker: str, event: int, now: float) -> bool:
+        return (
+            self.execute(
+                "UPDATE jobs SET state = 'WORKING', worker = ?, run_event = ?, start_time = ?, ping_time = ?, "
+                "duration = 0, progress = 0, local_progress = 0, log_offset = 0, updated_at = ? "
+                "WHERE id = ? AND state = 'WAITING' AND h_blocked = 0 AND leaf = 1",
+                (worker, event, now, now, now, job_id),
+            )
+            == 1
+        )
+
+    def count_jobs_by_state(self) -> dict[str, int]:
+        rows = self._all(
+            "SELECT CASE WHEN paused = 1 THEN 'PAUSED' ELSE state END AS s, COUNT(*) AS n "
+            "FROM jobs WHERE leaf = 1 GROUP BY CASE WHEN paused = 1 THEN 'PAUSED' ELSE state END"
+        )
+        return {r["s"]: int(r["n"]) for r in rows}
+
+    # -- dependencies -----------------------------------------------------------------------
+    def deps(self, job_id: int) -> list[int]:
+        rows = self._all("SELECT dependency FROM job_deps WHERE job_id = ? ORDER BY dependency", (job_id,))
+        return [r["dependency"] for r in rows]
+
+    def deps_of(self, ids: Sequence[int]) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            rows = self._all(
+                f"SELECT job_id, dependency FROM job_deps WHERE job_id IN ({self._marks(len(chunk))}) "
+                "ORDER BY job_id, dependency",
+                chunk,
+            )
+            out += [(r["job_id"], r["dependency"]) for r in rows]
+        return out
+
+    def set_deps(self, job_id: int, deps: Sequence[int]) -> None:
+        self.execute("DELETE FROM job_deps WHERE job_id = ?", (job_id,))
+        if deps:
+            self.cur.executemany(
+                self._sql("INSERT INTO job_deps (job_id, dependency) VALUES (?, ?)"),
+                [(job_id, d) for d in deps],
+            )
+
+    def dependents(self, job_id: int) -> list[int]:
+        rows = self._all("SELECT job_id FROM job_deps WHERE dependency = ? ORDER BY job_id", (job_id,))
+        return [r["job_id"] for r in rows]
+
+    def unfinished_deps(self, job_id: int) -> int:
+        return int(
+            self._scalar(
+                "SELECT COUNT(*) FROM job_deps d JOIN jobs j ON j.id = d.dependency "
+                "WHERE d.job_id = ? AND j.state <> 'FINISHED'",
+                (job_id,),
+            )
+            or 0
+        )
+
+    # -- tags -------------------------------------------------------------------------------
+    def tagsets(self) -> dict[int, str]:
+        return {r["id"]: r["tags"] for r in self._all("SELECT id, tags FROM tagsets")}
+
+    def tagset_id(self, text: str) -> int:
+        found = self._scalar("SELECT id FROM tagsets WHERE tags = ?", (text,))
+        if found is not None:
+            return int(found)
+        ignore = "INSERT IGNORE" if self._mysql else "INSERT OR IGNORE"
+        self.execute(f"{ignore} INTO tagsets (tags) VALUES (?)", (text,))
+        return int(self._scalar("SELECT id FROM tagsets WHERE tags = ?", (text,)))
+
+    def affinities(self) -> dict[int, str]:
+        return {r["id"]: r["name"] for r in self._all("SELECT id, name FROM affinities ORDER BY id")}
+
+    def set_affinities(self, names: Mapping[int, str]) -> None:
+        for num, name in names.items():
+            self.execute("DELETE FROM affinities WHERE id = ?", (num,))
+            if name:
+                self.execute("INSERT INTO affinities (id, name) VALUES (?, ?)", (num, name))
+
+    def register_affinities(self, names: Iterable[str]) -> None:
+        known = self.affinities()
+        have = set(known.values())
+        nxt = max(known, default=0) + 1
+        for name in names:
+            if name and name not in have:
+                self.execute("INSERT INTO affinities (id, name) VALUES (?, ?)", (nxt, name))
+                have.add(name)
+                nxt += 1
+
+    # -- workers ----------------------------------------------------------------------------
+    def worker(self, name: str) -> Row | None:
+        return self._one("SELECT * FROM workers WHERE name = ?", (name,))
+
+    def insert_worker(self, fields: Mapping[str, Any]) -> None:
+        _check(fields, _WORKER_COLS)
+        cols = list(fields)
+        ignore = "INSERT IGNORE" if self._mysql else "INSERT OR IGNORE"
+        self.execute(
+            f"{ignore} INTO workers ({','.join(cols)}) VALUES ({self._marks(len(cols))})",
+            [fields[c] for c in cols],
+        )
+
+    def update_worker(self, name: str, fields: Mapping[str, Any]) -> int:
+        if not fields:
+            return 0
+        _check(fields, _WORKER_COLS)
+        sets = ",".join(f"{c} = ?" for c in fields)
+        return self.execute(f"UPDATE workers SET {sets} WHERE name = ?", [*fields.values(), name])
+
+    def bump_worker(self, name: str, deltas: Mapping[str, int]) -> None:
+        deltas = {k: v for k, v in deltas.items() if v}
+        if deltas:
+            _check(deltas, _WORKER_COLS)
+            sets = ",".join(f"{c} = {c} + ?" for c in deltas)
+            self.execute(f"UPDATE workers SET {sets} WHERE name = ?", [*deltas.values(), name])
+
+    def workers(self, names: Sequence[str] | None = None) -> list[Row]:
+        if names is None:
+            return self._all("SELECT * FROM workers ORDER BY name")
+        names = list(names)
+        if not names:
+            return []
+        return self._all(f"SELECT * FROM workers WHERE name IN ({self._marks(len(names))}) ORDER BY name", names)
+
+    def delete_workers(self, names: Sequence[str]) -> None:
+        names = list(names)
+        if names:
+            self.execute(f"DELETE FROM workers WHERE name IN ({self._marks(len(names))})", names)
+
+    # -- events -----------------------------------------------------------------------------
+    def insert_event(self, fields: Mapping[str, Any]) -> int:
+        _check(fields, _EVENT_COLS)
+        cols = list(fields)
+        self.execute(
+            f"INSERT INTO events ({','.join(cols)}) VALUES ({self._marks(len(cols))})",
+            [fields[c] for c in cols],
+        )
+        return self._last_id()
+
+    def update_event(self, event_id: int, fields: Mapping[str, Any]) -> None:
+        _check(fields, _EVENT_COLS)
+        sets = ",".join(f"{c} = ?" for c in fields)
+        self.execute(f"UPDATE events SET {sets} WHERE id = ?", [*fields.values(), event_id])
+
+    def events(self, job: int | None, worker: str | None, since: float | None, limit: int) -> list[Row]:
+        where, params = ["1 = 1"], []
+        if job is not None:
+            where.append("job_id = ?")
+            params.append(job)
+        if worker:
+            where.append("worker = ?")
+            params.append(worker)
+        if since is not None:
+            where.append("start > ?")
+            params.append(since)
+        return self._all(
+            f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT {int(limit)}", params
+        )
+
+    def purge_events(self, before: float) -> int:
+        """Delete closed events that started before `before`."""
+        return self.execute("DELETE FROM events WHERE start < ? AND state <> 'WORKING'", (before,))
+
+    # -- coordination -----------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        changed = self.execute(
+            "UPDATE leases SET holder = ?, expires = ? WHERE name = ? AND (holder = ? OR expires < ?)",
+            (holder, now + ttl, name, holder, now),
+        )
+        if changed:
+            return True
+        ignore = "INSERT IGNORE" if self._mysql else "INSERT OR IGNORE"
+        self.execute(f"{ignore} INTO leases (name, holder, expires) VALUES (?, ?, ?)", (name, holder, now + ttl))
+        return self._scalar("SELECT holder FROM leases WHERE name = ?", (name,)) == holder
+
+
+def _like_escape(text: str) -> str:
+    # LIKE wildcards in user text are literal. '!' is the escape character: a backslash would
+    # be read differently by MySQL's string literals and SQLite's.
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")

@@ -1,0 +1,241 @@
+"""`coalition-worker`: the command line of the worker agent.
+
+    coalition-worker [-c INI] [-n NAME] [-w WORKERS] [-s SLEEP] [-u STARTUP] [-a AFFINITY]
+                     [-v] [--check] [SERVER_URL]
+
+Command-line values override the `[worker]` section of the ini file (-c, else ./coalition.ini,
+else /etc/coalition/coalition.ini). Without a server URL anywhere, the server is found by UDP
+broadcast. SIGTERM or SIGINT stops gracefully (see `shutdown` in docs/worker.md); a second
+one hands running jobs back at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from coalition import __version__
+from coalition.model import format_rule_lines, parse_rule_lines
+
+from .discovery import discover
+from .interruption import watch, watchers_for
+from .link import LinkError, ServerLink
+from .metrics import Metrics
+from .settings import SettingsError, WorkerSettings, load_settings, normalise_url
+
+log = logging.getLogger("coalition.worker")
+PROG = "coalition-worker"
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The worker's argument parser (Coalition 4's flags, plus -c and --check)."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run Coalition jobs. Options override the [worker] section of coalition.ini.",
+        epilog="With -w N the slots are named NAME-1 .. NAME-N (just NAME when N is 1).",
+    )
+    p.add_argument(
+        "server_url",
+        nargs="?",
+        metavar="SERVER_URL",
+        help="the server, e.g. http://render-server:19211 (default: serverUrl, else broadcast)",
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="INI",
+        help="configuration file (default: ./coalition.ini, else /etc/coalition/coalition.ini)",
+    )
+    p.add_argument("-n", "--name", help="worker name (default: the host name)")
+    p.add_argument("-w", "--workers", type=_count, help="number of job slots (default: 1)")
+    p.add_argument("-s", "--sleep", type=_seconds, help="seconds between heartbeats (default: 2)")
+    p.add_argument("-u", "--startup", help="shell command run once before taking jobs")
+    p.add_argument("-a", "--affinity", help="affinity rule lines, separated by ';' (e.g. 'linux,gpu;linux')")
+    p.add_argument("--cpus", type=_count, help="cpus per slot: slots = cpu count / CPUS (unless -w)")
+    p.add_argument("-v", "--verbose", action="store_true", default=None, help="debug logging")
+    p.add_argument(
+        "--check", action="store_true", help="contact the server once; exit 0 if it answers, else 1"
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": args.name,
+        "workers": args.workers,
+        "sleep": args.sleep,
+        "startup": args.startup,
+        "verbose": args.verbose,
+        "cpus": args.cpus,
+    }
+    if args.affinity is not None:
+        out["affinity"] = format_rule_lines(parse_rule_lines(args.affinity.replace(";", "\n")))
+    if args.server_url:
+        out["server_url"] = normalise_url(args.server_url)
+    return out
+
+
+def setup_logging(settings: WorkerSettings) -> None:
+    """Log to `logfile` (or stderr when empty or '-'), debug level with `verbose`."""
+    if settings.logfile and settings.logfile != "-":
+        handler: logging.Handler = logging.FileHandler(settings.logfile)
+    else:
+        handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("coalition")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if settings.verbose else logging.INFO)
+
+
+def run_startup(command: str) -> None:
+    """The `startup` command, once, before the first job (its failure is logged, not fatal)."""
+    log.info("running the startup command: %s", command)
+    try:
+        done = subprocess.run(command, shell=True, stdin=subprocess.DEVNULL, check=False)
+    except OSError as exc:
+        log.error("startup command failed to start: %s", exc)
+        return
+    if done.returncode != 0:
+        log.warning("startup command exited with code %d", done.returncode)
+
+
+def check(settings: WorkerSettings) -> int:
+    """`--check`: one idle heartbeat as this worker. 0 if the server answers, 1 otherwise."""
+    url = settings.server_url or discover(
+        settings.broadcast, settings.port, should_stop=_attempts(3), wait=lambda s: None
+    )
+    if not url:
+        print(
+            f"{PROG}: no server answered the broadcast on {settings.broadcast}:{settings.port}",
+            file=sys.stderr,
+        )
+        return 1
+    link = ServerLink(url, settings.token, settings.cacert, timeout=(3.05, 10.0))
+    name = settings.slot_names()[0]
+    try:
+        link.heartbeat({"name": name})
+    except LinkError as exc:
+        print(f"{PROG}: {url}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        link.close()
+    print(f"ok: {url} answers worker {name}")
+    return 0
+
+
+def _attempts(n: int) -> Callable[[], bool]:
+    """A should_stop() that says stop after `n` calls."""
+    count = {"n": 0}
+
+    def should_stop() -> bool:
+        count["n"] += 1
+        return count["n"] > n
+
+    return should_stop
+
+
+def install_signals(control: Any, settings: WorkerSettings) -> None:
+    """SIGTERM/SIGINT: stop as `shutdown` says; a second signal hands jobs back at once."""
+
+    def handler(signum: int, _frame: object) -> None:
+        again = control.stopping
+        log.info(
+            "%s received: %s",
+            signal.Signals(signum).name,
+            "handing running jobs back"
+            if again or settings.shutdown == "handback"
+            else "finishing running jobs, then exiting (send it again to hand them back)",
+        )
+        control.request_stop(handback=again or settings.shutdown == "handback")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def serve(settings: WorkerSettings) -> int:
+    """Discover the server if needed, run the startup command, then the slots until stopped."""
+    from .agent import Control, Slot
+
+    control = Control()
+    install_signals(control, settings)
+    url = settings.server_url
+    if not url:
+        url = discover(
+            settings.broadcast, settings.port, should_stop=lambda: control.stopping, wait=control.wait
+        )
+        if not url:
+            return 0
+    if settings.startup:
+        run_startup(settings.startup)
+    stop_watch = threading.Event()
+    watchers = watchers_for(settings.interruptions, settings.aws_metadata, settings.gce_metadata)
+    if watchers:
+        log.info("watching for interruption notices: %s", ", ".join(w.name for w in watchers))
+        threading.Thread(
+            target=watch,
+            args=(watchers, control.interrupt, stop_watch, settings.interruption_poll),
+            name="interruptions",
+            daemon=True,
+        ).start()
+    metrics = Metrics()
+    slots = [
+        Slot(name, settings, ServerLink(url, settings.token, settings.cacert), metrics, control)
+        for name in settings.slot_names()
+    ]
+    threads = [threading.Thread(target=slot.run, name=slot.name) for slot in slots]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.5)  # a timed join keeps the main thread free to run signal handlers
+    stop_watch.set()
+    log.info("worker stopped%s", f" ({control.interruption})" if control.interruption else "")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `coalition-worker` console script."""
+    args = build_parser().parse_args(argv)
+    warnings: list[str] = []
+    try:
+        settings = load_settings(args.config, _overrides(args), warn=warnings.append)
+    except (SettingsError, ValueError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+    for warning in warnings:
+        log.warning("%s", warning)
+    if args.check:
+        return check(settings)
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""The `[worker]` section of coalition.ini, validated into one frozen value.
+
+Every documented Coalition 4 key keeps its name and meaning (`serverUrl workers name sleep cpus
+startup verbose runcommand logfile`); the new keys are listed in KEYS below and in
+docs/worker.md. A bad value is one error line naming the key; an unknown key is a warning
+(a typo should not silently fall back to a default, but it should not stop a farm either).
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from coalition.model import format_rule_lines, parse_rule_lines
+
+DEFAULT_PORT = 19211
+CONFIG_CANDIDATES = ("coalition.ini", "/etc/coalition/coalition.ini")
+SHUTDOWN_MODES = ("finish", "handback")
+INTERRUPTION_MODES = ("auto", "aws", "gce", "off")
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message names the key and fits on one line."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything the agent needs to know, after the ini file and the command line."""
+
+    server_url: str = ""  # empty: discover the server by UDP broadcast
+    workers: int = 1
+    name: str = field(default_factory=socket.gethostname)
+    sleep: float = 2.0  # seconds between heartbeats, and between picks when idle
+    cpus: int | None = None  # cpus per slot: workers = cpu count // cpus (overridden by -w)
+    startup: str = ""  # shell command run once before the first pick
+    verbose: bool = False
+    runcommand: str = ""  # wrapper with __user__ __dir__ __cmd__, each shell-quoted
+    logfile: str = ""  # empty or "-": stderr (journald under systemd)
+    token: str = ""  # sent as X-Coalition-Token
+    affinity: str = ""  # rule lines, newline-separated (sent with pickjob)
+    cacert: str = ""  # CA bundle to verify an https server
+    shutdown: str = "handback"  # what SIGTERM does with a running job: finish | handback
+    broadcast: str = "255.255.255.255"  # discovery address
+    port: int = DEFAULT_PORT  # discovery port, and the HTTP port of a discovered server
+    interruptions: str = "auto"  # spot/preemption watch: auto | aws | gce | off
+    aws_metadata: str = "http://169.254.169.254"
+    gce_metadata: str = "http://metadata.google.internal"
+    interruption_poll: float = 5.0  # AWS gives a two-minute notice; polling every 5 s is its advice
+    killgrace: float = 10.0  # seconds between SIGTERM and SIGKILL of a job's process group
+    spooldir: str = ""  # where logs spool while the server is away; empty: the temp directory
+
+    def slot_names(self) -> list[str]:
+        """`name` for one slot, `name-1` .. `name-N` for N slots (docs/protocol.md)."""
+        if self.workers == 1:
+            return [self.name]
+        return [f"{self.name}-{i}" for i in range(1, self.workers + 1)]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _optional_positive_int(text: str) -> int | None:
+    if text.strip() in ("", "None", "none"):
+        return None
+    return _positive_int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise ValueError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _grace(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"expected zero or a positive number of seconds, got {text!r}")
+    return value
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected 0/1, true/false or yes/no, got {text!r}")
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise ValueError(f"expected a port number (1-65535), got {value}")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        low = text.strip().lower()
+        if low not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return low
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+def _name(text: str) -> str:
+    name = text.strip()
+    if not name:
+        raise ValueError("must not be empty")
+    if any(c.isspace() for c in name) or "/" in name:
+        raise ValueError(f"a worker name has no spaces or slashes, got {text!r}")
+    return name
+
+
+def _affinity(text: str) -> str:
+    # Rule lines come as ini continuation lines or separated by ';' on one line.
+    return format_rule_lines(parse_rule_lines(text.replace(";", "\n")))
+
+
+def _url(text: str) -> str:
+    text = text.strip()
+    if not text:
+        return ""
+    return normalise_url(text)
+
+
+def normalise_url(text: str, default_port: int = DEFAULT_PORT) -> str:
+    """`host`, `host:port` or a full URL -> `scheme://host:port` with no trailing slash."""
+    text = text.strip().rstrip("/")
+    if "://" not in text:
+        text = "http://" + text
+        parts = urlsplit(text)
+        if parts.port is None and parts.hostname:
+            text = f"{text}:{default_port}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected a URL like http://server:{default_port}, got {text!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ValueError(f"bad port in {text!r}") from None
+    return text
+
+
+# ini key (lower case, as configparser stores it) -> (dataclass field, parser)
+KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "serverurl": ("server_url", _url),
+    "workers": ("workers", _positive_int),
+    "name": ("name", _name),
+    "sleep": ("sleep", _seconds),
+    "cpus": ("cpus", _optional_positive_int),
+    "startup": ("startup", _text),
+    "verbose": ("verbose", _bool),
+    "runcommand": ("runcommand", _text),
+    "logfile": ("logfile", _text),
+    "token": ("token", _text),
+    "affinity": ("affinity", _affinity),
+    "cacert": ("cacert", _text),
+    "shutdown": ("shutdown", _choice(*SHUTDOWN_MODES)),
+    "broadcast": ("broadcast", _text),
+    "port": ("port", _port),
+    "interruptions": ("interruptions", _choice(*INTERRUPTION_MODES)),
+    "aws_metadata": ("aws_metadata", _url),
+    "gce_metadata": ("gce_metadata", _url),
+    "interruption_poll": ("interruption_poll", _seconds),
+    "killgrace": ("killgrace", _grace),
+    "spooldir": ("spooldir", _text),
+}
+
+
+def find_config(path: str | None) -> str | None:
+    """The ini file to read: `path` (must exist), else ./coalition.ini, else /etc/coalition/."""
+    if path:
+        if not os.path.isfile(path):
+            raise SettingsError(f"configuration file not found: {path}")
+        return path
+    for candidate in CONFIG_CANDIDATES:
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def read_section(path: str | None) -> dict[str, str]:
+    """The raw `[worker]` key/values of an ini file ({} without a file or a section)."""
+    if path is None:
+        return {}
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        raise SettingsError(f"{path}: {str(exc).splitlines()[0]}") from None
+    if not parser.has_section("worker"):
+        return {}
+    return dict(parser.items("worker"))
+
+
+def parse_section(values: Mapping[str, str], warn: Callable[[str], None]) -> dict[str, Any]:
+    """Validate raw `[worker]` values into dataclass fields; unknown keys go to `warn`."""
+    out: dict[str, Any] = {}
+    for key, raw in values.items():
+        spec = KEYS.get(key.lower())
+        if spec is None:
+            warn(f"[worker] {key}: unknown key, ignored")
+            continue
+        fieldname, parse = spec
+        try:
+            out[fieldname] = parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"[worker] {key}: {exc}") from None
+    return out
+
+
+def load_settings(
+    path: str | None,
+    overrides: Mapping[str, Any] | None = None,
+    warn: Callable[[str], None] = lambda message: None,
+) -> WorkerSettings:
+    """Read the ini (see find_config), then apply command-line overrides (field: value).
+
+    `cpus` sizes the slot count (cpu count // cpus) unless `workers` came from the command line.
+    """
+    fields = parse_section(read_section(find_config(path)), warn)
+    overrides = dict(overrides or {})
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    settings = WorkerSettings(**fields)
+    if settings.cpus and overrides.get("workers") is None:
+        settings = replace(settings, workers=max(1, (os.cpu_count() or 1) // settings.cpus))
+    return settings
