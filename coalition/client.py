@@ -99,7 +99,8 @@ class Job:
         object.__setattr__(self, attr, value)
 
     def __repr__(self) -> str:
-        return f"<Job {self.__dict__.get('id')} {self.__dict__.get('title', '')!r} {self.__dict__.get('state')}>"
+        d = self.__dict__
+        return f"<Job {d.get('id')} {d.get('title', '')!r} {d.get('state')}>"
 
     def as_dict(self) -> dict[str, Any]:
         """The job's fields as a plain dict."""
@@ -137,7 +138,9 @@ class Connection:
         self.Workers: dict[str, dict[str, Any]] = {}
 
     # -- transport ---------------------------------------------------------------------------
-    def request(self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None) -> Any:
+    def request(
+        self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None
+    ) -> Any:
         """One API call: the decoded JSON answer, or a CoalitionError subclass."""
         kwargs: dict[str, Any] = {"timeout": self.timeout}
         if body is not None:
@@ -162,12 +165,12 @@ class Connection:
         self.session.close()
 
     # -- Coalition 4 API -----------------------------------------------------------------------
-    def newJob(  # noqa: N802 - Coalition 4's names are the API
+    def newJob(  # Coalition 4's camelCase names are the API
         self,
         parent: int | str = 0,
         title: str = "",
         command: str = "",
-        dir: str = ".",  # noqa: A002 - the API's field name
+        dir: str = ".",  # the API's field name
         environment: str = "",
         state: str = "WAITING",
         paused: bool = False,
@@ -207,35 +210,35 @@ class Connection:
             body["url"] = url
         return _job_id(self.request("PUT", "/api/jobs", body))
 
-    def getJob(self, id: int) -> Job:  # noqa: N802, A002
+    def getJob(self, id: int) -> Job:
         """The job `id`."""
         return Job(self.request("GET", f"/api/jobs/{int(id)}"), self)
 
-    def getJobChildren(self, id: int) -> list[Job]:  # noqa: N802, A002
+    def getJobChildren(self, id: int) -> list[Job]:
         """The direct children of job `id`."""
         return [Job(j, self) for j in self.request("GET", f"/api/jobs/{int(id)}/children")]
 
-    def getJobDependencies(self, id: int) -> list[Job]:  # noqa: N802, A002
+    def getJobDependencies(self, id: int) -> list[Job]:
         """The jobs job `id` depends on."""
         return [Job(j, self) for j in self.request("GET", f"/api/jobs/{int(id)}/dependencies")]
 
-    def setJobDependencies(self, id: int, ids: Iterable[int]) -> Any:  # noqa: N802, A002
+    def setJobDependencies(self, id: int, ids: Iterable[int]) -> Any:
         """Replace the dependencies of job `id` (a cycle is refused with BadRequest)."""
         return self.request("POST", f"/api/jobs/{int(id)}/dependencies", _ids(ids))
 
-    def getWorkers(self) -> list[dict[str, Any]]:  # noqa: N802
+    def getWorkers(self) -> list[dict[str, Any]]:
         """Every worker, as dicts."""
         return self.request("GET", "/api/workers")
 
-    def editWorkers(self, workers: Mapping[str, Mapping[str, Any]]) -> Any:  # noqa: N802
+    def editWorkers(self, workers: Mapping[str, Mapping[str, Any]]) -> Any:
         """Edit workers: `{name: {"affinity": "...", "active": 0}}`."""
         return self.request("POST", "/api/workers", dict(workers))
 
-    def setAffinities(self, data: Mapping[Any, str]) -> Any:  # noqa: N802
+    def setAffinities(self, data: Mapping[Any, str]) -> Any:
         """Name the numbered affinities: `{1: "linux", 2: "gpu"}`."""
         return self.request("POST", "/api/affinities", {str(k): v for k, v in data.items()})
 
-    def getAffinities(self) -> dict[str, str]:  # noqa: N802
+    def getAffinities(self) -> dict[str, str]:
         """The affinity registry, `{number: name}`."""
         return self.request("GET", "/api/affinities")
 
@@ -280,15 +283,17 @@ class Connection:
         route = "/api/reseterrorjobs" if errors_only else "/api/resetjobs"
         return self.request("POST", route, _ids(ids))
 
-    def log(self, id: int) -> str:  # noqa: A002
+    def log(self, id: int) -> str:
         """The whole log of job `id`."""
         return self.request("GET", f"/api/jobs/{int(id)}/log") or ""
 
-    def log_range(self, id: int, offset: int = 0, limit: int | None = None) -> dict[str, Any]:  # noqa: A002
+    def log_range(self, id: int, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
         """Part of a log: `{"data": str, "offset": int, "size": int}`."""
         return self.request("GET", f"/api/jobs/{int(id)}/log", params={"offset": offset, "limit": limit})
 
-    def events(self, job: int | None = None, worker: str | None = None, howlong: int | None = None) -> list[Any]:
+    def events(
+        self, job: int | None = None, worker: str | None = None, howlong: int | None = None
+    ) -> list[Any]:
         """Runs, newest first, filtered by job, worker, and age in seconds."""
         return self.request("GET", "/api/events", params={"job": job, "worker": worker, "howlong": howlong})
 
@@ -322,4 +327,6 @@ def _error_text(response: requests.Response) -> str:
     except ValueError:
         pass
     text = (response.text or "").strip()
-    return text.splitlines()[0][:200] if text else f"HTTP {response.status_code} {response.reason or ''}".strip()
+    if text:
+        return text.splitlines()[0][:200]
+    return f"HTTP {response.status_code} {response.reason or ''}".strip()

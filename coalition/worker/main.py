@@ -179,6 +179,14 @@ def install_signals(control: Any, settings: WorkerSettings) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def watch_interruptions(settings: WorkerSettings, control: Any, stop: threading.Event) -> None:
+    """Find this host's metadata service (if any) and watch it (thread body: probing may be slow)."""
+    watchers = watchers_for(settings.interruptions, settings.aws_metadata, settings.gce_metadata)
+    if watchers:
+        log.info("watching for interruption notices: %s", ", ".join(w.name for w in watchers))
+        watch(watchers, control.interrupt, stop, settings.interruption_poll)
+
+
 def serve(settings: WorkerSettings) -> int:
     """Discover the server if needed, run the startup command, then the slots until stopped."""
     from .agent import Control, Slot
@@ -195,12 +203,10 @@ def serve(settings: WorkerSettings) -> int:
     if settings.startup:
         run_startup(settings.startup)
     stop_watch = threading.Event()
-    watchers = watchers_for(settings.interruptions, settings.aws_metadata, settings.gce_metadata)
-    if watchers:
-        log.info("watching for interruption notices: %s", ", ".join(w.name for w in watchers))
+    if settings.interruptions != "off":
         threading.Thread(
-            target=watch,
-            args=(watchers, control.interrupt, stop_watch, settings.interruption_poll),
+            target=watch_interruptions,
+            args=(settings, control, stop_watch),
             name="interruptions",
             daemon=True,
         ).start()

@@ -8,7 +8,6 @@ docs/worker.md. A bad value is one error line naming the key; an unknown key is 
 
 from __future__ import annotations
 
-import configparser
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -16,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from coalition import config
 from coalition.model import format_rule_lines, parse_rule_lines
 
 DEFAULT_PORT = 19211
-CONFIG_CANDIDATES = ("coalition.ini", "/etc/coalition/coalition.ini")
 SHUTDOWN_MODES = ("finish", "handback")
 INTERRUPTION_MODES = ("auto", "aws", "gce", "off")
 
@@ -49,7 +48,7 @@ class WorkerSettings:
     port: int = DEFAULT_PORT  # discovery port, and the HTTP port of a discovered server
     interruptions: str = "auto"  # spot/preemption watch: auto | aws | gce | off
     aws_metadata: str = "http://169.254.169.254"
-    gce_metadata: str = "http://metadata.google.internal"
+    gce_metadata: str = "http://169.254.169.254"  # an IP: no DNS wait off GCE
     interruption_poll: float = 5.0  # AWS gives a two-minute notice; polling every 5 s is its advice
     killgrace: float = 10.0  # seconds between SIGTERM and SIGKILL of a job's process group
     spooldir: str = ""  # where logs spool while the server is away; empty: the temp directory
@@ -194,26 +193,20 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
 
 def find_config(path: str | None) -> str | None:
     """The ini file to read: `path` (must exist), else ./coalition.ini, else /etc/coalition/."""
-    if path:
-        if not os.path.isfile(path):
-            raise SettingsError(f"configuration file not found: {path}")
-        return path
-    for candidate in CONFIG_CANDIDATES:
-        if os.path.isfile(candidate):
-            return candidate
-    return None
+    try:
+        return config.find_config(path)
+    except config.ConfigError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def read_section(path: str | None) -> dict[str, str]:
     """The raw `[worker]` key/values of an ini file ({} without a file or a section)."""
     if path is None:
         return {}
-    parser = configparser.ConfigParser(interpolation=None)
     try:
-        with open(path, encoding="utf-8") as f:
-            parser.read_file(f)
-    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
-        raise SettingsError(f"{path}: {str(exc).splitlines()[0]}") from None
+        parser = config.read_ini(path)
+    except (OSError, config.ConfigError) as exc:
+        raise SettingsError(str(exc).splitlines()[0]) from None
     if not parser.has_section("worker"):
         return {}
     return dict(parser.items("worker"))

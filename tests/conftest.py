@@ -1,0 +1,257 @@
+"""Fixtures shared by the whole suite: real server processes on free loopback ports, and a
+private MariaDB instance for the MySQL half of the store contract."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.support import require, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (UDP on the same number is checked too)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port")
+
+
+# -- MariaDB ------------------------------------------------------------------------------
+@dataclass
+class MariaDB:
+    """A private MariaDB server for the test session."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    socket: str
+
+    def new_database(self) -> str:
+        """A fresh, empty database; returns its name."""
+        import pymysql
+
+        name = "t_" + uuid.uuid4().hex[:12]
+        conn = pymysql.connect(unix_socket=self.socket, user="root")
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+                cur.execute(f"GRANT ALL ON {name}.* TO 'coal'@'127.0.0.1'")
+            conn.commit()
+        finally:
+            conn.close()
+        return name
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDB]:
+    """Start a throwaway mariadbd on a free port (reference/tooling.md section 2)."""
+    install = shutil.which("mariadb-install-db")
+    daemon = shutil.which("mariadbd") or ("/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None)
+    require(bool(install and daemon), "MariaDB server not installed: apt-get install mariadb-server")
+    try:
+        import pymysql  # noqa: F401
+    except ImportError:
+        require(False, "PyMySQL not installed: pip install 'coalition[mysql]'")
+    datadir = tempfile.mkdtemp(prefix="coal-mariadb-")
+    sock = os.path.join(datadir, "mysqld.sock")
+    port = free_port()
+    subprocess.run(
+        [install, "--no-defaults", f"--datadir={datadir}", "--user=root", "--auth-root-authentication-method=normal",
+         "--skip-test-db"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    log = open(os.path.join(datadir, "server.log"), "wb")
+    proc = subprocess.Popen(
+        [daemon, "--no-defaults", f"--datadir={datadir}", f"--socket={sock}", f"--pid-file={datadir}/mysqld.pid",
+         "--bind-address=127.0.0.1", f"--port={port}", "--user=root", "--skip-log-bin",
+         "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=2", "--max-connections=500"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    import pymysql
+
+    def ready() -> bool:
+        try:
+            pymysql.connect(unix_socket=sock, user="root").close()
+            return True
+        except pymysql.err.MySQLError:
+            return proc.poll() is not None  # exits the wait; checked below
+
+    wait_for(ready, timeout=60, interval=0.1, what="mariadbd to accept connections")
+    if proc.poll() is not None:
+        raise RuntimeError(f"mariadbd exited: see {datadir}/server.log")
+    conn = pymysql.connect(unix_socket=sock, user="root")
+    with conn.cursor() as cur:
+        cur.execute("CREATE USER 'coal'@'127.0.0.1' IDENTIFIED BY 'coalpw'")
+    conn.commit()
+    conn.close()
+    try:
+        yield MariaDB("127.0.0.1", port, "coal", "coalpw", sock)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+# -- real server processes ------------------------------------------------------------------
+class ServerProcess:
+    """A `coalition-server` process on a free loopback port, with its own data directory."""
+
+    def __init__(self, root: Path, **server_keys: Any):
+        self.root = root
+        self.datadir = root / "data"
+        self.port = int(server_keys.pop("port", 0)) or free_port()
+        self.ini_path = root / "coalition.ini"
+        keys = {
+            "listen": "127.0.0.1",
+            "port": self.port,
+            "datadir": str(self.datadir),
+            "timeout": 3,
+            "reaperinterval": 0.2,
+            "verbose": 1,
+            **server_keys,
+        }
+        self.keys = keys
+        lines = ["[server]"] + [f"{k} = {v}" for k, v in keys.items()]
+        self.ini_path.write_text("\n".join(lines) + "\n")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.session = requests.Session()
+        self.log_path = root / "server.log"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        """Start (or restart on the same port and data) and wait until it answers."""
+        log = open(self.log_path, "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "coalition.server.main", "-c", str(self.ini_path)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env,
+        )
+        log.close()
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"the server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                return requests.get(self.url + "/api/ping", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(up, timeout=timeout, interval=0.05, what="the server to answer")
+        return self
+
+    def log_tail(self, n: int = 60) -> str:
+        """The end of the server's output (for failure messages)."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def terminate(self) -> int:
+        """Stop the server gracefully; returns its exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def request(self, method: str, path: str, body: Any = None, **kw: Any) -> requests.Response:
+        """A raw HTTP request to the server."""
+        if body is not None and "data" not in kw:
+            kw["json"] = body
+        return self.session.request(method, self.url + path, timeout=kw.pop("timeout", 30), **kw)
+
+    def api(self, method: str, path: str, body: Any = None, expect: int = 200, **kw: Any) -> Any:
+        """A request whose decoded JSON answer is returned; the status must be `expect`."""
+        r = self.request(method, path, body, **kw)
+        assert r.status_code == expect, f"{method} {path} -> {r.status_code} {r.text[:500]}"
+        ctype = r.headers.get("Content-Type", "")
+        return r.json() if "json" in ctype else r.text
+
+    def submit(self, **job: Any) -> int:
+        """PUT a job; returns its id."""
+        return int(self.api("PUT", "/api/jobs", job))
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        """GET one job."""
+        return self.api("GET", f"/api/jobs/{job_id}")
+
+    def worker_call(self, route: str, body: dict[str, Any], expect: int = 200) -> Any:
+        """A JSON worker-protocol request (as a scripted worker)."""
+        return self.api("POST", f"/workers/{route}", body, expect=expect)
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Any]:
+    """A factory: make_server(**[server] keys) -> a started ServerProcess (stopped at the end)."""
+    servers: list[ServerProcess] = []
+
+    def make(start: bool = True, **keys: Any) -> ServerProcess:
+        root = tmp_path / f"server{len(servers)}"
+        root.mkdir()
+        server = ServerProcess(root, **keys)
+        servers.append(server)
+        return server.start() if start else server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: Any) -> ServerProcess:
+    """A started server on SQLite with a short heartbeat timeout (3 s)."""
+    return make_server()
+
+
+def pytest_report_header(config: Any) -> str:
+    strict = os.environ.get("COALITION_STRICT") == "1"
+    return f"coalition: COALITION_STRICT={'1 (missing system dependencies fail)' if strict else '0 (they skip)'}"
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests talk to loopback only; a proxy from the environment must never see that traffic.
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+

@@ -1,0 +1,67 @@
+"""The store contract runs on SQLite and on a private MariaDB: same behaviour, same tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from coalition.dispatch import Dispatcher
+from coalition.joblogs import JobLogs
+from coalition.service import Service, Settings
+from coalition.store import MysqlStore, SqliteStore
+
+
+class Clock:
+    """A clock the tests move by hand."""
+
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
+    """An empty store of each kind (not yet initialised)."""
+    if request.param == "sqlite":
+        store = SqliteStore(str(tmp_path / "coalition.db"))
+    else:
+        db = request.getfixturevalue("mariadb")
+        store = MysqlStore(db.host, db.port, db.user, db.password, db.new_database())
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def store(backend: Any) -> Any:
+    """An initialised store of each kind."""
+    backend.init()
+    return backend
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def farm(store: Any, clock: Clock, tmp_path: Any) -> Any:
+    """A service and a dispatcher over the store, with a hand-moved clock."""
+
+    class Farm:
+        pass
+
+    f = Farm()
+    f.clock = clock
+    f.store = store
+    f.logs = JobLogs(str(tmp_path / "logs"), 1024 * 1024)
+    f.service = Service(store, f.logs, Settings(worker_timeout=10, requeue_limit=2, decrease_priority_after=0),
+                        clock)
+    f.dispatch = Dispatcher(f.service)
+    return f
