@@ -101,7 +101,9 @@ def _raw(text: str) -> str:
 
 
 _LDAP_TEMPLATES = tuple(
-    f"ldaptemplate{action}job{scope}" for action in ("create", "view", "edit", "delete") for scope in ("", "global")
+    f"ldaptemplate{action}job{scope}"
+    for action in ("create", "view", "edit", "delete")
+    for scope in ("", "global")
 )
 
 

@@ -57,17 +57,32 @@ def main(argv: list[str] | None = None) -> int:
     procs = [server]
     try:
         if not _wait_up(url, server):
-            print("make run: the server did not start (is the port taken? try `make run PORT=19300`)",
-                  file=sys.stderr)
+            print(
+                "make run: the server did not start (is the port taken? try `make run PORT=19300`)",
+                file=sys.stderr,
+            )
             return 1
         try:
             import coalition.worker.main  # noqa: F401
         except ImportError:
             print("make run: no worker installed; running the server alone", file=sys.stderr)
         else:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "coalition.worker.main", "-c", ini, "-n", socket.gethostname(), "-w", "2",
-                 f"http://127.0.0.1:{args.port}"]))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "coalition.worker.main",
+                        "-c",
+                        ini,
+                        "-n",
+                        socket.gethostname(),
+                        "-w",
+                        "2",
+                        f"http://127.0.0.1:{args.port}",
+                    ]
+                )
+            )
         print(f"\nCoalition is running: open {url} in a browser (Ctrl-C stops the farm)\n", flush=True)
         while all(proc.poll() is None for proc in procs):
             time.sleep(0.5)

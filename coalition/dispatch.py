@@ -92,8 +92,16 @@ class Dispatcher:
             if row is None or row["affinity"] != fields["affinity"]:
                 tx.register_affinities(t for line in lines for t in line)
         if row is None:
-            new = {"name": ping.name, "ip": "", "affinity": "", "state": W_WAITING, "cpu": "[]", "active": 1,
-                   "start_time": now, **fields}
+            new = {
+                "name": ping.name,
+                "ip": "",
+                "affinity": "",
+                "state": W_WAITING,
+                "cpu": "[]",
+                "active": 1,
+                "start_time": now,
+                **fields,
+            }
             tx.insert_worker(new)
             row = tx.worker(ping.name) or new
             return row
@@ -147,13 +155,21 @@ class Dispatcher:
         job = tx.job(job_id)
         assert job is not None
         event = tx.insert_event(
-            {"worker": worker["name"], "job_id": job_id, "job_title": job["title"], "state": WORKING, "start": now,
-             "duration": 0.0}
+            {
+                "worker": worker["name"],
+                "job_id": job_id,
+                "job_title": job["title"],
+                "state": WORKING,
+                "start": now,
+                "duration": 0.0,
+            }
         )
         job["state"] = WAITING  # the claim already wrote WORKING; count the transition once here
         tree.set_leaf_state(job, WORKING, {"run_event": event})
-        tx.update_worker(worker["name"], {"state": W_WORKING, "current_job": job_id, "last_job": job_id,
-                                          "current_event": event})
+        tx.update_worker(
+            worker["name"],
+            {"state": W_WORKING, "current_job": job_id, "last_job": job_id, "current_event": event},
+        )
         return {
             "id": job_id,
             "event": event,
@@ -168,8 +184,9 @@ class Dispatcher:
         }
 
     # -- heartbeat --------------------------------------------------------------------------
-    def heartbeat(self, ping: Ping, job_id: int | None, event: int | None, chunk: bytes,
-                  offset: int | None) -> Beat:
+    def heartbeat(
+        self, ping: Ping, job_id: int | None, event: int | None, chunk: bytes, offset: int | None
+    ) -> Beat:
         """Record a heartbeat; say whether the worker must kill its job."""
         now = self.clock()
 
@@ -193,13 +210,21 @@ class Dispatcher:
                         tx.update_worker(ping.name, {"current_job": 0, "state": W_WAITING})
                     return beat
             if worker["current_job"] != job_id or worker["state"] != W_WORKING:
-                tx.update_worker(ping.name, {"current_job": job_id, "state": W_WORKING, "last_job": job_id,
-                                             "current_event": job["run_event"]})
+                tx.update_worker(
+                    ping.name,
+                    {
+                        "current_job": job_id,
+                        "state": W_WORKING,
+                        "last_job": job_id,
+                        "current_event": job["run_event"],
+                    },
+                )
             beat.job_id = job_id
             fields: dict[str, Any] = {"ping_time": now}
             if chunk:
-                data, received = scheduling.log_slice(job["log_offset"], job["log_offset"] if offset is None
-                                                      else offset, chunk)
+                data, received = scheduling.log_slice(
+                    job["log_offset"], job["log_offset"] if offset is None else offset, chunk
+                )
                 fields["log_offset"] = received
                 beat.log = data
                 text = data.decode("utf-8", "replace")
@@ -246,8 +271,18 @@ class Dispatcher:
         log.info("worker %s: re-adopted job %d after a silence", worker["name"], job["id"])
 
     # -- end of a run -----------------------------------------------------------------------
-    def end(self, ping: Ping, job_id: int, event: int | None, exit_code: int, chunk: bytes, offset: int | None,
-            timed_out: bool = False, interrupted: bool = False, pick: bool = False) -> End:
+    def end(
+        self,
+        ping: Ping,
+        job_id: int,
+        event: int | None,
+        exit_code: int,
+        chunk: bytes,
+        offset: int | None,
+        timed_out: bool = False,
+        interrupted: bool = False,
+        pick: bool = False,
+    ) -> End:
         """Record the end of a run (and maybe hand out the next job in the same transaction)."""
         now = self.clock()
 
@@ -264,8 +299,9 @@ class Dispatcher:
             else:
                 assert job is not None
                 if chunk:
-                    data, received = scheduling.log_slice(job["log_offset"], job["log_offset"] if offset is None
-                                                          else offset, chunk)
+                    data, received = scheduling.log_slice(
+                        job["log_offset"], job["log_offset"] if offset is None else offset, chunk
+                    )
                     result.log = data
                     job["log_offset"] = received
                 self._finish_run(tx, tree, job, worker, exit_code, timed_out, interrupted, now)
@@ -294,11 +330,24 @@ class Dispatcher:
             return ""  # requeued while the worker was silent and not picked since: accept the result
         return f"the job is {job['state']}, not running"
 
-    def _finish_run(self, tx: Tx, tree: Tree, job: Row, worker: Row, exit_code: int, timed_out: bool,
-                    interrupted: bool, now: float) -> None:
+    def _finish_run(
+        self,
+        tx: Tx,
+        tree: Tree,
+        job: Row,
+        worker: Row,
+        exit_code: int,
+        timed_out: bool,
+        interrupted: bool,
+        now: float,
+    ) -> None:
         duration = max(0.0, now - job["start_time"]) if job["start_time"] else 0.0
-        fields: dict[str, Any] = {"run_event": 0, "duration": duration, "log_offset": job["log_offset"],
-                                  "ping_time": now}
+        fields: dict[str, Any] = {
+            "run_event": 0,
+            "duration": duration,
+            "log_offset": job["log_offset"],
+            "ping_time": now,
+        }
         if interrupted:
             requeue = scheduling.should_requeue_silent(job["requeues"], self._requeue_limit())
             fields["requeues"] = job["requeues"] + 1
@@ -323,8 +372,9 @@ class Dispatcher:
         if worker["current_job"] == job["id"]:
             tx.update_worker(worker["name"], {"current_job": 0, "state": W_WAITING})
         was_running = job["state"] == WORKING
-        tree.set_leaf_state(job, outcome, fields, duration_delta=duration if was_running or outcome != WAITING
-                            else 0.0)
+        tree.set_leaf_state(
+            job, outcome, fields, duration_delta=duration if was_running or outcome != WAITING else 0.0
+        )
         if event_state == ERROR:
             tree.child_failed(job["parent"])
 
@@ -344,7 +394,9 @@ class Dispatcher:
             for worker in tx.workers():
                 if worker["state"] not in (W_WAITING, W_WORKING):
                     continue
-                if not scheduling.worker_silent(worker["ping_time"], self.started, settings.worker_timeout, now):
+                if not scheduling.worker_silent(
+                    worker["ping_time"], self.started, settings.worker_timeout, now
+                ):
                     continue
                 done["silent_workers"] += 1
                 tx.update_worker(worker["name"], {"state": W_TIMEOUT, "current_job": 0})
@@ -352,25 +404,33 @@ class Dispatcher:
                 if job is None or job["state"] != WORKING or job["worker"] != worker["name"]:
                     continue
                 requeue = scheduling.should_requeue_silent(job["requeues"], settings.requeue_limit)
-                fields: dict[str, Any] = {"requeues": job["requeues"] + 1,
-                                          "duration": max(0.0, now - job["start_time"])}
+                fields: dict[str, Any] = {
+                    "requeues": job["requeues"] + 1,
+                    "duration": max(0.0, now - job["start_time"]),
+                }
                 if requeue:
                     # Keep run_event: a late endjob or heartbeat of this run is still accepted.
                     target = PENDING if job["pending"] else WAITING
                     done["requeued"] += 1
-                    note = (f"\n[coalition] worker {worker['name']} went silent for more than "
-                            f"{settings.worker_timeout:g}s: job requeued\n")
+                    note = (
+                        f"\n[coalition] worker {worker['name']} went silent for more than "
+                        f"{settings.worker_timeout:g}s: job requeued\n"
+                    )
                 else:
                     target = ERROR
                     fields.update(fail_count=job["fail_count"] + 1, run_event=0)
-                    note = (f"\n[coalition] worker {worker['name']} went silent; the job was requeued "
-                            f"{job['requeues']} times already: ERROR\n")
+                    note = (
+                        f"\n[coalition] worker {worker['name']} went silent; the job was requeued "
+                        f"{job['requeues']} times already: ERROR\n"
+                    )
                 if job["run_event"]:
                     tx.update_event(job["run_event"], {"state": W_TIMEOUT, "duration": fields["duration"]})
                 tree.set_leaf_state(job, target, fields)
                 notes.append((job["id"], note.encode()))
             for job in tx.working_jobs():
-                if not scheduling.job_timed_out(job["start_time"], job["timeout"], now, settings.worker_timeout):
+                if not scheduling.job_timed_out(
+                    job["start_time"], job["timeout"], now, settings.worker_timeout
+                ):
                     continue
                 row = tx.job(job["id"])
                 if row is None:
@@ -387,10 +447,21 @@ class Dispatcher:
                 if w is not None and w["current_job"] == row["id"]:
                     tx.update_worker(w["name"], {"current_job": 0, "state": W_WAITING})
                     tx.bump_worker(w["name"], {"error": 1})
-                tree.set_leaf_state(row, target, {"fail_count": fails, "run_event": 0, "duration": duration,
-                                                  "run_done": row["run_done"] + 1}, duration_delta=duration)
+                tree.set_leaf_state(
+                    row,
+                    target,
+                    {
+                        "fail_count": fails,
+                        "run_event": 0,
+                        "duration": duration,
+                        "run_done": row["run_done"] + 1,
+                    },
+                    duration_delta=duration,
+                )
                 tree.child_failed(row["parent"])
-                notes.append((row["id"], f"\n[coalition] job exceeded its timeout of {row['timeout']}s\n".encode()))
+                notes.append(
+                    (row["id"], f"\n[coalition] job exceeded its timeout of {row['timeout']}s\n".encode())
+                )
 
         self.store.write(fn)
         for job_id, note in notes:

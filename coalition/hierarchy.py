@@ -19,8 +19,19 @@ from .scheduling import ROOT, Derived
 from .store.base import Row, Tx
 
 _COUNTED = ((FINISHED, "finished"), (ERROR, "errors"), (WORKING, "working"))
-_DERIVE_COLS = ("id", "parent", "priority", "affinity", "paused", "pending", "children", "h_key", "h_depth",
-                "h_blocked", "tagset")
+_DERIVE_COLS = (
+    "id",
+    "parent",
+    "priority",
+    "affinity",
+    "paused",
+    "pending",
+    "children",
+    "h_key",
+    "h_depth",
+    "h_blocked",
+    "tagset",
+)
 
 
 class TagCache:
@@ -71,7 +82,9 @@ class Tree:
     # -- derived fields ---------------------------------------------------------------------
     def derived_of(self, row: Row) -> Derived:
         """The stored derived fields of a job row."""
-        return Derived(row["h_key"], row["h_depth"], bool(row["h_blocked"]), self.tags.tags(self.tx, row["tagset"]))
+        return Derived(
+            row["h_key"], row["h_depth"], bool(row["h_blocked"]), self.tags.tags(self.tx, row["tagset"])
+        )
 
     def parent_derived(self, parent_id: int) -> Derived:
         """What children of `parent_id` inherit (the root for 0)."""
@@ -94,7 +107,12 @@ class Tree:
     def derive_row(self, parent: Derived, row: Row) -> tuple[Derived, dict[str, Any]]:
         """Derived fields of `row` under `parent`, and the columns that differ from stored."""
         d = scheduling.derive(
-            parent, row["id"], row["priority"], parse_tags(row["affinity"]), bool(row["paused"]), bool(row["pending"])
+            parent,
+            row["id"],
+            row["priority"],
+            parse_tags(row["affinity"]),
+            bool(row["paused"]),
+            bool(row["pending"]),
         )
         if d.h_depth >= scheduling.MAX_DEPTH:
             raise ValidationError(f"the hierarchy would be deeper than {scheduling.MAX_DEPTH} levels")
@@ -128,8 +146,9 @@ class Tree:
         self.tx.update_jobs(updates)
 
     # -- leaf state -------------------------------------------------------------------------
-    def set_leaf_state(self, row: Row, new_state: str, fields: dict[str, Any] | None = None,
-                       duration_delta: float = 0.0) -> None:
+    def set_leaf_state(
+        self, row: Row, new_state: str, fields: dict[str, Any] | None = None, duration_delta: float = 0.0
+    ) -> None:
         """Change a leaf's state (and other columns), keeping ancestors and dependents right."""
         old = row["state"]
         values = dict(fields or {})
@@ -244,11 +263,21 @@ class Tree:
             if row is None:
                 return
             kids = self.tx.children(
-                pid, ("children", "state", "total", "total_finished", "total_errors", "total_working",
-                      "duration", "start_time")
+                pid,
+                (
+                    "children",
+                    "state",
+                    "total",
+                    "total_finished",
+                    "total_errors",
+                    "total_working",
+                    "duration",
+                    "start_time",
+                ),
             )
             c: dict[str, Any] = dict.fromkeys(
-                ("finished", "errors", "working", "total", "total_finished", "total_errors", "total_working"), 0
+                ("finished", "errors", "working", "total", "total_finished", "total_errors", "total_working"),
+                0,
             )
             duration = 0.0
             starts = []
@@ -278,8 +307,13 @@ class Tree:
                     fields["start_time"] = start
             elif row["children"]:
                 # The last child went away: the job is a plain job again.
-                fields.update(leaf=int(row["command"] != ""), progress=0.0, duration=0.0, start_time=0.0,
-                              state=PENDING if row["pending"] else WAITING)
+                fields.update(
+                    leaf=int(row["command"] != ""),
+                    progress=0.0,
+                    duration=0.0,
+                    start_time=0.0,
+                    state=PENDING if row["pending"] else WAITING,
+                )
             if fields:
                 fields["updated_at"] = self.now
                 self.tx.update_job(pid, fields)

@@ -215,7 +215,7 @@ def parse_dependencies(value: Any, *, lenient: bool = False) -> tuple[int, ...]:
     elif isinstance(value, int) and not isinstance(value, bool):
         ids = [_int("dependencies", value, lo=1, hi=2**62)]
     else:
-        raise ValidationError("dependencies must be a list of job ids or a string like \"1,3,5\"")
+        raise ValidationError('dependencies must be a list of job ids or a string like "1,3,5"')
     seen: dict[int, None] = {}
     for job_id in ids:
         if job_id <= 0:

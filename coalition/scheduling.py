@@ -38,7 +38,9 @@ class Derived:
 ROOT = Derived(h_key="", h_depth=-1, h_blocked=False, tags=frozenset())
 
 
-def derive(parent: Derived, job_id: int, priority: int, tags: Iterable[str], paused: bool, pending: bool) -> Derived:
+def derive(
+    parent: Derived, job_id: int, priority: int, tags: Iterable[str], paused: bool, pending: bool
+) -> Derived:
     """The derived fields of a job from its parent's and its own."""
     return Derived(
         h_key=parent.h_key + key_part(priority, job_id),
@@ -135,7 +137,10 @@ def _compile_progress(pattern: str) -> tuple[re.Pattern[str], float] | None:
         if token in pattern:
             # The pattern is literal text around the placeholder: "(%percent)" matches "(50)".
             before, _, after = pattern.partition(token)
-            result = (re.compile(re.escape(before) + number + re.escape(after)), 100.0 if token == "%percent" else 1.0)
+            result = (
+                re.compile(re.escape(before) + number + re.escape(after)),
+                100.0 if token == "%percent" else 1.0,
+            )
             break
     if len(_pattern_cache) > 1000:
         _pattern_cache.clear()

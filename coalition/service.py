@@ -53,8 +53,13 @@ SORT_DEFAULT = "h_key"
 class Service:
     """The job queue's use cases over a store, a log directory and a clock."""
 
-    def __init__(self, store: Store, logs: JobLogs, settings: Settings = Settings(),
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: Store,
+        logs: JobLogs,
+        settings: Settings = Settings(),
+        clock: Callable[[], float] = time.time,
+    ):
         self.store = store
         self.logs = logs
         self.settings = settings
@@ -93,8 +98,9 @@ class Service:
 
         return self.store.read(fn)
 
-    def list_jobs(self, filters: Mapping[str, Any], sort: str, descending: bool, offset: int,
-                  limit: int | None) -> tuple[list[dict[str, Any]], int, float]:
+    def list_jobs(
+        self, filters: Mapping[str, Any], sort: str, descending: bool, offset: int, limit: int | None
+    ) -> tuple[list[dict[str, Any]], int, float]:
         """A filtered, sorted page of jobs, the total count, and the server time."""
         now = self.clock()
         sort_col = SORT_DEFAULT if sort in ("", "order") else sort
@@ -144,8 +150,9 @@ class Service:
             raise NotFound(f"worker {name!r} not found")
         return views.worker_view(row)
 
-    def events(self, job: int | None, worker: str | None, howlong: float | None,
-               limit: int = 5000) -> list[dict[str, Any]]:
+    def events(
+        self, job: int | None, worker: str | None, howlong: float | None, limit: int = 5000
+    ) -> list[dict[str, Any]]:
         """Run events, newest first; `howlong` seconds back (None: all)."""
         now = self.clock()
         since = now - howlong if howlong is not None and howlong >= 0 else None
@@ -190,7 +197,9 @@ class Service:
         self.require_job(job_id)
         return self.logs.read(job_id).decode("utf-8", "replace")
 
-    def log_range(self, job_id: int, offset: int | None, limit: int | None, tail: int | None) -> dict[str, Any]:
+    def log_range(
+        self, job_id: int, offset: int | None, limit: int | None, tail: int | None
+    ) -> dict[str, Any]:
         """A byte range of a job's log: {data, offset, size}."""
         self.require_job(job_id)
         size = self.logs.size(job_id)
@@ -351,8 +360,17 @@ class Service:
         return ",".join(names)
 
     # -- edits ------------------------------------------------------------------------------
-    _PLAIN = ("title", "dir", "environment", "retry", "timeout", "user", "url", "progress_pattern",
-              "local_progress_pattern")
+    _PLAIN = (
+        "title",
+        "dir",
+        "environment",
+        "retry",
+        "timeout",
+        "user",
+        "url",
+        "progress_pattern",
+        "local_progress_pattern",
+    )
 
     def edit(self, edits: Mapping[int, JobEdit]) -> None:
         """Apply attribute edits to several jobs in one transaction (all or none)."""
@@ -550,8 +568,15 @@ class Service:
             tree.set_leaf_state(
                 row,
                 target,
-                {"fail_count": 0, "requeues": 0, "progress": 0.0, "local_progress": 0.0, "start_time": 0.0,
-                 "duration": 0.0, "run_event": 0},
+                {
+                    "fail_count": 0,
+                    "requeues": 0,
+                    "progress": 0.0,
+                    "local_progress": 0.0,
+                    "start_time": 0.0,
+                    "duration": 0.0,
+                    "run_event": 0,
+                },
                 duration_delta=-(row["duration"] or 0.0),
             )
 
@@ -559,12 +584,16 @@ class Service:
         """Stop counting a running leaf as running: close its event, free its worker, put it
         back to WAITING/PENDING. The worker learns at its next heartbeat and kills the job."""
         if leaf["run_event"]:
-            tx.update_event(leaf["run_event"], {"state": reason, "duration": max(0.0, now - leaf["start_time"])})
+            tx.update_event(
+                leaf["run_event"], {"state": reason, "duration": max(0.0, now - leaf["start_time"])}
+            )
         worker = tx.worker(leaf["worker"]) if leaf["worker"] else None
         if worker is not None and worker["current_job"] == leaf["id"]:
             tx.update_worker(worker["name"], {"current_job": 0, "state": W_WAITING})
-        self.logs.append(leaf["id"], f"\n[coalition] {reason.lower()}: the server told the worker to kill the job\n"
-                         .encode())
+        self.logs.append(
+            leaf["id"],
+            f"\n[coalition] {reason.lower()}: the server told the worker to kill the job\n".encode(),
+        )
         target = PENDING if leaf["pending"] else WAITING
         tree.set_leaf_state(leaf, target, {"run_event": 0, "duration": max(0.0, now - leaf["start_time"])})
 
@@ -585,8 +614,10 @@ class Service:
             for row in doomed.values():
                 if not row["children"] and row["state"] == WORKING:
                     if row["run_event"]:
-                        tx.update_event(row["run_event"], {"state": "DELETED",
-                                                           "duration": max(0.0, now - row["start_time"])})
+                        tx.update_event(
+                            row["run_event"],
+                            {"state": "DELETED", "duration": max(0.0, now - row["start_time"])},
+                        )
                     worker = tx.worker(row["worker"]) if row["worker"] else None
                     if worker is not None and worker["current_job"] == row["id"]:
                         tx.update_worker(worker["name"], {"current_job": 0, "state": W_WAITING})

@@ -70,7 +70,9 @@ class MariaDB:
 def mariadb() -> Iterator[MariaDB]:
     """Start a throwaway mariadbd on a free port (reference/tooling.md section 2)."""
     install = shutil.which("mariadb-install-db")
-    daemon = shutil.which("mariadbd") or ("/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None)
+    daemon = shutil.which("mariadbd") or (
+        "/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None
+    )
     require(bool(install and daemon), "MariaDB server not installed: apt-get install mariadb-server")
     try:
         import pymysql  # noqa: F401
@@ -80,16 +82,36 @@ def mariadb() -> Iterator[MariaDB]:
     sock = os.path.join(datadir, "mysqld.sock")
     port = free_port()
     subprocess.run(
-        [install, "--no-defaults", f"--datadir={datadir}", "--user=root", "--auth-root-authentication-method=normal",
-         "--skip-test-db"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            install,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     log = open(os.path.join(datadir, "server.log"), "wb")
     proc = subprocess.Popen(
-        [daemon, "--no-defaults", f"--datadir={datadir}", f"--socket={sock}", f"--pid-file={datadir}/mysqld.pid",
-         "--bind-address=127.0.0.1", f"--port={port}", "--user=root", "--skip-log-bin",
-         "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=2", "--max-connections=500"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            daemon,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            f"--socket={sock}",
+            f"--pid-file={datadir}/mysqld.pid",
+            "--bind-address=127.0.0.1",
+            f"--port={port}",
+            "--user=root",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=128M",
+            "--innodb-flush-log-at-trx-commit=2",
+            "--max-connections=500",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     import pymysql
 
@@ -152,7 +174,10 @@ class ServerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "coalition.server.main", "-c", str(self.ini_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            env=env,
         )
         log.close()
 
@@ -244,7 +269,9 @@ def server(make_server: Any) -> ServerProcess:
 
 def pytest_report_header(config: Any) -> str:
     strict = os.environ.get("COALITION_STRICT") == "1"
-    return f"coalition: COALITION_STRICT={'1 (missing system dependencies fail)' if strict else '0 (they skip)'}"
+    return (
+        f"coalition: COALITION_STRICT={'1 (missing system dependencies fail)' if strict else '0 (they skip)'}"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -253,5 +280,3 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-

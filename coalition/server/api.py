@@ -9,19 +9,38 @@ from typing import Any
 
 import cherrypy
 
-from ..model import JOB_STATES, ValidationError, parse_ids, parse_job_edit, parse_job_spec, parse_names, \
-    parse_worker_edit
+from ..model import (
+    JOB_STATES,
+    ValidationError,
+    parse_ids,
+    parse_job_edit,
+    parse_job_spec,
+    parse_names,
+    parse_worker_edit,
+)
 from ..service import Service
 from .auth import CREATE, DELETE, EDIT, VIEW, Auth, Identity
 from .http import ApiError, json_body
 from .router import Router
 
-_LIST_PARAMS = ("parent", "state", "user", "text", "affinity", "worker", "sort", "order", "offset", "limit",
-                "changed_since")
+_LIST_PARAMS = (
+    "parent",
+    "state",
+    "user",
+    "text",
+    "affinity",
+    "worker",
+    "sort",
+    "order",
+    "offset",
+    "limit",
+    "changed_since",
+)
 
 
-def _int_param(params: dict[str, Any], key: str, default: int | None = None, lo: int = 0,
-               hi: int = 2**62) -> int | None:
+def _int_param(
+    params: dict[str, Any], key: str, default: int | None = None, lo: int = 0, hi: int = 2**62
+) -> int | None:
     value = params.get(key)
     if value is None or value == "":
         return default
@@ -90,11 +109,13 @@ class Api:
         who = self.who()
         unknown = sorted(set(params) - set(_LIST_PARAMS) - {"_"})
         if unknown:
-            raise ApiError(400, f"unknown parameter(s): {', '.join(unknown)}; known: {', '.join(_LIST_PARAMS)}")
+            raise ApiError(
+                400, f"unknown parameter(s): {', '.join(unknown)}; known: {', '.join(_LIST_PARAMS)}"
+            )
         paged = bool(params)
-        filters: dict[str, Any] = {"parent": _int_param(params, "parent", 0)}
-        if params.get("parent") == "all":
-            filters["parent"] = None
+        # parent=all lists the whole tree (for searches across groups).
+        parent = None if params.get("parent") == "all" else _int_param(params, "parent", 0)
+        filters: dict[str, Any] = {"parent": parent}
         if params.get("state"):
             states = [s.strip().upper() for s in str(params["state"]).split(",") if s.strip()]
             bad = [s for s in states if s not in JOB_STATES]
@@ -108,14 +129,17 @@ class Api:
             try:
                 filters["changed_since"] = float(params["changed_since"])
             except ValueError:
-                raise ApiError(400, "changed_since must be a number (the `now` of a previous answer)") from None
+                raise ApiError(
+                    400, "changed_since must be a number (the `now` of a previous answer)"
+                ) from None
         order = str(params.get("order", "asc")).lower()
         if order not in ("asc", "desc"):
             raise ApiError(400, "order must be asc or desc")
         offset = _int_param(params, "offset", 0) or 0
         limit = _int_param(params, "limit", 200 if paged else None, lo=1, hi=10000)
-        jobs, total, now = self.service.list_jobs(filters, str(params.get("sort", "")), order == "desc", offset,
-                                                  limit)
+        jobs, total, now = self.service.list_jobs(
+            filters, str(params.get("sort", "")), order == "desc", offset, limit
+        )
         visible = [j for j in jobs if self.auth.may_view(who, j)]
         if len(visible) != len(jobs):
             total -= len(jobs) - len(visible)
@@ -318,7 +342,9 @@ class Api:
         names = parse_names(json_body())
         self.auth.require(who, "workers")
         if self.terminate is None:
-            raise ApiError(404, "terminateworkers is only available in cloud mode (servermode = aws or gcloud)")
+            raise ApiError(
+                404, "terminateworkers is only available in cloud mode (servermode = aws or gcloud)"
+            )
         self.terminate(names)
         return 1
 

@@ -43,8 +43,13 @@ def find_web_dir(configured: str) -> str | None:
 class ServerApp:
     """One Coalition server process."""
 
-    def __init__(self, settings: ServerSettings, store: Store, clock: Callable[[], float] = time.time,
-                 auth: Auth | None = None):
+    def __init__(
+        self,
+        settings: ServerSettings,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        auth: Auth | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.clock = clock
@@ -91,8 +96,17 @@ class ServerApp:
             cherrypy.tree.mount(Mount(router, prefix), prefix, raw)
         web = find_web_dir(self.settings.webdir)
         if web:
-            cherrypy.tree.mount(None, "/", {"/": {"tools.staticdir.on": True, "tools.staticdir.dir": web,
-                                                  "tools.staticdir.index": "index.html"}})
+            cherrypy.tree.mount(
+                None,
+                "/",
+                {
+                    "/": {
+                        "tools.staticdir.on": True,
+                        "tools.staticdir.dir": web,
+                        "tools.staticdir.index": "index.html",
+                    }
+                },
+            )
         else:
             cherrypy.tree.mount(_NoWeb(), "/", {})
 
@@ -100,7 +114,9 @@ class ServerApp:
         if self.terminate is None:
             from .http import ApiError
 
-            raise ApiError(404, "terminateworkers is only available in cloud mode (servermode = aws or gcloud)")
+            raise ApiError(
+                404, "terminateworkers is only available in cloud mode (servermode = aws or gcloud)"
+            )
         self.terminate(names)
 
     def configure(self) -> None:
@@ -111,7 +127,8 @@ class ServerApp:
             "server.socket_port": s.port,
             "server.thread_pool": s.threads,
             "server.socket_queue_size": 1024,
-            "server.max_request_body_size": s.maxbodysize * 1024 * 1024,
+            "server.max_request_body_size": 0,  # checked by http.read_body, to answer in JSON
+            "coalition.max_body": s.maxbodysize * 1024 * 1024,
             "engine.autoreload.on": False,
             "checker.on": False,
             "log.screen": s.verbose,
@@ -121,11 +138,13 @@ class ServerApp:
             "tools.sessions.on": False,
         }
         if s.ssl_certificate and s.ssl_private_key:
-            conf.update({
-                "server.ssl_module": "builtin",
-                "server.ssl_certificate": s.ssl_certificate,
-                "server.ssl_private_key": s.ssl_private_key,
-            })
+            conf.update(
+                {
+                    "server.ssl_module": "builtin",
+                    "server.ssl_certificate": s.ssl_certificate,
+                    "server.ssl_private_key": s.ssl_private_key,
+                }
+            )
         cherrypy.config.update(conf)
         if not s.verbose:
             cherrypy.log.access_log.propagate = False
@@ -205,5 +224,7 @@ class _NoWeb:
 
     @cherrypy.expose
     def index(self) -> str:
-        return ("<!doctype html><title>Coalition</title><p>Coalition is running. The web page is not "
-                "installed (set <code>webdir</code>); the API is at <a href='/api/jobs'>/api</a>.")
+        return (
+            "<!doctype html><title>Coalition</title><p>Coalition is running. The web page is not "
+            "installed (set <code>webdir</code>); the API is at <a href='/api/jobs'>/api</a>."
+        )

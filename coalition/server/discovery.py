@@ -29,8 +29,12 @@ class DiscoveryResponder:
         try:
             sock.bind((self.address, self.port))
         except OSError as exc:
-            log.warning("discovery: cannot listen on UDP %s:%d (%s); workers need a server URL",
-                        self.address, self.port, exc)
+            log.warning(
+                "discovery: cannot listen on UDP %s:%d (%s); workers need a server URL",
+                self.address,
+                self.port,
+                exc,
+            )
             sock.close()
             return
         self._sock = sock

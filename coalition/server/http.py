@@ -36,7 +36,8 @@ def read_body() -> bytes:
         return cached
     data = b""
     if request.method not in ("GET", "HEAD"):
-        limit = cherrypy.server.max_request_body_size or 0
+        # Enforced here rather than by cheroot, whose own 413 is plain text.
+        limit = int(cherrypy.config.get("coalition.max_body", 0) or 0)
         length = request.headers.get("Content-Length")
         try:
             if length is not None:
@@ -110,7 +111,9 @@ def form_params() -> dict[str, str]:
     ctype = cherrypy.request.headers.get("Content-Type", "")
     raw = read_body()
     if raw and ("form" in ctype or not ctype or raw[:1] not in (b"{", b"[")):
-        for key, values in urllib.parse.parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True).items():
+        for key, values in urllib.parse.parse_qs(
+            raw.decode("utf-8", "replace"), keep_blank_values=True
+        ).items():
             params[key] = values[-1]
     elif raw:
         body = loads_relaxed(raw.decode("utf-8", "replace"))

@@ -27,20 +27,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log requests and details to stderr")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--init", action="store_true", help="create the database schema, then exit")
-    group.add_argument("--init-if-needed", action="store_true",
-                       help="create the schema only if the database is empty, then exit (for units)")
-    group.add_argument("--migrate", action="store_true",
-                       help="upgrade the database schema (Coalition 4 databases too), then exit")
+    group.add_argument(
+        "--init-if-needed",
+        action="store_true",
+        help="create the schema only if the database is empty, then exit (for units)",
+    )
+    group.add_argument(
+        "--migrate",
+        action="store_true",
+        help="upgrade the database schema (Coalition 4 databases too), then exit",
+    )
     group.add_argument("--reset", action="store_true", help="delete every job, worker and event, then exit")
-    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation (--reset, --migrate)")
+    p.add_argument(
+        "-y", "--yes", action="store_true", help="do not ask for confirmation (--reset, --migrate)"
+    )
     return p
 
 
 def open_store(settings: ServerSettings) -> Store:
     """The store the settings describe."""
     if settings.db_type == "mysql":
-        return open_mysql(settings.db_mysql_host, settings.db_mysql_port, settings.db_mysql_user,
-                          settings.db_mysql_password, settings.db_mysql_base)
+        return open_mysql(
+            settings.db_mysql_host,
+            settings.db_mysql_port,
+            settings.db_mysql_user,
+            settings.db_mysql_password,
+            settings.db_mysql_base,
+        )
     return open_sqlite(settings.sqlite_path)
 
 
@@ -84,14 +97,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"coalition-server: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:
-        print(f"coalition-server: missing Python package: {exc.name} (for MySQL: pip install "
-              "'coalition[mysql]' or apt install python3-pymysql)", file=sys.stderr)
+        print(
+            f"coalition-server: missing Python package: {exc.name} (for MySQL: pip install "
+            "'coalition[mysql]' or apt install python3-pymysql)",
+            file=sys.stderr,
+        )
         return 2
 
 
 def _run(args: argparse.Namespace, settings: ServerSettings, store: Store) -> int:
-    where = settings.sqlite_path if settings.db_type == "sqlite" else \
-        f"mysql://{settings.db_mysql_host}:{settings.db_mysql_port}/{settings.db_mysql_base}"
+    where = (
+        settings.sqlite_path
+        if settings.db_type == "sqlite"
+        else f"mysql://{settings.db_mysql_host}:{settings.db_mysql_port}/{settings.db_mysql_base}"
+    )
     if args.init or args.init_if_needed:
         if args.init_if_needed and store.version() is not None:
             store.check_schema()

@@ -60,8 +60,11 @@ class Router:
                     if method == "OPTIONS":
                         cherrypy.response.headers["Allow"] = ", ".join(sorted(table))
                         return send_json({})
-                    raise ApiError(405, f"{method} is not allowed on {path}; use {', '.join(sorted(table))}",
-                                   {"Allow": ", ".join(sorted(table))})
+                    raise ApiError(
+                        405,
+                        f"{method} is not allowed on {path}; use {', '.join(sorted(table))}",
+                        {"Allow": ", ".join(sorted(table))},
+                    )
                 result = handler(params, *match.groups())
                 if isinstance(result, Raw):
                     cherrypy.response.headers["Content-Type"] = result.content_type

@@ -139,11 +139,15 @@ class WorkerApi:
         ping = self._ping(body, legacy)
         if legacy:
             job_id = _opt_int(body, "jobId", lo=-1)
-            beat = self.dispatch.heartbeat(ping, job_id if job_id and job_id > 0 else None, None,
-                                           _b64(body.get("log")), None)
+            beat = self.dispatch.heartbeat(
+                ping, job_id if job_id and job_id > 0 else None, None, _b64(body.get("log")), None
+            )
             return Raw(b"false" if beat.kill else b"true")
         beat = self.dispatch.heartbeat(
-            ping, _opt_int(body, "job_id"), _opt_int(body, "event"), _b64(body.get("log")),
+            ping,
+            _opt_int(body, "job_id"),
+            _opt_int(body, "event"),
+            _b64(body.get("log")),
             _opt_int(body, "log_offset"),
         )
         return {"ok": True, "kill": beat.kill, "stop": beat.stop}

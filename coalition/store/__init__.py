@@ -5,7 +5,16 @@ from __future__ import annotations
 from .base import SchemaError, Store, StoreError, Tx
 from .engine import MysqlStore, SqliteStore
 
-__all__ = ["MysqlStore", "SchemaError", "SqliteStore", "Store", "StoreError", "Tx", "open_sqlite", "open_mysql"]
+__all__ = [
+    "MysqlStore",
+    "SchemaError",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "Tx",
+    "open_sqlite",
+    "open_mysql",
+]
 
 
 def open_sqlite(path: str) -> SqliteStore:

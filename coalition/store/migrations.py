@@ -59,9 +59,13 @@ def _coalition4_to_2(store: _SqlStore) -> None:
     data = store.read(read)
     # Move the old tables aside first (SQLite names are case-insensitive: `Jobs` is `jobs`).
     if store.dialect == "mysql":
-        store.write(lambda tx: tx.execute(
-            "RENAME TABLE " + ", ".join(f"{name} TO c4_{t}" for t, name in real.items())))
+        store.write(
+            lambda tx: tx.execute(
+                "RENAME TABLE " + ", ".join(f"{name} TO c4_{t}" for t, name in real.items())
+            )
+        )
     else:
+
         def rename(tx: SqlTx) -> None:
             for t, name in real.items():
                 tx.execute(f"ALTER TABLE {name} RENAME TO c4_{t}")
@@ -173,28 +177,38 @@ def _copy(tx: SqlTx, data: dict[str, list[dict[str, Any]]]) -> None:
         state = (w["state"] or "WAITING").upper()
         if state == "WORKING":
             state = "WAITING"
-        tx.insert_worker({
-            "name": w["name"],
-            "ip": w.get("ip") or "",
-            "affinity": "\n".join(lines),
-            "affinity_set": int(bool(lines)),
-            "state": state,
-            "finished": int(w.get("finished") or 0),
-            "error": int(w.get("error") or 0),
-            "last_job": int(w.get("last_job") or 0),
-            "current_event": int(w.get("current_event") or 0),
-            "cpu": w.get("cpu") or "[]",
-            "free_memory": int(w.get("free_memory") or 0),
-            "total_memory": int(w.get("total_memory") or 0),
-            "active": int(w["active"]) if w.get("active") is not None else 1,
-            "start_time": _epoch(w.get("start_time")),
-        })
+        tx.insert_worker(
+            {
+                "name": w["name"],
+                "ip": w.get("ip") or "",
+                "affinity": "\n".join(lines),
+                "affinity_set": int(bool(lines)),
+                "state": state,
+                "finished": int(w.get("finished") or 0),
+                "error": int(w.get("error") or 0),
+                "last_job": int(w.get("last_job") or 0),
+                "current_event": int(w.get("current_event") or 0),
+                "cpu": w.get("cpu") or "[]",
+                "free_memory": int(w.get("free_memory") or 0),
+                "total_memory": int(w.get("total_memory") or 0),
+                "active": int(w["active"]) if w.get("active") is not None else 1,
+                "start_time": _epoch(w.get("start_time")),
+            }
+        )
     for e in data.get("events", []):
         state = e["state"] or "ERROR"
         tx.execute(
-            "INSERT INTO events (id, worker, job_id, job_title, state, start, duration) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (int(e["id"]), e["worker"] or "", int(e["job_id"] or 0), e["job_title"] or "",
-             "INTERRUPTED" if state == "WORKING" else state, float(e["start"] or 0), float(e["duration"] or 0)),
+            "INSERT INTO events (id, worker, job_id, job_title, state, start, duration) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                int(e["id"]),
+                e["worker"] or "",
+                int(e["job_id"] or 0),
+                e["job_title"] or "",
+                "INTERRUPTED" if state == "WORKING" else state,
+                float(e["start"] or 0),
+                float(e["duration"] or 0),
+            ),
         )
 
 
@@ -214,12 +228,12 @@ def _epoch(value: Any) -> float:
     if value is None or value == "":
         return 0.0
     if isinstance(value, datetime.datetime):
-        return value.replace(tzinfo=value.tzinfo or datetime.timezone.utc).timestamp()
+        return value.replace(tzinfo=value.tzinfo or datetime.UTC).timestamp()
     if isinstance(value, (int, float)):
         return float(value)
     try:  # SQLite keeps CURRENT_TIMESTAMP as UTC text
         parsed = datetime.datetime.strptime(str(value)[:19], "%Y-%m-%d %H:%M:%S")
-        return parsed.replace(tzinfo=datetime.timezone.utc).timestamp()
+        return parsed.replace(tzinfo=datetime.UTC).timestamp()
     except ValueError:
         return 0.0
 

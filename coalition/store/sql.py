@@ -201,8 +201,9 @@ class SqlTx:
     def claim(self, job_id: int, worker: str, event: int, now: float) -> bool:
         return (
             self.execute(
-                "UPDATE jobs SET state = 'WORKING', worker = ?, run_event = ?, start_time = ?, ping_time = ?, "
-                "duration = 0, progress = 0, local_progress = 0, log_offset = 0, updated_at = ? "
+                "UPDATE jobs SET state = 'WORKING', worker = ?, run_event = ?, start_time = ?, "
+                "ping_time = ?, duration = 0, progress = 0, local_progress = 0, log_offset = 0, "
+                "updated_at = ? "
                 "WHERE id = ? AND state = 'WAITING' AND h_blocked = 0 AND leaf = 1",
                 (worker, event, now, now, now, job_id),
             )
@@ -320,7 +321,9 @@ class SqlTx:
         names = list(names)
         if not names:
             return []
-        return self._all(f"SELECT * FROM workers WHERE name IN ({self._marks(len(names))}) ORDER BY name", names)
+        return self._all(
+            f"SELECT * FROM workers WHERE name IN ({self._marks(len(names))}) ORDER BY name", names
+        )
 
     def delete_workers(self, names: Sequence[str]) -> None:
         names = list(names)
@@ -370,7 +373,9 @@ class SqlTx:
         if changed:
             return True
         ignore = "INSERT IGNORE" if self._mysql else "INSERT OR IGNORE"
-        self.execute(f"{ignore} INTO leases (name, holder, expires) VALUES (?, ?, ?)", (name, holder, now + ttl))
+        self.execute(
+            f"{ignore} INTO leases (name, holder, expires) VALUES (?, ?, ?)", (name, holder, now + ttl)
+        )
         return self._scalar("SELECT holder FROM leases WHERE name = ?", (name,)) == holder
 
 

@@ -61,7 +61,8 @@ def farm(store: Any, clock: Clock, tmp_path: Any) -> Any:
     f.clock = clock
     f.store = store
     f.logs = JobLogs(str(tmp_path / "logs"), 1024 * 1024)
-    f.service = Service(store, f.logs, Settings(worker_timeout=10, requeue_limit=2, decrease_priority_after=0),
-                        clock)
+    f.service = Service(
+        store, f.logs, Settings(worker_timeout=10, requeue_limit=2, decrease_priority_after=0), clock
+    )
     f.dispatch = Dispatcher(f.service)
     return f

@@ -43,22 +43,41 @@ def drain(farm: Any, name: str = "w1", affinity: str | None = None) -> list[int]
 
 # -- submission and shape -----------------------------------------------------------------
 def test_job_object_has_every_documented_field(farm: Any) -> None:
-    jid = add(farm, title="Job 1", command="echo test", user="render", url="http://x/y.png", timeout=10000,
-              retry=10, affinity="LINUX")
+    jid = add(
+        farm,
+        title="Job 1",
+        command="echo test",
+        user="render",
+        url="http://x/y.png",
+        timeout=10000,
+        retry=10,
+        affinity="LINUX",
+    )
     job = farm.service.job(jid)
-    for key in ("id parent title command dir environment state worker start_time duration ping_time run_done "
-                "retry timeout priority affinity user finished errors working total total_finished total_errors "
-                "total_working url progress progress_pattern dependencies").split():
+    for key in (
+        "id parent title command dir environment state worker start_time duration ping_time run_done "
+        "retry timeout priority affinity user finished errors working total total_finished total_errors "
+        "total_working url progress progress_pattern dependencies"
+    ).split():
         assert key in job, key
-    assert (job["title"], job["state"], job["priority"], job["retry"], job["dir"]) == ("Job 1", "WAITING", 1000, 10,
-                                                                                        ".")
+    assert (job["title"], job["state"], job["priority"], job["retry"], job["dir"]) == (
+        "Job 1",
+        "WAITING",
+        1000,
+        10,
+        ".",
+    )
     assert job["progress_pattern"] == "PROGRESS:%percent" and job["dependencies"] == []
 
 
 def test_unicode_and_backslashes_survive(farm: Any) -> None:
     jid = add(farm, title="rendu élève ✓", command=r"C:\x\n 'q' \"", environment="A=1\\nB=é")
     job = farm.service.job(jid)
-    assert job["title"] == "rendu élève ✓" and job["command"] == r"C:\x\n 'q' \"" and job["environment"] == "A=1\\nB=é"
+    assert (
+        job["title"] == "rendu élève ✓"
+        and job["command"] == r"C:\x\n 'q' \""
+        and job["environment"] == "A=1\\nB=é"
+    )
 
 
 def test_parent_by_title_and_path(farm: Any) -> None:
@@ -239,7 +258,13 @@ def test_group_state_counters_and_progress(farm: Any) -> None:
     farm.service.reset_errors([group])
     drain(farm)
     g = farm.service.job(group)
-    assert (g["state"], g["total_finished"], g["progress"], g["errors"], g["working"]) == ("FINISHED", 4, 1.0, 0, 0)
+    assert (g["state"], g["total_finished"], g["progress"], g["errors"], g["working"]) == (
+        "FINISHED",
+        4,
+        1.0,
+        0,
+        0,
+    )
     assert all(state(farm, k) == "FINISHED" for k in kids)
 
 
