@@ -192,6 +192,13 @@ class ServerProcess:
         wait_for(up, timeout=timeout, interval=0.05, what="the server to answer")
         return self
 
+    def view(self) -> ServerProcess:
+        """The same server with its own HTTP session (requests sessions are not thread-safe)."""
+        other = ServerProcess.__new__(ServerProcess)
+        other.__dict__.update(self.__dict__)
+        other.session = requests.Session()
+        return other
+
     def log_tail(self, n: int = 60) -> str:
         """The end of the server's output (for failure messages)."""
         try:

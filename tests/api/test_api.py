@@ -13,12 +13,13 @@ from tests.api.conftest import scripted_worker
 from tests.conftest import ServerProcess
 
 JOB_KEYS = set(
-    "id parent title command dir environment state worker start_time duration ping_time run_done retry timeout "
-    "priority affinity user finished errors working total total_finished total_errors total_working url progress "
-    "progress_pattern".split()
+    "id parent title command dir environment state worker start_time duration ping_time run_done retry "
+    "timeout priority affinity user finished errors working total total_finished total_errors "
+    "total_working url progress progress_pattern".split()
 )
 WORKER_KEYS = set(
-    "name ip affinity state ping_time finished error last_job current_event cpu free_memory total_memory active".split()
+    "name ip affinity state ping_time finished error last_job current_event cpu free_memory total_memory "
+    "active".split()
 )
 
 
@@ -65,22 +66,46 @@ def test_worker_protocol_round_trip_with_log_and_next_job(api: ServerProcess) ->
     first = api.submit(title="p1", command="echo 1", affinity="proto")
     second = api.submit(title="p2", command="echo 2", affinity="proto")
     job = scripted_worker(api, name, "proto")
-    assert job["id"] == first and set(job) >= {"id", "event", "command", "dir", "environment", "user", "timeout"}
+    assert job["id"] == first and set(job) >= {
+        "id",
+        "event",
+        "command",
+        "dir",
+        "environment",
+        "user",
+        "timeout",
+    }
     chunk = base64.b64encode(b"PROGRESS:40\nhello\n").decode()
-    beat = api.worker_call("heartbeat", {"name": name, "job_id": first, "event": job["event"], "log": chunk,
-                                         "log_offset": 0, "cpu": [1, 2, 3]})
+    beat = api.worker_call(
+        "heartbeat",
+        {
+            "name": name,
+            "job_id": first,
+            "event": job["event"],
+            "log": chunk,
+            "log_offset": 0,
+            "cpu": [1, 2, 3],
+        },
+    )
     assert beat == {"ok": True, "kill": False, "stop": False}
     assert api.job(first)["progress"] == 0.4
     assert api.api("GET", f"/api/jobs/{first}/log") == "PROGRESS:40\nhello\n"
-    assert api.api("GET", f"/api/jobs/{first}/log?offset=12&limit=3") == {"data": "hel", "offset": 12, "next": 15,
-                                                                          "size": 18}
+    assert api.api("GET", f"/api/jobs/{first}/log?offset=12&limit=3") == {
+        "data": "hel",
+        "offset": 12,
+        "next": 15,
+        "size": 18,
+    }
     assert api.api("GET", f"/api/jobs/{first}/log?tail=6")["data"] == "hello\n"
-    out = api.worker_call("endjob", {"name": name, "job_id": first, "event": job["event"], "exit_code": 0,
-                                     "pick": True})
+    out = api.worker_call(
+        "endjob", {"name": name, "job_id": first, "event": job["event"], "exit_code": 0, "pick": True}
+    )
     assert out["ok"] and out["job"]["id"] == second
     assert api.job(first)["state"] == "FINISHED"
     worker = api.api("GET", f"/api/workers/{name}")
-    assert WORKER_KEYS <= set(worker) and worker["state"] == "WORKING" and json.loads(worker["cpu"]) == [1, 2, 3]
+    assert (
+        WORKER_KEYS <= set(worker) and worker["state"] == "WORKING" and json.loads(worker["cpu"]) == [1, 2, 3]
+    )
     assert any(w["name"] == name for w in api.api("GET", "/api/workers"))
     events = api.api("GET", f"/api/events?job={first}&worker={name}&howlong=3600")
     assert [(e["state"], e["job_id"]) for e in events] == [("FINISHED", first)]
@@ -91,16 +116,24 @@ def test_legacy_worker_form_protocol(make_server: Any) -> None:
     api = make_server()
     jid = api.submit(title="legacy", command="echo 'quoted'", affinity="oldbox")
     api.api("POST", "/api/workers", {}, expect=200)
-    r = api.request("POST", "/workers/pickjob", data={"hostname": "c4box", "load": "[37]", "free_memory": "10",
-                                                      "total_memory": "20"})
+    r = api.request(
+        "POST",
+        "/workers/pickjob",
+        data={"hostname": "c4box", "load": "[37]", "free_memory": "10", "total_memory": "20"},
+    )
     assert r.text.startswith("(-1, ")  # no affinity rules yet: a tagged job is not for it
     api.api("POST", "/api/workers", {"c4box": {"affinity": "oldbox"}})
     r = api.request("POST", "/workers/pickjob", data={"hostname": "c4box"})
     assert r.text == f"({jid}, \"echo 'quoted'\", '.', '', None)"
-    r = api.request("POST", "/workers/heartbeat", data={"hostname": "c4box", "jobId": str(jid),
-                                                        "log": base64.b64encode(b"PROGRESS:50\n").decode()})
+    r = api.request(
+        "POST",
+        "/workers/heartbeat",
+        data={"hostname": "c4box", "jobId": str(jid), "log": base64.b64encode(b"PROGRESS:50\n").decode()},
+    )
     assert r.text == "true"
-    r = api.request("POST", "/workers/endjob", data={"hostname": "c4box", "jobId": str(jid), "errorCode": "0"})
+    r = api.request(
+        "POST", "/workers/endjob", data={"hostname": "c4box", "jobId": str(jid), "errorCode": "0"}
+    )
     assert r.text == "None" and api.job(jid)["state"] == "FINISHED"
     r = api.request("POST", "/workers/heartbeat", data={"hostname": "c4box", "jobId": str(jid), "log": ""})
     assert r.text == "false"
@@ -108,8 +141,11 @@ def test_legacy_worker_form_protocol(make_server: Any) -> None:
 
 def test_paged_job_list(api: ServerProcess) -> None:
     group = api.submit(title="paged", command="")
-    ids = api.api("PUT", "/api/jobs", [{"title": f"f{i}", "command": "true", "parent": group, "priority": i}
-                                       for i in range(30)])
+    ids = api.api(
+        "PUT",
+        "/api/jobs",
+        [{"title": f"f{i}", "command": "true", "parent": group, "priority": i} for i in range(30)],
+    )
     assert len(ids) == 30
     page = api.api("GET", f"/api/jobs?parent={group}&sort=priority&order=desc&offset=5&limit=10")
     assert page["total"] == 30 and [j["priority"] for j in page["jobs"]] == list(range(24, 14, -1))
@@ -166,20 +202,41 @@ def test_stats(api: ServerProcess) -> None:
 
 def test_legacy_submission_routes(api: ServerProcess) -> None:
     # Chapter 9, as a browser or `requests` sends the documented URL (the space encoded).
-    r = requests.get(api.url + "/json/addjob?title=job&cmd=echo toto&priority=1000&affinity=linux&retry=10",
-                     timeout=10)
+    r = requests.get(
+        api.url + "/json/addjob?title=job&cmd=echo toto&priority=1000&affinity=linux&retry=10", timeout=10
+    )
     assert r.status_code == 200
     job = api.job(int(r.text))
     assert (job["title"], job["command"], job["priority"], job["affinity"], job["retry"]) == (
-        "job", "echo toto", 1000, "linux", 10)
+        "job",
+        "echo toto",
+        1000,
+        "linux",
+        10,
+    )
     parent = api.submit(title="legacy-parent", command="")
-    r = api.request("POST", "/xmlrpc/addjob", data={"title": "x", "cmd": "ls", "parent": "legacy-parent",
-                                                    "dependencies": f"{job['id']} ", "env": "A=1\\nB=2",
-                                                    "localprogress": "F %one", "globalprogress": "G %percent"})
+    r = api.request(
+        "POST",
+        "/xmlrpc/addjob",
+        data={
+            "title": "x",
+            "cmd": "ls",
+            "parent": "legacy-parent",
+            "dependencies": f"{job['id']} ",
+            "env": "A=1\\nB=2",
+            "localprogress": "F %one",
+            "globalprogress": "G %percent",
+        },
+    )
     assert r.status_code == 200
     x = api.job(int(r.text))
-    assert (x["parent"], x["dependencies"], x["environment"], x["progress_pattern"],
-            x["local_progress_pattern"]) == (parent, [job["id"]], "A=1\\nB=2", "G %percent", "F %one")
+    assert (
+        x["parent"],
+        x["dependencies"],
+        x["environment"],
+        x["progress_pattern"],
+        x["local_progress_pattern"],
+    ) == (parent, [job["id"]], "A=1\\nB=2", "G %percent", "F %one")
 
 
 @pytest.mark.parametrize(
@@ -221,12 +278,17 @@ def test_legacy_submission_routes(api: ServerProcess) -> None:
         ("GET", "/json/addjob?title=x&frobnicate=1", None, 400, "unknown field"),
     ],
 )
-def test_bad_input_gets_a_clear_4xx_and_changes_nothing(api: ServerProcess, method: str, path: str, body: Any,
-                                                         status: int, message: str) -> None:
+def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
+    api: ServerProcess, method: str, path: str, body: Any, status: int, message: str
+) -> None:
     before = api.api("GET", "/api/jobs?parent=all&limit=1")["total"]
     if isinstance(body, str) or body is None:
-        r = api.request(method, path, data=body.encode() if isinstance(body, str) else None,
-                        headers={"Content-Type": "application/json"})
+        r = api.request(
+            method,
+            path,
+            data=body.encode() if isinstance(body, str) else None,
+            headers={"Content-Type": "application/json"},
+        )
     else:
         r = api.request(method, path, body)
     assert r.status_code == status, r.text
@@ -237,8 +299,12 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(api: ServerProcess, meth
 
 def test_oversized_body_is_refused(make_server: Any) -> None:
     server = make_server(maxbodysize=1)
-    r = server.request("PUT", "/api/jobs", data=b'{"title": "' + b"x" * (2 * 1024 * 1024) + b'"}',
-                       headers={"Content-Type": "application/json"})
+    r = server.request(
+        "PUT",
+        "/api/jobs",
+        data=b'{"title": "' + b"x" * (2 * 1024 * 1024) + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 413 and "too large" in r.json()["error"]
     assert server.api("GET", "/api/jobs") == []
 
