@@ -64,6 +64,34 @@ class End:
     transitions: list[Any] = field(default_factory=list)
 
 
+class WorkerDraft:
+    """A worker row read once per request; its changes are written once, by flush()."""
+
+    def __init__(self, row: Row):
+        self.row = row
+        self.fields: dict[str, Any] = {}
+        self.deltas: dict[str, int] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.row[key]
+
+    def set(self, **fields: Any) -> None:
+        """Change columns (in memory until flush)."""
+        self.fields.update(fields)
+        self.row.update(fields)
+
+    def bump(self, column: str, delta: int) -> None:
+        """Add to a counter atomically at flush (another server may count too)."""
+        self.deltas[column] = self.deltas.get(column, 0) + delta
+        self.row[column] = (self.row.get(column) or 0) + delta
+
+    def flush(self, tx: Tx) -> None:
+        """Write what changed, in one statement."""
+        if self.fields or self.deltas:
+            tx.update_worker(self.row["name"], self.fields, self.deltas)
+            self.fields, self.deltas = {}, {}
+
+
 class Dispatcher:
     """Pick / heartbeat / endjob / reap over the service's store."""
 
@@ -72,10 +100,11 @@ class Dispatcher:
         self.store = service.store
         self.clock = service.clock
         self.started = self.clock()  # silence is measured from here at the earliest
+        self._plans: dict[tuple[str, int], list[list[int]]] = {}
 
     # -- worker rows ------------------------------------------------------------------------
-    def _touch(self, tx: Tx, ping: Ping, now: float) -> Row:
-        """Create or refresh the worker row with what it reported."""
+    def _touch(self, tx: Tx, ping: Ping, now: float) -> WorkerDraft:
+        """Read (or create) the worker row and note what it reported; written by flush()."""
         row = tx.worker(ping.name)
         fields: dict[str, Any] = {"ping_time": now}
         if ping.cpu is not None:
@@ -103,15 +132,14 @@ class Dispatcher:
                 **fields,
             }
             tx.insert_worker(new)
-            row = tx.worker(ping.name) or new
-            return row
+            return WorkerDraft(tx.worker(ping.name) or new)
+        draft = WorkerDraft(row)
+        draft.set(**fields)
         if row["state"] in (W_TIMEOUT, W_STARTING, W_TERMINATED):
             # A worker heard from again is alive (a terminated cloud instance that still
             # polls is too: Coalition 4 flipped it back the same way).
-            fields["state"] = W_WORKING if row["current_job"] else W_WAITING
-        tx.update_worker(ping.name, fields)
-        row.update(fields)
-        return row
+            draft.set(state=W_WORKING if row["current_job"] else W_WAITING)
+        return draft
 
     # -- pick -------------------------------------------------------------------------------
     def pick(self, ping: Ping) -> dict[str, Any] | None:
@@ -120,56 +148,65 @@ class Dispatcher:
 
         def fn(tx: Tx) -> dict[str, Any] | None:
             worker = self._touch(tx, ping, now)
-            return self._pick(tx, self.service.tree(tx, now), worker, now)
+            job = self._pick(tx, self.service.tree(tx, now), worker, now)
+            worker.flush(tx)
+            return job
 
         return self.store.write(fn)
 
-    def _pick(self, tx: Tx, tree: Tree, worker: Row, now: float) -> dict[str, Any] | None:
+    def _plan(self, affinity: str, tagsets: dict[int, frozenset[str]]) -> list[list[int]]:
+        # Tag sets only ever grow, so (rules, how many tag sets) identifies a plan.
+        key = (affinity, len(tagsets))
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            plan = scheduling.rule_plan(parse_rule_lines(affinity), tagsets)
+            self._plans[key] = plan
+        return plan
+
+    def _pick(self, tx: Tx, tree: Tree, worker: WorkerDraft, now: float) -> dict[str, Any] | None:
         name = worker["name"]
         if worker["current_job"]:
             # The worker asks for work while we think it runs a job: it restarted or lost it.
             job = tx.job(worker["current_job"])
             if job is not None and job["state"] == WORKING and job["worker"] == name:
                 self.service.abort_run(tx, tree, job, "LOST", now)
-            tx.update_worker(name, {"current_job": 0, "state": W_WAITING})
+            worker.set(current_job=0, state=W_WAITING)
         if not worker["active"]:
-            if worker["state"] != W_WAITING:
-                tx.update_worker(name, {"state": W_WAITING})
+            worker.set(state=W_WAITING)
             return None
-        tagsets = self.service.tags.refresh(tx)
-        plan = scheduling.rule_plan(parse_rule_lines(worker["affinity"]), tagsets)
-        for line in plan:
+        for line in self._plan(worker["affinity"], self.service.tags.current(tx)):
             for _attempt in range(4):
-                candidates = [c for c in (tx.first_ready(t) for t in line) if c is not None]
-                if not candidates:
+                candidate = tx.first_ready(line)
+                if candidate is None:
                     break
-                job_id, _ = min(candidates, key=lambda c: c[1])
-                if tx.claim(job_id, name, 0, now):
-                    return self._start_run(tx, tree, job_id, worker, now)
+                job_id, _, title = candidate
+                event = tx.insert_event(
+                    {
+                        "worker": name,
+                        "job_id": job_id,
+                        "job_title": title,
+                        "state": WORKING,
+                        "start": now,
+                        "duration": 0.0,
+                    }
+                )
+                if tx.claim(job_id, name, event, now):
+                    return self._start_run(tx, tree, job_id, event, worker, now)
                 # Another server won this job between our read and our write: look again.
-        if worker["state"] != W_WAITING:
-            tx.update_worker(name, {"state": W_WAITING})
+                tx.delete_event(event)
+        worker.set(state=W_WAITING)
         return None
 
-    def _start_run(self, tx: Tx, tree: Tree, job_id: int, worker: Row, now: float) -> dict[str, Any]:
+    def _start_run(
+        self, tx: Tx, tree: Tree, job_id: int, event: int, worker: WorkerDraft, now: float
+    ) -> dict[str, Any]:
         job = tx.job(job_id)
         assert job is not None
-        event = tx.insert_event(
-            {
-                "worker": worker["name"],
-                "job_id": job_id,
-                "job_title": job["title"],
-                "state": WORKING,
-                "start": now,
-                "duration": 0.0,
-            }
-        )
-        job["state"] = WAITING  # the claim already wrote WORKING; count the transition once here
-        tree.set_leaf_state(job, WORKING, {"run_event": event})
-        tx.update_worker(
-            worker["name"],
-            {"state": W_WORKING, "current_job": job_id, "last_job": job_id, "current_event": event},
-        )
+        job["state"] = WAITING  # the claim wrote WORKING; count the transition once, here
+        tree.set_leaf_state(job, WORKING, {"run_event": event}, written=True)
+        worker.set(state=W_WORKING, current_job=job_id, last_job=job_id, current_event=event)
         return {
             "id": job_id,
             "event": event,
@@ -192,54 +229,60 @@ class Dispatcher:
 
         def fn(tx: Tx) -> Beat:
             worker = self._touch(tx, ping, now)
-            beat = Beat(stop=not worker["active"])
-            if not job_id:
-                return beat
-            job = tx.job(job_id)
-            if job is None:
-                beat.kill = True
-                return beat
-            if not self._owns(job, ping.name, event, worker):
-                # Re-adopt a run we requeued only because the worker went silent, if nobody
-                # took it since: killing a healthy render after a network blip wastes it.
-                if self._adoptable(job, ping.name, event, worker):
-                    self._readopt(tx, job, worker, now)
-                else:
-                    beat.kill = True
-                    if worker["current_job"] == job_id:
-                        tx.update_worker(ping.name, {"current_job": 0, "state": W_WAITING})
-                    return beat
-            if worker["current_job"] != job_id or worker["state"] != W_WORKING:
-                tx.update_worker(
-                    ping.name,
-                    {
-                        "current_job": job_id,
-                        "state": W_WORKING,
-                        "last_job": job_id,
-                        "current_event": job["run_event"],
-                    },
-                )
-            beat.job_id = job_id
-            fields: dict[str, Any] = {"ping_time": now}
-            if chunk:
-                data, received = scheduling.log_slice(
-                    job["log_offset"], job["log_offset"] if offset is None else offset, chunk
-                )
-                fields["log_offset"] = received
-                beat.log = data
-                text = data.decode("utf-8", "replace")
-                progress = scheduling.parse_progress(job["progress_pattern"], text)
-                if progress is not None:
-                    fields["progress"] = progress
-                local = scheduling.parse_progress(job["local_progress_pattern"], text)
-                if local is not None:
-                    fields["local_progress"] = local
-            tx.update_job(job_id, {**fields, "updated_at": now})
+            beat = self._beat(tx, worker, job_id, event, chunk, offset, now)
+            worker.flush(tx)
             return beat
 
         beat = self.store.write(fn)
         if beat.log:
             self.service.logs.append(beat.job_id, beat.log)
+        return beat
+
+    def _beat(
+        self,
+        tx: Tx,
+        worker: WorkerDraft,
+        job_id: int | None,
+        event: int | None,
+        chunk: bytes,
+        offset: int | None,
+        now: float,
+    ) -> Beat:
+        beat = Beat(stop=not worker["active"])
+        if not job_id:
+            return beat
+        job = tx.job(job_id)
+        if job is None:
+            beat.kill = True
+            return beat
+        name = worker["name"]
+        if not self._owns(job, name, event, worker.row):
+            # Re-adopt a run we requeued only because the worker went silent, if nobody
+            # took it since: killing a healthy render after a network blip wastes it.
+            if self._adoptable(job, name, event, worker.row):
+                self._readopt(tx, job, worker, now)
+            else:
+                beat.kill = True
+                if worker["current_job"] == job_id:
+                    worker.set(current_job=0, state=W_WAITING)
+                return beat
+        if worker["current_job"] != job_id or worker["state"] != W_WORKING:
+            worker.set(current_job=job_id, state=W_WORKING, last_job=job_id, current_event=job["run_event"])
+        beat.job_id = job_id
+        fields: dict[str, Any] = {"ping_time": now}
+        if chunk:
+            start = job["log_offset"] if offset is None else offset
+            data, received = scheduling.log_slice(job["log_offset"], start, chunk)
+            fields["log_offset"] = received
+            beat.log = data
+            text = data.decode("utf-8", "replace")
+            progress = scheduling.parse_progress(job["progress_pattern"], text)
+            if progress is not None:
+                fields["progress"] = progress
+            local = scheduling.parse_progress(job["local_progress_pattern"], text)
+            if local is not None:
+                fields["local_progress"] = local
+        tx.update_job(job_id, {**fields, "updated_at": now})
         return beat
 
     @staticmethod
@@ -263,11 +306,11 @@ class Dispatcher:
             and bool(worker["active"])
         )
 
-    def _readopt(self, tx: Tx, job: Row, worker: Row, now: float) -> None:
+    def _readopt(self, tx: Tx, job: Row, worker: WorkerDraft, now: float) -> None:
         tree = self.service.tree(tx, now)
         tree.set_leaf_state(job, WORKING, {"requeues": max(0, job["requeues"] - 1)})
         tx.update_event(job["run_event"], {"state": WORKING})
-        tx.update_worker(worker["name"], {"current_job": job["id"], "state": W_WORKING})
+        worker.set(current_job=job["id"], state=W_WORKING)
         log.info("worker %s: re-adopted job %d after a silence", worker["name"], job["id"])
 
     # -- end of a run -----------------------------------------------------------------------
@@ -295,7 +338,7 @@ class Dispatcher:
             if reason:
                 result.ignored = reason
                 if worker["current_job"] == job_id:
-                    tx.update_worker(ping.name, {"current_job": 0, "state": W_WAITING})
+                    worker.set(current_job=0, state=W_WAITING)
             else:
                 assert job is not None
                 if chunk:
@@ -307,8 +350,8 @@ class Dispatcher:
                 self._finish_run(tx, tree, job, worker, exit_code, timed_out, interrupted, now)
                 result.transitions = tree.transitions
             if pick:
-                fresh = tx.worker(ping.name) or worker
-                result.next_job = self._pick(tx, tree, fresh, now)
+                result.next_job = self._pick(tx, tree, worker, now)
+            worker.flush(tx)
             return result
 
         result = self.store.write(fn)
@@ -368,9 +411,9 @@ class Dispatcher:
             tx.update_event(job["run_event"], {"state": event_state, "duration": duration})
         counter = "finished" if event_state == FINISHED else "error" if event_state == ERROR else ""
         if counter:
-            tx.bump_worker(worker["name"], {counter: 1})
+            worker.bump(counter, 1)
         if worker["current_job"] == job["id"]:
-            tx.update_worker(worker["name"], {"current_job": 0, "state": W_WAITING})
+            worker.set(current_job=0, state=W_WAITING)
         was_running = job["state"] == WORKING
         tree.set_leaf_state(
             job, outcome, fields, duration_delta=duration if was_running or outcome != WAITING else 0.0

@@ -10,6 +10,7 @@ works on the store's `Tx` interface only.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,11 +37,17 @@ _DERIVE_COLS = (
 
 class TagCache:
     """Tag-set id -> tags, shared by threads. Only committed rows are cached (tag sets are
-    never changed nor deleted, so an id once seen keeps its meaning)."""
+    never changed nor deleted, so an id once seen keeps its meaning). `current()` is what the
+    pick path reads: reloaded when this process created a tag set it has not seen yet, and
+    at least every `max_age` seconds for tag sets other servers created."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_age: float = 1.0) -> None:
         self._by_id: dict[int, frozenset[str]] = {}
         self._lock = threading.Lock()
+        self._loaded_at = float("-inf")
+        self._want = 0  # the highest tag-set id this process created and has not seen yet
+        self._want_since = 0.0
+        self.max_age = max_age
 
     def tags(self, tx: Tx, tagset_id: int) -> frozenset[str]:
         """The tags of a tag-set id, read from the database when not cached."""
@@ -50,12 +57,28 @@ class TagCache:
             found = self._by_id.get(tagset_id, frozenset())
         return found
 
+    def created(self, tagset_id: int) -> None:
+        """Note a tag set created by this process (visible once its transaction commits)."""
+        with self._lock:
+            self._want = max(self._want, tagset_id)
+            self._want_since = time.monotonic()
+
+    def current(self, tx: Tx) -> dict[int, frozenset[str]]:
+        """Every known tag set, reloading when stale."""
+        now = time.monotonic()
+        if self._want and (self._want in self._by_id or now - self._want_since > self.max_age):
+            self._want = 0  # seen, or rolled back: stop waiting for it
+        if self._want or now - self._loaded_at > self.max_age:
+            return self.refresh(tx)
+        return self._by_id
+
     def refresh(self, tx: Tx) -> dict[int, frozenset[str]]:
         """Reload every tag set; returns the map."""
         fresh = {tid: scheduling.tagset_from_text(text) for tid, text in tx.tagsets().items()}
         with self._lock:
-            self._by_id.update(fresh)
-        return fresh
+            self._by_id = {**self._by_id, **fresh}
+            self._loaded_at = time.monotonic()
+        return self._by_id
 
 
 @dataclass
@@ -102,6 +125,8 @@ class Tree:
         if found is None:
             found = self.tx.tagset_id(text)
             self._tagset_ids[text] = found
+            if found not in self.tags._by_id:
+                self.tags.created(found)
         return found
 
     def derive_row(self, parent: Derived, row: Row) -> tuple[Derived, dict[str, Any]]:
@@ -147,14 +172,21 @@ class Tree:
 
     # -- leaf state -------------------------------------------------------------------------
     def set_leaf_state(
-        self, row: Row, new_state: str, fields: dict[str, Any] | None = None, duration_delta: float = 0.0
+        self,
+        row: Row,
+        new_state: str,
+        fields: dict[str, Any] | None = None,
+        duration_delta: float = 0.0,
+        written: bool = False,
     ) -> None:
-        """Change a leaf's state (and other columns), keeping ancestors and dependents right."""
+        """Change a leaf's state (and other columns), keeping ancestors and dependents right.
+        With `written`, the row itself was already updated (by a claim): only propagate."""
         old = row["state"]
         values = dict(fields or {})
         values["state"] = new_state
         values["updated_at"] = self.now
-        self.tx.update_job(row["id"], values)
+        if not written:
+            self.tx.update_job(row["id"], values)
         row.update(values)
         if old != new_state or duration_delta:
             self._propagate(row["parent"], old, new_state, duration_delta)
@@ -173,8 +205,7 @@ class Tree:
                 deltas.update(direct)
             if duration_delta:
                 deltas["duration"] = duration_delta
-            self.tx.bump_job(pid, deltas, self.now)
-            prow = self.tx.job(pid)
+            prow = self.tx.bump_job(pid, deltas, self.now, returning=True)
             if prow is None:
                 return
             self._refresh_group_state(prow)
@@ -190,8 +221,7 @@ class Tree:
             deltas: dict[str, int | float] = dict(totals)
             if first:
                 deltas.update(direct)
-            self.tx.bump_job(pid, deltas, self.now)
-            prow = self.tx.job(pid)
+            prow = self.tx.bump_job(pid, deltas, self.now, returning=True)
             if prow is None:
                 return
             self._refresh_group_state(prow)

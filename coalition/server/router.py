@@ -34,9 +34,15 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+        self._exact: dict[str, dict[str, Handler]] = {}  # literal paths: one dict lookup
 
     def add(self, methods: str, pattern: str, handler: Handler) -> None:
         """Register a handler for space-separated methods on a path regex (anchored)."""
+        if re.escape(pattern) == pattern.replace("/", "\\/") or not any(c in pattern for c in "()[]\\+*?"):
+            table = self._exact.setdefault(pattern.rstrip("/"), {})
+            for m in methods.split():
+                table[m] = handler
+            return
         regex = re.compile(f"^{pattern}/?$")
         for existing, table in self._routes:
             if existing.pattern == regex.pattern:
@@ -51,9 +57,11 @@ class Router:
         if method == "HEAD":
             method = "GET"
         try:
-            for regex, table in self._routes:
-                match = regex.match(path)
-                if match is None:
+            exact = self._exact.get(path.rstrip("/") or "/")
+            candidates = [(None, exact)] if exact is not None else self._routes
+            for regex, table in candidates:
+                match = regex.match(path) if regex is not None else None
+                if regex is not None and match is None:
                     continue
                 handler = table.get(method)
                 if handler is None:
@@ -65,7 +73,7 @@ class Router:
                         f"{method} is not allowed on {path}; use {', '.join(sorted(table))}",
                         {"Allow": ", ".join(sorted(table))},
                     )
-                result = handler(params, *match.groups())
+                result = handler(params, *(match.groups() if match is not None else ()))
                 if isinstance(result, Raw):
                     cherrypy.response.headers["Content-Type"] = result.content_type
                     return bytes(result)

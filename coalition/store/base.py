@@ -48,8 +48,11 @@ class Tx(Protocol):
     def update_jobs(self, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
         """Set columns of many jobs (each its own values)."""
 
-    def bump_job(self, job_id: int, deltas: Mapping[str, int | float], now: float) -> None:
-        """Atomically add to counters of one job (safe under concurrent servers)."""
+    def bump_job(
+        self, job_id: int, deltas: Mapping[str, int | float], now: float, returning: bool = False
+    ) -> Row | None:
+        """Atomically add to counters of one job (safe under concurrent servers); with
+        `returning`, the row as it is afterwards."""
 
     def children(self, parent: int, columns: Sequence[str] | None = None) -> list[Row]:
         """Direct children of `parent`, in dispatch order."""
@@ -74,9 +77,9 @@ class Tx(Protocol):
     def working_jobs(self) -> list[Row]:
         """Leaves in WORKING state: id, worker, start_time, timeout, run_event."""
 
-    def first_ready(self, tagset: int) -> tuple[int, str] | None:
-        """(id, h_key) of the first dispatchable leaf with this tagset, locked for us if the
-        dialect can (MySQL: FOR UPDATE SKIP LOCKED), else None."""
+    def first_ready(self, tagsets: Sequence[int]) -> tuple[int, str, str] | None:
+        """(id, h_key, title) of the first dispatchable leaf among these tag sets, in
+        dispatch order, locked for us where the dialect can (MySQL: FOR UPDATE SKIP LOCKED)."""
 
     def claim(self, job_id: int, worker: str, event: int, now: float) -> bool:
         """Compare-and-set a ready leaf to WORKING for `worker`; False if someone won."""
@@ -123,8 +126,10 @@ class Tx(Protocol):
     def insert_worker(self, fields: Mapping[str, Any]) -> None:
         """Create a worker row (ignored if another server created it meanwhile)."""
 
-    def update_worker(self, name: str, fields: Mapping[str, Any]) -> int:
-        """Set columns of a worker; returns rows changed."""
+    def update_worker(
+        self, name: str, fields: Mapping[str, Any], deltas: Mapping[str, int] | None = None
+    ) -> int:
+        """Set columns of a worker and add to its counters; returns rows changed."""
 
     def bump_worker(self, name: str, deltas: Mapping[str, int]) -> None:
         """Atomically add to a worker's counters."""
@@ -141,6 +146,9 @@ class Tx(Protocol):
 
     def update_event(self, event_id: int, fields: Mapping[str, Any]) -> None:
         """Close or amend an event."""
+
+    def delete_event(self, event_id: int) -> None:
+        """Remove an event (a run that did not start after all)."""
 
     def events(self, job: int | None, worker: str | None, since: float | None, limit: int) -> list[Row]:
         """Events, newest first, filtered."""

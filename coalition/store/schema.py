@@ -107,8 +107,8 @@ _TABLES = [
     # The pick index: equality on the first four columns, then already in dispatch order.
     "CREATE INDEX c5_jobs_pick ON jobs (state, h_blocked, leaf, tagset, h_key)",
     "CREATE INDEX c5_jobs_parent ON jobs (parent, h_key)",
-    "CREATE INDEX c5_jobs_updated ON jobs (updated_at)",
-    "CREATE INDEX c5_jobs_worker ON jobs (worker)",
+    # No index on updated_at or worker: every dispatch changes both, and each index is more
+    # pages written per commit; the lists that filter on them are scoped by parent.
     """CREATE TABLE job_deps (
     job_id {big} NOT NULL,
     dependency {big} NOT NULL,
@@ -143,7 +143,6 @@ _TABLES = [
     duration DOUBLE NOT NULL DEFAULT 0
 ){table_opts}""",
     "CREATE INDEX c5_events_job ON events (job_id)",
-    "CREATE INDEX c5_events_worker ON events (worker)",
     "CREATE INDEX c5_events_start ON events (start)",
     """CREATE TABLE affinities (
     id INTEGER NOT NULL PRIMARY KEY,

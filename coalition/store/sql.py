@@ -21,6 +21,22 @@ _WORKER_COLS = frozenset(
 _EVENT_COLS = frozenset("worker job_id job_title state start duration".split())
 
 
+_STATEMENTS: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _statement(template: str, cols: tuple[str, ...], allowed: frozenset[str], each: str) -> str:
+    """A statement over some columns, built once per column set (the hot path repeats a few
+    shapes thousands of times a second)."""
+    key = (template + each, cols)
+    sql = _STATEMENTS.get(key)
+    if sql is None:
+        _check(cols, allowed)
+        sql = template.format(",".join(each.format(c=c) for c in cols))
+        if len(_STATEMENTS) < 10000:
+            _STATEMENTS[key] = sql
+    return sql
+
+
 def _check(cols: Iterable[str], allowed: frozenset[str]) -> None:
     for col in cols:
         if col not in allowed:
@@ -50,8 +66,14 @@ class SqlTx:
         return [dict(zip(names, row, strict=True)) for row in self.cur.fetchall()]
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        rows = self._all(sql, params)
-        return rows[0] if rows else None
+        self.cur.execute(self._sql(sql), tuple(params))
+        row = self.cur.fetchone()
+        if row is None:
+            return None
+        names = [d[0] for d in self.cur.description]
+        rest = self.cur.fetchall()  # drain (RETURNING statements finish only when drained)
+        del rest
+        return dict(zip(names, row, strict=True))
 
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self.cur.execute(self._sql(sql), tuple(params))
@@ -90,9 +112,9 @@ class SqlTx:
     def update_job(self, job_id: int, fields: Mapping[str, Any]) -> int:
         if not fields:
             return 0
-        _check(fields, _JOB_COLS)
-        sets = ",".join(f"{c} = ?" for c in fields)
-        return self.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*fields.values(), job_id])
+        sql = _statement("UPDATE jobs SET {} WHERE id = ?", tuple(fields), _JOB_COLS, "{c} = ?")
+        self.cur.execute(self._sql(sql), (*fields.values(), job_id))
+        return self.cur.rowcount
 
     def update_jobs(self, rows: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
         # Group rows by the set of columns they change so each shape is one executemany.
@@ -105,13 +127,21 @@ class SqlTx:
             sets = ",".join(f"{c} = ?" for c in cols)
             self.cur.executemany(self._sql(f"UPDATE jobs SET {sets} WHERE id = ?"), params)
 
-    def bump_job(self, job_id: int, deltas: Mapping[str, int | float], now: float) -> None:
+    def bump_job(
+        self, job_id: int, deltas: Mapping[str, int | float], now: float, returning: bool = False
+    ) -> Row | None:
         deltas = {k: v for k, v in deltas.items() if v}
         if not deltas:
-            return
-        _check(deltas, _JOB_COLS)
-        sets = ",".join(f"{c} = {c} + ?" for c in deltas)
-        self.execute(f"UPDATE jobs SET {sets}, updated_at = ? WHERE id = ?", [*deltas.values(), now, job_id])
+            return self.job(job_id) if returning else None
+        sql = _statement(
+            "UPDATE jobs SET {}, updated_at = ? WHERE id = ?", tuple(deltas), _JOB_COLS, "{c} = {c} + ?"
+        )
+        params = [*deltas.values(), now, job_id]
+        if returning and not self._mysql:
+            # One round trip on SQLite (3.35+): the hot path bumps a group and reads it back.
+            return self._one(sql + " RETURNING *", params)
+        self.execute(sql, params)
+        return self.job(job_id) if returning else None
 
     def children(self, parent: int, columns: Sequence[str] | None = None) -> list[Row]:
         cols = "*"
@@ -171,6 +201,10 @@ class SqlTx:
         rows = self._all(f"SELECT * FROM jobs WHERE {clause} ORDER BY {order}{page}", params)
         return rows, total
 
+    def delete_event(self, event_id: int) -> None:
+        """Remove an event (a run that did not start after all)."""
+        self.execute("DELETE FROM events WHERE id = ?", (event_id,))
+
     def delete_jobs(self, ids: Sequence[int]) -> None:
         ids = list(ids)
         for i in range(0, len(ids), 500):
@@ -186,17 +220,26 @@ class SqlTx:
             "WHERE state = 'WORKING' AND leaf = 1 ORDER BY id"
         )
 
-    def first_ready(self, tagset: int) -> tuple[int, str] | None:
-        lock = " FOR UPDATE SKIP LOCKED" if self._mysql else ""
-        self.cur.execute(
-            self._sql(
-                "SELECT id, h_key FROM jobs WHERE state = 'WAITING' AND h_blocked = 0 AND leaf = 1 "
-                f"AND tagset = ? ORDER BY h_key LIMIT 1{lock}"
-            ),
-            (tagset,),
+    def first_ready(self, tagsets: Sequence[int]) -> tuple[int, str, str] | None:
+        one = (
+            "SELECT id, h_key, title FROM jobs WHERE state = 'WAITING' AND h_blocked = 0 AND leaf = 1 "
+            "AND tagset = ? ORDER BY h_key LIMIT 1"
         )
-        row = self.cur.fetchone()
-        return (int(row[0]), row[1]) if row else None
+        if not tagsets:
+            return None
+        # Each probe is an index seek on (state, h_blocked, leaf, tagset, h_key). (A UNION of
+        # the probes is much slower on SQLite: it sorts every matching row.) On MySQL each
+        # probe also locks the row it returns and skips rows other servers hold, so two
+        # servers never wait on, nor take, the same job.
+        lock = " FOR UPDATE SKIP LOCKED" if self._mysql else ""
+        sql = self._sql(one + lock)
+        best = None
+        for tagset in tagsets:
+            self.cur.execute(sql, (tagset,))
+            row = self.cur.fetchone()
+            if row is not None and (best is None or row[1] < best[1]):
+                best = row
+        return (int(best[0]), best[1], best[2]) if best is not None else None
 
     def claim(self, job_id: int, worker: str, event: int, now: float) -> bool:
         return (
@@ -301,12 +344,18 @@ class SqlTx:
             [fields[c] for c in cols],
         )
 
-    def update_worker(self, name: str, fields: Mapping[str, Any]) -> int:
-        if not fields:
+    def update_worker(
+        self, name: str, fields: Mapping[str, Any], deltas: Mapping[str, int] | None = None
+    ) -> int:
+        deltas = {k: v for k, v in (deltas or {}).items() if v}
+        if not fields and not deltas:
             return 0
         _check(fields, _WORKER_COLS)
-        sets = ",".join(f"{c} = ?" for c in fields)
-        return self.execute(f"UPDATE workers SET {sets} WHERE name = ?", [*fields.values(), name])
+        _check(deltas, _WORKER_COLS)
+        sets = [f"{c} = ?" for c in fields] + [f"{c} = {c} + ?" for c in deltas]
+        return self.execute(
+            f"UPDATE workers SET {','.join(sets)} WHERE name = ?", [*fields.values(), *deltas.values(), name]
+        )
 
     def bump_worker(self, name: str, deltas: Mapping[str, int]) -> None:
         deltas = {k: v for k, v in deltas.items() if v}

@@ -1,0 +1,232 @@
+"""Dispatch benchmark: a real server process, a farm-shaped queue, simulated workers.
+
+Prints JSON lines. The queue: groups of 100 frames, 5 affinity tags (inherited from the
+group, some frames add one), mixed priorities, and every 10th group depending on the one
+before. N simulated workers loop `endjob(pick=true)` over keep-alive HTTP, running nothing.
+Baseline, in the same run and with the same client: the server's trivial route
+(`GET /api/ping`). Also measured: pick latency with 1,000 vs 100,000 jobs queued.
+
+    python bench/dispatch.py [--jobs 100000] [--workers 8] [--seconds 10] [--mysql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+TAGS = ["linux", "maya", "nuke", "houdini", "gpu"]
+# Each simulated worker offers two rule lines; together they cover every tag set we make.
+RULES = ["maya,linux,gpu\nlinux,nuke,houdini,gpu,maya", "nuke,linux\nlinux,maya,houdini,gpu,nuke",
+         "houdini,gpu,linux\nlinux,maya,nuke,houdini,gpu"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A coalition-server process in a temporary directory."""
+
+    def __init__(self, keys: dict[str, Any]):
+        self.dir = tempfile.mkdtemp(prefix="coal-bench-")
+        self.port = free_port()
+        ini = os.path.join(self.dir, "coalition.ini")
+        conf = {"listen": "127.0.0.1", "port": self.port, "datadir": self.dir, "discovery": 0, "timeout": 60,
+                **keys}
+        with open(ini, "w") as f:
+            f.write("[server]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
+        if keys.get("db_type") == "mysql":
+            subprocess.run([sys.executable, "-m", "coalition.server.main", "-c", ini, "--init"], check=True,
+                           capture_output=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "coalition.server.main", "-c", ini],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if call(self.conn(), "GET", "/api/ping")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def call(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    conn.request(method, path, body=data, headers=headers)
+    resp = conn.getresponse()
+    raw = resp.read()
+    return resp.status, json.loads(raw) if raw else None
+
+
+def fill(server: Server, jobs: int, rng: random.Random) -> float:
+    """Queue `jobs` frames in groups of 100; returns the seconds it took."""
+    conn = server.conn()
+    start = time.perf_counter()
+    previous = None
+    for g in range(max(1, jobs // 100)):
+        tag = TAGS[g % 4]  # gpu only ever comes as an extra per-frame tag
+        group = {"title": f"shot{g:05d}", "command": "", "priority": rng.choice([500, 1000, 1000, 2000]),
+                 "affinity": tag, "user": f"artist{g % 7}"}
+        if previous is not None and g % 10 == 9:
+            group["dependencies"] = [previous]
+        status, gid = call(conn, "PUT", "/api/jobs", group)
+        assert status == 200, gid
+        frames = [{"title": f"frame {i}", "command": f"render -f {i}", "parent": gid,
+                   "priority": rng.randint(0, 2000), "affinity": "gpu" if i % 10 == 0 else ""}
+                  for i in range(min(100, jobs - g * 100))]
+        status, ids = call(conn, "PUT", "/api/jobs", frames)
+        assert status == 200, ids
+        previous = gid
+    return time.perf_counter() - start
+
+
+def trivial_rate(server: Server, workers: int, seconds: float) -> float:
+    """Requests per second on GET /api/ping with `workers` keep-alive clients."""
+    counts = [0] * workers
+    stop = time.monotonic() + seconds
+
+    def loop(i: int) -> None:
+        conn = server.conn()
+        while time.monotonic() < stop:
+            call(conn, "GET", "/api/ping")
+            counts[i] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
+    begin = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - begin)
+
+
+def dispatch(server: Server, workers: int, seconds: float, max_jobs: int | None = None) -> dict[str, Any]:
+    """Simulated workers doing pick -> endjob(pick) for `seconds`; completed jobs/s and latencies."""
+    latencies: list[list[float]] = [[] for _ in range(workers)]
+    done = [0] * workers
+    stop = time.monotonic() + seconds
+    budget = [max_jobs if max_jobs is not None else 10**12]
+    lock = threading.Lock()
+
+    def loop(i: int) -> None:
+        conn = server.conn()
+        name = f"bench-{i}"
+        t0 = time.perf_counter()
+        status, out = call(conn, "POST", "/workers/pickjob", {"name": name, "affinity": RULES[i % len(RULES)]})
+        latencies[i].append(time.perf_counter() - t0)
+        job = out["job"]
+        while job is not None:
+            with lock:
+                if time.monotonic() >= stop or budget[0] <= 0:
+                    break
+                budget[0] -= 1
+            t0 = time.perf_counter()
+            status, out = call(conn, "POST", "/workers/endjob", {"name": name, "job_id": job["id"],
+                                                                 "event": job["event"], "exit_code": 0,
+                                                                 "pick": True})
+            latencies[i].append(time.perf_counter() - t0)
+            assert status == 200, out
+            done[i] += 1
+            job = out["job"]
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
+    begin = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - begin
+    lat = sorted(x for per in latencies for x in per)
+    return {
+        "completed": sum(done),
+        "seconds": round(elapsed, 2),
+        "jobs_per_s": round(sum(done) / elapsed, 1),
+        "pick_p50_ms": round(statistics.median(lat) * 1000, 2),
+        "pick_p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 2),
+    }
+
+
+def run(label: str, keys: dict[str, Any], args: argparse.Namespace) -> None:
+    rng = random.Random(7)
+    small = Server(keys)
+    try:
+        fill(small, 1000, rng)
+        small_run = dispatch(small, args.workers, seconds=60, max_jobs=600)
+    finally:
+        small.stop()
+    big = Server(keys)
+    try:
+        fill_s = fill(big, args.jobs, rng)
+        print(json.dumps({"bench": "dispatch", "db": label, "phase": "fill", "jobs": args.jobs,
+                          "seconds": round(fill_s, 1), "jobs_per_s": round(args.jobs / fill_s)}), flush=True)
+        baseline = trivial_rate(big, args.workers, 3.0)
+        big_probe = dispatch(big, args.workers, seconds=60, max_jobs=600)
+        steady = dispatch(big, args.workers, seconds=args.seconds)
+        baseline_after = trivial_rate(big, args.workers, 3.0)
+    finally:
+        big.stop()
+    trivial = (baseline + baseline_after) / 2
+    print(json.dumps({
+        "bench": "dispatch",
+        "db": label,
+        "workers": args.workers,
+        "queued": args.jobs,
+        "completed_jobs_per_s": steady["jobs_per_s"],
+        "pick_p50_ms": steady["pick_p50_ms"],
+        "pick_p99_ms": steady["pick_p99_ms"],
+        "trivial_route_per_s": round(trivial, 1),
+        "dispatch_vs_trivial": round(steady["jobs_per_s"] / trivial, 3),
+        "pick_p50_ms_1k_queued": small_run["pick_p50_ms"],
+        "pick_p50_ms_100k_queued": big_probe["pick_p50_ms"],
+        "pick_p99_ms_1k_queued": small_run["pick_p99_ms"],
+        "pick_p99_ms_100k_queued": big_probe["pick_p99_ms"],
+        "latency_ratio_100k_vs_1k": round(big_probe["pick_p50_ms"] / small_run["pick_p50_ms"], 2),
+        "targets": {"jobs_per_s": 500, "dispatch_vs_trivial": 0.7, "pick_p99_ms": 50, "latency_ratio": 1.5},
+    }), flush=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--jobs", type=int, default=100000)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--mysql", action="store_true", help="also run on a private MariaDB (needs mariadbd)")
+    args = p.parse_args()
+    run("sqlite", {}, args)
+    if args.mysql:
+        from bench.mariadb import private_mariadb
+
+        with private_mariadb() as db:
+            run("mysql", db, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
