@@ -190,6 +190,15 @@ class ServerProcess:
                 return False
 
         wait_for(up, timeout=timeout, interval=0.05, what="the server to answer")
+        # HTTP answers a little before the engine has finished starting; a SIGTERM in that
+        # window makes CherryPy exit hard. The banner line marks the end of start-up.
+        self._ready_count = getattr(self, "_ready_count", 0) + 1
+        wait_for(
+            lambda: self.log_path.read_text(errors="replace").count("Coalition server on ") >= self._ready_count,
+            timeout=timeout,
+            interval=0.05,
+            what="the server's start-up banner",
+        )
         return self
 
     def view(self) -> ServerProcess:

@@ -180,17 +180,22 @@ class ServerApp:
             self.dispatcher.purge_events()
 
     # -- life -------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, handle_signals: bool = True) -> None:
         """Start serving (returns once the port is bound)."""
+        if handle_signals:
+            # Before the port opens: a SIGTERM right after start must still stop us cleanly.
+            cherrypy.engine.signals.subscribe()
         self.configure()
         self.mount()
         self._subscribe_monitors()
-        if self.settings.discovery:
-            self.discovery = DiscoveryResponder(self.settings.listen, self.settings.port or self.bound_port())
+        if self.settings.discovery and self.settings.port:
+            # Bound before HTTP answers, so that "the server is up" includes discovery.
+            self.discovery = DiscoveryResponder(self.settings.listen, self.settings.port)
+            self.discovery.start()
         cherrypy.engine.start()
         cherrypy.engine.wait(cherrypy.engine.states.STARTED)
-        if self.discovery is not None:
-            self.discovery.port = self.bound_port()
+        if self.settings.discovery and not self.settings.port:
+            self.discovery = DiscoveryResponder(self.settings.listen, self.bound_port())
             self.discovery.start()
 
     def bound_port(self) -> int:
@@ -208,7 +213,6 @@ class ServerApp:
 
     def block(self) -> None:
         """Serve until stopped by a signal."""
-        cherrypy.engine.signals.subscribe()
         cherrypy.engine.block()
 
     def stop(self) -> None:
