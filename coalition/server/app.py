@@ -187,6 +187,9 @@ class ServerApp:
             cherrypy.engine.signals.subscribe()
         self.configure()
         self.mount()
+        from . import cloudmode
+
+        cloudmode.enable(self)
         self._subscribe_monitors()
         if self.settings.discovery and self.settings.port:
             # Bound before HTTP answers, so that "the server is up" includes discovery.

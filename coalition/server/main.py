@@ -144,7 +144,18 @@ def _run(args: argparse.Namespace, settings: ServerSettings, store: Store) -> in
     from .app import ServerApp
 
     app = ServerApp(settings, store)
-    app.start()
+    try:
+        app.start()
+    except ValueError as exc:  # a bad cloud_<mode>.ini, for instance: one line, not a traceback
+        print(f"coalition-server: {exc}", file=sys.stderr)
+        app.stop()
+        return 2
+    except Exception as exc:
+        if type(exc).__name__ != "CloudError":
+            raise
+        print(f"coalition-server: cloud mode: {exc}", file=sys.stderr)
+        app.stop()
+        return 2
     print(f"Coalition server on {app.url()} (database: {where})", flush=True)
     app.block()
     return 0

@@ -84,6 +84,9 @@ class Tx(Protocol):
     def claim(self, job_id: int, worker: str, event: int, now: float) -> bool:
         """Compare-and-set a ready leaf to WORKING for `worker`; False if someone won."""
 
+    def ready_counts(self) -> dict[int, int]:
+        """Dispatchable leaves counted by tag-set id."""
+
     def count_jobs_by_state(self) -> dict[str, int]:
         """Leaf counts by reported state (PAUSED counted apart)."""
 

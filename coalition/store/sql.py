@@ -253,6 +253,14 @@ class SqlTx:
             == 1
         )
 
+    def ready_counts(self) -> dict[int, int]:
+        """Dispatchable leaves counted by tag set (what the cloud autoscaler scales on)."""
+        rows = self._all(
+            "SELECT tagset, COUNT(*) AS n FROM jobs WHERE state = 'WAITING' AND h_blocked = 0 AND leaf = 1 "
+            "GROUP BY tagset"
+        )
+        return {int(r["tagset"]): int(r["n"]) for r in rows}
+
     def count_jobs_by_state(self) -> dict[str, int]:
         rows = self._all(
             "SELECT CASE WHEN paused = 1 THEN 'PAUSED' ELSE state END AS s, COUNT(*) AS n "

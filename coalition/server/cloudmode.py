@@ -1,0 +1,47 @@
+"""Cloud mode (`servermode = aws | gcloud`): the autoscaler runs in the server under the
+database lease "autoscaler" (one server of a scale-out farm does it), and
+POST /api/terminateworkers terminates instances through it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from .farm import DbFarm
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .app import ServerApp
+
+log = logging.getLogger("coalition.cloud")
+
+AUTOSCALE_INTERVAL = 10.0  # seconds between autoscaler passes
+
+
+def enable(app: ServerApp) -> None:
+    """Wire the autoscaler into a server whose servermode is a cloud mode; no-op otherwise."""
+    settings = app.settings
+    if settings.servermode not in ("aws", "gcloud"):
+        return
+    from ..cloud.reconcile import make_autoscaler
+
+    config_dir = (
+        os.path.dirname(os.path.abspath(settings.config_path)) if settings.config_path else os.getcwd()
+    )
+    endpoint = os.environ.get("COALITION_CLOUD_ENDPOINT") or None  # moto_server or the GCE fake, in tests
+    autoscaler = make_autoscaler(
+        settings.servermode,
+        config_dir,
+        DbFarm(app.service, app.clock),
+        app.clock,
+        worker_token=settings.workertoken,
+        endpoint=endpoint,
+    )
+    if autoscaler is None:
+        return
+    interval = float(os.environ.get("COALITION_AUTOSCALE_INTERVAL", AUTOSCALE_INTERVAL))
+    app.add_periodic("autoscaler", interval, autoscaler.tick)
+    app.terminate = lambda names: autoscaler.terminate(names) and None
+    log.warning(
+        "cloud mode %s: autoscaler every %gs (config in %s)", settings.servermode, interval, config_dir
+    )
