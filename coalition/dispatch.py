@@ -192,18 +192,16 @@ class Dispatcher:
                         "duration": 0.0,
                     }
                 )
-                if tx.claim(job_id, name, event, now):
-                    return self._start_run(tx, tree, job_id, event, worker, now)
+                job = tx.claim(job_id, name, event, now)
+                if job is not None:
+                    return self._start_run(tree, job, event, worker)
                 # Another server won this job between our read and our write: look again.
                 tx.delete_event(event)
         worker.set(state=W_WAITING)
         return None
 
-    def _start_run(
-        self, tx: Tx, tree: Tree, job_id: int, event: int, worker: WorkerDraft, now: float
-    ) -> dict[str, Any]:
-        job = tx.job(job_id)
-        assert job is not None
+    def _start_run(self, tree: Tree, job: Row, event: int, worker: WorkerDraft) -> dict[str, Any]:
+        job_id = job["id"]
         job["state"] = WAITING  # the claim wrote WORKING; count the transition once, here
         tree.set_leaf_state(job, WORKING, {"run_event": event}, written=True)
         worker.set(state=W_WORKING, current_job=job_id, last_job=job_id, current_event=event)

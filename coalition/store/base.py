@@ -81,8 +81,9 @@ class Tx(Protocol):
         """(id, h_key, title) of the first dispatchable leaf among these tag sets, in
         dispatch order, locked for us where the dialect can (MySQL: FOR UPDATE SKIP LOCKED)."""
 
-    def claim(self, job_id: int, worker: str, event: int, now: float) -> bool:
-        """Compare-and-set a ready leaf to WORKING for `worker`; False if someone won."""
+    def claim(self, job_id: int, worker: str, event: int, now: float) -> Row | None:
+        """Compare-and-set a ready leaf to WORKING for `worker`: the row as claimed, or None
+        if another server won it."""
 
     def ready_counts(self) -> dict[int, int]:
         """Dispatchable leaves counted by tag-set id."""

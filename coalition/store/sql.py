@@ -241,17 +241,19 @@ class SqlTx:
                 best = row
         return (int(best[0]), best[1], best[2]) if best is not None else None
 
-    def claim(self, job_id: int, worker: str, event: int, now: float) -> bool:
-        return (
-            self.execute(
-                "UPDATE jobs SET state = 'WORKING', worker = ?, run_event = ?, start_time = ?, "
-                "ping_time = ?, duration = 0, progress = 0, local_progress = 0, log_offset = 0, "
-                "updated_at = ? "
-                "WHERE id = ? AND state = 'WAITING' AND h_blocked = 0 AND leaf = 1",
-                (worker, event, now, now, now, job_id),
-            )
-            == 1
+    def claim(self, job_id: int, worker: str, event: int, now: float) -> Row | None:
+        sql = (
+            "UPDATE jobs SET state = 'WORKING', worker = ?, run_event = ?, start_time = ?, "
+            "ping_time = ?, duration = 0, progress = 0, local_progress = 0, log_offset = 0, "
+            "updated_at = ? "
+            "WHERE id = ? AND state = 'WAITING' AND h_blocked = 0 AND leaf = 1"
         )
+        params = (worker, event, now, now, now, job_id)
+        if not self._mysql:
+            return self._one(sql + " RETURNING *", params)  # the claimed row, in one round trip
+        if self.execute(sql, params) != 1:
+            return None
+        return self.job(job_id)
 
     def ready_counts(self) -> dict[int, int]:
         """Dispatchable leaves counted by tag set (what the cloud autoscaler scales on)."""
