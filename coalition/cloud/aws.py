@@ -113,7 +113,9 @@ class Ec2Provider:
     def instances(self) -> list[Instance]:
         """Our instances, and our spot requests that no instance fulfils yet."""
         try:
-            requests = self._spot_requests() if self._uses_spot_requests() else []
+            # Spot requests are listed whenever spot is on, not only with request-spot-instances:
+            # requests left open by an earlier spotmethod still count, and still get cancelled.
+            requests = self._spot_requests() if self.settings.spot else []
             adopted = self._adopt_fulfilled(requests)
             found = self._describe_instances()
         except CloudError:

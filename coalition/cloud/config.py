@@ -92,6 +92,7 @@ class GceSettings:
     zone: str = "europe-west1-d"
     machine_type: str = "f1-micro"
     subnet: str = "default"
+    network: str = "default"
     provisioning_model: str = "PREEMPTIBLE"
     maintenance_policy: str = "TERMINATE"
     image: str = "debian-8-jessie-v20170308"
@@ -201,6 +202,13 @@ def _seconds(text: str) -> float:
         raise ValueError(f"expected a number of seconds, got {text!r}") from None
     if not 0 <= value < float("inf"):  # also refuses nan
         raise ValueError(f"expected zero or more seconds, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise ValueError("expected more than zero seconds")
     return value
 
 
@@ -396,12 +404,11 @@ def _common(ini: _Ini, provider: str, path: str, bundle_key: str) -> dict[str, A
         max_instances=g("coalition", "workerinstancemax", "3", _count),
         start_delay=g("coalition", "workerinstancestartdelay", "30", _seconds),
         min_lifetime=g("coalition", "workerinstanceminimumlifetime", "900", _seconds),
-        boot_timeout=g("coalition", "workerinstanceboottimeout", "900", _seconds),
+        boot_timeout=g("coalition", "workerinstanceboottimeout", "900", _positive_seconds),
         batch=g("coalition", "workerinstancebatch", "10", _positive),
         name_prefix=g("worker", "nameprefix", "cloud-", _prefix(provider)),
         offered=tuple(frozenset(line.split(",")) for line in offered.split("\n") if line),
     )
-    storage_section = "storage"
     return {
         "provider": provider,
         "path": path,
@@ -412,14 +419,14 @@ def _common(ini: _Ini, provider: str, path: str, bundle_key: str) -> dict[str, A
         "worker_token": g("coalition", "workertoken", "", _multiline),
         "worker_affinity": offered,
         "office_cidr": g("coalition", "officecidr", "", _cidr),
-        "tick_interval": g("coalition", "autoscaleinterval", "10", _seconds),
+        "tick_interval": g("coalition", "autoscaleinterval", "10", _positive_seconds),
         "template_dir": g("coalition", "templatedir", "", _path),
         "price_per_hour": g("worker", "priceperhour", "", _price),
         "limits": limits,
         "storage_partial": {
-            "bucket": g(storage_section, "name", "", _plain),
-            "mountpoint": g(storage_section, "mountpoint", "/mnt/bucket", _path),
-            "bundle": g(storage_section, bundle_key, "srv/coalition.tar.gz", _bucket_key),
+            "bucket": g("storage", "name", "", _plain),
+            "mountpoint": g("storage", "mountpoint", "/mnt/bucket", _path),
+            "bundle": g("storage", bundle_key, "srv/coalition.tar.gz", _bucket_key),
             "environment": g("main_program", "environment", "", _environment),
             "install_dir": g("worker", "installdir", "/usr/local/bin", _path),
         },
@@ -435,7 +442,7 @@ def load_aws(path: str, warn: Callable[[str], None] = lambda message: None) -> C
     # AWS, as in cloud_gcloud.ini) wins when set.
     legacy = g("storage", "guerillarenderfilename", LEGACY_MAIN_PROGRAM, _bucket_key)
     storage = Storage(
-        main_program=g("main_program", "package", legacy, _bucket_key),
+        main_program=g("main_program", "package", "", _bucket_key) or legacy,
         **common.pop("storage_partial"),
     )
     spot_type = g("spot", "type", "one-time", _choice("one-time", "persistent"))
@@ -493,6 +500,7 @@ def load_gcloud(path: str, warn: Callable[[str], None] = lambda message: None) -
         zone=g("worker", "zone", "europe-west1-d", _gce_name),
         machine_type=g("worker", "machinetype", "f1-micro", _plain),
         subnet=g("worker", "subnet", "default", _plain),
+        network=g("worker", "network", "default", _plain),
         provisioning_model=model,
         maintenance_policy=policy,
         image=g("worker", "image", "debian-8-jessie-v20170308", _plain),

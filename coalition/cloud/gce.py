@@ -110,9 +110,11 @@ class GceProvider:
         """Our VMs in the zone (by label), whatever their state."""
         try:
             pager = self.client.list(
-                project=self.settings.project,
-                zone=self.settings.zone,
-                filter=f'labels.{OWNER_KEY} = "{self.farm}"',
+                request={
+                    "project": self.settings.project,
+                    "zone": self.settings.zone,
+                    "filter": f'labels.{OWNER_KEY} = "{self.farm}"',
+                }
             )
             found = []
             for vm in pager:

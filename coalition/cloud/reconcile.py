@@ -234,7 +234,7 @@ def make_autoscaler(
         return None
     settings = load(servermode, config_dir, warn or (lambda message: log.warning("%s", message)))
     if not settings.worker_token:
-        token = worker_token if worker_token is not None else _server_token(config_dir)
+        token = worker_token if worker_token is not None else server_token(config_dir)
         if token:
             settings = replace(settings, worker_token=token)
     settings.require_launchable()
@@ -243,7 +243,8 @@ def make_autoscaler(
     return Autoscaler(provider, settings, farm, clock)
 
 
-def _server_token(config_dir: str) -> str:
+def server_token(config_dir: str) -> str:
+    """`[server] workertoken` of config_dir/coalition.ini ("" without one)."""
     path = os.path.join(config_dir, "coalition.ini")
     if not os.path.isfile(path):
         return ""

@@ -39,7 +39,8 @@ def enable(app: ServerApp) -> None:
     )
     if autoscaler is None:
         return
-    interval = float(os.environ.get("COALITION_AUTOSCALE_INTERVAL", AUTOSCALE_INTERVAL))
+    default = float(getattr(autoscaler, "interval", AUTOSCALE_INTERVAL))  # [coalition] autoscaleinterval
+    interval = float(os.environ.get("COALITION_AUTOSCALE_INTERVAL", default))
     app.add_periodic("autoscaler", interval, autoscaler.tick)
     app.terminate = lambda names: autoscaler.terminate(names) and None
     log.warning(

@@ -30,7 +30,12 @@ def inst(name: str, state: str = "running", age: float = 1000, iid: str | None =
 
 
 def worker(
-    name: str, state: str = "WAITING", job: int | None = None, ping_age: float = 1, active: bool = True, age: float = 1000
+    name: str,
+    state: str = "WAITING",
+    job: int | None = None,
+    ping_age: float = 1,
+    active: bool = True,
+    age: float = 1000,
 ) -> dict[str, Any]:
     return {
         "name": name,
@@ -110,7 +115,12 @@ CASES = [
     ),
     Case(
         "only jobs a cloud worker could take count",
-        ready={LINUX: 1, frozenset({"linux", "nuke"}): 1, frozenset({"windows"}): 4, frozenset({"nuke", "maya"}): 2},
+        ready={
+            LINUX: 1,
+            frozenset({"linux", "nuke"}): 1,
+            frozenset({"windows"}): 4,
+            frozenset({"nuke", "maya"}): 2,
+        },
         launch=2,
     ),
     Case(
@@ -252,7 +262,11 @@ CASES = [
     Case(
         "workers that are not ours are never touched",
         ready={UNTAGGED: 1},
-        workers=[worker("render01"), worker("render02", "STARTING", age=5000), worker("cloudy", "STARTING", age=9999)],
+        workers=[
+            worker("render01"),
+            worker("render02", "STARTING", age=5000),
+            worker("cloudy", "STARTING", age=9999),
+        ],
         launch=1,
     ),
     Case(
@@ -338,7 +352,10 @@ def _random_state(rng: random.Random, limits: Limits) -> dict[str, Any]:
     for i in range(rng.randint(0, max(0, limits.max_instances - count))):
         inflight[f"cloud-f{i}"] = NOW - rng.uniform(0, 1200)
     workers += [worker(f"lan{i}", rng.choice(["WAITING", "WORKING"])) for i in range(rng.randint(0, 3))]
-    ready = {frozenset(rng.sample(["linux", "nuke", "gpu"], rng.randint(0, 2))): rng.randint(0, 40) for _ in range(3)}
+    ready = {
+        frozenset(rng.sample(["linux", "nuke", "gpu"], rng.randint(0, 2))): rng.randint(0, 40)
+        for _ in range(3)
+    }
     return {"instances": instances, "workers": workers, "inflight": inflight, "ready": ready}
 
 
@@ -349,7 +366,9 @@ def test_maximum_holds_for_any_input() -> None:
         state = _random_state(rng, limits)
         result: Plan = plan(limits=limits, now=NOW, **state)
         listed = {i.name for i in state["instances"]}
-        in_flight = [n for n, t in state["inflight"].items() if n not in listed and NOW - t < limits.boot_timeout]
+        in_flight = [
+            n for n, t in state["inflight"].items() if n not in listed and NOW - t < limits.boot_timeout
+        ]
         assert len(state["instances"]) + len(in_flight) + len(result.launch) <= max(
             limits.max_instances, len(state["instances"]) + len(in_flight)
         )
@@ -358,7 +377,9 @@ def test_maximum_holds_for_any_input() -> None:
         assert set(result.terminate) <= {i.id for i in state["instances"]}
         # Busy instances are never terminated.
         busy = {w["name"] for w in state["workers"] if w["state"] == "WORKING"}
-        assert not any(i.name in busy and i.id in result.terminate and i.state == "running" for i in state["instances"])
+        assert not any(
+            i.name in busy and i.id in result.terminate and i.state == "running" for i in state["instances"]
+        )
 
 
 def test_spot_interruption_replaces_the_worker() -> None:

@@ -1,0 +1,152 @@
+"""In-memory stand-ins for the autoscaler's collaborators: the farm (the server's database) and a
+cloud whose calls can be made to fail, time out, or lie about what they did."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from coalition.cloud.base import PENDING, RUNNING, STOPPING, CloudError, Instance
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class FakeFarm:
+    """The Farm protocol over plain dicts: jobs are counted by tag set, workers are rows."""
+
+    clock: Clock
+    ready: dict[frozenset[str], int] = field(default_factory=dict)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+
+    def ready_jobs_by_tags(self) -> dict[frozenset[str], int]:
+        return {k: v for k, v in self.ready.items() if v}
+
+    def workers(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.rows.values()]
+
+    def create_worker(self, name: str, state: str) -> None:
+        self.rows[name] = {
+            "name": name,
+            "state": state,
+            "ping_time": None,
+            "start_time": self.clock(),
+            "current_job": None,
+            "active": True,
+        }
+
+    def set_worker_state(self, name: str, state: str) -> None:
+        if name in self.rows:
+            self.rows[name]["state"] = state
+
+    def record_event(self, message: str) -> None:
+        self.events.append(message)
+
+    # -- what the server would do as workers talk to it ----------------------------------------
+
+    def register(self, name: str, busy_with: int | None = None) -> None:
+        """Worker `name` pings (and maybe picks a job)."""
+        row = self.rows.setdefault(
+            name, {"name": name, "start_time": self.clock(), "active": True, "current_job": None}
+        )
+        row.update(ping_time=self.clock(), state="WORKING" if busy_with else "WAITING", current_job=busy_with)
+
+    def pick(self, name: str, tags: frozenset[str] = frozenset(), job: int = 1) -> None:
+        self.ready[tags] -= 1
+        self.register(name, busy_with=job)
+
+
+class FakeCloud:
+    """A Provider with a switchboard of failures.
+
+    fail: errors raised by the next calls of an operation (consumed in order);
+    ghost_launches: an uncertain launch failure still creates the instance, listed only after
+    `listing_lag` more calls of instances() (eventual consistency).
+    """
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.vms: dict[str, Instance] = {}
+        self.fail: dict[str, list[CloudError]] = {"instances": [], "launch": [], "terminate": []}
+        self.ghost_launches = False
+        self.listing_lag = 0
+        self._hidden: dict[str, int] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self.payloads: dict[str, str] = {}
+        self.foreign = Instance("i-foreign", "cloud-not-ours", RUNNING, 0.0)  # never listed: not our tag
+
+    def _maybe_fail(self, op: str) -> None:
+        if self.fail[op]:
+            raise self.fail[op].pop(0)
+
+    def instances(self) -> list[Instance]:
+        self.calls.append(("instances", None))
+        self._maybe_fail("instances")
+        for name in list(self._hidden):
+            self._hidden[name] -= 1
+            if self._hidden[name] < 0:
+                del self._hidden[name]
+        return [i for i in self.vms.values() if i.name not in self._hidden]
+
+    def launch(self, name: str, user_data: str) -> Instance:
+        self.calls.append(("launch", name))
+        if self.fail["launch"]:
+            exc = self.fail["launch"].pop(0)
+            if self.ghost_launches and exc.uncertain:
+                self._create(name, user_data)
+                self._hidden[name] = self.listing_lag
+            raise exc
+        inst = self._create(name, user_data)
+        if self.listing_lag:
+            self._hidden[name] = self.listing_lag
+        return inst
+
+    def _create(self, name: str, user_data: str) -> Instance:
+        inst = Instance(f"i-{len(self.vms):04d}", name, PENDING, self.clock())
+        self.vms[inst.id] = inst
+        self.payloads[name] = user_data
+        return inst
+
+    def terminate(self, ids: Sequence[str]) -> None:
+        self.calls.append(("terminate", tuple(ids)))
+        self._maybe_fail("terminate")
+        for iid in ids:
+            self.vms.pop(iid, None)
+
+    # -- what the cloud does on its own ----------------------------------------------------------
+
+    def boot(self, name: str) -> None:
+        for iid, inst in self.vms.items():
+            if inst.name == name:
+                self.vms[iid] = replace(inst, state=RUNNING)
+
+    def interrupt(self, name: str) -> None:
+        """A spot interruption: the instance goes away without asking us."""
+        for iid, inst in list(self.vms.items()):
+            if inst.name == name:
+                self.vms[iid] = replace(inst, state=STOPPING)
+
+    def reap(self) -> None:
+        for iid, inst in list(self.vms.items()):
+            if inst.state == STOPPING:
+                del self.vms[iid]
+
+    def by_name(self, name: str) -> Instance | None:
+        return next((i for i in self.vms.values() if i.name == name), None)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(i.name for i in self.vms.values())
