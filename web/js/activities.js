@@ -1,7 +1,7 @@
 // Activities: the run events (one row per run), filtered by job, worker and age.
 
 import * as API from "./api.js";
-import { h, clear, debounce } from "./dom.js";
+import { h, clear, fill, debounce } from "./dom.js";
 import { fmtFullTime, fmtDuration, fmtCount } from "./format.js";
 import * as prefs from "./prefs.js";
 import { notify, headerRow, stateBadge } from "./ui.js";
@@ -59,7 +59,7 @@ export class ActivitiesView {
     });
     this.emptyNote = h("div", { class: "empty", hidden: true });
     this.footInfo = h("div", { class: "foot-info" });
-    clear(root).append(h("section", { class: "view activities-view" },
+    fill(root, h("section", { class: "view activities-view" },
       h("div", { class: "viewbar" }, h("h1", { text: "Activities" })),
       h("div", { class: "filters" },
         this.jobInput, this.workerInput, this.howLong,
@@ -116,7 +116,7 @@ export class ActivitiesView {
   }
 
   renderHead() {
-    clear(this.thead).append(headerRow(COLUMNS, this.prefs.sort, this.prefs.order, (key) => {
+    fill(this.thead, headerRow(COLUMNS, this.prefs.sort, this.prefs.order, (key) => {
       if (this.prefs.sort === key) this.prefs.order = this.prefs.order === "asc" ? "desc" : "asc";
       else {
         this.prefs.sort = key;
@@ -150,13 +150,13 @@ export class ActivitiesView {
       }
       frag.append(tr);
     }
-    clear(this.tbody).append(frag);
+    fill(this.tbody, frag);
     this.emptyNote.hidden = list.length > 0;
     this.emptyNote.textContent = "No activity in this window.";
     const fin = list.filter((e) => e.state === "FINISHED");
     const err = list.filter((e) => e.state === "ERROR").length;
     const avg = fin.length ? fin.reduce((n, e) => n + (Number(e.duration) || 0), 0) / fin.length : 0;
-    clear(this.footInfo).append(
+    fill(this.footInfo, 
       h("span", { text: `${fmtCount(list.length)} runs` }),
       h("span", { class: "c-fin", text: `${fmtCount(fin.length)} finished` }),
       h("span", { class: "c-err", text: `${fmtCount(err)} errors` }),

@@ -33,13 +33,26 @@ export function timeChart({ t0, t1, series, height = 220, width = 900, label = "
   const W = width - m.l - m.r;
   const H = height - m.t - m.b;
   const span = Math.max(1, t1 - t0);
+  // Bar series are stacked (per bucket start time); step series stand alone.
+  const stackTop = new Map();
   let vmax = 0;
-  for (const sr of series) for (const [, v] of sr.points) vmax = Math.max(vmax, v);
+  for (const sr of series) {
+    for (const [t, v] of sr.points) {
+      if (sr.kind === "bars") {
+        const top = (stackTop.get(t) || 0) + v;
+        stackTop.set(t, top);
+        vmax = Math.max(vmax, top);
+      } else {
+        vmax = Math.max(vmax, v);
+      }
+    }
+  }
+  const base = new Map();
   vmax = niceMax(vmax);
   const x = (t) => m.l + ((t - t0) / span) * W;
   const y = (v) => m.t + H - (v / vmax) * H;
 
-  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", role: "img", "aria-label": label });
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": label });
   // Grid and axes.
   const grid = s("g", { class: "grid-lines" });
   for (let i = 0; i <= 4; i++) {
@@ -61,7 +74,9 @@ export function timeChart({ t0, t1, series, height = 220, width = 900, label = "
       const bw = Math.max(1, (sr.width / span) * W - 1);
       for (const [t, v] of sr.points) {
         if (!v) continue;
-        g.append(s("rect", { x: x(t), y: y(v), width: bw, height: Math.max(0.5, m.t + H - y(v)) }));
+        const b = base.get(t) || 0;
+        base.set(t, b + v);
+        g.append(s("rect", { x: x(t), y: y(b + v), width: bw, height: Math.max(0.5, y(b) - y(b + v)) }));
       }
     } else if (sr.points.length) {
       let d = `M${x(sr.points[0][0]).toFixed(1)},${y(sr.points[0][1]).toFixed(1)}`;
@@ -78,7 +93,7 @@ export function timeChart({ t0, t1, series, height = 220, width = 900, label = "
   svg.append(s("line", { x1: m.l, x2: m.l + W, y1: m.t + H, y2: m.t + H, class: "axis" }));
 
   // Hover read-out.
-  const cursor = s("line", { class: "hover-line", y1: m.t, y2: m.t + H, x1: -10, x2: -10 });
+  const cursor = s("line", { class: "hover-line", y1: m.t, y2: m.t + H, x1: -10, x2: -10, visibility: "hidden" });
   svg.append(cursor);
   const readout = h("div", { class: "chart-readout", hidden: true });
   svg.addEventListener("mousemove", (e) => {
@@ -87,10 +102,12 @@ export function timeChart({ t0, t1, series, height = 220, width = 900, label = "
     const t = t0 + ((px - m.l) / W) * span;
     if (t < t0 || t > t1) {
       readout.hidden = true;
+      cursor.setAttribute("visibility", "hidden");
       return;
     }
     cursor.setAttribute("x1", px);
     cursor.setAttribute("x2", px);
+    cursor.setAttribute("visibility", "visible");
     const d = new Date(t * 1000);
     const parts = [`${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`];
     for (const sr of series) {
@@ -110,8 +127,7 @@ export function timeChart({ t0, t1, series, height = 220, width = 900, label = "
   });
   svg.addEventListener("mouseleave", () => {
     readout.hidden = true;
-    cursor.setAttribute("x1", -10);
-    cursor.setAttribute("x2", -10);
+    cursor.setAttribute("visibility", "hidden");
   });
 
   const legend = h("div", { class: "legend" }, series.map((sr) => h("span", { class: `key ${sr.cls}` }, h("span", { class: "swatch" }), sr.name)));

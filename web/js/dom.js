@@ -52,6 +52,13 @@ export function s(tag, props, ...kids) {
   return el;
 }
 
+/** Replace the children of `el` (null/false/undefined kids are skipped, arrays flattened). */
+export function fill(el, ...kids) {
+  clear(el);
+  appendKids(el, kids);
+  return el;
+}
+
 export function clear(el) {
   while (el.firstChild) el.removeChild(el.firstChild);
   return el;

@@ -2,7 +2,7 @@
 // or add a job / a frame range into the current group.
 
 import * as API from "./api.js";
-import { h, clear, debounce } from "./dom.js";
+import { h, clear, fill, debounce } from "./dom.js";
 import { envToLines, linesToEnv, parseIdList, fmtCount } from "./format.js";
 import * as prefs from "./prefs.js";
 import { notify, guarded } from "./ui.js";
@@ -74,8 +74,8 @@ export class JobPanel {
 
   element() {
     this.tabs = {
-      edit: h("button", { role: "tab", class: "tab", text: "Edit selected", onclick: () => this.open("edit") }),
-      add: h("button", { role: "tab", class: "tab", text: "Add job", onclick: () => this.open("add") }),
+      edit: h("button", { role: "tab", class: "tab", text: "Edit selected", dataset: { needs: "edit" }, onclick: () => this.open("edit") }),
+      add: h("button", { role: "tab", class: "tab", text: "Add job", dataset: { needs: "create" }, onclick: () => this.open("add") }),
     };
     this.bodyEl = h("div", { class: "panel-body" });
     this.el = h("aside", { class: "panel", hidden: true, "aria-label": "Job editor" },
@@ -157,7 +157,7 @@ export class JobPanel {
       e.preventDefault();
       this.submitEdit();
     });
-    clear(this.bodyEl).append(form);
+    fill(this.bodyEl, form);
     this.loadSelection();
   }
 
@@ -307,7 +307,7 @@ export class JobPanel {
       e.preventDefault();
       this.submitAdd();
     });
-    clear(this.bodyEl).append(form);
+    fill(this.bodyEl, form);
   }
 
   addValues() {
@@ -400,17 +400,22 @@ export class JobPanel {
     const child = { dir: spec.dir, progress_pattern: spec.progress_pattern, environment: spec.environment, retry: spec.retry, timeout: spec.timeout, user: spec.user, url: spec.url };
     for (const k of Object.keys(child)) if (child[k] === undefined) delete child[k];
     const note = notify.info(`Adding ${chunks.length} jobs into group ${gid}…`);
+    const specs = chunks.map((c) => ({
+      ...child,
+      parent: Number(gid),
+      title: hasPlaceholder.test(spec.title) ? sub(spec.title, c)
+        : `${base || "frame"} ${c.start === c.end ? c.start : `${c.start}-${c.end}`}`,
+      command: sub(spec.command, c),
+    }));
     let failed = null;
-    await API.pool(chunks, 8, async (c) => {
-      if (failed) return;
-      const title = hasPlaceholder.test(spec.title) ? sub(spec.title, c)
-        : `${base || "frame"} ${c.start === c.end ? c.start : `${c.start}-${c.end}`}`;
+    // PUT /api/jobs takes a list: one request (one transaction) per thousand jobs.
+    for (let i = 0; i < specs.length && !failed; i += 1000) {
       try {
-        await API.put("/api/jobs", { ...child, parent: Number(gid), title, command: sub(spec.command, c) });
+        await API.put("/api/jobs", specs.slice(i, i + 1000));
       } catch (err) {
         failed = err;
       }
-    });
+    }
     note.remove();
     if (!spec.paused) await guarded(() => API.post("/api/startjobs", [Number(gid)]));
     if (failed) notify.error(failed);

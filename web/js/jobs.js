@@ -2,7 +2,7 @@
 // and filtered by the server, refreshed by asking only for what changed since the last answer.
 
 import * as API from "./api.js";
-import { h, clear, safeHref, debounce } from "./dom.js";
+import { h, clear, fill, safeHref, debounce } from "./dom.js";
 import { fmtTime, fmtDuration, fmtPercent, fmtCount } from "./format.js";
 import * as prefs from "./prefs.js";
 import { notify, guarded, confirmDialog, Selection, headerRow, stateBadge, progressBar } from "./ui.js";
@@ -11,7 +11,7 @@ import { JobPanel } from "./jobpanel.js";
 export const JOB_STATES = ["WAITING", "PENDING", "WORKING", "FINISHED", "ERROR", "PAUSED"];
 
 const DEFAULT_FILTERS = { states: [], user: "", text: "", affinity: "", worker: "" };
-const DEFAULT_PREFS = { sort: "id", order: "asc", limit: 100, filters: DEFAULT_FILTERS, hidden: [], panel: "" };
+const DEFAULT_PREFS = { sort: "order", order: "asc", limit: 100, filters: DEFAULT_FILTERS, hidden: [], panel: "" };
 const PAGE_SIZES = [50, 100, 250, 500, 1000];
 const CLIPBOARD_KEY = "coalition5.clipboard";
 
@@ -134,6 +134,14 @@ export class JobsView {
     }
     this.parent = parent;
     this.root = root;
+    const state = params.query && params.query.get("state");
+    if (state && JOB_STATES.includes(state)) {
+      // A link from the Overview: show that state only.
+      this.prefs.filters = { ...structuredClone(DEFAULT_FILTERS), states: [state] };
+      this.offset = 0;
+      this.savePrefs();
+      history.replaceState(null, "", parent ? `#/jobs/${parent}` : "#/jobs");
+    }
     this.build();
     this.load();
     this.loadPath();
@@ -149,7 +157,10 @@ export class JobsView {
     this.crumbs = h("nav", { class: "crumbs", "aria-label": "Group path" });
     this.groupInfo = h("div", { class: "group-info" });
 
-    const btn = (label, title, fn, cls = "btn") => h("button", { class: cls, title, text: label, onclick: fn });
+    const NEEDS = { "+ Add": "create", Edit: "edit", Start: "edit", Pause: "edit", Reset: "edit", "Reset errors": "edit",
+      Cut: "edit", Paste: "edit", Delete: "delete" };
+    const btn = (label, title, fn, cls = "btn") => h("button", { class: cls, title, text: label, onclick: fn,
+      dataset: NEEDS[label] ? { needs: NEEDS[label] } : undefined });
     this.pasteBtn = btn("Paste", "Move the cut jobs into this group (v)", () => this.paste());
     this.toolbar = h("div", { class: "toolbar", role: "toolbar", "aria-label": "Job actions" },
       h("div", { class: "btn-group" },
@@ -170,6 +181,9 @@ export class JobsView {
       h("div", { class: "btn-group" },
         btn("Delete", "Delete the selected jobs and their children (Del)", () => this.remove(), "btn danger")),
       h("div", { class: "spacer" }),
+      this.selectMenu(),
+      h("button", { class: "btn", title: "Download the jobs of this view (every page, as filtered and sorted) as CSV", text: "CSV",
+        onclick: () => this.exportCsv() }),
       this.columnsMenu());
 
     // Filters.
@@ -233,6 +247,7 @@ export class JobsView {
     // Footer.
     this.footInfo = h("div", { class: "foot-info" });
     this.pageInfo = h("span", { class: "page-info" });
+    this.sortInfo = h("span", { class: "sort-info muted" });
     const pageBtn = (label, title, fn) => h("button", { class: "btn icon", title, text: label, onclick: fn });
     this.pageSize = h("select", { "aria-label": "Jobs per page", title: "Jobs per page" },
       PAGE_SIZES.map((n) => h("option", { value: String(n), text: `${n} / page`, selected: n === this.prefs.limit })));
@@ -243,6 +258,7 @@ export class JobsView {
       this.load();
     });
     this.pager = h("div", { class: "pager" },
+      this.sortInfo,
       pageBtn("«", "First page", () => this.page(-Infinity)),
       pageBtn("‹", "Previous page ( [ )", () => this.page(-1)),
       this.pageInfo,
@@ -253,7 +269,7 @@ export class JobsView {
 
     const main = h("div", { class: "jobs-main" }, this.tableWrap, this.emptyNote);
     this.body = h("div", { class: "jobs-body" }, main, this.panel.element());
-    clear(this.root).append(h("section", { class: "view jobs-view" },
+    fill(this.root, h("section", { class: "view jobs-view" },
       h("div", { class: "viewbar" }, this.crumbs, this.groupInfo),
       this.toolbar, this.filters, this.body, this.footer));
     this.renderCrumbs();
@@ -284,6 +300,65 @@ export class JobsView {
       if (e.key === "Escape") details.open = false;
     });
     return details;
+  }
+
+  selectMenu() {
+    const details = h("details", { class: "menu" }, h("summary", { class: "btn", title: "Select rows of this page", text: "Select" }));
+    const item = (label, fn) => h("button", { class: "menu-item menu-action", type: "button", text: label, onclick: () => {
+      details.open = false;
+      fn();
+    } });
+    const byState = (st) => {
+      const ids = this.rows.filter((j) => (j.paused ? "PAUSED" : j.state) === st).map((j) => j.id);
+      this.selection.set(ids, { anchor: ids[0] ?? null, cursor: ids[0] ?? null });
+    };
+    details.append(h("div", { class: "menu-body single" },
+      item("All on this page", () => this.selectAll()),
+      item("None", () => this.selection.clear()),
+      item("Invert", () => {
+        const ids = this.order().filter((id) => !this.selection.has(id));
+        this.selection.set(ids, { anchor: ids[0] ?? null });
+      }),
+      JOB_STATES.map((st) => item(`${st.charAt(0)}${st.slice(1).toLowerCase()}`, () => byState(st)))));
+    details.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") details.open = false;
+    });
+    return details;
+  }
+
+  /** Every job of the view (all pages, with the filters and the sort) as a CSV download. */
+  async exportCsv() {
+    const cols = ["id", "parent", "title", "state", "user", "priority", "total", "total_finished", "total_working",
+      "total_errors", "progress", "affinity", "timeout", "retry", "worker", "start_time", "duration", "run_done",
+      "command", "dir", "url"];
+    const quote = (v) => {
+      const t = v === null || v === undefined ? "" : String(v);
+      // Quote always; neutralise spreadsheet formulas (=, +, -, @ at the start of a cell).
+      return `"${(/^[=+\-@\t\r]/.test(t) ? `'${t}` : t).replace(/"/g, '""')}"`;
+    };
+    const lines = [cols.join(",")];
+    const note = notify.info("Preparing the CSV…");
+    try {
+      for (let offset = 0; offset < 200000; offset += 10000) {
+        const page = await API.get("/api/jobs", this.params({ offset, limit: 10000 }));
+        const jobs = Array.isArray(page) ? page : page.jobs;
+        for (const j of jobs) lines.push(cols.map((c) => quote(j[c])).join(","));
+        if (Array.isArray(page) || jobs.length < 10000) break;
+      }
+    } catch (err) {
+      note.remove();
+      notify.error(err);
+      return;
+    }
+    note.remove();
+    const url = URL.createObjectURL(new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv;charset=utf-8" }));
+    const name = this.parent ? `coalition-group-${this.parent}.csv` : "coalition-jobs.csv";
+    const a = h("a", { href: url, download: name });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    notify.ok(`Exported ${fmtCount(lines.length - 1)} jobs`);
   }
 
   visibleColumns() {
@@ -338,7 +413,9 @@ export class JobsView {
       this.renderRows();
       this.renderFooter();
       this.noteNames();
-      if (!this.rows.every((j) => Array.isArray(j.dependencies))) this.loadDeps(seq);
+      // Dependencies are not in list objects: ask the group for its children's, while it is
+      // small enough for that answer to stay cheap (the whole group, not just this page).
+      if (!this.rows.every((j) => Array.isArray(j.dependencies)) && this.parentSize() <= 5000) this.loadDeps(seq);
       this.app.markUpdated();
     } catch (err) {
       if (seq === this.loadSeq) {
@@ -348,6 +425,14 @@ export class JobsView {
     } finally {
       if (seq === this.loadSeq) this.root.querySelector(".jobs-view")?.classList.remove("loading");
     }
+  }
+
+  /** Children of the current group, when known (its `children` count), else the total shown. */
+  parentSize() {
+    const f = this.prefs.filters;
+    const filtered = f.states.length || f.user || f.text || f.affinity || f.worker;
+    if (this.parent && this.group && typeof this.group.children === "number") return this.group.children;
+    return filtered ? Infinity : this.total;
   }
 
   ingestDeps(jobs) {
@@ -394,7 +479,13 @@ export class JobsView {
     this.renderGroupInfo();
   }
 
-  /** Auto-refresh: fetch only the jobs of this group changed since the last answer. */
+  /**
+   * Auto-refresh: ask only for the jobs changed since the last answer (every group at once:
+   * `parent=all` is served from the updated_at index, and it also reveals jobs moved out of
+   * this group). Rows on this page are patched in place; anything that can move rows or the
+   * total reloads the page (one indexed query). A full reload every 15th tick also catches
+   * deletions made elsewhere.
+   */
   async refresh({ auto = false } = {}) {
     this.autoTicks++;
     if (!auto || this.since === null || this.autoTicks % 15 === 0) {
@@ -404,29 +495,35 @@ export class JobsView {
     }
     const seq = this.loadSeq;
     try {
-      const since = this.since;
       const answer = await API.get("/api/jobs", {
-        parent: this.parent, changed_since: since - 1, sort: "id", order: "asc", limit: 500,
+        parent: "all", changed_since: this.since - 1, sort: "id", order: "asc", limit: 1000,
       });
       if (seq !== this.loadSeq) return;
       if (typeof answer.now === "number") this.since = answer.now;
-      if (this.parent) this.refreshGroup();
-      if (!answer.total) {
-        this.renderFooter(); // durations and "ago" texts move on
-        this.app.markUpdated();
+      if (answer.total > answer.jobs.length) {
+        await this.load();
+        if (this.parent) this.refreshGroup();
         return;
       }
-      if (answer.total > answer.jobs.length) return this.load();
       let reload = false;
       for (const job of answer.jobs) {
+        if (job.id === this.parent) {
+          this.group = job;
+          this.renderGroupInfo();
+          continue;
+        }
         const old = this.byId.get(job.id);
+        if (Number(job.parent) !== this.parent) {
+          if (old) reload = true; // moved to another group
+          continue;
+        }
         const inView = matches(job, this.prefs.filters);
         if (old) {
-          const sortKey = this.prefs.sort;
+          const sortKey = this.prefs.sort === "order" ? "priority" : this.prefs.sort;
           if (!inView || (sortKey !== "id" && old[sortKey] !== job[sortKey])) reload = true;
           else this.patchRow(job);
         } else if (inView) {
-          reload = true;
+          reload = true; // new here, or now matching the filters
         }
       }
       if (reload) return this.load();
@@ -472,7 +569,7 @@ export class JobsView {
     const g = this.group;
     if (!g || !this.parent) return;
     const c = counters(g);
-    this.groupInfo.append(
+    fill(this.groupInfo,
       stateBadge(g.state),
       progressBar(g.progress, fmtPercent(g.progress)),
       h("span", { class: "gi c-fin", title: "finished", text: `${fmtCount(c.fin)} done` }),
@@ -490,7 +587,7 @@ export class JobsView {
       else this.selection.clear();
     });
     this.selectAllBox = all;
-    clear(this.thead).append(headerRow(this.visibleColumns(), this.prefs.sort, this.prefs.order,
+    fill(this.thead, headerRow(this.visibleColumns(), this.prefs.sort, this.prefs.order,
       (key) => this.sortBy(key), h("th", { class: "check" }, all)));
   }
 
@@ -498,7 +595,7 @@ export class JobsView {
     const frag = document.createDocumentFragment();
     const cols = this.visibleColumns();
     for (const job of this.rows) frag.append(this.buildRow(job, cols));
-    clear(this.tbody).append(frag);
+    fill(this.tbody, frag);
     if (!this.rows.length) {
       const f = this.prefs.filters;
       const filtered = f.states.length || f.user || f.text || f.affinity || f.worker;
@@ -507,6 +604,7 @@ export class JobsView {
       this.emptyNote.hidden = true;
     }
     this.updateSelectAll();
+    performance.mark("coalition:jobs-rendered"); // read by bench/web_open.py
   }
 
   showEmpty(text) {
@@ -570,6 +668,10 @@ export class JobsView {
     const n = this.rows.length;
     const from = n ? this.offset + 1 : 0;
     this.pageInfo.textContent = `${fmtCount(from)}–${fmtCount(this.offset + n)} of ${fmtCount(this.total)}`;
+    const sortCol = COLUMNS.find((c) => c.sort === this.prefs.sort);
+    this.sortInfo.textContent = sortCol ? `by ${(sortCol.title || sortCol.label).toLowerCase()} ${this.prefs.order === "asc" ? "↑" : "↓"}` : "queue order";
+    this.sortInfo.title = sortCol ? "Click a column header to sort; Reset filters goes back to the queue order" :
+      "The order in which the jobs are dispatched (priority, then age); click a column header to sort";
     let fin = 0, wrk = 0, err = 0, durSum = 0, durN = 0;
     for (const j of this.rows) {
       const c = counters(j);
@@ -581,7 +683,7 @@ export class JobsView {
         durN++;
       }
     }
-    clear(this.footInfo).append(
+    fill(this.footInfo, 
       h("span", { text: `${fmtCount(this.total)} jobs` }),
       h("span", { class: "c-fin", text: `${fmtCount(fin)} finished` }),
       h("span", { class: "c-wrk", text: `${fmtCount(wrk)} working` }),
@@ -596,12 +698,12 @@ export class JobsView {
   }
 
   noteNames() {
-    const fill = (list, values) => {
+    const addOptions = (list, values) => {
       const have = new Set([...list.options].map((o) => o.value));
       for (const v of values) if (v && !have.has(v)) list.append(h("option", { value: v }));
     };
-    fill(this.userList, this.rows.map((j) => j.user));
-    fill(this.workerList, this.rows.map((j) => j.worker));
+    addOptions(this.userList, this.rows.map((j) => j.user));
+    addOptions(this.workerList, this.rows.map((j) => j.worker));
   }
 
   // ---- sort, filter, paging ------------------------------------------------------------

@@ -2,7 +2,7 @@
 // (GET /api/jobs/ID/log?offset=N) while the job runs.
 
 import * as API from "./api.js";
-import { h, clear } from "./dom.js";
+import { h, clear, fill } from "./dom.js";
 import { fmtFullTime, fmtDuration, fmtPercent, fmtCount } from "./format.js";
 import * as prefs from "./prefs.js";
 import { notify, stateBadge, progressBar } from "./ui.js";
@@ -56,7 +56,7 @@ export class LogView {
         this.follow.checked = true;
       }
     });
-    clear(root).append(h("section", { class: "view log-view" },
+    fill(root, h("section", { class: "view log-view" },
       this.head,
       h("div", { class: "toolbar" },
         h("label", { class: "check-row", title: "Keep the end of the log in view (End)" }, this.follow, h("span", { text: "Follow" })),
@@ -80,7 +80,7 @@ export class LogView {
       else notify.error("Type a job id (a number).");
     });
     const recent = prefs.load("log.recent", []);
-    clear(this.root).append(h("section", { class: "view log-view" },
+    fill(this.root, h("section", { class: "view log-view" },
       h("div", { class: "viewbar" }, h("h1", { text: "Log" })),
       h("div", { class: "padded" }, form,
         recent.length ? h("div", { class: "recent" }, h("h2", { text: "Recently opened" }),
@@ -180,7 +180,7 @@ export class LogView {
     if (text) this.append(text);
     this.earlierBtn.hidden = !(this.ranged && this.first > 0);
     this.sizeInfo.textContent = this.total ? `${fmtBytes(this.total)}${this.first > 0 ? `, from byte ${fmtCount(this.first)}` : ""}` : "empty";
-    if (initial && !this.total && !text) this.pre.dataset.empty = "No output yet.";
+    if (!this.chars && !this.total) this.pre.dataset.empty = "No output yet.";
     else delete this.pre.dataset.empty;
   }
 
@@ -253,7 +253,7 @@ export class LogView {
     } catch (err) {
       if (seq !== this.seq) return;
       if (!this.job) {
-        clear(this.head).append(h("div", { class: "viewbar" }, h("h1", { text: `Job ${this.id}` })));
+        fill(this.head, h("div", { class: "viewbar" }, h("h1", { text: `Job ${this.id}` })));
       }
       throw err;
     }
@@ -264,7 +264,7 @@ export class LogView {
     const running = j.state === "WORKING";
     this.liveDot.hidden = !running;
     const parentLink = Number(j.parent) ? `#/jobs/${j.parent}` : "#/jobs";
-    clear(this.head).append(
+    fill(this.head, 
       h("div", { class: "viewbar" },
         h("h1", null, h("span", { class: "muted", text: `Job ${j.id} ` }), h("span", { class: "log-title", text: j.title || "" })),
         stateBadge(j.state),

@@ -6,9 +6,19 @@ import { h, clear } from "./dom.js";
 
 function toast(kind, message, timeout) {
   const box = document.getElementById("toasts");
+  // The same message again (a refresh failing every few seconds): count it, do not stack it.
+  for (const old of box.children) {
+    if (old.dataset.kind === kind && old.dataset.message === message) {
+      const n = Number(old.dataset.count || 1) + 1;
+      old.dataset.count = String(n);
+      old.querySelector(".toast-count").textContent = `×${n}`;
+      box.append(old);
+      return old;
+    }
+  }
   const close = h("button", { class: "toast-close", title: "Dismiss", "aria-label": "Dismiss", text: "×" });
-  const el = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" },
-    h("span", { class: "toast-text", text: message }), close);
+  const el = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status", dataset: { kind, message } },
+    h("span", { class: "toast-text", text: message }), h("span", { class: "toast-count" }), close);
   const remove = () => el.remove();
   close.addEventListener("click", remove);
   box.append(el);
@@ -149,7 +159,7 @@ export function headerRow(columns, sort, order, onSort, lead) {
     const sortable = Boolean(col.sort);
     const active = sortable && sort === col.sort;
     const th = h("th", {
-      class: [col.cls || "", sortable ? "sortable" : "", active ? `sorted ${order}` : ""].join(" ").trim(),
+      class: [(col.cls || "").split(" ").filter((c) => c === "num" || c === "check").join(" "), sortable ? "sortable" : "", active ? `sorted ${order}` : ""].join(" ").trim(),
       title: col.title || (sortable ? `Sort by ${col.label}` : col.label),
       scope: "col",
       "aria-sort": active ? (order === "asc" ? "ascending" : "descending") : null,

@@ -2,7 +2,7 @@
 // delete, terminate (cloud mode) and edit the ordered affinity rule lines.
 
 import * as API from "./api.js";
-import { h, clear, debounce } from "./dom.js";
+import { h, clear, fill, debounce } from "./dom.js";
 import { fmtAgo, fmtMB, fmtCount, fmtFullTime, cpuList } from "./format.js";
 import * as prefs from "./prefs.js";
 import { notify, guarded, confirmDialog, Selection, headerRow, stateBadge } from "./ui.js";
@@ -16,9 +16,9 @@ function cpuCell(w) {
   const bars = h("span", { class: "cores", title: `${loads.length} cores: ${loads.map((x) => `${Math.round(x)}%`).join(" ")}` });
   for (const load of loads) {
     const p = Math.max(0, Math.min(100, load));
-    const fill = h("span", { class: `core-fill${p > 85 ? " hot" : ""}` });
-    fill.style.height = `${p}%`;
-    bars.append(h("span", { class: "core" }, fill));
+    const level = h("span", { class: `core-fill${p > 85 ? " hot" : ""}` });
+    level.style.height = `${p}%`;
+    bars.append(h("span", { class: "core" }, level));
   }
   return h("span", { class: "cpu" }, bars, h("span", { class: "cpu-avg", text: `${Math.round(avg)}%` }));
 }
@@ -29,10 +29,10 @@ function memCell(w) {
   if (!total) return h("span", { class: "muted", text: "—" });
   const used = Math.max(0, total - free);
   const p = used / total;
-  const fill = h("span", { class: "bar-fill" });
-  fill.style.width = `${(p * 100).toFixed(1)}%`;
+  const usedBar = h("span", { class: "bar-fill" });
+  usedBar.style.width = `${(p * 100).toFixed(1)}%`;
   return h("span", { class: `bar mem${p > 0.9 ? " hot" : ""}`, title: `${fmtMB(used)} used of ${fmtMB(total)} (${fmtMB(free)} free)` },
-    fill, h("span", { class: "bar-text", text: `${fmtMB(used)} / ${fmtMB(total)}` }));
+    usedBar, h("span", { class: "bar-text", text: `${fmtMB(used)} / ${fmtMB(total)}` }));
 }
 
 function rulesCell(w) {
@@ -76,6 +76,7 @@ export class WorkersView {
     this.app = app;
     this.prefs = prefs.load("workers", { sort: "name", order: "asc", filter: "", states: [] });
     this.workers = [];
+    this.shown = [];
     this.byName = new Map();
     this.selection = new Selection(() => this.selectionChanged());
     this.loadSeq = 0;
@@ -83,7 +84,8 @@ export class WorkersView {
 
   mount(root) {
     this.root = root;
-    const btn = (label, title, fn, cls = "btn") => h("button", { class: cls, title, text: label, onclick: fn });
+    const btn = (label, title, fn, cls = "btn") => h("button", { class: cls, title, text: label, onclick: fn,
+      dataset: label === "Activity" ? undefined : { needs: "workers" } });
     this.filterInput = h("input", { type: "search", placeholder: "Filter name, IP, affinity  ( / )", value: this.prefs.filter, size: 28, "aria-label": "Filter workers" });
     this.filterInput.addEventListener("input", debounce(() => {
       this.prefs.filter = this.filterInput.value.trim();
@@ -141,9 +143,9 @@ export class WorkersView {
         this.saveAffinity();
       }
     });
-    this.panel = h("aside", { class: "panel" }, h("div", { class: "panel-head" }, h("span", { class: "panel-title", text: "Edit affinity" })), h("div", { class: "panel-body" }, affForm));
+    this.panel = h("aside", { class: "panel", dataset: { needs: "workers" } }, h("div", { class: "panel-head" }, h("span", { class: "panel-title", text: "Edit affinity" })), h("div", { class: "panel-body" }, affForm));
 
-    clear(root).append(h("section", { class: "view workers-view" },
+    fill(root, h("section", { class: "view workers-view" },
       h("div", { class: "viewbar" }, h("h1", { text: "Workers" }), h("div", { class: "worker-summary" })),
       h("div", { class: "toolbar", role: "toolbar" },
         h("div", { class: "btn-group" },
@@ -151,7 +153,7 @@ export class WorkersView {
           btn("Stop", "Stop the selected workers: their running job goes back to the queue", () => this.action("stop"))),
         h("div", { class: "btn-group" }, btn("Activity", "Runs of the selected worker", () => this.activity())),
         h("div", { class: "btn-group" },
-          btn("Terminate", "Cloud mode: shut the selected instances down", () => this.action("terminate"), "btn danger-outline"),
+          this.terminateBtn = btn("Terminate", "Cloud mode: shut the selected instances down", () => this.action("terminate"), "btn danger-outline"),
           btn("Delete", "Forget the selected workers", () => this.remove(), "btn danger")),
         h("div", { class: "spacer" })),
       h("div", { class: "filters" }, h("div", { class: "chips" }, this.stateChips), this.filterInput),
@@ -159,6 +161,19 @@ export class WorkersView {
       h("div", { class: "footer" }, this.footInfo)));
     this.renderHead();
     this.load();
+    this.checkCloudMode();
+  }
+
+  /** Hide Terminate when the server says it is not in cloud mode (kept when it does not say). */
+  async checkCloudMode() {
+    try {
+      const ping = await API.get("/api/ping");
+      if (ping && typeof ping.servermode === "string") {
+        this.terminateBtn.hidden = !["aws", "gcloud", "gce", "qarnot_api"].includes(ping.servermode);
+      }
+    } catch {
+      // The button stays; the server answers a terminate outside cloud mode with a clear error.
+    }
   }
 
   unmount() {
@@ -218,7 +233,7 @@ export class WorkersView {
     const all = h("input", { type: "checkbox", class: "select-all", title: "Select all", "aria-label": "Select all workers" });
     all.addEventListener("change", () => (all.checked ? this.selection.set(this.order()) : this.selection.clear()));
     this.selectAllBox = all;
-    clear(this.thead).append(headerRow(COLUMNS, this.prefs.sort, this.prefs.order, (key) => {
+    fill(this.thead, headerRow(COLUMNS, this.prefs.sort, this.prefs.order, (key) => {
       if (this.prefs.sort === key) this.prefs.order = this.prefs.order === "asc" ? "desc" : "asc";
       else {
         this.prefs.sort = key;
@@ -245,7 +260,7 @@ export class WorkersView {
       }
       frag.append(tr);
     }
-    clear(this.tbody).append(frag);
+    fill(this.tbody, frag);
     this.emptyNote.hidden = this.shown.length > 0;
     this.emptyNote.textContent = this.workers.length ? "No worker matches the filter." :
       "No worker has contacted this server yet. Start one with: coalition-worker http://this-server:19211";
@@ -263,12 +278,12 @@ export class WorkersView {
     for (const w of this.workers) by[w.state] = (by[w.state] || 0) + 1;
     const stopped = this.workers.filter((w) => !w.active).length;
     const box = this.root.querySelector(".worker-summary");
-    clear(box).append(
-      h("span", { text: `${fmtCount(this.workers.length)} workers` }),
+    fill(box, 
+      h("span", { text: `${fmtCount(this.workers.length)} worker${this.workers.length === 1 ? "" : "s"}` }),
       ...WORKER_STATES.filter((s) => by[s]).map((s) => h("span", { class: `gi st-text-${s}`, text: `${fmtCount(by[s])} ${s.toLowerCase()}` })),
       stopped ? h("span", { class: "gi muted", text: `${stopped} stopped` }) : null);
     const cores = this.workers.reduce((n, w) => n + cpuList(w.cpu).length, 0);
-    clear(this.footInfo).append(
+    fill(this.footInfo, 
       h("span", { text: `${fmtCount(this.shown.length)} shown` }),
       h("span", { text: `${fmtCount(cores)} cores` }),
       h("span", { class: "c-fin", text: `${fmtCount(this.workers.reduce((n, w) => n + (Number(w.finished) || 0), 0))} finished` }),
@@ -307,7 +322,7 @@ export class WorkersView {
     this.affText.placeholder = mixed ? "(different rules: what you type replaces them all)" : "one rule per line, e.g.\nlinux,gpu\nlinux";
     this.affText.disabled = !names.length;
     this.affTouched = false;
-    clear(this.affSummary).append(names.length
+    fill(this.affSummary, names.length
       ? h("span", null, h("strong", { text: names.length === 1 ? names[0] : `${names.length} workers` }))
       : h("span", { class: "muted", text: "Select workers to edit their affinity rules." }));
     this.markAffinity(true);
