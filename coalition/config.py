@@ -149,6 +149,14 @@ class ServerSettings:
     ldaptemplatedeletejobglobal: str = ""
     commandwhitelist: str = ""
     # New in Coalition 5.
+    ldapbinddn: str = ""  # identity of the permission searches (empty: anonymous)
+    ldapbindpassword: str = ""
+    ldapcache: float = 30.0  # seconds LDAP answers are cached (0: not cached)
+    ldaptimeout: float = 5.0  # seconds to wait for the LDAP server
+    ldapcacert: str = ""  # CA bundle for an ldaps:// server
+    sessionlifetime: float = 43200.0  # seconds a web login lasts
+    smtpcacert: str = ""  # CA bundle for the SMTP server's certificate (STARTTLS)
+    notifyinterval: float = 5.0  # seconds between passes of the mail sender
     workertoken: str = ""
     maxlogsize: int = 64  # MB kept per job log
     requeuelimit: int = 3  # silent-worker requeues before a job turns ERROR
@@ -205,6 +213,14 @@ _SERVER_TYPES: dict[str, Callable[[str], Any]] = {
     "ldapbase": _text,
     "ldaptemplatelogin": _text,
     "commandwhitelist": _raw,
+    "ldapbinddn": _text,
+    "ldapbindpassword": _raw,
+    "ldapcache": _float(0),
+    "ldaptimeout": _float(0.1),
+    "ldapcacert": _text,
+    "sessionlifetime": _float(60),
+    "smtpcacert": _text,
+    "notifyinterval": _float(0.05),
     "workertoken": _text,
     "maxlogsize": _int(1, 1024 * 1024),
     "requeuelimit": _int(0, 1000),
@@ -244,4 +260,38 @@ def load_server_settings(path: str | None, overrides: dict[str, str] | None = No
             raise ConfigError(f"{where}: [server] {key}: {exc}") from None
     known = {f.name for f in fields(ServerSettings)}
     assert set(values) <= known
-    return ServerSettings(**values, config_path=path or "", warnings=tuple(warnings))
+    settings = ServerSettings(**values, config_path=path or "", warnings=tuple(warnings))
+    _check_security(settings, where)
+    return settings
+
+
+def _check_security(s: ServerSettings, where: str) -> None:
+    """Keys that only make sense together: refuse a configuration that would be less
+    secure than it looks."""
+    from .auth.whitelist import WhitelistError, parse_whitelist
+
+    if bool(s.ssl_certificate) != bool(s.ssl_private_key):
+        raise ConfigError(f"{where}: [server] ssl_certificate and ssl_private_key go together")
+    for key in ("ssl_certificate", "ssl_private_key", "ldapcacert", "smtpcacert"):
+        path = getattr(s, key)
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{where}: [server] {key}: cannot read {path}")
+    if s.ldaphost:
+        if not s.ldaptemplatelogin:
+            raise ConfigError(
+                f"{where}: [server] ldaphost is set but ldaptemplatelogin is not "
+                "(e.g. uid=__login__,ou=people,dc=example,dc=com)"
+            )
+        if "__login__" not in s.ldaptemplatelogin:
+            raise ConfigError(f"{where}: [server] ldaptemplatelogin must contain __login__")
+        if not s.workertoken:
+            # With logins on, an open /workers/ would still hand out every command and
+            # accept forged results from anyone.
+            raise ConfigError(
+                f"{where}: [server] ldaphost is set but workertoken is empty: the worker routes "
+                "would be open to anyone. Set workertoken (and the same [worker] token on workers)"
+            )
+    try:
+        parse_whitelist(s.commandwhitelist)
+    except WhitelistError as exc:
+        raise ConfigError(f"{where}: [server] {exc}") from None

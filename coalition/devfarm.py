@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -16,15 +17,19 @@ import urllib.request
 def _write_ini(path: str, port: int, datadir: str) -> None:
     if os.path.exists(path):
         return
-    with open(path, "w", encoding="utf-8") as f:
+    token = secrets.token_urlsafe(32)  # closed by default, like `coalition-server --init`
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(
             "# Written by `make run`: a farm on this machine only (listens on 127.0.0.1).\n"
             "[server]\n"
             f"port = {port}\n"
             "listen = 127.0.0.1\n"
             f"datadir = {os.path.abspath(datadir)}\n"
+            f"workertoken = {token}\n"
             "\n[worker]\n"
             f"serverUrl = http://127.0.0.1:{port}\n"
+            f"token = {token}\n"
             "workers = 2\n"
             "sleep = 1\n"
         )

@@ -5,6 +5,7 @@ injected so tests never sleep or patch time.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import views
-from .hierarchy import TagCache, Tree
+from .hierarchy import TagCache, Transition, Tree
 from .joblogs import JobLogs
 from .model import (
     DEFAULT_PROGRESS_PATTERN,
@@ -35,6 +36,35 @@ from .store.base import SORTABLE, Row, Store, Tx
 
 class NotFound(LookupError):
     """An id or name that does not exist (a 404)."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks for a change, for the audit trail: the login ("" when nobody logged in)
+    and the client's address."""
+
+    user: str = ""
+    address: str = ""
+
+
+NOBODY = Actor()
+
+# Called with a job row when a job is about to be put under it (a new child, or a move):
+# the auth layer refuses a group its caller may not edit. Raising aborts the transaction.
+ParentGuard = Callable[[Row], None]
+
+
+class _Observed(list):  # type: ignore[type-arg]
+    """A Tree's transition list that also reports each transition as it happens, inside the
+    transaction (the notifier queues its mail in the same commit as the state change)."""
+
+    def __init__(self, report: Callable[[Transition], None]):
+        super().__init__()
+        self._report = report
+
+    def append(self, item: Transition) -> None:
+        super().append(item)
+        self._report(item)
 
 
 @dataclass(frozen=True)
@@ -65,10 +95,16 @@ class Service:
         self.settings = settings
         self.clock = clock
         self.tags = TagCache()
+        # Set by the server when e-mail is on: sees every job state change in its transaction.
+        self.on_transition: Callable[[Tx, Transition], None] | None = None
 
     def tree(self, tx: Tx, now: float) -> Tree:
         """Tree maintenance for one transaction."""
-        return Tree(tx, now, self.tags, self.settings.decrease_priority_after)
+        tree = Tree(tx, now, self.tags, self.settings.decrease_priority_after)
+        hook = self.on_transition
+        if hook is not None:
+            tree.transitions = _Observed(lambda t: hook(tx, t))
+        return tree
 
     # -- queries ----------------------------------------------------------------------------
     def job(self, job_id: int) -> dict[str, Any]:
@@ -151,19 +187,29 @@ class Service:
         return views.worker_view(row)
 
     def events(
-        self, job: int | None, worker: str | None, howlong: float | None, limit: int = 5000
+        self,
+        job: int | None,
+        worker: str | None,
+        howlong: float | None,
+        limit: int = 5000,
+        user: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Run events, newest first; `howlong` seconds back (None: all)."""
+        """Run events, newest first; `howlong` seconds back (None: all); `user`: only the
+        runs of that user's jobs."""
         now = self.clock()
         since = now - howlong if howlong is not None and howlong >= 0 else None
-        rows = self.store.read(lambda tx: tx.events(job, worker, since, limit))
+        rows = self.store.read(lambda tx: tx.events(job, worker, since, limit, user))
         return [views.event_view(r, now) for r in rows]
+
+    def audit(self, filters: Mapping[str, Any], limit: int = 500) -> list[dict[str, Any]]:
+        """Audit records, newest first (filters: see Tx.audit)."""
+        return [_audit_view(r) for r in self.store.read(lambda tx: tx.audit(filters, limit))]
 
     def affinities(self) -> dict[str, str]:
         """The numbered registry of affinity names."""
         return {str(k): v for k, v in self.store.read(lambda tx: tx.affinities()).items()}
 
-    def set_affinities(self, names: Mapping[Any, Any]) -> None:
+    def set_affinities(self, names: Mapping[Any, Any], actor: Actor = NOBODY) -> None:
         """Set numbered registry entries; an empty name clears one."""
         clean: dict[int, str] = {}
         for key, value in names.items():
@@ -189,6 +235,7 @@ class Service:
                 if name and other is not None and other != num and other not in clean:
                     raise ValidationError(f"affinity name {name!r} is already number {other}")
             tx.set_affinities(clean)
+            record_audit(tx, actor, "affinities", "", [], self.clock(), {str(k): v for k, v in clean.items()})
 
         self.store.write(fn)
 
@@ -257,25 +304,37 @@ class Service:
         }
 
     # -- submission -------------------------------------------------------------------------
-    def submit(self, spec: JobSpec) -> int:
+    def submit(self, spec: JobSpec, actor: Actor = NOBODY, parent_guard: ParentGuard | None = None) -> int:
         """Create a job; returns its id."""
-        return self.submit_many([spec])[0]
+        return self.submit_many([spec], actor, parent_guard)[0]
 
-    def submit_many(self, specs: Sequence[JobSpec]) -> list[int]:
+    def submit_many(
+        self, specs: Sequence[JobSpec], actor: Actor = NOBODY, parent_guard: ParentGuard | None = None
+    ) -> list[int]:
         """Create jobs in one transaction (all or none); returns their ids in order."""
         now = self.clock()
 
         def fn(tx: Tx) -> list[int]:
             tree = self.tree(tx, now)
-            return [self._insert(tx, tree, spec, now) for spec in specs]
+            ids = [self._insert(tx, tree, spec, now, parent_guard) for spec in specs]
+            by_owner: dict[str, list[int]] = {}
+            for spec, job_id in zip(specs, ids, strict=True):
+                by_owner.setdefault(spec.user, []).append(job_id)
+            for owner, owned in by_owner.items():
+                record_audit(tx, actor, "create", owner, owned, now)
+            return ids
 
         return self.store.write(fn)
 
-    def _insert(self, tx: Tx, tree: Tree, spec: JobSpec, now: float) -> int:
+    def _insert(
+        self, tx: Tx, tree: Tree, spec: JobSpec, now: float, parent_guard: ParentGuard | None = None
+    ) -> int:
         parent_id = self._resolve_parent(tx, spec.parent)
         prow = tx.job(parent_id) if parent_id else None
         if parent_id and prow is None:
             raise ValidationError(f"parent job {parent_id} does not exist")
+        if prow is not None and parent_guard is not None:
+            parent_guard(prow)
         if prow is not None and not prow["children"] and prow["state"] == WORKING:
             raise ValidationError(f"parent job {parent_id} is running: it cannot become a group now")
         deps = list(spec.dependencies)
@@ -372,18 +431,36 @@ class Service:
         "local_progress_pattern",
     )
 
-    def edit(self, edits: Mapping[int, JobEdit]) -> None:
+    def edit(
+        self, edits: Mapping[int, JobEdit], actor: Actor = NOBODY, parent_guard: ParentGuard | None = None
+    ) -> None:
         """Apply attribute edits to several jobs in one transaction (all or none)."""
         now = self.clock()
 
         def fn(tx: Tx) -> None:
             tree = self.tree(tx, now)
+            owners = {r["id"]: r["user"] for r in tx.jobs(list(edits))}
             for job_id, edit in edits.items():
-                self._edit_one(tx, tree, job_id, dict(edit.values), now)
+                self._edit_one(tx, tree, job_id, dict(edit.values), now, parent_guard)
+                values = edit.values
+                detail: dict[str, Any] = {"fields": sorted(values)}
+                if "command" in values:  # what a job runs is what an auditor looks for
+                    detail["command"] = str(values["command"])[:1000]
+                if "user" in values:
+                    detail["user"] = values["user"]
+                record_audit(tx, actor, "edit", owners.get(job_id, ""), [job_id], now, detail)
 
         self.store.write(fn)
 
-    def _edit_one(self, tx: Tx, tree: Tree, job_id: int, values: dict[str, Any], now: float) -> None:
+    def _edit_one(
+        self,
+        tx: Tx,
+        tree: Tree,
+        job_id: int,
+        values: dict[str, Any],
+        now: float,
+        parent_guard: ParentGuard | None = None,
+    ) -> None:
         row = tx.job(job_id)
         if row is None:
             raise NotFound(f"job {job_id} not found")
@@ -408,7 +485,7 @@ class Service:
         if rekey:
             tree.rederive(job_id)
         if "parent" in values:
-            self._move(tx, tree, job_id, self._resolve_parent(tx, values["parent"]), now)
+            self._move(tx, tree, job_id, self._resolve_parent(tx, values["parent"]), now, parent_guard)
         if "dependencies" in values:
             self._set_deps(tx, tree, job_id, list(values["dependencies"]))
         pause = values.get("paused")
@@ -422,14 +499,16 @@ class Service:
         elif pause is False:
             self._start(tx, tree, job_id)
 
-    def set_dependencies(self, job_id: int, deps: Sequence[int]) -> None:
+    def set_dependencies(self, job_id: int, deps: Sequence[int], actor: Actor = NOBODY) -> None:
         """Replace a job's dependency list (cycles refused)."""
         now = self.clock()
 
         def fn(tx: Tx) -> None:
-            if tx.job(job_id) is None:
+            row = tx.job(job_id)
+            if row is None:
                 raise NotFound(f"job {job_id} not found")
             self._set_deps(tx, self.tree(tx, now), job_id, list(deps))
+            record_audit(tx, actor, "edit", row["user"], [job_id], now, {"fields": ["dependencies"]})
 
         self.store.write(fn)
 
@@ -476,7 +555,15 @@ class Service:
                     stack.extend((c["id"], True) for c in tx.children(node, ("id",)))
         return None
 
-    def _move(self, tx: Tx, tree: Tree, job_id: int, new_parent: int, now: float) -> None:
+    def _move(
+        self,
+        tx: Tx,
+        tree: Tree,
+        job_id: int,
+        new_parent: int,
+        now: float,
+        parent_guard: ParentGuard | None = None,
+    ) -> None:
         row = tx.job(job_id)
         assert row is not None
         if new_parent == row["parent"]:
@@ -485,6 +572,8 @@ class Service:
             prow = tx.job(new_parent)
             if prow is None:
                 raise ValidationError(f"parent job {new_parent} does not exist")
+            if parent_guard is not None:
+                parent_guard(prow)
             if new_parent == job_id or new_parent in {r["id"] for r in tree.subtree(job_id, ("id",))}:
                 raise ValidationError(f"job {job_id} cannot move into itself or its own subtree")
             if not prow["children"] and prow["state"] == WORKING:
@@ -507,32 +596,51 @@ class Service:
             tree.recount(new_parent)
 
     # -- state commands ---------------------------------------------------------------------
-    def pause(self, ids: Sequence[int]) -> None:
+    def pause(self, ids: Sequence[int], actor: Actor = NOBODY) -> None:
         """Pause jobs: nothing below them is dispatched; running ones are killed."""
-        self._each(ids, self._pause)
+        self._each(ids, self._pause, actor, "pause")
 
-    def start(self, ids: Sequence[int]) -> None:
+    def start(self, ids: Sequence[int], actor: Actor = NOBODY) -> None:
         """Un-pause jobs."""
-        self._each(ids, lambda tx, tree, job_id, now: self._start(tx, tree, job_id))
+        self._each(ids, lambda tx, tree, job_id, now: self._start(tx, tree, job_id), actor, "start")
 
-    def reset(self, ids: Sequence[int]) -> None:
+    def reset(self, ids: Sequence[int], actor: Actor = NOBODY) -> None:
         """Send whole subtrees back to WAITING (or PENDING), killing what runs."""
-        self._each(ids, lambda tx, tree, job_id, now: self._reset(tx, tree, job_id, now, errors_only=False))
+        self._each(
+            ids,
+            lambda tx, tree, job_id, now: self._reset(tx, tree, job_id, now, errors_only=False),
+            actor,
+            "reset",
+        )
 
-    def reset_errors(self, ids: Sequence[int]) -> None:
+    def reset_errors(self, ids: Sequence[int], actor: Actor = NOBODY) -> None:
         """Send the ERROR leaves of subtrees back to WAITING."""
-        self._each(ids, lambda tx, tree, job_id, now: self._reset(tx, tree, job_id, now, errors_only=True))
+        self._each(
+            ids,
+            lambda tx, tree, job_id, now: self._reset(tx, tree, job_id, now, errors_only=True),
+            actor,
+            "reseterrors",
+        )
 
-    def _each(self, ids: Sequence[int], op: Callable[[Tx, Tree, int, float], None]) -> None:
+    def _each(
+        self,
+        ids: Sequence[int],
+        op: Callable[[Tx, Tree, int, float], None],
+        actor: Actor = NOBODY,
+        action: str = "",
+    ) -> None:
         now = self.clock()
 
         def fn(tx: Tx) -> None:
             tree = self.tree(tx, now)
-            missing = sorted(set(ids) - {r["id"] for r in tx.jobs(ids)})
+            rows = tx.jobs(ids)
+            missing = sorted(set(ids) - {r["id"] for r in rows})
             if missing:
                 raise NotFound(f"job(s) {', '.join(map(str, missing))} not found")
             for job_id in ids:
                 op(tx, tree, job_id, now)
+            if action:
+                _audit_rows(tx, actor, action, rows, now)
 
         self.store.write(fn)
 
@@ -597,15 +705,17 @@ class Service:
         target = PENDING if leaf["pending"] else WAITING
         tree.set_leaf_state(leaf, target, {"run_event": 0, "duration": max(0.0, now - leaf["start_time"])})
 
-    def delete(self, ids: Sequence[int]) -> list[int]:
+    def delete(self, ids: Sequence[int], actor: Actor = NOBODY) -> list[int]:
         """Delete jobs and their subtrees (running ones are killed); returns deleted ids."""
         now = self.clock()
 
         def fn(tx: Tx) -> list[int]:
             tree = self.tree(tx, now)
-            missing = sorted(set(ids) - {r["id"] for r in tx.jobs(ids)})
+            rows = tx.jobs(ids)
+            missing = sorted(set(ids) - {r["id"] for r in rows})
             if missing:
                 raise NotFound(f"job(s) {', '.join(map(str, missing))} not found")
+            _audit_rows(tx, actor, "delete", rows, now, titles=True)
             doomed: dict[int, Row] = {}
             for job_id in ids:
                 if job_id not in doomed:
@@ -638,12 +748,16 @@ class Service:
         return deleted
 
     # -- workers (operator side) ------------------------------------------------------------
-    def edit_workers(self, edits: Mapping[str, Mapping[str, Any]]) -> None:
+    def edit_workers(
+        self, edits: Mapping[str, Mapping[str, Any]], actor: Actor = NOBODY, action: str = "editworkers"
+    ) -> None:
         """Edit worker affinity rule lines and active flags."""
         now = self.clock()
 
         def fn(tx: Tx) -> None:
             tree = self.tree(tx, now)
+            fields_sent = sorted({k for values in edits.values() for k in values})
+            record_audit(tx, actor, action, "", list(edits), now, {"fields": fields_sent})
             for name, values in edits.items():
                 row = tx.worker(name)
                 if row is None:
@@ -661,16 +775,18 @@ class Service:
 
         self.store.write(fn)
 
-    def set_workers_active(self, names: Sequence[str], active: bool) -> None:
+    def set_workers_active(self, names: Sequence[str], active: bool, actor: Actor = NOBODY) -> None:
         """Start or stop workers; stopping kills and requeues their job."""
-        self.edit_workers({name: {"active": active} for name in names})
+        action = "startworkers" if active else "stopworkers"
+        self.edit_workers({name: {"active": active} for name in names}, actor, action)
 
-    def delete_workers(self, names: Sequence[str]) -> None:
+    def delete_workers(self, names: Sequence[str], actor: Actor = NOBODY) -> None:
         """Forget workers; their running job goes back to the queue."""
         now = self.clock()
 
         def fn(tx: Tx) -> None:
             tree = self.tree(tx, now)
+            record_audit(tx, actor, "deleteworkers", "", list(names), now)
             rows = tx.workers(names)
             missing = sorted(set(names) - {r["name"] for r in rows})
             if missing:
@@ -702,6 +818,72 @@ class Service:
         if job is not None and job["state"] == WORKING and job["worker"] == worker["name"]:
             self.abort_run(tx, tree, job, reason, now)
         tx.update_worker(worker["name"], {"current_job": 0, "state": W_WAITING})
+
+
+# -- audit trail ------------------------------------------------------------------------------
+_AUDIT_TARGET_MAX = 4000  # characters of ids or names kept per audit row
+
+
+def record_audit(
+    tx: Tx,
+    actor: Actor,
+    action: str,
+    owner: str,
+    targets: Sequence[int | str],
+    now: float,
+    detail: Mapping[str, Any] | None = None,
+) -> None:
+    """Record one action in the transaction that makes it (so the trail cannot miss one)."""
+    target = ",".join(str(t) for t in targets)
+    if len(target) > _AUDIT_TARGET_MAX:
+        target = target[: target.rfind(",", 0, _AUDIT_TARGET_MAX)] + ",..."
+    tx.insert_audit(
+        {
+            "at": now,
+            "actor": actor.user[:255],
+            "address": actor.address[:64],
+            "action": action,
+            "owner": owner[:255],
+            "target": f",{target}," if target else "",
+            "detail": json.dumps(dict(detail or {}), separators=(",", ":")),
+        }
+    )
+
+
+def _audit_rows(
+    tx: Tx, actor: Actor, action: str, rows: Sequence[Row], now: float, titles: bool = False
+) -> None:
+    """One audit row per owner of the jobs acted on (owners see what was done to their jobs)."""
+    by_owner: dict[str, list[Row]] = {}
+    for row in rows:
+        by_owner.setdefault(row["user"], []).append(row)
+    for owner, owned in by_owner.items():
+        detail = {"titles": [r["title"][:200] for r in owned[:50]]} if titles else None
+        record_audit(tx, actor, action, owner, [r["id"] for r in owned], now, detail)
+
+
+_WORKER_ACTIONS = frozenset({"editworkers", "deleteworkers", "startworkers", "stopworkers"})
+
+
+def _audit_view(row: Row) -> dict[str, Any]:
+    targets = [t for t in row["target"].strip(",").split(",") if t]
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "time": row["at"],
+        "user": row["actor"],
+        "address": row["address"],
+        "action": row["action"],
+        "owner": row["owner"],
+    }
+    if row["action"] in _WORKER_ACTIONS:
+        out["workers"] = targets
+    elif row["action"] not in ("affinities", "login", "logout"):
+        out["jobs"] = [int(t) if t.isdigit() else t for t in targets]
+    try:
+        out["detail"] = json.loads(row["detail"] or "{}")
+    except ValueError:
+        out["detail"] = {}
+    return out
 
 
 def _decode_prefix(data: bytes) -> tuple[str, int]:

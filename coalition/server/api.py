@@ -18,8 +18,9 @@ from ..model import (
     parse_names,
     parse_worker_edit,
 )
-from ..service import Service
-from .auth import CREATE, DELETE, EDIT, VIEW, Auth, Identity
+from ..service import Actor, Service
+from ..store.base import Row
+from .auth import CREATE, DELETE, EDIT, OWNER, VIEW, WEB, WORKERS, Auth, Identity
 from .http import ApiError, json_body
 from .router import Router
 
@@ -69,13 +70,28 @@ class Api:
         self.terminate = terminate  # set in cloud mode
 
     def who(self) -> Identity:
-        """The identity of the current request."""
-        return self.auth.identify("api", cherrypy.request.headers)
+        """The identity of the current request (looked up once per request; /api/webfrontend
+        is the web page's API: its password is checked even with ldapunsafeapi)."""
+        request = cherrypy.request
+        found = getattr(request, "coalition_identity", None)
+        if found is None:
+            web = (request.script_name + request.path_info).startswith("/api/webfrontend")
+            found = self.auth.identify(WEB if web else "api", request.headers)
+            request.coalition_identity = found
+        return found
+
+    def actor(self) -> Actor:
+        """Who makes a change, for the audit trail."""
+        return Actor(self.who().user, cherrypy.request.remote.ip or "")
+
+    def parent_guard(self, who: Identity) -> Callable[[Row], None]:
+        """Putting a job under a group changes the group: its owner's business."""
+        return lambda row: self.auth.require(who, EDIT, [row])
 
     def routes(self, router: Router, prefix: str) -> None:
         """Register every route under `prefix` ("/api" and "/api/webfrontend")."""
         p = prefix
-        router.add("GET", f"{p}/ping", lambda params: {"ok": True})
+        router.add("GET", f"{p}/ping", self.ping)
         router.add("GET", f"{p}/jobs", self.list_jobs)
         router.add("PUT", f"{p}/jobs", self.create_jobs)
         router.add("POST", f"{p}/jobs", self.edit_jobs)
@@ -101,12 +117,19 @@ class Api:
         router.add("GET", f"{p}/affinities", self.affinities)
         router.add("POST", f"{p}/affinities", self.set_affinities)
         router.add("GET", f"{p}/events", self.events)
+        router.add("GET", f"{p}/audit", self.audit)
         router.add("GET", f"{p}/stats", self.stats)
+
+    def ping(self, params: dict[str, Any]) -> Any:
+        """GET /api/ping: the server answers (to those it would answer anything)."""
+        self.who()
+        return {"ok": True}
 
     # -- jobs -------------------------------------------------------------------------------
     def list_jobs(self, params: dict[str, Any]) -> Any:
         """GET /api/jobs: the root jobs (documented), or a filtered page with a total."""
         who = self.who()
+        self.auth.require(who, VIEW)
         unknown = sorted(set(params) - set(_LIST_PARAMS) - {"_"})
         if unknown:
             raise ApiError(
@@ -125,6 +148,10 @@ class Api:
         for key in ("user", "text", "affinity", "worker"):
             if params.get(key):
                 filters[key] = str(params[key])
+        scope = self.auth.view_scope(who)
+        hidden = scope is not None and filters.get("user", scope) != scope  # others' jobs asked for
+        if scope is not None:
+            filters["user"] = scope  # in the query, so that paging and totals stay right
         if params.get("changed_since"):
             try:
                 filters["changed_since"] = float(params["changed_since"])
@@ -140,6 +167,8 @@ class Api:
         jobs, total, now = self.service.list_jobs(
             filters, str(params.get("sort", "")), order == "desc", offset, limit
         )
+        if hidden:
+            jobs, total = [], 0
         visible = [j for j in jobs if self.auth.may_view(who, j)]
         if len(visible) != len(jobs):
             total -= len(jobs) - len(visible)
@@ -170,7 +199,8 @@ class Api:
                 spec = replace(spec, user=owner)
             specs.append(spec)
         self.auth.require(who, CREATE)
-        ids = self.service.submit_many(specs)
+        self.auth.check_commands(who, [(s.user, s.command) for s in specs])
+        ids = self.service.submit_many(specs, self.actor(), self.parent_guard(who))
         return ids if many else ids[0]
 
     def edit_jobs(self, params: dict[str, Any]) -> Any:
@@ -191,7 +221,19 @@ class Api:
         if missing:
             raise ApiError(404, f"job(s) {', '.join(map(str, missing))} not found")
         self.auth.require(who, EDIT, rows)
-        self.service.edit(edits)
+        by_id = {r["id"]: r for r in rows}
+        given = [r for r in rows if edits[r["id"]].values.get("user", r["user"]) != r["user"]]
+        if given:
+            self.auth.require(who, OWNER, given)
+        self.auth.check_commands(
+            who,
+            [
+                (e.values.get("user", by_id[i]["user"]), e.values["command"])
+                for i, e in edits.items()
+                if "command" in e.values
+            ],
+        )
+        self.service.edit(edits, self.actor(), self.parent_guard(who))
         return 1
 
     def delete_jobs(self, params: dict[str, Any]) -> Any:
@@ -199,7 +241,7 @@ class Api:
         who = self.who()
         ids = parse_ids(json_body())
         self.auth.require(who, DELETE, self._rows(ids))
-        self.service.delete(ids)
+        self.service.delete(ids, self.actor())
         return 1
 
     def _rows(self, ids: list[int]) -> list[dict[str, Any]]:
@@ -234,7 +276,8 @@ class Api:
         """GET /api/jobs/<id>/dependencies: the job objects it depends on."""
         jid = _job_id(job_id)
         self._viewable(jid)
-        return self.service.dependencies(jid)
+        who = self.who()
+        return [j for j in self.service.dependencies(jid) if self.auth.may_view(who, j)]
 
     def set_dependencies(self, params: dict[str, Any], job_id: str) -> Any:
         """POST /api/jobs/<id>/dependencies: replace the list."""
@@ -245,7 +288,7 @@ class Api:
 
         deps = list(parse_dependencies(body))
         self.auth.require(who, EDIT, [self.service.require_job(jid)])
-        self.service.set_dependencies(jid, deps)
+        self.service.set_dependencies(jid, deps, self.actor())
         return 1
 
     def children_dependencies(self, params: dict[str, Any], job_id: str) -> Any:
@@ -280,7 +323,7 @@ class Api:
             who = self.who()
             ids = parse_ids(json_body())
             self.auth.require(who, EDIT, self._rows(ids))
-            getattr(self.service, name)(ids)
+            getattr(self.service, name)(ids, self.actor())
             return 1
 
         return handler
@@ -308,39 +351,39 @@ class Api:
                 edits[str(name)] = parse_worker_edit(values)
             except ValidationError as exc:
                 raise ApiError(400, f"worker {name}: {exc}") from None
-        self.auth.require(who, "workers")
-        self.service.edit_workers(edits)
+        self.auth.require(who, WORKERS)
+        self.service.edit_workers(edits, self.actor())
         return 1
 
     def delete_workers(self, params: dict[str, Any]) -> Any:
         """DELETE /api/workers: a list of names."""
         who = self.who()
         names = parse_names(json_body())
-        self.auth.require(who, "workers")
-        self.service.delete_workers(names)
+        self.auth.require(who, WORKERS)
+        self.service.delete_workers(names, self.actor())
         return 1
 
     def start_workers(self, params: dict[str, Any]) -> Any:
         """POST /api/startworkers."""
         who = self.who()
         names = parse_names(json_body())
-        self.auth.require(who, "workers")
-        self.service.set_workers_active(names, True)
+        self.auth.require(who, WORKERS)
+        self.service.set_workers_active(names, True, self.actor())
         return 1
 
     def stop_workers(self, params: dict[str, Any]) -> Any:
         """POST /api/stopworkers: no new job; the running one is killed and requeued."""
         who = self.who()
         names = parse_names(json_body())
-        self.auth.require(who, "workers")
-        self.service.set_workers_active(names, False)
+        self.auth.require(who, WORKERS)
+        self.service.set_workers_active(names, False, self.actor())
         return 1
 
     def terminate_workers(self, params: dict[str, Any]) -> Any:
         """POST /api/terminateworkers: cloud mode only."""
         who = self.who()
         names = parse_names(json_body())
-        self.auth.require(who, "workers")
+        self.auth.require(who, WORKERS)
         if self.terminate is None:
             raise ApiError(
                 404, "terminateworkers is only available in cloud mode (servermode = aws or gcloud)"
@@ -360,13 +403,16 @@ class Api:
         body = json_body()
         if not isinstance(body, dict):
             raise ApiError(400, 'expected a JSON object {"<number>": "name"}')
-        self.auth.require(who, "workers")
-        self.service.set_affinities(body)
+        self.auth.require(who, WORKERS)
+        self.service.set_affinities(body, self.actor())
         return 1
 
     def events(self, params: dict[str, Any]) -> Any:
-        """GET /api/events?job=&worker=&howlong=."""
-        self.auth.require(self.who(), VIEW)
+        """GET /api/events?job=&worker=&howlong= (runs); with kind=audit, the audit trail."""
+        if params.get("kind") == "audit":
+            return self.audit({k: v for k, v in params.items() if k != "kind"})
+        who = self.who()
+        self.auth.require(who, VIEW)
         job = _int_param(params, "job", None, lo=-1)
         if job is not None and job < 0:
             job = None
@@ -381,7 +427,26 @@ class Api:
                 seconds = None
         limit = _int_param(params, "limit", 5000, lo=1, hi=100000) or 5000
         worker = params.get("worker") or None
-        return self.service.events(job, worker, seconds, limit)
+        return self.service.events(job, worker, seconds, limit, self.auth.view_scope(who))
+
+    def audit(self, params: dict[str, Any]) -> Any:
+        """GET /api/audit?howlong=&user=&action=&job=&worker=&limit=: who did what, newest
+        first. Without viewjobglobal, only what the user did or what was done to their jobs."""
+        who = self.who()
+        self.auth.require(who, VIEW)
+        filters: dict[str, Any] = {"viewer": self.auth.view_scope(who)}
+        howlong = params.get("howlong")
+        if howlong not in (None, ""):
+            try:
+                filters["since"] = self.service.clock() - float(str(howlong))
+            except ValueError:
+                raise ApiError(400, "howlong must be a number of seconds") from None
+        filters["actor"] = params.get("user") or None
+        filters["action"] = params.get("action") or None
+        job = _int_param(params, "job", None, lo=1)
+        filters["target"] = str(job) if job is not None else params.get("worker") or None
+        limit = _int_param(params, "limit", 500, lo=1, hi=10000) or 500
+        return self.service.audit(filters, limit)
 
     def stats(self, params: dict[str, Any]) -> Any:
         """GET /api/stats: counts and recent history for the overview."""

@@ -17,13 +17,15 @@ from cherrypy.process.plugins import Monitor
 from ..config import ServerSettings
 from ..dispatch import Dispatcher
 from ..joblogs import JobLogs
+from ..notify import MailSettings, Notifier
 from ..service import Service, Settings
 from ..store.base import Store, StoreError
 from .api import Api
-from .auth import Auth, OpenAuth
+from .auth import Auth, LdapAuth, build_auth
 from .discovery import DiscoveryResponder
 from .http import error_page
 from .legacy import LegacyApi
+from .login import LoginApi, unavailable_page, web_gate
 from .router import Mount, Router
 from .workers import WorkerApi
 
@@ -66,12 +68,20 @@ class ServerApp:
             clock,
         )
         self.dispatcher = Dispatcher(self.service)
-        self.auth: Auth = auth or OpenAuth()
+        self.auth: Auth = auth or build_auth(settings, store, clock, _remote_ip)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.discovery: DiscoveryResponder | None = None
         self.terminate: Callable[[list[str]], None] | None = None
         self.periodic: list[tuple[str, float, Callable[[], Any]]] = []
         self._last_purge = 0.0
+        mail = MailSettings.from_server(settings)
+        self.notifier: Notifier | None = None
+        if mail.enabled:
+            self.notifier = Notifier(mail, store, clock)
+            self.service.on_transition = self.notifier.on_transition
+            self.add_periodic("notifier", mail.interval, self.notifier.drain)
+        if isinstance(self.auth, LdapAuth):
+            self.add_periodic("sessions", 300.0, self.auth.sessions.purge)
 
     # -- assembly ---------------------------------------------------------------------------
     def mount(self) -> None:
@@ -84,6 +94,9 @@ class ServerApp:
         legacy = LegacyApi(self.service, self.auth)
         legacy.routes(router, "/json")
         legacy.routes(router, "/xmlrpc")
+        login = LoginApi(self.auth, secure_cookie=bool(self.settings.ssl_certificate))
+        login.routes(router, "/api")
+        login.routes(router, "/api/webfrontend")
         # We read bodies ourselves: curl's default form content type must not turn a JSON
         # body into form fields, and DELETE carries a body here.
         raw = {
@@ -95,20 +108,29 @@ class ServerApp:
         for prefix in ("/api", "/workers", "/json", "/xmlrpc"):
             cherrypy.tree.mount(Mount(router, prefix), prefix, raw)
         web = find_web_dir(self.settings.webdir)
+        page: dict[str, Any] = {
+            "tools.response_headers.on": True,
+            "tools.response_headers.headers": [
+                ("X-Frame-Options", "DENY"),
+                ("X-Content-Type-Options", "nosniff"),
+                ("Referrer-Policy", "same-origin"),
+            ],
+        }
+        if self.auth.login_required:  # the page, too, is for logged-in users only
+            cherrypy.tools.coalition_login = web_gate(self.auth)
+            page["tools.coalition_login.on"] = True
+            page["error_page.503"] = unavailable_page
         if web:
-            cherrypy.tree.mount(
-                None,
-                "/",
+            page.update(
                 {
-                    "/": {
-                        "tools.staticdir.on": True,
-                        "tools.staticdir.dir": web,
-                        "tools.staticdir.index": "index.html",
-                    }
-                },
+                    "tools.staticdir.on": True,
+                    "tools.staticdir.dir": web,
+                    "tools.staticdir.index": "index.html",
+                }
             )
+            cherrypy.tree.mount(None, "/", {"/": page})
         else:
-            cherrypy.tree.mount(_NoWeb(), "/", {})
+            cherrypy.tree.mount(_NoWeb(), "/", {"/": page})
 
     def _terminate(self, names: list[str]) -> None:
         if self.terminate is None:
@@ -227,6 +249,11 @@ class ServerApp:
             self.discovery.stop()
         cherrypy.engine.exit()
         self.store.close()
+
+
+def _remote_ip() -> str:
+    """The address of the current request's client (for the failed-login counters)."""
+    return cherrypy.request.remote.ip or ""
 
 
 class _NoWeb:

@@ -10,7 +10,8 @@ from typing import Any
 import cherrypy
 
 from ..model import parse_job_spec
-from .auth import CREATE, Auth
+from ..service import Actor
+from .auth import CREATE, EDIT, LEGACY, Auth
 from .http import form_params
 from .router import Raw, Router
 
@@ -28,7 +29,7 @@ class LegacyApi:
 
     def addjob(self, params: dict[str, Any]) -> Raw:
         """Create a job from chapter 8 attributes; answer its id."""
-        who = self.auth.identify("legacy", cherrypy.request.headers)
+        who = self.auth.identify(LEGACY, cherrypy.request.headers)
         fields = form_params()
         fields.pop("_", None)
         spec = parse_job_spec(fields, lenient=True)
@@ -38,4 +39,10 @@ class LegacyApi:
 
             spec = replace(spec, user=owner)
         self.auth.require(who, CREATE)
-        return Raw(str(self.service.submit(spec)).encode())
+        self.auth.check_commands(who, [(spec.user, spec.command)])
+        job_id = self.service.submit(
+            spec,
+            Actor(who.user, cherrypy.request.remote.ip or ""),
+            lambda row: self.auth.require(who, EDIT, [row]),
+        )
+        return Raw(str(job_id).encode())

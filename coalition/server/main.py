@@ -26,7 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datadir", help="where the SQLite database and the job logs live")
     p.add_argument("-v", "--verbose", action="store_true", help="log requests and details to stderr")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--init", action="store_true", help="create the database schema, then exit")
+    group.add_argument(
+        "--init",
+        action="store_true",
+        help="create the database schema, then exit; with -c FILE naming a file that does not "
+        "exist yet, first write FILE with a random worker token",
+    )
+    group.add_argument(
+        "--write-config",
+        metavar="FILE",
+        help="write a new configuration file with a random worker token, then exit",
+    )
     group.add_argument(
         "--init-if-needed",
         action="store_true",
@@ -76,6 +86,23 @@ def main(argv: list[str] | None = None) -> int:
         overrides["listen"] = args.listen
     if args.datadir:
         overrides["datadir"] = args.datadir
+    fresh = args.init and args.config and not os.path.exists(args.config)
+    new_config = args.write_config or (args.config if fresh else "")
+    if new_config:
+        # A new farm is closed by default: its workers need the token written here.
+        from ..auth.bootstrap import write_new_config
+
+        try:
+            write_new_config(new_config, dict(overrides))
+        except OSError as exc:
+            print(f"coalition-server: cannot write {new_config}: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"coalition-server: wrote {new_config} with a new worker token; give each worker the "
+            "same `token` in its [worker] section"
+        )
+        if args.write_config:
+            return 0
     if args.verbose:
         overrides["verbose"] = "1"
     try:
@@ -93,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(settings.datadir, exist_ok=True)
         store = open_store(settings)
         return _run(args, settings, store)
-    except (SchemaError, StoreError) as exc:
+    except (SchemaError, StoreError, ConfigError) as exc:
         print(f"coalition-server: {exc}", file=sys.stderr)
         return 2
     except ImportError as exc:

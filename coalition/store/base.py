@@ -154,8 +154,45 @@ class Tx(Protocol):
     def delete_event(self, event_id: int) -> None:
         """Remove an event (a run that did not start after all)."""
 
-    def events(self, job: int | None, worker: str | None, since: float | None, limit: int) -> list[Row]:
-        """Events, newest first, filtered."""
+    def events(
+        self, job: int | None, worker: str | None, since: float | None, limit: int, user: str | None = None
+    ) -> list[Row]:
+        """Events, newest first, filtered (`user`: only runs of that user's jobs)."""
+
+    # -- audit, login sessions, mail outbox ----------------------------------------------
+    def insert_audit(self, fields: Mapping[str, Any]) -> int:
+        """Record one audited action (columns at actor address action owner target detail)."""
+
+    def audit(self, filters: Mapping[str, Any], limit: int) -> list[Row]:
+        """Audit rows, newest first; filters: since, actor, action, target (a job id or worker
+        name), viewer (rows this user made or that concern this user's jobs)."""
+
+    def insert_session(self, key: str, user: str, created_at: float, expires: float) -> None:
+        """Store a login session under `key` (a hash of the cookie)."""
+
+    def session(self, key: str) -> Row | None:
+        """The session row, or None."""
+
+    def delete_session(self, key: str) -> int:
+        """Forget a session (logout); returns rows deleted."""
+
+    def purge_sessions(self, now: float) -> int:
+        """Delete expired sessions."""
+
+    def enqueue_mail(self, fields: Mapping[str, Any]) -> bool:
+        """Queue a mail; False when its `dedupe` key was queued before."""
+
+    def due_mail(self, now: float, limit: int) -> list[Row]:
+        """Queued mails whose next try is due, oldest first (locked where the dialect can)."""
+
+    def update_mail(self, mail_id: int, fields: Mapping[str, Any]) -> None:
+        """Record a delivery attempt's outcome."""
+
+    def outbox(self, limit: int = 1000) -> list[Row]:
+        """Every outbox row, oldest first (tests and diagnostics)."""
+
+    def purge_mail(self, before: float) -> int:
+        """Delete sent or abandoned mails created before `before`."""
 
     # -- coordination ---------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:

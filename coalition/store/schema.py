@@ -157,12 +157,60 @@ _TABLES = [
     holder VARCHAR(255) NOT NULL,
     expires DOUBLE NOT NULL
 ){table_opts}""",
+    # Login sessions of the web page: the key is the SHA-256 of the cookie, never the cookie
+    # itself, so that reading the database does not hand out sessions.
+    """CREATE TABLE sessions (
+    id VARCHAR(64) NOT NULL PRIMARY KEY,
+    user VARCHAR(255) NOT NULL,
+    created_at DOUBLE NOT NULL DEFAULT 0,
+    expires DOUBLE NOT NULL DEFAULT 0
+){table_opts}""",
+    "CREATE INDEX c5_sessions_expires ON sessions (expires)",
+    # Who did what: one row per action and job owner (`target` is ",id,id," or ",name,").
+    """CREATE TABLE audit (
+    id {pk},
+    at DOUBLE NOT NULL DEFAULT 0,
+    actor VARCHAR(255) NOT NULL DEFAULT '',
+    address VARCHAR(64) NOT NULL DEFAULT '',
+    action VARCHAR(32) NOT NULL,
+    owner VARCHAR(255) NOT NULL DEFAULT '',
+    target {text} NOT NULL,
+    detail {text} NOT NULL
+){table_opts}""",
+    "CREATE INDEX c5_audit_at ON audit (at)",
+    # Mail waiting for the background sender; `dedupe` makes a once-only mail once only.
+    """CREATE TABLE outbox (
+    id {pk},
+    created_at DOUBLE NOT NULL DEFAULT 0,
+    dedupe VARCHAR(191) NULL UNIQUE,
+    recipient VARCHAR(320) NOT NULL,
+    subject {text} NOT NULL,
+    body {text} NOT NULL,
+    status VARCHAR(8) NOT NULL DEFAULT 'queued',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try DOUBLE NOT NULL DEFAULT 0,
+    last_error {text} NOT NULL,
+    sent_at DOUBLE NOT NULL DEFAULT 0
+){table_opts}""",
+    "CREATE INDEX c5_outbox_due ON outbox (status, next_try)",
     """CREATE TABLE Migrations (
     database_version INTEGER NOT NULL
 ){table_opts}""",
 ]
 
-TABLES = ("jobs", "job_deps", "workers", "events", "affinities", "tagsets", "leases", "Migrations")
+TABLES = (
+    "jobs",
+    "job_deps",
+    "workers",
+    "events",
+    "affinities",
+    "tagsets",
+    "leases",
+    "sessions",
+    "audit",
+    "outbox",
+    "Migrations",
+)
 
 SQLITE_TYPES = {
     "pk": "INTEGER PRIMARY KEY AUTOINCREMENT",

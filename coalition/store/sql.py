@@ -19,6 +19,10 @@ _WORKER_COLS = frozenset(
     "free_memory total_memory active start_time".split()
 )
 _EVENT_COLS = frozenset("worker job_id job_title state start duration".split())
+_AUDIT_COLS = frozenset("at actor address action owner target detail".split())
+_OUTBOX_COLS = frozenset(
+    "created_at dedupe recipient subject body status attempts next_try last_error sent_at".split()
+)
 
 
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], str] = {}
@@ -404,11 +408,21 @@ class SqlTx:
         sets = ",".join(f"{c} = ?" for c in fields)
         self.execute(f"UPDATE events SET {sets} WHERE id = ?", [*fields.values(), event_id])
 
-    def events(self, job: int | None, worker: str | None, since: float | None, limit: int) -> list[Row]:
+    def events(
+        self,
+        job: int | None,
+        worker: str | None,
+        since: float | None,
+        limit: int,
+        user: str | None = None,
+    ) -> list[Row]:
         where, params = ["1 = 1"], []
         if job is not None:
             where.append("job_id = ?")
             params.append(job)
+        if user is not None:  # only the runs of this user's jobs (a user who may not view all)
+            where.append("job_id IN (SELECT id FROM jobs WHERE user = ?)")
+            params.append(user)
         if worker:
             where.append("worker = ?")
             params.append(worker)
@@ -422,6 +436,82 @@ class SqlTx:
     def purge_events(self, before: float) -> int:
         """Delete closed events that started before `before`."""
         return self.execute("DELETE FROM events WHERE start < ? AND state <> 'WORKING'", (before,))
+
+    # -- audit ------------------------------------------------------------------------------
+    def insert_audit(self, fields: Mapping[str, Any]) -> int:
+        _check(fields, _AUDIT_COLS)
+        cols = list(fields)
+        self.execute(
+            f"INSERT INTO audit ({','.join(cols)}) VALUES ({self._marks(len(cols))})",
+            [fields[c] for c in cols],
+        )
+        return self._last_id()
+
+    def audit(self, filters: Mapping[str, Any], limit: int) -> list[Row]:
+        where, params = ["1 = 1"], []
+        if filters.get("since") is not None:
+            where.append("at >= ?")
+            params.append(filters["since"])
+        for col in ("actor", "action"):
+            if filters.get(col):
+                where.append(f"{col} = ?")
+                params.append(filters[col])
+        if filters.get("target"):
+            where.append("target LIKE ? ESCAPE '!'")
+            params.append("%," + _like_escape(str(filters["target"])) + ",%")
+        if filters.get("viewer") is not None:  # what one user did, or what was done to their jobs
+            where.append("(actor = ? OR owner = ?)")
+            params += [filters["viewer"], filters["viewer"]]
+        return self._all(
+            f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT {int(limit)}", params
+        )
+
+    # -- login sessions -----------------------------------------------------------------------
+    def insert_session(self, key: str, user: str, created_at: float, expires: float) -> None:
+        self.execute(
+            "INSERT INTO sessions (id, user, created_at, expires) VALUES (?, ?, ?, ?)",
+            (key, user, created_at, expires),
+        )
+
+    def session(self, key: str) -> Row | None:
+        return self._one("SELECT * FROM sessions WHERE id = ?", (key,))
+
+    def delete_session(self, key: str) -> int:
+        return self.execute("DELETE FROM sessions WHERE id = ?", (key,))
+
+    def purge_sessions(self, now: float) -> int:
+        return self.execute("DELETE FROM sessions WHERE expires < ?", (now,))
+
+    # -- mail outbox --------------------------------------------------------------------------
+    def enqueue_mail(self, fields: Mapping[str, Any]) -> bool:
+        _check(fields, _OUTBOX_COLS)
+        cols = list(fields)
+        ignore = "INSERT IGNORE" if self._mysql else "INSERT OR IGNORE"
+        return (
+            self.execute(
+                f"{ignore} INTO outbox ({','.join(cols)}) VALUES ({self._marks(len(cols))})",
+                [fields[c] for c in cols],
+            )
+            == 1
+        )
+
+    def due_mail(self, now: float, limit: int) -> list[Row]:
+        lock = " FOR UPDATE SKIP LOCKED" if self._mysql else ""
+        return self._all(
+            "SELECT * FROM outbox WHERE status = 'queued' AND next_try <= ? "
+            f"ORDER BY next_try, id LIMIT {int(limit)}{lock}",
+            (now,),
+        )
+
+    def update_mail(self, mail_id: int, fields: Mapping[str, Any]) -> None:
+        sql = _statement("UPDATE outbox SET {} WHERE id = ?", tuple(fields), _OUTBOX_COLS, "{c} = ?")
+        self.execute(sql, (*fields.values(), mail_id))
+
+    def outbox(self, limit: int = 1000) -> list[Row]:
+        return self._all(f"SELECT * FROM outbox ORDER BY id LIMIT {int(limit)}")
+
+    def purge_mail(self, before: float) -> int:
+        return self.execute("DELETE FROM outbox WHERE status <> 'queued' AND created_at < ?", (before,))
 
     # -- coordination -----------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
