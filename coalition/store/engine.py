@@ -69,6 +69,11 @@ class _SqlStore:
                 f"the database schema is version {version}, newer than this server ({SCHEMA_VERSION}): "
                 "upgrade Coalition"
             )
+        missing = migrations.missing_tables(self)
+        if missing:
+            raise SchemaError(
+                f"the database lacks table(s) {', '.join(missing)}: run `coalition-server --migrate`"
+            )
 
     def init(self) -> None:
         """Create the current schema in an empty database."""

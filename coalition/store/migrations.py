@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .base import SchemaError
-from .schema import SCHEMA_VERSION, ddl
+from .schema import SCHEMA_VERSION, TABLES, ddl
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import _SqlStore
@@ -42,7 +42,34 @@ def migrate(store: _SqlStore) -> list[str]:
             step(store)
             done.append(f"version {target}: {description}")
             version = target
+    missing = missing_tables(store)
+    if missing:
+        _create_tables(store, missing)
+        done.append(f"created missing table(s) {', '.join(missing)}")
     return done
+
+
+def _table_of(stmt: str) -> str:
+    m = re.match(r"\s*CREATE\s+(?:TABLE\s+(\w+)|INDEX\s+\w+\s+ON\s+(\w+))", stmt, re.I)
+    return (m.group(1) or m.group(2)).lower() if m else ""
+
+
+def missing_tables(store: _SqlStore) -> list[str]:
+    """Tables of the current schema that the database lacks (a database made by an
+    earlier build of this same schema version)."""
+    have = store.table_names()
+    return [t for t in TABLES if t.lower() not in have]
+
+
+def _create_tables(store: _SqlStore, tables: list[str]) -> None:
+    wanted = {t.lower() for t in tables}
+
+    def create(tx: SqlTx) -> None:
+        for stmt in ddl(store.dialect):
+            if _table_of(stmt) in wanted:
+                tx.execute(stmt)
+
+    store.write(create)
 
 
 def _coalition4_to_2(store: _SqlStore) -> None:
