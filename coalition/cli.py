@@ -41,11 +41,40 @@ FINAL = ("FINISHED", "ERROR")
 
 # control.py's options, all of which take a value (its getopt string was "a:d:e:h:r:s:t:v:c:i:D:p:T:P:").
 LEGACY_VALUE_OPTIONS = {
-    "-a", "--affinity", "-d", "--directory", "--dir", "-e", "--end", "-r", "--retry", "-s", "--start",
-    "-t", "--title", "-c", "--cmd", "--command", "-i", "--jobid", "-D", "--dependencies", "-p", "--priority",
-    "-T", "--timeout", "-P", "--parent", "--localprogress", "--globalprogress", "--user", "--url", "--env",
-    "--frames", "--chunk",
-}  # fmt: skip
+    "-a",
+    "--affinity",
+    "-d",
+    "--directory",
+    "--dir",
+    "-e",
+    "--end",
+    "-r",
+    "--retry",
+    "-s",
+    "--start",
+    "-t",
+    "--title",
+    "-c",
+    "--cmd",
+    "--command",
+    "-i",
+    "--jobid",
+    "-D",
+    "--dependencies",
+    "-p",
+    "--priority",
+    "-T",
+    "--timeout",
+    "-P",
+    "--parent",
+    "--localprogress",
+    "--globalprogress",
+    "--user",
+    "--url",
+    "--env",
+    "--frames",
+    "--chunk",
+}
 GLOBAL_VALUE_OPTIONS = {"--server", "--config", "--auth", "--cacert"}
 
 

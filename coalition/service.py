@@ -135,15 +135,33 @@ class Service:
         return self.store.read(fn)
 
     def list_jobs(
-        self, filters: Mapping[str, Any], sort: str, descending: bool, offset: int, limit: int | None
+        self,
+        filters: Mapping[str, Any],
+        sort: str,
+        descending: bool,
+        offset: int,
+        limit: int | None,
+        with_dependencies: bool = False,
     ) -> tuple[list[dict[str, Any]], int, float]:
-        """A filtered, sorted page of jobs, the total count, and the server time."""
+        """A filtered, sorted page of jobs, the total count, and the server time; with
+        `with_dependencies`, each job carries its dependency ids (one query per page)."""
         now = self.clock()
         sort_col = SORT_DEFAULT if sort in ("", "order") else sort
         if sort_col not in SORTABLE:
             public = sorted(SORTABLE - {SORT_DEFAULT})
             raise ValidationError(f"cannot sort by {sort!r}; sortable: {', '.join(public)}")
-        rows, total = self.store.read(lambda tx: tx.list_jobs(filters, sort_col, descending, offset, limit))
+
+        def fn(tx: Tx) -> tuple[list[Row], int, dict[int, list[int]]]:
+            rows, total = tx.list_jobs(filters, sort_col, descending, offset, limit)
+            deps: dict[int, list[int]] = {}
+            if with_dependencies and rows:
+                for job_id, dep in tx.deps_of([r["id"] for r in rows]):
+                    deps.setdefault(job_id, []).append(dep)
+            return rows, total, deps
+
+        rows, total, deps = self.store.read(fn)
+        if with_dependencies:
+            return [views.job_view(r, now, deps.get(r["id"], [])) for r in rows], total, now
         return [views.job_view(r, now) for r in rows], total, now
 
     def dependencies(self, job_id: int) -> list[dict[str, Any]]:

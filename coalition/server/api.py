@@ -64,10 +64,17 @@ def _job_id(text: str) -> int:
 class Api:
     """Handlers of the user API."""
 
-    def __init__(self, service: Service, auth: Auth, terminate: Callable[[list[str]], None] | None = None):
+    def __init__(
+        self,
+        service: Service,
+        auth: Auth,
+        terminate: Callable[[list[str]], None] | None = None,
+        servermode: str = "normal",
+    ):
         self.service = service
         self.auth = auth
         self.terminate = terminate  # set in cloud mode
+        self.servermode = servermode
 
     def who(self) -> Identity:
         """The identity of the current request (looked up once per request; /api/webfrontend
@@ -123,7 +130,7 @@ class Api:
     def ping(self, params: dict[str, Any]) -> Any:
         """GET /api/ping: the server answers (to those it would answer anything)."""
         self.who()
-        return {"ok": True}
+        return {"ok": True, "servermode": self.servermode}
 
     # -- jobs -------------------------------------------------------------------------------
     def list_jobs(self, params: dict[str, Any]) -> Any:
@@ -165,7 +172,7 @@ class Api:
         offset = _int_param(params, "offset", 0) or 0
         limit = _int_param(params, "limit", 200 if paged else None, lo=1, hi=10000)
         jobs, total, now = self.service.list_jobs(
-            filters, str(params.get("sort", "")), order == "desc", offset, limit
+            filters, str(params.get("sort", "")), order == "desc", offset, limit, with_dependencies=paged
         )
         if hidden:
             jobs, total = [], 0

@@ -86,7 +86,7 @@ class ServerApp:
     # -- assembly ---------------------------------------------------------------------------
     def mount(self) -> None:
         """Mount every route and the static page on cherrypy.tree."""
-        api = Api(self.service, self.auth, terminate=self._terminate)
+        api = Api(self.service, self.auth, terminate=self._terminate, servermode=self.settings.servermode)
         router = Router()
         api.routes(router, "/api")
         api.routes(router, "/api/webfrontend")

@@ -173,7 +173,8 @@ class Slot:
                     self.control.wait(jittered(self.settings.sleep))
                     continue
             if self.control.draining:
-                job = self._give_back(job)
+                self._give_back(job)
+                job = None
                 continue
             job = self._run(job)
         self.link.close()
@@ -188,7 +189,9 @@ class Slot:
 
     # -- one run ----------------------------------------------------------------------------
     def _note(self, run: Run, text: str) -> None:
-        run.output.write(f"\n[coalition] {text}\n".encode(), force=True)
+        """A line of ours in the job's log (on a line of its own)."""
+        start = "" if run.output.at_line_start else "\n"
+        run.output.write(f"{start}[coalition] {text}\n".encode(), force=True)
 
     def _run(self, job: Mapping[str, Any]) -> dict[str, Any] | None:
         """Run one job to its end and report it; returns the next job if the server gave one."""
@@ -208,7 +211,7 @@ class Slot:
         else:
             try:
                 proc = JobProcess(prepared.command, prepared.cwd, prepared.env, run.output, self.control.poke)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the env or command
                 self._note(run, f"cannot start the job: {exc}")
             else:
                 exit_code = self._supervise(run, proc)

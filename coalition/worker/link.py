@@ -4,15 +4,22 @@ Two kinds of failure matter to the agent: `Unreachable` (no answer, a 5xx, a pro
 try again later, the result must survive) and `Refused` (a 4xx: the server understood and
 said no; retrying the same request will not help, except for a wrong token, which an operator
 may fix while we wait).
+
+The link uses the standard library's http.client over one kept-alive connection per slot:
+it is on every job's path (one endjob per job, which also brings the next job), and requests
+costs about five times its CPU per call there (bench/e2e.py). Proxy variables are ignored:
+workers talk to their farm's server directly.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import random
+import ssl
 from collections.abc import Callable
 from typing import Any
-
-import requests
+from urllib.parse import urlsplit
 
 TOKEN_HEADER = "X-Coalition-Token"
 # (connect, read) seconds. A short connect timeout keeps heartbeats flowing to the agent loop
@@ -36,20 +43,20 @@ class Refused(LinkError):
         self.status = status
 
 
-def error_text(response: requests.Response) -> str:
+def error_text(payload: bytes, reason: str = "") -> str:
     """The `error` field of a JSON error body, else the start of the body, else the reason."""
     try:
-        body = response.json()
+        body = json.loads(payload)
         if isinstance(body, dict) and body.get("error"):
             return str(body["error"])
     except ValueError:
         pass
-    text = (response.text or "").strip()
-    return text.splitlines()[0][:200] if text else (response.reason or "")
+    text = payload.decode("utf-8", "replace").strip()
+    return text.splitlines()[0][:200] if text else reason
 
 
 class ServerLink:
-    """POSTs JSON to `/workers/<route>` on one server. One per thread (a requests Session)."""
+    """POSTs JSON to `/workers/<route>` on one server. One per thread (one connection)."""
 
     def __init__(
         self,
@@ -57,29 +64,69 @@ class ServerLink:
         token: str = "",
         cacert: str = "",
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-        session: requests.Session | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not a server URL: {url!r}")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/")
+        self._context = ssl.create_default_context(cafile=cacert or None) if self._https else None
         self.timeout = timeout
-        self.session = session or requests.Session()
-        self.session.headers["Content-Type"] = "application/json"
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if token:
-            self.session.headers[TOKEN_HEADER] = token
-        if cacert:
-            self.session.verify = cacert
+            self._headers[TOKEN_HEADER] = token
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        connect_timeout, read_timeout = self.timeout
+        conn: http.client.HTTPConnection
+        if self._https:
+            conn = http.client.HTTPSConnection(
+                self._host, self._port, timeout=connect_timeout, context=self._context
+            )
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=connect_timeout)
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.settimeout(read_timeout)
+        return conn
+
+    def _post(self, path: str, data: bytes) -> tuple[int, str, bytes]:
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            try:
+                if self._conn is None:
+                    self._conn = self._connect()
+                self._conn.request("POST", path, data, self._headers)
+                response = self._conn.getresponse()
+                payload = response.read()
+                if response.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return response.status, response.reason, payload
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                # A kept-alive connection the server closed meanwhile fails at once: one new
+                # connection is tried. Resending is safe: the server ignores a duplicate.
+                stale = isinstance(
+                    exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+                )
+                if reused and stale and attempt == 1:
+                    continue
+                raise Unreachable(f"{self.url}: {exc or type(exc).__name__}") from None
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def call(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST `body` to /workers/<route>; the decoded JSON answer, or Unreachable/Refused."""
+        status, reason, payload = self._post(f"{self._prefix}/workers/{route}", json.dumps(body).encode())
+        if status >= 500 or status in (408, 429):
+            raise Unreachable(f"HTTP {status}: {error_text(payload, reason)}")
+        if status >= 400:
+            raise Refused(status, error_text(payload, reason))
         try:
-            response = self.session.post(f"{self.url}/workers/{route}", json=body, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise Unreachable(str(exc).splitlines()[0][:300]) from None
-        if response.status_code >= 500 or response.status_code in (408, 429):
-            raise Unreachable(f"HTTP {response.status_code}: {error_text(response)}")
-        if response.status_code >= 400:
-            raise Refused(response.status_code, error_text(response))
-        try:
-            answer = response.json()
+            answer = json.loads(payload)
         except ValueError:
             raise Unreachable(f"not a JSON answer from {self.url} (a proxy?)") from None
         if not isinstance(answer, dict):
@@ -100,8 +147,10 @@ class ServerLink:
         return self.call("endjob", body)
 
     def close(self) -> None:
-        """Drop pooled connections."""
-        self.session.close()
+        """Drop the connection (the next call opens a new one)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class Backoff:

@@ -23,6 +23,7 @@ from typing import Any
 from coalition import __version__
 from coalition.model import format_rule_lines, parse_rule_lines
 
+from .agent import Control, Slot
 from .discovery import discover
 from .interruption import watch, watchers_for
 from .link import LinkError, ServerLink
@@ -86,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (None: not given)."""
     out: dict[str, Any] = {
         "name": args.name,
         "workers": args.workers,
@@ -161,7 +163,7 @@ def _attempts(n: int) -> Callable[[], bool]:
     return should_stop
 
 
-def install_signals(control: Any, settings: WorkerSettings) -> None:
+def install_signals(control: Control, settings: WorkerSettings) -> None:
     """SIGTERM/SIGINT: stop as `shutdown` says; a second signal hands jobs back at once."""
 
     def handler(signum: int, _frame: object) -> None:
@@ -179,7 +181,7 @@ def install_signals(control: Any, settings: WorkerSettings) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def watch_interruptions(settings: WorkerSettings, control: Any, stop: threading.Event) -> None:
+def watch_interruptions(settings: WorkerSettings, control: Control, stop: threading.Event) -> None:
     """Find this host's metadata service (if any) and watch it (thread body: probing may be slow)."""
     watchers = watchers_for(settings.interruptions, settings.aws_metadata, settings.gce_metadata)
     if watchers:
@@ -189,8 +191,6 @@ def watch_interruptions(settings: WorkerSettings, control: Any, stop: threading.
 
 def serve(settings: WorkerSettings) -> int:
     """Discover the server if needed, run the startup command, then the slots until stopped."""
-    from .agent import Control, Slot
-
     control = Control()
     install_signals(control, settings)
     url = settings.server_url
@@ -199,6 +199,7 @@ def serve(settings: WorkerSettings) -> int:
             settings.broadcast, settings.port, should_stop=lambda: control.stopping, wait=control.wait
         )
         if not url:
+            log.info("worker stopped before finding a server")
             return 0
     if settings.startup:
         run_startup(settings.startup)
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings: list[str] = []
     try:
-        settings = load_settings(args.config, _overrides(args), warn=warnings.append)
+        settings = load_settings(args.config, settings_overrides(args), warn=warnings.append)
     except (SettingsError, ValueError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

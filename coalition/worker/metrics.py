@@ -82,6 +82,8 @@ class Metrics:
         self._last_sample: Sample = []
         self._last_time = float("-inf")
         self._cpu: list[float] = []
+        self._memory = (0, 0)
+        self._memory_time = float("-inf")
         self._ip_cache: dict[tuple[str, int], str] = {}
 
     def _read(self, name: str) -> str | None:
@@ -105,9 +107,14 @@ class Metrics:
             return list(self._cpu)
 
     def memory(self) -> tuple[int, int]:
-        """(free, total) in MB, (0, 0) when unknown."""
-        text = self._read("meminfo")
-        return parse_meminfo(text) if text is not None else (0, 0)
+        """(free, total) in MB, (0, 0) when unknown; re-read at most every `min_interval`."""
+        with self._lock:
+            now = self._clock()
+            if now - self._memory_time >= self._min_interval:
+                text = self._read("meminfo")
+                self._memory = parse_meminfo(text) if text is not None else (0, 0)
+                self._memory_time = now
+            return self._memory
 
     def ip(self, host: str, port: int) -> str:
         """Our address as seen on the route to the server (cached: routes rarely change)."""

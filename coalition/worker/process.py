@@ -35,7 +35,8 @@ def group_alive(pgid: int) -> bool:
 
 
 class JobProcess:
-    """A started job. `on_exit` is called (from a helper thread) when the leader exits."""
+    """A started job. `on_exit` is called (from a helper thread) when the output ends and the
+    leader has exited."""
 
     def __init__(
         self,
@@ -63,8 +64,10 @@ class JobProcess:
         self.pgid = self.proc.pid  # the session leader's pid is its group id
         assert self.proc.stdout is not None
         self._fd = self.proc.stdout.fileno()
-        threading.Thread(target=self._read, name=f"job-{self.pgid}-out", daemon=True).start()
-        threading.Thread(target=self._wait, name=f"job-{self.pgid}-wait", daemon=True).start()
+        # One helper thread per job: it drains the output, then reaps the leader. A leader
+        # that exits while a leftover still holds the pipe is noticed by the caller's next
+        # returncode poll instead (at its heartbeat): rare, and a thread per job is saved.
+        threading.Thread(target=self._read, name=f"job-{self.pgid}", daemon=True).start()
 
     def _read(self) -> None:
         try:
@@ -77,8 +80,6 @@ class JobProcess:
             pass
         finally:
             self._eof.set()
-
-    def _wait(self) -> None:
         self.proc.wait()
         self._on_exit()
 

@@ -19,6 +19,7 @@ from coalition import config
 from coalition.model import format_rule_lines, parse_rule_lines
 
 DEFAULT_PORT = 19211
+CONFIG_PATHS = config.DEFAULT_PATHS  # where an ini is looked for without -c (tests narrow it)
 SHUTDOWN_MODES = ("finish", "handback")
 INTERRUPTION_MODES = ("auto", "aws", "gce", "off")
 
@@ -194,7 +195,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
 def find_config(path: str | None) -> str | None:
     """The ini file to read: `path` (must exist), else ./coalition.ini, else /etc/coalition/."""
     try:
-        return config.find_config(path)
+        return config.find_config(path, CONFIG_PATHS)
     except config.ConfigError as exc:
         raise SettingsError(str(exc)) from None
 

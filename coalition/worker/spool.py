@@ -37,6 +37,7 @@ class RunLog:
         self._file: IO[bytes] | None = None  # when set, holds [_file_start, _mem_start)
         self._file_start = 0
         self.dropped = 0  # bytes discarded past disk_limit
+        self._last = b"\n"  # the last byte written: do notes need a line break first?
 
     @property
     def size(self) -> int:
@@ -56,6 +57,12 @@ class RunLog:
         with self._lock:
             return self._file is not None
 
+    @property
+    def at_line_start(self) -> bool:
+        """Whether the output so far ends with a newline (or is empty)."""
+        with self._lock:
+            return self._last == b"\n"
+
     def write(self, data: bytes, *, force: bool = False) -> None:
         """Append output. Past `disk_limit` it is counted as dropped unless `force` (our notes)."""
         if not data:
@@ -66,6 +73,7 @@ class RunLog:
                 return
             self._mem += data
             self._end += len(data)
+            self._last = data[-1:]
             if len(self._mem) > self._memory_limit:
                 self._spill()
 
@@ -84,12 +92,13 @@ class RunLog:
         """(offset, up to `limit` bytes) of the oldest output not yet acknowledged."""
         with self._lock:
             start = self._acked
+            head = b""
             if self._file is not None and start < self._mem_start:
-                n = min(limit, self._mem_start - start)
                 self._file.seek(start - self._file_start)
-                return start, self._file.read(n)
-            i = start - self._mem_start
-            return start, bytes(self._mem[i : i + limit])
+                head = self._file.read(min(limit, self._mem_start - start))
+            # Then from memory, so that the whole pending output fits in one call when it can.
+            i = start + len(head) - self._mem_start
+            return start, head + bytes(self._mem[i : i + limit - len(head)])
 
     def ack(self, end: int) -> None:
         """The server has everything before offset `end`: forget it."""

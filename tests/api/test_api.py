@@ -149,6 +149,7 @@ def test_paged_job_list(api: ServerProcess) -> None:
     assert len(ids) == 30
     page = api.api("GET", f"/api/jobs?parent={group}&sort=priority&order=desc&offset=5&limit=10")
     assert page["total"] == 30 and [j["priority"] for j in page["jobs"]] == list(range(24, 14, -1))
+    assert all(j["dependencies"] == [] for j in page["jobs"])  # paged objects carry their dependencies
     since = page["now"]
     api.api("POST", "/api/jobs", {str(ids[3]): {"title": "changed"}})
     changed = api.api("GET", f"/api/jobs?parent={group}&changed_since={since}")
@@ -157,6 +158,9 @@ def test_paged_job_list(api: ServerProcess) -> None:
     assert paused == 1
     assert api.api("GET", f"/api/jobs?parent={group}&state=PAUSED")["total"] == 2
     assert api.api("GET", f"/api/jobs?parent={group}&text=F2")["total"] == 11  # f2, f20..f29, any case
+    api.api("POST", f"/api/jobs/{ids[0]}/dependencies", [ids[1]])
+    first = api.api("GET", f"/api/jobs?parent={group}&sort=id&limit=1")["jobs"][0]
+    assert first["dependencies"] == [ids[1]]
 
 
 def test_state_commands(api: ServerProcess) -> None:
@@ -192,6 +196,10 @@ def test_affinities_registry(api: ServerProcess) -> None:
     assert reg["1"] == "linux" and reg["3"] == "windows project"
     jid = api.submit(title="num", command="true", affinity="#3,linux")
     assert api.job(jid)["affinity"] == "windows project,linux"
+
+
+def test_ping_says_the_server_mode(api: ServerProcess) -> None:
+    assert api.api("GET", "/api/ping") == {"ok": True, "servermode": "normal"}
 
 
 def test_stats(api: ServerProcess) -> None:
