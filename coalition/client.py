@@ -131,8 +131,10 @@ class Connection:
         self.session = requests.Session()
         if auth is not None:
             self.session.auth = auth
-        if cacert:
-            self.session.verify = cacert
+        # Passed on every request: requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE from the
+        # environment override Session.verify (requests issue #3829), which would silently
+        # ignore the CA file asked for here.
+        self.cacert = cacert
         self.IntoWith = False
         self.Jobs: dict[int, dict[str, Any]] = {}
         self.Workers: dict[str, dict[str, Any]] = {}
@@ -143,6 +145,8 @@ class Connection:
     ) -> Any:
         """One API call: the decoded JSON answer, or a CoalitionError subclass."""
         kwargs: dict[str, Any] = {"timeout": self.timeout}
+        if self.cacert:
+            kwargs["verify"] = self.cacert
         if body is not None:
             kwargs["json"] = body
         if params:

@@ -32,6 +32,8 @@ def _write_ini(path: str, port: int, datadir: str) -> None:
             f"token = {token}\n"
             "workers = 2\n"
             "sleep = 1\n"
+            "# No cloud metadata probes on a laptop (see docs/worker.md).\n"
+            "interruptions = off\n"
         )
 
 

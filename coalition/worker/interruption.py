@@ -47,7 +47,7 @@ class AwsWatcher:
 
     def __init__(self, base_url: str, session: requests.Session | None = None) -> None:
         self.base = base_url.rstrip("/")
-        self.session = session or requests.Session()
+        self.session = session or _session()
         self._token = ""
 
     def _fetch_token(self) -> str:
@@ -97,7 +97,7 @@ class GceWatcher:
 
     def __init__(self, base_url: str, session: requests.Session | None = None) -> None:
         self.base = base_url.rstrip("/")
-        self.session = session or requests.Session()
+        self.session = session or _session()
 
     def _get(self, timeout: float) -> requests.Response:
         return self.session.get(
@@ -116,6 +116,12 @@ class GceWatcher:
         response = self._get(PROBE_TIMEOUT * 5)
         response.raise_for_status()
         return "GCE preemption" if response.text.strip().upper() == "TRUE" else None
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # the metadata service is link-local: never through a proxy
+    return session
 
 
 def watchers_for(mode: str, aws_url: str, gce_url: str) -> list[Watcher]:

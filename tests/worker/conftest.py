@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 
-
 class WorkerProcess:
     """A `python -m coalition.worker.main` process with its own ini and log file."""
 
@@ -31,8 +30,11 @@ class WorkerProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "coalition.worker.main", "-c", str(self.ini_path), *args],
-                stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
-            )  # fmt: skip
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=root,
+                env=env,
+            )
 
     @property
     def pid(self) -> int:
@@ -114,7 +116,9 @@ class FakeMetadata:
                 self.wfile.write(data)
 
             def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
-                if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+                if self.path == "/latest/api/token" and self.headers.get(
+                    "X-aws-ec2-metadata-token-ttl-seconds"
+                ):
                     outer.token_requests += 1
                     self._send(200, "tok-123")
                 else:
@@ -132,7 +136,9 @@ class FakeMetadata:
                     if self.headers.get("Metadata-Flavor") != "Google":
                         self._send(403, "missing Metadata-Flavor")
                     else:
-                        self._send(200, "TRUE" if outer.gce_preempted else "FALSE", {"Metadata-Flavor": "Google"})
+                        self._send(
+                            200, "TRUE" if outer.gce_preempted else "FALSE", {"Metadata-Flavor": "Google"}
+                        )
                 else:
                     self._send(404, "")
 

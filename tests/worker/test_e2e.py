@@ -82,8 +82,9 @@ def test_error_and_retry(server: Any, make_worker: Any, tmp_path: Path) -> None:
     failing = server.submit(command="echo failing; exit 3", retry=0)
     marker = tmp_path / "marker"
     # Fails on its first run, succeeds on the retry.
-    flaky = server.submit(command=f"if [ -e '{marker}' ]; then echo second; else touch '{marker}'; exit 1; fi",
-                          retry=1)  # fmt: skip
+    flaky = server.submit(
+        command=f"if [ -e '{marker}' ]; then echo second; else touch '{marker}'; exit 1; fi", retry=1
+    )
     job = wait_state(server, failing, "ERROR")
     assert job["fail_count"] == 1
     job = wait_state(server, flaky, "FINISHED")
@@ -110,7 +111,9 @@ def test_pause_kills_the_running_job(server: Any, make_worker: Any, tmp_path: Pa
     wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, what="the job to start")
     pids = [int(p) for p in pidfile.read_text().split()]
     server.api("POST", "/api/pausejobs", [job_id])
-    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=10, what="the paused job's processes to die")
+    wait_for(
+        lambda: not any(pid_alive(p) for p in pids), timeout=10, what="the paused job's processes to die"
+    )
     assert server.job(job_id)["state"] == "PAUSED"
 
 
@@ -154,7 +157,9 @@ def test_discovery_on_loopback_broadcast(make_server: Any, make_worker: Any) -> 
     assert "found" in log_of(server, job_id)
 
 
-HOSTILE_DIR = "it's a \"dir\" $(touch PWNED1) `touch PWNED2`; touch PWNED3 #"
+# No `$(...)` and no backslash: the worker expands $(VAR) in dirs and turns backslashes into
+# slashes (Coalition 4's rules); everything else a shell would interpret is in.
+HOSTILE_DIR = 'it\'s a "dir" `touch PWNED2`; touch PWNED3 # $HOME ${IFS}x && !!'
 
 
 @pytest.mark.parametrize(
@@ -165,20 +170,24 @@ HOSTILE_DIR = "it's a \"dir\" $(touch PWNED1) `touch PWNED2`; touch PWNED3 #"
         "cd __dir__ && env COALITION_USER=__user__ sh -c __cmd__",
     ],
 )
-def test_runcommand_quotes_hostile_values(server: Any, make_worker: Any, tmp_path: Path, runcommand: str) -> None:
+def test_runcommand_quotes_hostile_values(
+    server: Any, make_worker: Any, tmp_path: Path, runcommand: str
+) -> None:
     workdir = tmp_path / HOSTILE_DIR
     workdir.mkdir()
     make_worker(server.url, runcommand=runcommand)
     job_id = server.submit(
         command='pwd > out.txt; echo "$COALITION_USER" >> out.txt',
         dir=str(workdir),
-        user="bob'; touch PWNED4 #",
+        user="bob'; touch PWNED4 # $(touch PWNED1)",
         title="$(touch PWNED5) `touch PWNED6`",
     )
     wait_state(server, job_id, "FINISHED")
-    assert (workdir / "out.txt").read_text().splitlines() == [str(workdir), "bob'; touch PWNED4 #"]
-    pwned = [p for p in (tmp_path, workdir, tmp_path / "worker0") for p in p.glob("PWNED*")]
-    assert pwned == []
+    assert (workdir / "out.txt").read_text().splitlines() == [
+        str(workdir),
+        "bob'; touch PWNED4 # $(touch PWNED1)",
+    ]
+    assert [f for d in (tmp_path, workdir, tmp_path / "worker0") for f in d.glob("PWNED*")] == []
 
 
 @pytest.mark.parametrize("provider", ["aws", "gce"])
@@ -209,7 +218,9 @@ def test_sigterm_hands_the_job_back(server: Any, make_worker: Any) -> None:
     assert job["state"] == "WAITING" and job["requeues"] == 1 and job["fail_count"] == 0
 
 
-def test_sigterm_with_shutdown_finish_completes_the_job(server: Any, make_worker: Any, tmp_path: Path) -> None:
+def test_sigterm_with_shutdown_finish_completes_the_job(
+    server: Any, make_worker: Any, tmp_path: Path
+) -> None:
     go = tmp_path / "go"
     worker = make_worker(server.url, shutdown="finish")
     job_id = server.submit(command=f"while [ ! -e '{go}' ]; do sleep 0.05; done; echo finished-anyway")
@@ -245,8 +256,12 @@ def test_wrong_token_takes_no_job(make_server: Any, make_worker: Any) -> None:
 
 
 def _check(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "coalition.worker.main", "--check", *args],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "coalition.worker.main", "--check", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_check(make_server: Any, tmp_path: Path) -> None:
@@ -268,4 +283,7 @@ def test_bad_setting_is_one_clear_line(tmp_path: Path) -> None:
     ini.write_text("[worker]\nsleep = soon\n")
     bad = _check("-c", str(ini), "http://127.0.0.1:9")
     assert bad.returncode == 2
-    assert bad.stderr.strip() == "coalition-worker: error: [worker] sleep: expected a number of seconds, got 'soon'"
+    assert (
+        bad.stderr.strip()
+        == "coalition-worker: error: [worker] sleep: expected a number of seconds, got 'soon'"
+    )

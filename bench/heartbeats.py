@@ -1,0 +1,187 @@
+"""Heartbeat benchmark: many simulated workers heartbeating a real server on a fixed cadence.
+
+Each simulated worker picks a job first (1,000 `sleep` jobs wait in the queue, never really
+run), then sends a heartbeat every `--interval` seconds with its job, a log chunk (with a
+progress line) and its metrics, as a real worker does. Reported: request latency p50/p99/max,
+errors, and how late the client itself was (if the client cannot keep the cadence, the
+figures are not the server's). Baseline, same schedule, same client, same run: the server's
+trivial route `GET /api/ping`.
+
+    python bench/heartbeats.py [--workers 1000] [--interval 2] [--seconds 60] [--quick]
+
+Target (issue 3): p99 under 100 ms with no errors. Prints JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import queue
+import statistics
+import sys
+import threading
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e import Farm, call  # noqa: E402 - bench scripts run as files, side by side
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of values, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+class Load:
+    """A fixed-cadence load: `workers` clients, each firing every `interval` s for `seconds` s."""
+
+    def __init__(self, port: int, workers: int, interval: float, seconds: float, threads: int) -> None:
+        self.port = port
+        self.workers = workers
+        self.interval = interval
+        self.seconds = seconds
+        self.threads = threads
+        self.latencies: list[float] = []
+        self.lateness: list[float] = []
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+
+    def run(self, request: Any) -> dict[str, Any]:
+        """Fire `request(conn, worker_index, round)` on schedule; the figures."""
+        due: queue.Queue[tuple[float, int, int] | None] = queue.Queue()
+        start = time.perf_counter() + 0.5
+        rounds = max(1, int(self.seconds / self.interval))
+
+        def schedule() -> None:
+            # Worker i fires at start + i*interval/workers + k*interval: an even spread.
+            for k in range(rounds):
+                for i in range(self.workers):
+                    at = start + k * self.interval + i * self.interval / self.workers
+                    delay = at - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    due.put((at, i, k))
+            for _ in range(self.threads):
+                due.put(None)
+
+        def sender() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            while True:
+                item = due.get()
+                if item is None:
+                    return
+                at, i, k = item
+                t0 = time.perf_counter()
+                try:
+                    status = request(conn, i, k)
+                    ok = status == 200
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                    status, ok = str(exc), False
+                t1 = time.perf_counter()
+                with self.lock:
+                    self.latencies.append(t1 - t0)
+                    self.lateness.append(t0 - at)
+                    if not ok:
+                        self.errors.append(str(status))
+
+        threads = [threading.Thread(target=sender) for _ in range(self.threads)]
+        for t in threads:
+            t.start()
+        schedule()
+        for t in threads:
+            t.join()
+        ms = [x * 1000 for x in self.latencies]
+        return {
+            "requests": len(ms),
+            "errors": len(self.errors),
+            "p50_ms": round(statistics.median(ms), 2),
+            "p99_ms": round(percentile(ms, 0.99), 2),
+            "max_ms": round(max(ms), 2),
+            "client_late_p99_ms": round(percentile([x * 1000 for x in self.lateness], 0.99), 2),
+            "rate_per_s": round(len(ms) / (rounds * self.interval), 1),
+        }
+
+
+def post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> int:
+    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workers", type=int, default=1000)
+    p.add_argument("--interval", type=float, default=2.0)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--threads", type=int, default=64, help="client threads")
+    p.add_argument("--quick", action="store_true", help="a 10 s run (for a smoke test)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seconds = 10.0
+    farm = Farm({"timeout": 120, "threads": 64})
+    try:
+        # Every simulated worker takes a job, so its heartbeats carry a run (and a log).
+        call(
+            farm.port,
+            "PUT",
+            "/api/jobs",
+            [{"command": "sleep 1000", "title": f"f{i}"} for i in range(args.workers)],
+        )
+        conn = http.client.HTTPConnection("127.0.0.1", farm.port, timeout=30)
+        runs: list[tuple[int, int]] = []
+        for i in range(args.workers):
+            conn.request(
+                "POST",
+                "/workers/pickjob",
+                json.dumps({"name": f"sim{i:04d}", "cpu": [0.0] * 8}),
+                {"Content-Type": "application/json"},
+            )
+            job = json.loads(conn.getresponse().read())["job"]
+            runs.append((job["id"], job["event"]))
+        offsets = [0] * args.workers
+
+        def heartbeat(c: http.client.HTTPConnection, i: int, k: int) -> int:
+            chunk = f"frame {k} rendering tile {i}\nPROGRESS:{k % 100}\n".encode()
+            job_id, event = runs[i]
+            body = {
+                "name": f"sim{i:04d}",
+                "job_id": job_id,
+                "event": event,
+                "log_offset": offsets[i],
+                "log": base64.b64encode(chunk).decode(),
+                "cpu": [12.5] * 8,
+                "free_memory": 8000,
+                "total_memory": 16000,
+                "ip": "10.0.0.1",
+            }
+            offsets[i] += len(chunk)
+            return post(c, "/workers/heartbeat", body)
+
+        def ping(c: http.client.HTTPConnection, i: int, k: int) -> int:
+            c.request("GET", "/api/ping")
+            response = c.getresponse()
+            response.read()
+            return response.status
+
+        shape = {"workers": args.workers, "interval_s": args.interval, "seconds": args.seconds}
+        for name, request in (("heartbeat", heartbeat), ("baseline GET /api/ping", ping)):
+            figures = Load(farm.port, args.workers, args.interval, args.seconds, args.threads).run(request)
+            print(json.dumps({"bench": "heartbeats", "route": name, **shape, **figures}), flush=True)
+            if name == "heartbeat":
+                result = figures
+        ok = result["errors"] == 0 and result["p99_ms"] < 100
+        print(json.dumps({"bench": "heartbeats", "target_p99_ms": 100, "ok": ok}))
+        return 0
+    finally:
+        farm.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

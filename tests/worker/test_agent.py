@@ -1,0 +1,183 @@
+"""The slot loop against a scripted server link: outages, kills, timeouts, hand-backs.
+
+The link is a fake (no HTTP) so that outages happen exactly where the test wants them; the
+job processes are real.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from typing import Any
+
+from coalition.worker.agent import Control, Slot
+from coalition.worker.link import Refused, Unreachable
+from coalition.worker.metrics import Metrics
+from coalition.worker.settings import WorkerSettings
+from tests.support import wait_for
+
+
+class FakeLink:
+    """Speaks the worker protocol like the server, with scripted failures."""
+
+    url = "http://127.0.0.1:9"
+
+    def __init__(self, jobs: list[dict[str, Any]] | None = None) -> None:
+        self.jobs = list(jobs or [])
+        self.down = 0  # the next N calls fail as Unreachable
+        self.refuse: int | None = None  # answer the next endjob with this 4xx
+        self.kill = False
+        self.logs: dict[int, bytearray] = {}
+        self.results: list[dict[str, Any]] = []
+        self.calls: list[str] = []
+        self.lock = threading.Lock()
+
+    def _gate(self, route: str) -> None:
+        with self.lock:
+            self.calls.append(route)
+            if self.down > 0:
+                self.down -= 1
+                raise Unreachable("connection refused")
+
+    def _append(self, body: dict[str, Any]) -> None:
+        chunk = base64.b64decode(body.get("log") or "")
+        log = self.logs.setdefault(body["job_id"], bytearray())
+        offset = body["log_offset"]
+        assert offset <= len(log), "a gap in the log"
+        log += chunk[len(log) - offset :]
+
+    def pickjob(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        self._gate("pickjob")
+        return self.jobs.pop(0) if self.jobs else None
+
+    def heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._gate("heartbeat")
+        self._append(body)
+        return {"ok": True, "kill": self.kill, "stop": False}
+
+    def endjob(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._gate("endjob")
+        if self.refuse is not None:
+            status, self.refuse = self.refuse, None
+            raise Refused(status, "refused")
+        self._append(body)
+        self.results.append(body)
+        return {"ok": True, "job": self.jobs.pop(0) if body["pick"] and self.jobs else None}
+
+    def close(self) -> None:
+        pass
+
+    def log(self, job_id: int) -> str:
+        return self.logs.get(job_id, bytearray()).decode()
+
+
+def make_slot(link: FakeLink, control: Control | None = None, **settings: Any) -> Slot:
+    options = {"sleep": 0.05, "killgrace": 1.0, "name": "t", **settings}
+    return Slot(
+        "t",
+        WorkerSettings(**options),
+        link,
+        Metrics(),
+        control or Control(),  # type: ignore[arg-type]
+        sleep=lambda seconds: None,
+    )
+
+
+def job(job_id: int, command: str, **fields: Any) -> dict[str, Any]:
+    return {"id": job_id, "event": 100 + job_id, "command": command, "dir": ".", "environment": "", **fields}
+
+
+def test_result_and_log_survive_an_outage() -> None:
+    link = FakeLink()
+    slot = make_slot(link)
+    link.down = 10**6  # the server is away for the whole run...
+    done = threading.Event()
+
+    def run() -> None:
+        slot._run(job(1, "echo before; seq 1 50000; echo after; exit 4"))
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    # The backlog (over one chunk) goes out in heartbeats first; they are retried.
+    wait_for(lambda: link.calls.count("heartbeat") >= 20, what="the delivery to be retried")
+    link.down = 0  # ...and comes back
+    assert done.wait(10)
+    [result] = link.results
+    assert result["exit_code"] == 4 and not result["timed_out"] and not result["interrupted"]
+    expected = "before\n" + "".join(f"{i}\n" for i in range(1, 50001)) + "after\n"
+    assert link.log(1) == expected
+
+
+def test_server_kill_ends_the_group() -> None:
+    link = FakeLink()
+    link.kill = True
+    slot = make_slot(link)
+    slot._run(job(2, "sleep 30"))
+    [result] = link.results
+    assert result["exit_code"] < 0 and not result["interrupted"]
+    assert "killed at the server's request" in link.log(2)
+
+
+def test_local_timeout() -> None:
+    link = FakeLink()
+    slot = make_slot(link)
+    slot._run(job(3, "sleep 30", timeout=1))
+    [result] = link.results
+    assert result["timed_out"] and result["exit_code"] != 0
+    assert "timeout (1s) exceeded" in link.log(3)
+
+
+def test_interruption_hands_the_job_back_and_stops_the_slot() -> None:
+    link = FakeLink([job(4, "sleep 30"), job(5, "echo never")])
+    control = Control()
+    slot = make_slot(link, control)
+    thread = threading.Thread(target=slot.run, daemon=True)
+    thread.start()
+    wait_for(lambda: "heartbeat" in link.calls, what="the job to run")
+    control.interrupt("AWS spot terminate at soon")
+    thread.join(10)
+    assert not thread.is_alive()
+    [result] = link.results
+    assert result["interrupted"] and result["job_id"] == 4 and result["pick"] is False
+    assert "handing the job back (AWS spot terminate at soon)" in link.log(4)
+    assert link.jobs and link.jobs[0]["id"] == 5  # nothing more was taken
+
+
+def test_endjob_hands_out_the_next_job() -> None:
+    link = FakeLink([job(6, "echo six"), job(7, "echo seven")])
+    control = Control()
+    slot = make_slot(link, control)
+    thread = threading.Thread(target=slot.run, daemon=True)
+    thread.start()
+    wait_for(lambda: len(link.results) == 2, what="both jobs")
+    control.request_stop(handback=False)
+    thread.join(10)
+    assert link.calls.count("pickjob") >= 1 and [r["exit_code"] for r in link.results] == [0, 0]
+    calls = [c for c in link.calls if c != "heartbeat"]
+    assert calls[:3] == ["pickjob", "endjob", "endjob"]  # the second job came with the first endjob
+    assert link.log(7) == "seven\n"
+
+
+def test_a_rejected_result_is_not_retried_for_ever() -> None:
+    link = FakeLink()
+    link.refuse = 400
+    make_slot(link)._run(job(8, "true"))
+    assert link.results == [] and link.calls.count("endjob") == 1
+
+
+def test_a_token_being_fixed_is_retried() -> None:
+    link = FakeLink()
+    link.refuse = 401
+    make_slot(link)._run(job(9, "true"))
+    assert len(link.results) == 1 and link.calls.count("endjob") == 2
+
+
+def test_job_handed_over_while_stopping_goes_back_unstarted(tmp_path: Any) -> None:
+    marker = tmp_path / "ran"
+    link = FakeLink([job(10, f"touch '{marker}'")])
+    control = Control()
+    control.request_stop(handback=False)
+    slot = make_slot(link, control)
+    slot._give_back(link.jobs.pop(0))
+    [result] = link.results
+    assert result["interrupted"] and not marker.exists()
