@@ -29,8 +29,11 @@ from typing import Any
 
 TAGS = ["linux", "maya", "nuke", "houdini", "gpu"]
 # Each simulated worker offers two rule lines; together they cover every tag set we make.
-RULES = ["maya,linux,gpu\nlinux,nuke,houdini,gpu,maya", "nuke,linux\nlinux,maya,houdini,gpu,nuke",
-         "houdini,gpu,linux\nlinux,maya,nuke,houdini,gpu"]
+RULES = [
+    "maya,linux,gpu\nlinux,nuke,houdini,gpu,maya",
+    "nuke,linux\nlinux,maya,houdini,gpu,nuke",
+    "houdini,gpu,linux\nlinux,maya,nuke,houdini,gpu",
+]
 
 
 def free_port() -> int:
@@ -46,15 +49,27 @@ class Server:
         self.dir = tempfile.mkdtemp(prefix="coal-bench-")
         self.port = free_port()
         ini = os.path.join(self.dir, "coalition.ini")
-        conf = {"listen": "127.0.0.1", "port": self.port, "datadir": self.dir, "discovery": 0, "timeout": 60,
-                **keys}
+        conf = {
+            "listen": "127.0.0.1",
+            "port": self.port,
+            "datadir": self.dir,
+            "discovery": 0,
+            "timeout": 60,
+            **keys,
+        }
         with open(ini, "w") as f:
             f.write("[server]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
         if keys.get("db_type") == "mysql":
-            subprocess.run([sys.executable, "-m", "coalition.server.main", "-c", ini, "--init"], check=True,
-                           capture_output=True)
-        self.proc = subprocess.Popen([sys.executable, "-m", "coalition.server.main", "-c", ini],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-m", "coalition.server.main", "-c", ini, "--init"],
+                check=True,
+                capture_output=True,
+            )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "coalition.server.main", "-c", ini],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -92,15 +107,27 @@ def fill(server: Server, jobs: int, rng: random.Random) -> float:
     previous = None
     for g in range(max(1, jobs // 100)):
         tag = TAGS[g % 4]  # gpu only ever comes as an extra per-frame tag
-        group = {"title": f"shot{g:05d}", "command": "", "priority": rng.choice([500, 1000, 1000, 2000]),
-                 "affinity": tag, "user": f"artist{g % 7}"}
+        group = {
+            "title": f"shot{g:05d}",
+            "command": "",
+            "priority": rng.choice([500, 1000, 1000, 2000]),
+            "affinity": tag,
+            "user": f"artist{g % 7}",
+        }
         if previous is not None and g % 10 == 9:
             group["dependencies"] = [previous]
         status, gid = call(conn, "PUT", "/api/jobs", group)
         assert status == 200, gid
-        frames = [{"title": f"frame {i}", "command": f"render -f {i}", "parent": gid,
-                   "priority": rng.randint(0, 2000), "affinity": "gpu" if i % 10 == 0 else ""}
-                  for i in range(min(100, jobs - g * 100))]
+        frames = [
+            {
+                "title": f"frame {i}",
+                "command": f"render -f {i}",
+                "parent": gid,
+                "priority": rng.randint(0, 2000),
+                "affinity": "gpu" if i % 10 == 0 else "",
+            }
+            for i in range(min(100, jobs - g * 100))
+        ]
         status, ids = call(conn, "PUT", "/api/jobs", frames)
         assert status == 200, ids
         previous = gid
@@ -139,7 +166,9 @@ def dispatch(server: Server, workers: int, seconds: float, max_jobs: int | None 
         conn = server.conn()
         name = f"bench-{i}"
         t0 = time.perf_counter()
-        status, out = call(conn, "POST", "/workers/pickjob", {"name": name, "affinity": RULES[i % len(RULES)]})
+        status, out = call(
+            conn, "POST", "/workers/pickjob", {"name": name, "affinity": RULES[i % len(RULES)]}
+        )
         latencies[i].append(time.perf_counter() - t0)
         job = out["job"]
         while job is not None:
@@ -148,9 +177,12 @@ def dispatch(server: Server, workers: int, seconds: float, max_jobs: int | None 
                     break
                 budget[0] -= 1
             t0 = time.perf_counter()
-            status, out = call(conn, "POST", "/workers/endjob", {"name": name, "job_id": job["id"],
-                                                                 "event": job["event"], "exit_code": 0,
-                                                                 "pick": True})
+            status, out = call(
+                conn,
+                "POST",
+                "/workers/endjob",
+                {"name": name, "job_id": job["id"], "event": job["event"], "exit_code": 0, "pick": True},
+            )
             latencies[i].append(time.perf_counter() - t0)
             assert status == 200, out
             done[i] += 1
@@ -184,8 +216,19 @@ def run(label: str, keys: dict[str, Any], args: argparse.Namespace) -> None:
     big = Server(keys)
     try:
         fill_s = fill(big, args.jobs, rng)
-        print(json.dumps({"bench": "dispatch", "db": label, "phase": "fill", "jobs": args.jobs,
-                          "seconds": round(fill_s, 1), "jobs_per_s": round(args.jobs / fill_s)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "bench": "dispatch",
+                    "db": label,
+                    "phase": "fill",
+                    "jobs": args.jobs,
+                    "seconds": round(fill_s, 1),
+                    "jobs_per_s": round(args.jobs / fill_s),
+                }
+            ),
+            flush=True,
+        )
         baseline = trivial_rate(big, args.workers, 3.0)
         big_probe = dispatch(big, args.workers, seconds=60, max_jobs=600)
         steady = dispatch(big, args.workers, seconds=args.seconds)
@@ -193,23 +236,33 @@ def run(label: str, keys: dict[str, Any], args: argparse.Namespace) -> None:
     finally:
         big.stop()
     trivial = (baseline + baseline_after) / 2
-    print(json.dumps({
-        "bench": "dispatch",
-        "db": label,
-        "workers": args.workers,
-        "queued": args.jobs,
-        "completed_jobs_per_s": steady["jobs_per_s"],
-        "pick_p50_ms": steady["pick_p50_ms"],
-        "pick_p99_ms": steady["pick_p99_ms"],
-        "trivial_route_per_s": round(trivial, 1),
-        "dispatch_vs_trivial": round(steady["jobs_per_s"] / trivial, 3),
-        "pick_p50_ms_1k_queued": small_run["pick_p50_ms"],
-        "pick_p50_ms_100k_queued": big_probe["pick_p50_ms"],
-        "pick_p99_ms_1k_queued": small_run["pick_p99_ms"],
-        "pick_p99_ms_100k_queued": big_probe["pick_p99_ms"],
-        "latency_ratio_100k_vs_1k": round(big_probe["pick_p50_ms"] / small_run["pick_p50_ms"], 2),
-        "targets": {"jobs_per_s": 500, "dispatch_vs_trivial": 0.7, "pick_p99_ms": 50, "latency_ratio": 1.5},
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "bench": "dispatch",
+                "db": label,
+                "workers": args.workers,
+                "queued": args.jobs,
+                "completed_jobs_per_s": steady["jobs_per_s"],
+                "pick_p50_ms": steady["pick_p50_ms"],
+                "pick_p99_ms": steady["pick_p99_ms"],
+                "trivial_route_per_s": round(trivial, 1),
+                "dispatch_vs_trivial": round(steady["jobs_per_s"] / trivial, 3),
+                "pick_p50_ms_1k_queued": small_run["pick_p50_ms"],
+                "pick_p50_ms_100k_queued": big_probe["pick_p50_ms"],
+                "pick_p99_ms_1k_queued": small_run["pick_p99_ms"],
+                "pick_p99_ms_100k_queued": big_probe["pick_p99_ms"],
+                "latency_ratio_100k_vs_1k": round(big_probe["pick_p50_ms"] / small_run["pick_p50_ms"], 2),
+                "targets": {
+                    "jobs_per_s": 500,
+                    "dispatch_vs_trivial": 0.7,
+                    "pick_p99_ms": 50,
+                    "latency_ratio": 1.5,
+                },
+            }
+        ),
+        flush=True,
+    )
 
 
 def main() -> int:

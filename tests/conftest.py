@@ -194,7 +194,9 @@ class ServerProcess:
         # window makes CherryPy exit hard. The banner line marks the end of start-up.
         self._ready_count = getattr(self, "_ready_count", 0) + 1
         wait_for(
-            lambda: self.log_path.read_text(errors="replace").count("Coalition server on ") >= self._ready_count,
+            lambda: (
+                self.log_path.read_text(errors="replace").count("Coalition server on ") >= self._ready_count
+            ),
             timeout=timeout,
             interval=0.05,
             what="the server's start-up banner",
