@@ -79,6 +79,12 @@ class Server:
                 time.sleep(0.05)
         raise RuntimeError("server did not start")
 
+    def cpu(self) -> float:
+        """CPU seconds the server process has used so far (user + system)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def conn(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
 
@@ -229,10 +235,17 @@ def run(label: str, keys: dict[str, Any], args: argparse.Namespace) -> None:
             ),
             flush=True,
         )
+        cpu0 = big.cpu()
         baseline = trivial_rate(big, args.workers, 3.0)
+        cpu1 = big.cpu()
         big_probe = dispatch(big, args.workers, seconds=60, max_jobs=600)
+        cpu2 = big.cpu()
         steady = dispatch(big, args.workers, seconds=args.seconds)
+        cpu3 = big.cpu()
         baseline_after = trivial_rate(big, args.workers, 3.0)
+        # Server CPU per request: immune to the client (same machine) being the bottleneck.
+        trivial_cpu_ms = (cpu1 - cpu0) / max(1, baseline * 3.0) * 1000
+        dispatch_cpu_ms = (cpu3 - cpu2) / max(1, steady["completed"]) * 1000
     finally:
         big.stop()
     trivial = (baseline + baseline_after) / 2
@@ -248,6 +261,11 @@ def run(label: str, keys: dict[str, Any], args: argparse.Namespace) -> None:
                 "pick_p99_ms": steady["pick_p99_ms"],
                 "trivial_route_per_s": round(trivial, 1),
                 "dispatch_vs_trivial": round(steady["jobs_per_s"] / trivial, 3),
+                "server_cpu_ms_per_trivial_request": round(trivial_cpu_ms, 3),
+                "server_cpu_ms_per_dispatched_job": round(dispatch_cpu_ms, 3),
+                "cpu_ratio_trivial_vs_dispatch": round(trivial_cpu_ms / dispatch_cpu_ms, 3)
+                if dispatch_cpu_ms
+                else None,
                 "pick_p50_ms_1k_queued": small_run["pick_p50_ms"],
                 "pick_p50_ms_100k_queued": big_probe["pick_p50_ms"],
                 "pick_p99_ms_1k_queued": small_run["pick_p99_ms"],

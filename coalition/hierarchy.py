@@ -192,7 +192,7 @@ class Tree:
             self._propagate(row["parent"], old, new_state, duration_delta)
         if old != new_state:
             self.transitions.append(Transition(row["id"], row["parent"], old, new_state))
-            self._after_state_change(row["id"], old, new_state)
+            self._after_state_change(row["id"], old, new_state, row.get("has_dependents", 1))
 
     def _propagate(self, parent_id: int, old: str, new: str, duration_delta: float = 0.0) -> None:
         direct = {col: int(new == st) - int(old == st) for st, col in _COUNTED}
@@ -250,9 +250,11 @@ class Tree:
             prow.update(fields)
         if new != old:
             self.transitions.append(Transition(prow["id"], prow["parent"], old, new))
-            self._after_state_change(prow["id"], old, new)
+            self._after_state_change(prow["id"], old, new, prow.get("has_dependents", 1))
 
-    def _after_state_change(self, job_id: int, old: str, new: str) -> None:
+    def _after_state_change(self, job_id: int, old: str, new: str, has_dependents: int = 1) -> None:
+        if not has_dependents:
+            return
         if new == FINISHED:
             for dep in self.tx.dependents(job_id):
                 if self.tx.unfinished_deps(dep) == 0:

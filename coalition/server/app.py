@@ -90,7 +90,6 @@ class ServerApp:
         router = Router()
         api.routes(router, "/api")
         api.routes(router, "/api/webfrontend")
-        WorkerApi(self.dispatcher, self.settings.workertoken).routes(router)
         legacy = LegacyApi(self.service, self.auth)
         legacy.routes(router, "/json")
         legacy.routes(router, "/xmlrpc")
@@ -105,7 +104,10 @@ class ServerApp:
                 "request.methods_with_bodies": ("POST", "PUT", "PATCH", "DELETE"),
             }
         }
-        for prefix in ("/api", "/workers", "/json", "/xmlrpc"):
+        # The worker protocol, the farm's hot path, is a plain WSGI application (wsgi.py).
+        workers = WorkerApi(self.dispatcher, self.settings.workertoken)
+        cherrypy.tree.graft(workers.app(self.settings.maxbodysize * 1024 * 1024), "/workers")
+        for prefix in ("/api", "/json", "/xmlrpc"):
             cherrypy.tree.mount(Mount(router, prefix), prefix, raw)
         web = find_web_dir(self.settings.webdir)
         page: dict[str, Any] = {

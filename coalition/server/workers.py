@@ -10,11 +10,9 @@ import hmac
 import json
 from typing import Any
 
-import cherrypy
-
 from ..dispatch import Dispatcher, Ping
-from .http import ApiError, form_params, json_body
-from .router import Raw, Router
+from .http import ApiError
+from .wsgi import Request, Text, WsgiApp
 
 
 def _name(value: Any) -> str:
@@ -64,34 +62,32 @@ class WorkerApi:
         self.dispatch = dispatcher
         self.token = token
 
-    def routes(self, router: Router) -> None:
-        """Register /workers/pickjob, /heartbeat, /endjob."""
-        router.add("GET POST", "/workers/pickjob", self.pickjob)
-        router.add("GET POST", "/workers/heartbeat", self.heartbeat)
-        router.add("GET POST", "/workers/endjob", self.endjob)
+    def app(self, max_body: int) -> WsgiApp:
+        """The WSGI application serving /workers/pickjob, /heartbeat and /endjob."""
+        return WsgiApp(
+            {
+                "/workers/pickjob": self.pickjob,
+                "/workers/heartbeat": self.heartbeat,
+                "/workers/endjob": self.endjob,
+            },
+            max_body,
+        )
 
-    def _body(self) -> tuple[dict[str, Any], bool]:
+    def _body(self, req: Request) -> tuple[dict[str, Any], bool]:
         """The request as a dict, and whether it speaks the legacy form protocol."""
-        ctype = cherrypy.request.headers.get("Content-Type", "")
-        if "json" in ctype:
-            body = json_body()
-            if not isinstance(body, dict):
-                raise ApiError(400, "expected a JSON object")
-            legacy = False
-        else:
-            body = form_params()
-            legacy = "hostname" in body and "name" not in body
-        self._check_token(body)
+        body, is_form = req.fields()
+        legacy = is_form and "hostname" in body and "name" not in body
+        self._check_token(req, body)
         return body, legacy
 
-    def _check_token(self, body: dict[str, Any]) -> None:
+    def _check_token(self, req: Request, body: dict[str, Any]) -> None:
         if not self.token:
             return
-        given = cherrypy.request.headers.get("X-Coalition-Token") or body.get("token") or ""
+        given = req.header("X-Coalition-Token") or body.get("token") or ""
         if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
             raise ApiError(401, "this server needs a worker token (X-Coalition-Token); check [worker] token")
 
-    def _ping(self, body: dict[str, Any], legacy: bool) -> Ping:
+    def _ping(self, req: Request, body: dict[str, Any], legacy: bool) -> Ping:
         if legacy:
             cpu = None
             load = body.get("load")
@@ -105,7 +101,7 @@ class WorkerApi:
                 cpu=cpu,
                 free_memory=_opt_int(body, "free_memory"),
                 total_memory=_opt_int(body, "total_memory"),
-                ip=cherrypy.request.remote.ip,
+                ip=req.remote_ip,
             )
         affinity = body.get("affinity")
         if affinity is not None and not isinstance(affinity, str):
@@ -118,31 +114,31 @@ class WorkerApi:
             cpu=body.get("cpu"),
             free_memory=_opt_int(body, "free_memory"),
             total_memory=_opt_int(body, "total_memory"),
-            ip=ip or cherrypy.request.remote.ip,
+            ip=ip or req.remote_ip,
             affinity=affinity,
         )
 
-    def pickjob(self, params: dict[str, Any]) -> Any:
+    def pickjob(self, req: Request) -> Any:
         """Hand out the next job."""
-        body, legacy = self._body()
-        job = self.dispatch.pick(self._ping(body, legacy))
+        body, legacy = self._body(req)
+        job = self.dispatch.pick(self._ping(req, body, legacy))
         if legacy:
             if job is None:
-                return Raw(b"(-1, '', '', '', None)")
+                return Text(b"(-1, '', '', '', None)")
             env = job["environment"] or None
-            return Raw(repr((job["id"], job["command"], job["dir"], job["user"], env)).encode())
+            return Text(repr((job["id"], job["command"], job["dir"], job["user"], env)).encode())
         return {"job": job}
 
-    def heartbeat(self, params: dict[str, Any]) -> Any:
+    def heartbeat(self, req: Request) -> Any:
         """Record liveness, log and progress; say whether to kill."""
-        body, legacy = self._body()
-        ping = self._ping(body, legacy)
+        body, legacy = self._body(req)
+        ping = self._ping(req, body, legacy)
         if legacy:
             job_id = _opt_int(body, "jobId", lo=-1)
             beat = self.dispatch.heartbeat(
                 ping, job_id if job_id and job_id > 0 else None, None, _b64(body.get("log")), None
             )
-            return Raw(b"false" if beat.kill else b"true")
+            return Text(b"false" if beat.kill else b"true")
         beat = self.dispatch.heartbeat(
             ping,
             _opt_int(body, "job_id"),
@@ -152,16 +148,16 @@ class WorkerApi:
         )
         return {"ok": True, "kill": beat.kill, "stop": beat.stop}
 
-    def endjob(self, params: dict[str, Any]) -> Any:
+    def endjob(self, req: Request) -> Any:
         """Record the end of a run; with `pick`, hand out the next job too."""
-        body, legacy = self._body()
-        ping = self._ping(body, legacy)
+        body, legacy = self._body(req)
+        ping = self._ping(req, body, legacy)
         if legacy:
             job_id = _opt_int(body, "jobId", lo=-1)
             code = _opt_int(body, "errorCode", lo=-(2**31))
             if job_id and job_id > 0:
                 self.dispatch.end(ping, job_id, None, code or 0, _b64(body.get("log")), None)
-            return Raw(b"None")
+            return Text(b"None")
         job_id = _opt_int(body, "job_id", lo=1)
         if job_id is None:
             raise ApiError(400, "job_id is required")

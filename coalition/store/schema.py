@@ -52,6 +52,7 @@ JOB_COLUMNS = (
     "h_depth",
     "tagset",
     "run_event",
+    "has_dependents",
     "log_offset",
     "created_at",
     "updated_at",
@@ -100,6 +101,7 @@ _TABLES = [
     h_depth INTEGER NOT NULL DEFAULT 0,
     tagset INTEGER NOT NULL DEFAULT 0,
     run_event {big} NOT NULL DEFAULT 0,
+    has_dependents {small} NOT NULL DEFAULT 0,
     log_offset {big} NOT NULL DEFAULT 0,
     created_at DOUBLE NOT NULL DEFAULT 0,
     updated_at DOUBLE NOT NULL DEFAULT 0

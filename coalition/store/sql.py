@@ -299,6 +299,11 @@ class SqlTx:
                 self._sql("INSERT INTO job_deps (job_id, dependency) VALUES (?, ?)"),
                 [(job_id, d) for d in deps],
             )
+            # Lets a finishing job skip looking for dependents it never had (the flag is
+            # never cleared: a stale 1 costs one query, never a missed release).
+            self.execute(
+                f"UPDATE jobs SET has_dependents = 1 WHERE id IN ({self._marks(len(deps))})", list(deps)
+            )
 
     def dependents(self, job_id: int) -> list[int]:
         rows = self._all("SELECT job_id FROM job_deps WHERE dependency = ? ORDER BY job_id", (job_id,))

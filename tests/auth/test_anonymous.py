@@ -26,8 +26,9 @@ def registered_routes() -> list[tuple[str, str]]:
         LoginApi(None).routes(router, prefix)  # type: ignore[arg-type]
     for prefix in ("/json", "/xmlrpc"):
         LegacyApi(None, None).routes(router, prefix)  # type: ignore[arg-type]
-    WorkerApi(None).routes(router)  # type: ignore[arg-type]
     out = [(m, path) for path, table in router._exact.items() for m in table]
+    # The worker protocol is its own WSGI application (server/wsgi.py).
+    out += [(m, path) for path in WorkerApi(None).app(0).handlers for m in ("GET", "POST")]  # type: ignore[arg-type]
     for regex, table in router._routes:
         path = re.sub(r"\([^)]*\)", "1", regex.pattern.lstrip("^").removesuffix("/?$"))
         out += [(m, path) for m in table]

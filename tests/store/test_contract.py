@@ -547,3 +547,27 @@ def test_list_jobs_pages_filters_and_sorts(farm: Any) -> None:
     assert total == 1
     with pytest.raises(ValidationError):
         farm.service.list_jobs({"parent": group}, "password; drop table jobs", False, 0, 10)
+
+
+def test_a_failing_writer_does_not_spoil_concurrent_writes(farm: Any) -> None:
+    # SQLite batches concurrent writes into one transaction (group commit): one that fails
+    # must get its own error and leave the others' writes in place.
+    results: dict[int, Any] = {}
+
+    def submit(n: int) -> None:
+        try:
+            results[n] = add(farm, title=f"t{n}", parent=999999 if n % 3 == 0 else 0)
+        except ValidationError as exc:
+            results[n] = exc
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for n, outcome in results.items():
+        if n % 3 == 0:
+            assert isinstance(outcome, ValidationError) and "does not exist" in str(outcome)
+        else:
+            assert farm.service.job(outcome)["title"] == f"t{n}"
+    assert farm.service.list_jobs({"parent": 0}, "", False, 0, 100)[1] == 20

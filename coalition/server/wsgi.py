@@ -1,0 +1,145 @@
+"""A lean WSGI front for the worker protocol.
+
+`/workers/` is the hot path of a farm: every slot of every worker calls it every few
+seconds, and every dispatch goes through it. It is served by the same HTTP server (cheroot)
+as the rest, but grafted as a plain WSGI application, without CherryPy's per-request tool
+and hook machinery, which costs about as much as a dispatch's database work. Errors keep the
+house format: a 4xx (or 503) with `{"error": "..."}`, a logged 500 for bugs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.parse
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..model import ValidationError
+from ..service import NotFound
+from ..store.base import StoreError
+from .http import ApiError, loads_relaxed
+
+log = logging.getLogger("coalition.server")
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class Request:
+    """What a worker-protocol handler may read of a request."""
+
+    def __init__(self, environ: dict[str, Any], max_body: int):
+        self.environ = environ
+        self.method = environ.get("REQUEST_METHOD", "GET")
+        self.remote_ip = environ.get("REMOTE_ADDR", "")
+        self.max_body = max_body
+        self._body: bytes | None = None
+
+    def header(self, name: str) -> str:
+        """A request header ("" when absent)."""
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            return self.environ.get(key, "") or ""
+        return self.environ.get("HTTP_" + key, "") or ""
+
+    def body(self) -> bytes:
+        """The request body, read once, refused past the size limit."""
+        if self._body is None:
+            try:
+                length = int(self.environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                raise ApiError(400, "bad Content-Length") from None
+            if length < 0:
+                raise ApiError(400, "bad Content-Length")
+            if self.max_body and length > self.max_body:
+                raise ApiError(413, f"request body too large (more than {self.max_body} bytes)")
+            self._body = self.environ["wsgi.input"].read(length) if length else b""
+        return self._body
+
+    def fields(self) -> tuple[dict[str, Any], bool]:
+        """The request's fields: a JSON object body (is_form False), or the query string and a
+        form-encoded body merged (is_form True: Coalition 4's protocol)."""
+        raw = self.body()
+        if "json" in self.header("Content-Type"):
+            if not raw.strip():
+                raise ApiError(400, "a JSON body is required")
+            try:
+                body = loads_relaxed(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ApiError(400, "the body is not UTF-8") from None
+            if not isinstance(body, dict):
+                raise ApiError(400, "expected a JSON object")
+            return body, False
+        params: dict[str, Any] = {}
+        query = self.environ.get("QUERY_STRING", "")
+        for text in (query, raw.decode("utf-8", "replace")):
+            for key, values in urllib.parse.parse_qs(text, keep_blank_values=True).items():
+                params[key] = values[-1]
+        return params, True
+
+
+Handler = Callable[[Request], Any]
+
+
+class Text(bytes):
+    """A plain-text answer (the legacy protocol's)."""
+
+
+class WsgiApp:
+    """Routes `/workers/<name>` to handlers; everything else under the mount is a 404."""
+
+    def __init__(self, handlers: dict[str, Handler], max_body: int):
+        self.handlers = handlers
+        self.max_body = max_body
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).rstrip("/")
+        method = environ.get("REQUEST_METHOD", "GET")
+        ctype = "application/json"
+        try:
+            handler = self.handlers.get(path)
+            if handler is None:
+                raise ApiError(404, f"no such route: {method} {path}")
+            if method not in ("GET", "POST"):
+                raise ApiError(
+                    405, f"{method} is not allowed on {path}; use GET, POST", {"Allow": "GET, POST"}
+                )
+            result = handler(Request(environ, self.max_body))
+            if isinstance(result, Text):
+                status, payload, ctype = 200, bytes(result), "text/plain; charset=utf-8"
+            else:
+                status, payload = 200, json.dumps(result, separators=(",", ":")).encode()
+            extra: dict[str, str] = {}
+        except ApiError as exc:
+            status, payload, extra = exc.status, _error(exc.message), exc.headers
+        except ValidationError as exc:
+            status, payload, extra = 400, _error(str(exc)), {}
+        except NotFound as exc:
+            status, payload, extra = 404, _error(str(exc.args[0]) if exc.args else "not found"), {}
+        except StoreError as exc:
+            log.error("database error on %s %s: %s", method, path, exc)
+            status, payload, extra = 503, _error(f"database unavailable: {exc}"), {}
+        except Exception:  # noqa: BLE001 - the one place that turns bugs into a logged 500
+            log.exception("internal error on %s %s", method, path)
+            status, payload, extra = 500, _error("internal server error (see the server log)"), {}
+        headers = [
+            ("Content-Type", ctype),
+            ("Content-Length", str(len(payload))),
+            ("Cache-Control", "no-store"),
+        ]
+        headers += list(extra.items())
+        start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+        return [payload]
+
+
+def _error(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
