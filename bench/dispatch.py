@@ -59,12 +59,13 @@ class Server:
         }
         with open(ini, "w") as f:
             f.write("[server]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
-        if keys.get("db_type") == "mysql":
-            subprocess.run(
-                [sys.executable, "-m", "coalition.server.main", "-c", ini, "--init"],
-                check=True,
-                capture_output=True,
-            )
+        if keys.get("db_type") == "mysql":  # one database for the whole run: each phase starts empty
+            for flag in ("--init-if-needed", "--reset"):
+                subprocess.run(
+                    [sys.executable, "-m", "coalition.server.main", "-c", ini, flag, "--yes"],
+                    check=True,
+                    capture_output=True,
+                )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "coalition.server.main", "-c", ini],
             stdout=subprocess.DEVNULL,
@@ -292,7 +293,8 @@ def main() -> int:
     args = p.parse_args()
     run("sqlite", {}, args)
     if args.mysql:
-        from bench.mariadb import private_mariadb
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from mariadb import private_mariadb  # bench/mariadb.py
 
         with private_mariadb() as db:
             run("mysql", db, args)

@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(args.datadir, exist_ok=True)
     ini = os.path.join(args.datadir, "coalition.ini")
     _write_ini(ini, args.port, args.datadir)
+    # SIGTERM (make killed, a terminal closed) stops the farm like Ctrl-C: `finally` below runs.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     server = subprocess.Popen([sys.executable, "-m", "coalition.server.main", "-c", ini])
     url = f"http://127.0.0.1:{args.port}/"
     procs = [server]
