@@ -33,22 +33,8 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-extensions",
-    "--metrics-recording-only",
-    "--no-default-browser-check",
-]
+from tests.support import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 - after the sys.path line
+
 # Auto-refresh off while measuring: the bench drives refreshes itself.
 PREFS = 'localStorage.setItem("coalition5.app", JSON.stringify({auto: false, interval: 4, theme: "light"}));'
 
@@ -138,7 +124,7 @@ def main() -> int:
         expected = f"of {args.jobs:,}"
 
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             opens, walls, pings = [], [], []
             for _ in range(args.runs):
                 context = browser.new_context(viewport={"width": 1440, "height": 900}, bypass_csp=True)

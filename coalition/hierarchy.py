@@ -195,32 +195,21 @@ class Tree:
             self._after_state_change(row["id"], old, new_state, row.get("has_dependents", 1))
 
     def _propagate(self, parent_id: int, old: str, new: str, duration_delta: float = 0.0) -> None:
-        direct = {col: int(new == st) - int(old == st) for st, col in _COUNTED}
-        totals = {f"total_{col}": v for col, v in direct.items()}
-        first = True
-        pid = parent_id
-        while pid:
-            deltas: dict[str, int | float] = dict(totals)
-            if first:
-                deltas.update(direct)
-            if duration_delta:
-                deltas["duration"] = duration_delta
-            prow = self.tx.bump_job(pid, deltas, self.now, returning=True)
-            if prow is None:
-                return
-            self._refresh_group_state(prow)
-            pid = prow["parent"]
-            first = False
+        direct: dict[str, int | float] = {col: int(new == st) - int(old == st) for st, col in _COUNTED}
+        totals: dict[str, int | float] = {f"total_{col}": v for col, v in direct.items()}
+        if duration_delta:
+            totals["duration"] = duration_delta  # a group's duration sums its runs, at every level
+        self.bump_chain(parent_id, direct, totals)
 
-    def bump_chain(self, parent_id: int, direct: dict[str, int], totals: dict[str, int]) -> None:
+    def bump_chain(
+        self, parent_id: int, direct: dict[str, int | float], totals: dict[str, int | float]
+    ) -> None:
         """Add to the direct parent's counters and every ancestor's totals, then refresh
         the group states up the chain (a new child can unfinish a finished group)."""
         first = True
         pid = parent_id
         while pid:
-            deltas: dict[str, int | float] = dict(totals)
-            if first:
-                deltas.update(direct)
+            deltas = {**totals, **direct} if first else totals
             prow = self.tx.bump_job(pid, deltas, self.now, returning=True)
             if prow is None:
                 return

@@ -4,54 +4,20 @@ JavaScript's reach, and logging out closes the page again."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.auth.conftest import Slapd, ldap_keys, password
-from tests.support import require
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [  # reference/tooling.md section 4
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-extensions",
-    "--metrics-recording-only",
-    "--no-default-browser-check",
-]
 
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    require(os.path.exists(CHROMIUM), f"{CHROMIUM} not found: apt-get install chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require(False, "playwright is not installed: pip install 'coalition[test]'")
-        raise
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield browser
-        browser.close()
-
-
-def test_login_and_logout_in_a_browser(chromium: Any, slapd: Slapd, make_auth_server: Any) -> None:
+def test_login_and_logout_in_a_browser(browser: Any, slapd: Slapd, make_auth_server: Any) -> None:
     from playwright.sync_api import expect
 
     farm = make_auth_server(**ldap_keys(slapd))
-    context = chromium.new_context()
+    context = browser.new_context()
     page = context.new_page()
     try:
         page.goto(farm.url + "/index.html")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -23,21 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("python3-coalition", "coalition-server", "coalition-worker")
 # Debian's tools only: a virtualenv's python3 first on PATH breaks dh and pybuild.
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 for both TCP (HTTP) and UDP (discovery)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port")
 
 
 def installed_packages() -> list[str]:

@@ -16,25 +16,6 @@ from typing import Any
 
 import pytest
 
-from tests.support import require
-
-CHROMIUM = "/usr/bin/chromium"
-# reference/tooling.md section 4.
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-extensions",
-    "--metrics-recording-only",
-    "--no-default-browser-check",
-]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,23 +26,6 @@ if (!localStorage.getItem("coalition5.app")) {
   localStorage.setItem("coalition5.app", JSON.stringify({auto: true, interval: 2, theme: "light"}));
 }
 """
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the session."""
-    require(os.path.exists(CHROMIUM), f"{CHROMIUM} not found: apt-get install chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require(False, "the playwright Python package is missing: pip install 'coalition[test]'")
-        raise
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 class UI:
