@@ -26,6 +26,7 @@ _OUTBOX_COLS = frozenset(
 
 
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], str] = {}
+_NAMES: dict[str, tuple[str, ...]] = {}  # result column names by statement text
 
 
 def _statement(template: str, cols: tuple[str, ...], allowed: frozenset[str], each: str) -> str:
@@ -74,10 +75,14 @@ class SqlTx:
         row = self.cur.fetchone()
         if row is None:
             return None
-        names = [d[0] for d in self.cur.description]
-        rest = self.cur.fetchall()  # drain (RETURNING statements finish only when drained)
-        del rest
-        return dict(zip(names, row, strict=True))
+        names = _NAMES.get(sql)
+        if names is None:  # a statement's result columns are fixed: read them once
+            names = tuple(d[0] for d in self.cur.description)
+            if len(_NAMES) < 1000:
+                _NAMES[sql] = names
+        if self.cur.fetchone() is not None:  # drain (RETURNING statements finish when drained)
+            self.cur.fetchall()
+        return dict(zip(names, row, strict=False))  # same statement, same columns
 
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self.cur.execute(self._sql(sql), tuple(params))
