@@ -15,8 +15,8 @@ import pytest
 
 from coalition.config import load_server_settings
 from coalition.worker.settings import load_settings
-from tests.packaging.conftest import REPO, free_port, installed_packages, purge, require_root_and_apt
-from tests.support import require
+from tests.packaging.conftest import REPO, installed_packages, purge, require_root_and_apt
+from tests.support import free_port, require
 
 ANSIBLE = REPO / "ansible"
 VENV_BIN = Path(sys.executable).parent

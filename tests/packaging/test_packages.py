@@ -27,13 +27,12 @@ from tests.packaging.conftest import (
     SYSTEM_PATH,
     Unit,
     apt,
-    free_port,
     installed_packages,
     purge,
     require_root_and_apt,
     set_ini,
 )
-from tests.support import require_binary, wait_for
+from tests.support import free_port, require_binary, wait_for
 
 pytestmark = pytest.mark.slow
 
