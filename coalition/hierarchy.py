@@ -228,9 +228,8 @@ class Tree:
         old = prow["state"]
         if new != old:
             fields["state"] = new
-        progress = prow["total_finished"] / total if total else 0.0
-        if abs(progress - (prow["progress"] or 0.0)) > 1e-12:
-            fields["progress"] = progress
+        # A group's progress is not stored: views derive it from the counters, which spares
+        # the hot path one write per finished frame.
         if new == WORKING and not prow["start_time"]:
             fields["start_time"] = self.now
         if fields:

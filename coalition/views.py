@@ -23,7 +23,11 @@ def job_view(row: Row, now: float, dependencies: list[int] | None = None) -> dic
     if row["state"] == WORKING and not row["children"] and row["start_time"]:
         duration = max(0.0, now - row["start_time"])  # live for a running leaf
     out["duration"] = round(duration, 3)
-    out["progress"] = round(row["progress"] or 0.0, 6)
+    if row["children"]:  # a group's progress is derived, never stored
+        total = row["total"] or 0
+        out["progress"] = round(row["total_finished"] / total, 6) if total else 0.0
+    else:
+        out["progress"] = round(row["progress"] or 0.0, 6)
     out["local_progress"] = round(row["local_progress"] or 0.0, 6)
     out["created_at"] = round(row["created_at"] or 0.0, 3)
     out["updated_at"] = round(row["updated_at"] or 0.0, 6)

@@ -205,7 +205,13 @@ class SqlTx:
         if sort not in SORTABLE:
             raise ValueError(f"cannot sort by {sort!r}")
         direction = "DESC" if descending else "ASC"
-        order = f"{sort} {direction}, id {direction}" if sort != "id" else f"id {direction}"
+        column = sort
+        if sort == "progress":  # a group's progress is derived from its counters (views.py)
+            column = (
+                "(CASE WHEN children = 0 THEN progress "
+                "WHEN total > 0 THEN total_finished * 1.0 / total ELSE 0 END)"
+            )
+        order = f"{column} {direction}, id {direction}" if sort != "id" else f"id {direction}"
         page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit is not None else ""
         rows = self._all(f"SELECT * FROM jobs WHERE {clause} ORDER BY {order}{page}", params)
         return rows, total

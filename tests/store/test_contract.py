@@ -571,3 +571,15 @@ def test_a_failing_writer_does_not_spoil_concurrent_writes(farm: Any) -> None:
         else:
             assert farm.service.job(outcome)["title"] == f"t{n}"
     assert farm.service.list_jobs({"parent": 0}, "", False, 0, 100)[1] == 20
+
+
+def test_sorting_by_progress_uses_group_counters(farm: Any) -> None:
+    half = add(farm, title="half", command="")
+    add(farm, parent=half)
+    add(farm, parent=half)
+    none = add(farm, title="none", command="")
+    add(farm, parent=none)
+    job = pick(farm)
+    end(farm, job, 0)
+    rows, _, _ = farm.service.list_jobs({"parent": 0}, "progress", True, 0, 10)
+    assert [(r["id"], r["progress"]) for r in rows] == [(half, 0.5), (none, 0.0)]
