@@ -293,10 +293,23 @@ def main() -> int:
     args = p.parse_args()
     run("sqlite", {}, args)
     if args.mysql:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from mariadb import private_mariadb  # bench/mariadb.py
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from tests.support import private_mariadb
 
-        with private_mariadb() as db:
+        with private_mariadb("512M") as server:
+            server.root_sql(
+                "CREATE DATABASE coalition CHARACTER SET utf8mb4",
+                "CREATE USER 'coal'@'127.0.0.1' IDENTIFIED BY 'coalpw'",
+                "GRANT ALL ON coalition.* TO 'coal'@'127.0.0.1'",
+            )
+            db = {
+                "db_type": "mysql",
+                "db_mysql_host": server.host,
+                "db_mysql_port": server.port,
+                "db_mysql_user": "coal",
+                "db_mysql_password": "coalpw",
+                "db_mysql_base": "coalition",
+            }
             run("mysql", db, args)
     return 0
 

@@ -4,11 +4,9 @@ private MariaDB instance for the MySQL half of the store contract."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +16,15 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support import CHROMIUM, CHROMIUM_ARGS, free_port, require, wait_for
+from tests.support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    free_port,
+    mariadb_binaries,
+    private_mariadb,
+    require,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,78 +58,16 @@ class MariaDB:
 
 @pytest.fixture(scope="session")
 def mariadb() -> Iterator[MariaDB]:
-    """Start a throwaway mariadbd on a free port (reference/tooling.md section 2)."""
-    install = shutil.which("mariadb-install-db")
-    daemon = shutil.which("mariadbd") or (
-        "/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None
-    )
+    """A throwaway mariadbd on a free port for the session, with a `coal` user."""
+    install, daemon = mariadb_binaries()
     require(bool(install and daemon), "MariaDB server not installed: apt-get install mariadb-server")
     try:
         import pymysql  # noqa: F401
     except ImportError:
         require(False, "PyMySQL not installed: pip install 'coalition[mysql]'")
-    datadir = tempfile.mkdtemp(prefix="coal-mariadb-")
-    sock = os.path.join(datadir, "mysqld.sock")
-    port = free_port()
-    subprocess.run(
-        [
-            install,
-            "--no-defaults",
-            f"--datadir={datadir}",
-            "--user=root",
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    log = open(os.path.join(datadir, "server.log"), "wb")
-    proc = subprocess.Popen(
-        [
-            daemon,
-            "--no-defaults",
-            f"--datadir={datadir}",
-            f"--socket={sock}",
-            f"--pid-file={datadir}/mysqld.pid",
-            "--bind-address=127.0.0.1",
-            f"--port={port}",
-            "--user=root",
-            "--skip-log-bin",
-            "--innodb-buffer-pool-size=128M",
-            "--innodb-flush-log-at-trx-commit=2",
-            "--max-connections=500",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    import pymysql
-
-    def ready() -> bool:
-        try:
-            pymysql.connect(unix_socket=sock, user="root").close()
-            return True
-        except pymysql.err.MySQLError:
-            return proc.poll() is not None  # exits the wait; checked below
-
-    wait_for(ready, timeout=60, interval=0.1, what="mariadbd to accept connections")
-    if proc.poll() is not None:
-        raise RuntimeError(f"mariadbd exited: see {datadir}/server.log")
-    conn = pymysql.connect(unix_socket=sock, user="root")
-    with conn.cursor() as cur:
-        cur.execute("CREATE USER 'coal'@'127.0.0.1' IDENTIFIED BY 'coalpw'")
-    conn.commit()
-    conn.close()
-    try:
-        yield MariaDB("127.0.0.1", port, "coal", "coalpw", sock)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        shutil.rmtree(datadir, ignore_errors=True)
+    with private_mariadb() as server:
+        server.root_sql("CREATE USER 'coal'@'127.0.0.1' IDENTIFIED BY 'coalpw'")
+        yield MariaDB(server.host, server.port, "coal", "coalpw", server.socket)
 
 
 # -- real server processes ------------------------------------------------------------------

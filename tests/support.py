@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TypeVar
 
 import pytest
@@ -80,3 +84,100 @@ CHROMIUM_ARGS = [
     "--metrics-recording-only",
     "--no-default-browser-check",
 ]
+
+
+@dataclass(frozen=True)
+class MariaDBServer:
+    """A private mariadbd: root over its unix socket, clients over TCP on loopback."""
+
+    host: str
+    port: int
+    socket: str
+
+    def root_sql(self, *statements: str) -> None:
+        """Run statements as root (over the unix socket)."""
+        import pymysql
+
+        conn = pymysql.connect(unix_socket=self.socket, user="root")
+        try:
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+            conn.commit()
+        finally:
+            conn.close()
+
+
+def mariadb_binaries() -> tuple[str | None, str | None]:
+    """mariadb-install-db and mariadbd, where installed."""
+    daemon = shutil.which("mariadbd") or (
+        "/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None
+    )
+    return shutil.which("mariadb-install-db"), daemon
+
+
+@contextlib.contextmanager
+def private_mariadb(buffer_pool: str = "128M") -> Iterator[MariaDBServer]:
+    """A throwaway mariadbd in a temporary directory on a free loopback port
+    (reference/tooling.md section 2), stopped and removed afterwards."""
+    import pymysql
+
+    install, daemon = mariadb_binaries()
+    if not install or not daemon:
+        raise RuntimeError("MariaDB server not installed: apt-get install mariadb-server")
+    datadir = tempfile.mkdtemp(prefix="coal-mariadb-")
+    sock = os.path.join(datadir, "mysqld.sock")
+    port = free_port()
+    subprocess.run(
+        [
+            install,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    log = open(os.path.join(datadir, "server.log"), "wb")
+    proc = subprocess.Popen(
+        [
+            daemon,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            f"--socket={sock}",
+            f"--pid-file={datadir}/mysqld.pid",
+            "--bind-address=127.0.0.1",
+            f"--port={port}",
+            "--user=root",
+            "--skip-log-bin",
+            f"--innodb-buffer-pool-size={buffer_pool}",
+            "--innodb-flush-log-at-trx-commit=2",
+            "--max-connections=500",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def ready() -> bool:
+        try:
+            pymysql.connect(unix_socket=sock, user="root").close()
+            return True
+        except pymysql.err.MySQLError:
+            return proc.poll() is not None  # ends the wait; checked below
+
+    try:
+        wait_for(ready, timeout=60, interval=0.1, what="mariadbd to accept connections")
+        if proc.poll() is not None:
+            raise RuntimeError(f"mariadbd exited: see {datadir}/server.log")
+        yield MariaDBServer("127.0.0.1", port, sock)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(datadir, ignore_errors=True)
