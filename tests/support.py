@@ -22,6 +22,20 @@ T = TypeVar("T")
 STRICT = os.environ.get("COALITION_STRICT") == "1"
 
 
+class Clock:
+    """A clock the tests move by hand (injected wherever the code takes `clock=`)."""
+
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += seconds
+
+
 def require(ok: bool, reason: str) -> None:
     """Skip (on a laptop) or fail (in CI) when a system dependency is missing."""
     if ok:

@@ -8,19 +8,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from coalition.cloud.base import PENDING, RUNNING, STOPPING, CloudError, Instance
+from tests.support import Clock
 
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+__all__ = ["Clock", "FakeCloud", "FakeFarm"]
 
 
 @dataclass

@@ -11,19 +11,7 @@ from coalition.dispatch import Dispatcher
 from coalition.joblogs import JobLogs
 from coalition.service import Service, Settings
 from coalition.store import MysqlStore, SqliteStore
-
-
-class Clock:
-    """A clock the tests move by hand."""
-
-    def __init__(self, now: float = 1_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support import Clock
 
 
 @pytest.fixture(params=["sqlite", "mysql"])
