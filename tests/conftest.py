@@ -4,7 +4,6 @@ private MariaDB instance for the MySQL half of the store contract."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -23,6 +22,7 @@ from tests.support import (
     mariadb_binaries,
     private_mariadb,
     require,
+    terminate_process,
     wait_for,
 )
 
@@ -158,16 +158,7 @@ class ServerProcess:
 
     def terminate(self) -> int:
         """Stop the server gracefully; returns its exit code."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return 0 if self.proc is None else terminate_process(self.proc)
 
     def request(self, method: str, path: str, body: Any = None, **kw: Any) -> requests.Response:
         """A raw HTTP request to the server."""

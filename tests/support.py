@@ -36,6 +36,18 @@ class Clock:
         self.now += seconds
 
 
+def terminate_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+    """SIGTERM, then SIGKILL if it does not go within `timeout`; returns the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def require(ok: bool, reason: str) -> None:
     """Skip (on a laptop) or fail (in CI) when a system dependency is missing."""
     if ok:
