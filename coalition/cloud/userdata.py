@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shlex
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,8 +49,7 @@ def template_dirs(settings: CloudSettings | None = None) -> list[str]:
         settings.template_dir if settings is not None else "",
         os.environ.get("COALITION_TEMPLATES", ""),
         "/etc/coalition/templates",
-        str(here.parents[2] / "templates"),  # a source checkout
-        os.path.join(sys.prefix, "share", "coalition", "templates"),  # pip data files
+        str(here.parents[1] / "templates"),  # inside the package: a wheel or a checkout
         "/usr/share/coalition/templates",  # the Debian package
     ]
     return [d for d in dict.fromkeys(candidates) if d and os.path.isdir(d)]

@@ -35,8 +35,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def find_web_dir(configured: str) -> str | None:
-    """The static page: the configured dir, the source tree's web/, or the Debian path."""
-    for path in (configured, os.path.join(os.path.dirname(_PACKAGE_DIR), "web"), "/usr/share/coalition/web"):
+    """The static page: the configured dir, the package's own web/ (wheel, checkout), or the Debian path."""
+    for path in (configured, os.path.join(_PACKAGE_DIR, "web"), "/usr/share/coalition/web"):
         if path and os.path.isfile(os.path.join(path, "index.html")):
             return os.path.abspath(path)
     return None
