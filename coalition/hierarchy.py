@@ -9,10 +9,9 @@ works on the store's `Tx` interface only.
 
 from __future__ import annotations
 
-import threading
-import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from . import scheduling
 from .model import ERROR, FINISHED, PENDING, WAITING, WORKING, ValidationError, parse_tags
@@ -35,50 +34,20 @@ _DERIVE_COLS = (
 )
 
 
-class TagCache:
-    """Tag-set id -> tags, shared by threads. Only committed rows are cached (tag sets are
-    never changed nor deleted, so an id once seen keeps its meaning). `current()` is what the
-    pick path reads: reloaded when this process created a tag set it has not seen yet, and
-    at least every `max_age` seconds for tag sets other servers created."""
+class TagLookup(Protocol):
+    """The tag sets a transaction sees (usecases.tagcache.TagView)."""
 
-    def __init__(self, max_age: float = 1.0) -> None:
-        self._by_id: dict[int, frozenset[str]] = {}
-        self._lock = threading.Lock()
-        self._loaded_at = float("-inf")
-        self._want = 0  # the highest tag-set id this process created and has not seen yet
-        self._want_since = 0.0
-        self.max_age = max_age
+    def tags(self, tagset_id: int) -> frozenset[str]:
+        """The tags of a tag-set id."""
+        ...
 
-    def tags(self, tx: Tx, tagset_id: int) -> frozenset[str]:
-        """The tags of a tag-set id, read from the database when not cached."""
-        found = self._by_id.get(tagset_id)
-        if found is None:
-            self.refresh(tx)
-            found = self._by_id.get(tagset_id, frozenset())
-        return found
+    def created(self, tagset_id: int, tags: frozenset[str]) -> None:
+        """Note a tag set found or created by this transaction."""
+        ...
 
-    def created(self, tagset_id: int) -> None:
-        """Note a tag set created by this process (visible once its transaction commits)."""
-        with self._lock:
-            self._want = max(self._want, tagset_id)
-            self._want_since = time.monotonic()
-
-    def current(self, tx: Tx) -> dict[int, frozenset[str]]:
-        """Every known tag set, reloading when stale."""
-        now = time.monotonic()
-        if self._want and (self._want in self._by_id or now - self._want_since > self.max_age):
-            self._want = 0  # seen, or rolled back: stop waiting for it
-        if self._want or now - self._loaded_at > self.max_age:
-            return self.refresh(tx)
-        return self._by_id
-
-    def refresh(self, tx: Tx) -> dict[int, frozenset[str]]:
-        """Reload every tag set; returns the map."""
-        fresh = {tid: scheduling.tagset_from_text(text) for tid, text in tx.tagsets().items()}
-        with self._lock:
-            self._by_id = {**self._by_id, **fresh}
-            self._loaded_at = time.monotonic()
-        return self._by_id
+    def current(self) -> tuple[Mapping[int, frozenset[str]], int | None]:
+        """Every tag set, and the cache generation it belongs to (None: not cacheable)."""
+        ...
 
 
 @dataclass
@@ -97,17 +66,17 @@ class Tree:
 
     tx: Tx
     now: float
-    tags: TagCache
+    tags: TagLookup
     decrease_priority_after: int = 0
+    # Sees each transition as it happens, inside the transaction (e-mail is queued there).
+    on_transition: Callable[[Transition], Any] | None = None
     transitions: list[Transition] = field(default_factory=list)
     _tagset_ids: dict[str, int] = field(default_factory=dict)
 
     # -- derived fields ---------------------------------------------------------------------
     def derived_of(self, row: Row) -> Derived:
         """The stored derived fields of a job row."""
-        return Derived(
-            row["h_key"], row["h_depth"], bool(row["h_blocked"]), self.tags.tags(self.tx, row["tagset"])
-        )
+        return Derived(row["h_key"], row["h_depth"], bool(row["h_blocked"]), self.tags.tags(row["tagset"]))
 
     def parent_derived(self, parent_id: int) -> Derived:
         """What children of `parent_id` inherit (the root for 0)."""
@@ -125,8 +94,7 @@ class Tree:
         if found is None:
             found = self.tx.tagset_id(text)
             self._tagset_ids[text] = found
-            if found not in self.tags._by_id:
-                self.tags.created(found)
+            self.tags.created(found, tags)
         return found
 
     def derive_row(self, parent: Derived, row: Row) -> tuple[Derived, dict[str, Any]]:
@@ -191,8 +159,13 @@ class Tree:
         if old != new_state or duration_delta:
             self._propagate(row["parent"], old, new_state, duration_delta)
         if old != new_state:
-            self.transitions.append(Transition(row["id"], row["parent"], old, new_state))
+            self._transition(Transition(row["id"], row["parent"], old, new_state))
             self._after_state_change(row["id"], old, new_state, row.get("has_dependents", 1))
+
+    def _transition(self, t: Transition) -> None:
+        self.transitions.append(t)
+        if self.on_transition is not None:
+            self.on_transition(t)
 
     def _propagate(self, parent_id: int, old: str, new: str, duration_delta: float = 0.0) -> None:
         direct: dict[str, int | float] = {col: int(new == st) - int(old == st) for st, col in _COUNTED}
@@ -237,7 +210,7 @@ class Tree:
             self.tx.update_job(prow["id"], fields)
             prow.update(fields)
         if new != old:
-            self.transitions.append(Transition(prow["id"], prow["parent"], old, new))
+            self._transition(Transition(prow["id"], prow["parent"], old, new))
             self._after_state_change(prow["id"], old, new, prow.get("has_dependents", 1))
 
     def _after_state_change(self, job_id: int, old: str, new: str, has_dependents: int = 1) -> None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
+
+from .scheduling import log_slice
 
 TRUNCATED = b"\n[coalition: log truncated: the server keeps %d bytes per job (maxlogsize)]\n"
 
@@ -21,30 +24,60 @@ class JobLogs:
         self.max_bytes = max_bytes
         os.makedirs(directory, exist_ok=True)
         self._lock = threading.Lock()
+        # How many bytes of each recent run's output this process wrote to the file, by
+        # (job, run event). The file's side of the truth: a transaction the database engine
+        # ran again after a COMMIT whose answer was lost sees the run's bytes as received,
+        # though they never reached the file; this says they did not.
+        self._runs: OrderedDict[tuple[int, int], int] = OrderedDict()
 
     def path(self, job_id: int) -> str:
         """The file of a job's log."""
         return os.path.join(self.directory, f"{int(job_id)}.log")
 
+    def start_run(self, job_id: int, event: int) -> None:
+        """A run of the job began (its output is counted from 0)."""
+        with self._lock:
+            self._remember((job_id, event), 0)
+
+    def append_run(self, job_id: int, event: int, offset: int, chunk: bytes, received: int) -> None:
+        """Append the part of a run's output chunk (at `offset` in the run's output) that the
+        file lacks. `received` is what the database says was received of the run; it is used
+        for runs this process has not seen start (after a restart)."""
+        key = (job_id, event)
+        with self._lock:
+            written = self._runs.get(key, received)
+            data, end = log_slice(written, offset, chunk)
+            self._append(job_id, data)
+            self._remember(key, max(written, end))
+
+    def _remember(self, key: tuple[int, int], value: int) -> None:
+        self._runs[key] = value
+        self._runs.move_to_end(key)
+        while len(self._runs) > 100_000:
+            self._runs.popitem(last=False)
+
     def append(self, job_id: int, data: bytes) -> None:
         """Append bytes to a job's log, honouring the size cap."""
+        with self._lock:
+            self._append(job_id, data)
+
+    def _append(self, job_id: int, data: bytes) -> None:
         if not data:
             return
         path = self.path(job_id)
-        with self._lock:
-            try:
-                size = os.path.getsize(path)
-            except FileNotFoundError:
-                size = 0
-            if size >= self.max_bytes:
-                return
-            room = self.max_bytes - size
-            with open(path, "ab") as f:
-                if len(data) <= room:
-                    f.write(data)
-                else:
-                    f.write(data[:room])
-                    f.write(TRUNCATED % self.max_bytes)
+        try:
+            size = os.path.getsize(path)
+        except FileNotFoundError:
+            size = 0
+        if size >= self.max_bytes:
+            return
+        room = self.max_bytes - size
+        with open(path, "ab") as f:
+            if len(data) <= room:
+                f.write(data)
+            else:
+                f.write(data[:room])
+                f.write(TRUNCATED % self.max_bytes)
 
     def size(self, job_id: int) -> int:
         """Bytes stored for a job (0 if no log)."""

@@ -4,11 +4,13 @@ check permissions, call the service and return plain data.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
 import cherrypy
 
+from ..audit import Actor
 from ..model import (
     JOB_STATES,
     ValidationError,
@@ -18,8 +20,8 @@ from ..model import (
     parse_names,
     parse_worker_edit,
 )
-from ..service import Actor, Service
 from ..store.base import Row
+from ..usecases import UseCases
 from .auth import CREATE, DELETE, EDIT, OWNER, VIEW, WEB, WORKERS, Auth, Identity
 from .http import ApiError, json_body
 from .router import Router
@@ -54,6 +56,17 @@ def _int_param(
     return number
 
 
+def _idempotency_key(user: str) -> str | None:
+    """The request's `Idempotency-Key` header, scoped to its user (one user's key never
+    answers another's submission), as the 64 hex digits the store keeps; None without one."""
+    given = cherrypy.request.headers.get("Idempotency-Key")
+    if given is None:
+        return None
+    if not 1 <= len(given) <= 255 or not given.isprintable():
+        raise ApiError(400, "Idempotency-Key must be 1 to 255 printable characters")
+    return hashlib.sha256(f"{user}\0{given}".encode()).hexdigest()
+
+
 def _job_id(text: str) -> int:
     try:
         return int(text)
@@ -66,12 +79,12 @@ class Api:
 
     def __init__(
         self,
-        service: Service,
+        uc: UseCases,
         auth: Auth,
         terminate: Callable[[list[str]], None] | None = None,
         servermode: str = "normal",
     ):
-        self.service = service
+        self.uc = uc
         self.auth = auth
         self.terminate = terminate  # set in cloud mode
         self.servermode = servermode
@@ -171,7 +184,7 @@ class Api:
             raise ApiError(400, "order must be asc or desc")
         offset = _int_param(params, "offset", 0) or 0
         limit = _int_param(params, "limit", 200 if paged else None, lo=1, hi=10000)
-        jobs, total, now = self.service.list_jobs(
+        jobs, total, now = self.uc.reads.list_jobs(
             filters, str(params.get("sort", "")), order == "desc", offset, limit, with_dependencies=paged
         )
         if hidden:
@@ -207,7 +220,9 @@ class Api:
             specs.append(spec)
         self.auth.require(who, CREATE)
         self.auth.check_commands(who, [(s.user, s.command) for s in specs])
-        ids = self.service.submit_many(specs, self.actor(), self.parent_guard(who))
+        ids = self.uc.operator.submit_many(
+            specs, self.actor(), self.parent_guard(who), _idempotency_key(who.user)
+        )
         return ids if many else ids[0]
 
     def edit_jobs(self, params: dict[str, Any]) -> Any:
@@ -223,7 +238,7 @@ class Api:
                 edits[job_id] = parse_job_edit(values)
             except ValidationError as exc:
                 raise ApiError(400, f"job {key}: {exc}") from None
-        rows = self.service.job_rows(list(edits))
+        rows = self.uc.reads.job_rows(list(edits))
         missing = sorted(set(edits) - {r["id"] for r in rows})
         if missing:
             raise ApiError(404, f"job(s) {', '.join(map(str, missing))} not found")
@@ -240,7 +255,7 @@ class Api:
                 if "command" in e.values
             ],
         )
-        self.service.edit(edits, self.actor(), self.parent_guard(who))
+        self.uc.operator.edit(edits, self.actor(), self.parent_guard(who))
         return 1
 
     def delete_jobs(self, params: dict[str, Any]) -> Any:
@@ -248,11 +263,11 @@ class Api:
         who = self.who()
         ids = parse_ids(json_body())
         self.auth.require(who, DELETE, self._rows(ids))
-        self.service.delete(ids, self.actor())
+        self.uc.operator.delete(ids, self.actor())
         return 1
 
     def _rows(self, ids: list[int]) -> list[dict[str, Any]]:
-        rows = self.service.job_rows(ids)
+        rows = self.uc.reads.job_rows(ids)
         missing = sorted(set(ids) - {r["id"] for r in rows})
         if missing:
             raise ApiError(404, f"job(s) {', '.join(map(str, missing))} not found")
@@ -261,7 +276,7 @@ class Api:
     def _viewable(self, job_id: int) -> None:
         who = self.who()
         if job_id:
-            row = self.service.require_job(job_id)
+            row = self.uc.reads.require_job(job_id)
             self.auth.require(who, VIEW, [row])
         else:
             self.auth.require(who, VIEW)
@@ -270,21 +285,21 @@ class Api:
         """GET /api/jobs/<id>."""
         jid = _job_id(job_id)
         self._viewable(jid)
-        return self.service.job(jid)
+        return self.uc.reads.job(jid)
 
     def children(self, params: dict[str, Any], job_id: str) -> Any:
         """GET /api/jobs/<id>/children."""
         jid = _job_id(job_id)
         self._viewable(jid)
         who = self.who()
-        return [j for j in self.service.children(jid) if self.auth.may_view(who, j)]
+        return [j for j in self.uc.reads.children(jid) if self.auth.may_view(who, j)]
 
     def dependencies(self, params: dict[str, Any], job_id: str) -> Any:
         """GET /api/jobs/<id>/dependencies: the job objects it depends on."""
         jid = _job_id(job_id)
         self._viewable(jid)
         who = self.who()
-        return [j for j in self.service.dependencies(jid) if self.auth.may_view(who, j)]
+        return [j for j in self.uc.reads.dependencies(jid) if self.auth.may_view(who, j)]
 
     def set_dependencies(self, params: dict[str, Any], job_id: str) -> Any:
         """POST /api/jobs/<id>/dependencies: replace the list."""
@@ -294,23 +309,23 @@ class Api:
         from ..model import parse_dependencies
 
         deps = list(parse_dependencies(body))
-        self.auth.require(who, EDIT, [self.service.require_job(jid)])
-        self.service.set_dependencies(jid, deps, self.actor())
+        self.auth.require(who, EDIT, [self.uc.reads.require_job(jid)])
+        self.uc.operator.set_dependencies(jid, deps, self.actor())
         return 1
 
     def children_dependencies(self, params: dict[str, Any], job_id: str) -> Any:
         """GET /api/jobs/<id>/childrendependencies."""
         jid = _job_id(job_id)
         self._viewable(jid)
-        return self.service.children_dependencies(jid)
+        return self.uc.reads.children_dependencies(jid)
 
     def log(self, params: dict[str, Any], job_id: str) -> Any:
         """GET /api/jobs/<id>/log: the whole log (documented) or a byte range / tail."""
         jid = _job_id(job_id)
         self._viewable(jid)
         if not any(k in params for k in ("offset", "limit", "tail")):
-            return self.service.log(jid)
-        return self.service.log_range(
+            return self.uc.reads.log(jid)
+        return self.uc.reads.log_range(
             jid,
             _int_param(params, "offset", 0),
             _int_param(params, "limit", 1024 * 1024, lo=0, hi=64 * 1024 * 1024),
@@ -321,7 +336,7 @@ class Api:
         """GET /api/jobs/<id>/events: the runs of one job."""
         jid = _job_id(job_id)
         self._viewable(jid)
-        return self.service.events(jid, None, None)
+        return self.uc.reads.events(jid, None, None)
 
     def state_command(self, name: str) -> Callable[[dict[str, Any]], Any]:
         """POST /api/{reset,reseterror,start,pause}jobs taking a list of ids."""
@@ -330,7 +345,7 @@ class Api:
             who = self.who()
             ids = parse_ids(json_body())
             self.auth.require(who, EDIT, self._rows(ids))
-            getattr(self.service, name)(ids, self.actor())
+            getattr(self.uc.operator, name)(ids, self.actor())
             return 1
 
         return handler
@@ -339,12 +354,12 @@ class Api:
     def workers(self, params: dict[str, Any]) -> Any:
         """GET /api/workers: a list of workers."""
         self.auth.require(self.who(), VIEW)
-        return self.service.workers()
+        return self.uc.reads.workers()
 
     def worker(self, params: dict[str, Any], name: str) -> Any:
         """GET /api/workers/<name>."""
         self.auth.require(self.who(), VIEW)
-        return self.service.worker(name)
+        return self.uc.reads.worker(name)
 
     def edit_workers(self, params: dict[str, Any]) -> Any:
         """POST /api/workers: `{name: {affinity, active}}`."""
@@ -359,7 +374,7 @@ class Api:
             except ValidationError as exc:
                 raise ApiError(400, f"worker {name}: {exc}") from None
         self.auth.require(who, WORKERS)
-        self.service.edit_workers(edits, self.actor())
+        self.uc.operator.edit_workers(edits, self.actor())
         return 1
 
     def delete_workers(self, params: dict[str, Any]) -> Any:
@@ -367,7 +382,7 @@ class Api:
         who = self.who()
         names = parse_names(json_body())
         self.auth.require(who, WORKERS)
-        self.service.delete_workers(names, self.actor())
+        self.uc.operator.delete_workers(names, self.actor())
         return 1
 
     def start_workers(self, params: dict[str, Any]) -> Any:
@@ -375,7 +390,7 @@ class Api:
         who = self.who()
         names = parse_names(json_body())
         self.auth.require(who, WORKERS)
-        self.service.set_workers_active(names, True, self.actor())
+        self.uc.operator.set_workers_active(names, True, self.actor())
         return 1
 
     def stop_workers(self, params: dict[str, Any]) -> Any:
@@ -383,7 +398,7 @@ class Api:
         who = self.who()
         names = parse_names(json_body())
         self.auth.require(who, WORKERS)
-        self.service.set_workers_active(names, False, self.actor())
+        self.uc.operator.set_workers_active(names, False, self.actor())
         return 1
 
     def terminate_workers(self, params: dict[str, Any]) -> Any:
@@ -402,7 +417,7 @@ class Api:
     def affinities(self, params: dict[str, Any]) -> Any:
         """GET /api/affinities: `{"1": "name", ...}`."""
         self.auth.require(self.who(), VIEW)
-        return self.service.affinities()
+        return self.uc.reads.affinities()
 
     def set_affinities(self, params: dict[str, Any]) -> Any:
         """POST /api/affinities: `{"<n>": "name"}`."""
@@ -411,7 +426,7 @@ class Api:
         if not isinstance(body, dict):
             raise ApiError(400, 'expected a JSON object {"<number>": "name"}')
         self.auth.require(who, WORKERS)
-        self.service.set_affinities(body, self.actor())
+        self.uc.operator.set_affinities(body, self.actor())
         return 1
 
     def events(self, params: dict[str, Any]) -> Any:
@@ -434,7 +449,7 @@ class Api:
                 seconds = None
         limit = _int_param(params, "limit", 5000, lo=1, hi=100000) or 5000
         worker = params.get("worker") or None
-        return self.service.events(job, worker, seconds, limit, self.auth.view_scope(who))
+        return self.uc.reads.events(job, worker, seconds, limit, self.auth.view_scope(who))
 
     def audit(self, params: dict[str, Any]) -> Any:
         """GET /api/audit?howlong=&user=&action=&job=&worker=&limit=: who did what, newest
@@ -445,7 +460,7 @@ class Api:
         howlong = params.get("howlong")
         if howlong not in (None, ""):
             try:
-                filters["since"] = self.service.clock() - float(str(howlong))
+                filters["since"] = self.uc.ctx.clock() - float(str(howlong))
             except ValueError:
                 raise ApiError(400, "howlong must be a number of seconds") from None
         filters["actor"] = params.get("user") or None
@@ -453,7 +468,7 @@ class Api:
         job = _int_param(params, "job", None, lo=1)
         filters["target"] = str(job) if job is not None else params.get("worker") or None
         limit = _int_param(params, "limit", 500, lo=1, hi=10000) or 500
-        return self.service.audit(filters, limit)
+        return self.uc.reads.audit(filters, limit)
 
     def stats(self, params: dict[str, Any]) -> Any:
         """GET /api/stats: counts and recent history for the overview."""
@@ -461,4 +476,4 @@ class Api:
         hours = float(params.get("hours", 6) or 6)
         if not 0 < hours <= 24 * 31:
             raise ApiError(400, "hours must be between 0 and 744")
-        return self.service.stats(hours)
+        return self.uc.reads.stats(hours)

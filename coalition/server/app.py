@@ -15,11 +15,10 @@ import cherrypy
 from cherrypy.process.plugins import Monitor
 
 from ..config import ServerSettings
-from ..dispatch import Dispatcher
 from ..joblogs import JobLogs
 from ..notify import MailSettings, Notifier
-from ..service import Service, Settings
 from ..store.base import Store, StoreError
+from ..usecases import Context, Settings, UseCases
 from .api import Api
 from .auth import Auth, LdapAuth, build_auth
 from .discovery import DiscoveryResponder
@@ -56,7 +55,7 @@ class ServerApp:
         self.store = store
         self.clock = clock
         self.logs = JobLogs(settings.logs_dir, settings.maxlogsize * 1024 * 1024)
-        self.service = Service(
+        self.ctx = Context(
             store,
             self.logs,
             Settings(
@@ -67,8 +66,8 @@ class ServerApp:
             ),
             clock,
         )
-        self.dispatcher = Dispatcher(self.service)
-        self.auth: Auth = auth or build_auth(settings, store, clock, _remote_ip)
+        self.uc = UseCases.over(self.ctx)
+        self.auth: Auth = auth or build_auth(settings, self.ctx, _remote_ip)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.discovery: DiscoveryResponder | None = None
         self.terminate: Callable[[list[str]], None] | None = None
@@ -78,7 +77,7 @@ class ServerApp:
         self.notifier: Notifier | None = None
         if mail.enabled:
             self.notifier = Notifier(mail, store, clock)
-            self.service.on_transition = self.notifier.on_transition
+            self.ctx.on_transition.append(self.notifier.on_transition)
             self.add_periodic("notifier", mail.interval, self.notifier.drain)
         if isinstance(self.auth, LdapAuth):
             self.add_periodic("sessions", 300.0, self.auth.sessions.purge)
@@ -86,11 +85,11 @@ class ServerApp:
     # -- assembly ---------------------------------------------------------------------------
     def mount(self) -> None:
         """Mount every route and the static page on cherrypy.tree."""
-        api = Api(self.service, self.auth, terminate=self._terminate, servermode=self.settings.servermode)
+        api = Api(self.uc, self.auth, terminate=self._terminate, servermode=self.settings.servermode)
         router = Router()
         api.routes(router, "/api")
         api.routes(router, "/api/webfrontend")
-        legacy = LegacyApi(self.service, self.auth)
+        legacy = LegacyApi(self.uc, self.auth)
         legacy.routes(router, "/json")
         legacy.routes(router, "/xmlrpc")
         login = LoginApi(self.auth, secure_cookie=bool(self.settings.ssl_certificate))
@@ -105,7 +104,7 @@ class ServerApp:
             }
         }
         # The worker protocol, the farm's hot path, is a plain WSGI application (wsgi.py).
-        workers = WorkerApi(self.dispatcher, self.settings.workertoken)
+        workers = WorkerApi(self.uc.workers, self.settings.workertoken)
         cherrypy.tree.graft(workers.app(self.settings.maxbodysize * 1024 * 1024), "/workers")
         for prefix in ("/api", "/json", "/xmlrpc"):
             cherrypy.tree.mount(Mount(router, prefix), prefix, raw)
@@ -190,7 +189,7 @@ class ServerApp:
     def _leased(self, name: str, ttl: float, fn: Callable[[], Any]) -> Callable[[], None]:
         def tick() -> None:
             try:
-                if self.dispatcher.lease(name, self.holder, ttl):
+                if self.uc.upkeep.lease(name, self.holder, ttl):
                     fn()
             except StoreError as exc:
                 log.warning("%s: database unavailable: %s", name, exc)
@@ -200,15 +199,17 @@ class ServerApp:
         return tick
 
     def _reap(self) -> None:
-        self.dispatcher.reap()
+        self.uc.upkeep.reap()
         now = self.clock()
         if now - self._last_purge > 3600:
             self._last_purge = now
-            self.dispatcher.purge_events()
+            self.uc.upkeep.purge()
 
     # -- life -------------------------------------------------------------------------------
     def start(self, handle_signals: bool = True) -> None:
         """Start serving (returns once the port is bound)."""
+        # A database just upgraded from Coalition 4 gets its derived fields before any pick.
+        self.uc.upkeep.rebuild_tree()
         if handle_signals:
             # Before the port opens: a SIGTERM right after start must still stop us cleanly.
             cherrypy.engine.signals.subscribe()

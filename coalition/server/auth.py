@@ -22,8 +22,9 @@ from ..auth import policy
 from ..auth.cache import TTLCache
 from ..auth.credentials import basic_credentials, cross_site, session_token, valid_login
 from ..auth.directory import DirectoryDown, LdapDirectory, LdapSettings
-from ..auth.sessions import Sessions
 from ..auth.whitelist import Whitelist, parse_whitelist
+from ..usecases.access import Sessions
+from ..usecases.context import Context
 from .http import ApiError
 
 log = logging.getLogger("coalition.auth")
@@ -239,7 +240,7 @@ def _down(exc: DirectoryDown) -> ApiError:
     return ApiError(503, f"cannot check permissions: {exc}", {"Retry-After": "10"})
 
 
-def build_auth(settings: Any, store: Any, clock: Callable[[], float], remote: Callable[[], str]) -> Auth:
+def build_auth(settings: Any, ctx: Context, remote: Callable[[], str]) -> Auth:
     """The policy the settings describe: LDAP when `ldaphost` is set, else open."""
     whitelist = parse_whitelist(settings.commandwhitelist)
     if not settings.ldaphost:
@@ -256,5 +257,5 @@ def build_auth(settings: Any, store: Any, clock: Callable[[], float], remote: Ca
     directory = LdapDirectory(LdapSettings.from_server(settings))
     if not directory.settings.templates:
         log.warning("LDAP is on but no ldaptemplate*job* key is set: nobody may do anything")
-    sessions = Sessions(store, settings.sessionlifetime, clock)
+    sessions = Sessions(ctx, settings.sessionlifetime)
     return LdapAuth(directory, sessions, whitelist, settings.ldapunsafeapi, remote)

@@ -8,8 +8,6 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from .farm import DbFarm
-
 if TYPE_CHECKING:  # pragma: no cover
     from .app import ServerApp
 
@@ -32,7 +30,7 @@ def enable(app: ServerApp) -> None:
     autoscaler = make_autoscaler(
         settings.servermode,
         config_dir,
-        DbFarm(app.service, app.clock),
+        app.uc.cloud,
         app.clock,
         worker_token=settings.workertoken,
         endpoint=endpoint,

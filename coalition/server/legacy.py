@@ -9,8 +9,9 @@ from typing import Any
 
 import cherrypy
 
+from ..audit import Actor
 from ..model import parse_job_spec
-from ..service import Actor
+from ..usecases import UseCases
 from .auth import CREATE, EDIT, LEGACY, Auth
 from .http import form_params
 from .router import Raw, Router
@@ -19,8 +20,8 @@ from .router import Raw, Router
 class LegacyApi:
     """Handlers of the legacy submission routes."""
 
-    def __init__(self, service: Any, auth: Auth):
-        self.service = service
+    def __init__(self, uc: UseCases, auth: Auth):
+        self.uc = uc
         self.auth = auth
 
     def routes(self, router: Router, prefix: str) -> None:
@@ -40,7 +41,7 @@ class LegacyApi:
             spec = replace(spec, user=owner)
         self.auth.require(who, CREATE)
         self.auth.check_commands(who, [(spec.user, spec.command)])
-        job_id = self.service.submit(
+        job_id = self.uc.operator.submit(
             spec,
             Actor(who.user, cherrypy.request.remote.ip or ""),
             lambda row: self.auth.require(who, EDIT, [row]),

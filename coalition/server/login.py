@@ -21,7 +21,6 @@ from typing import Any
 import cherrypy
 
 from ..auth.credentials import SESSION_COOKIE, cross_site, session_token, valid_login
-from ..service import Actor, record_audit
 from ..store.base import StoreError
 from .auth import WEB, Auth, LdapAuth
 from .http import ApiError, form_params
@@ -82,8 +81,7 @@ class LoginApi:
             if exc.status == 401:  # not Basic: no browser password pop-up over the login page
                 exc.headers["WWW-Authenticate"] = "Session"
             raise
-        actor = Actor(user, request.remote.ip or "")
-        token = auth.sessions.create(user, lambda tx, now: record_audit(tx, actor, "login", user, [], now))
+        token = auth.sessions.login(user, request.remote.ip or "")
         self._set_cookie(token, auth.sessions.lifetime)
         if form:
             raise cherrypy.HTTPRedirect(nxt, 303)
@@ -97,10 +95,7 @@ class LoginApi:
         if self.auth.login_required and token is None:
             raise ApiError(401, "not logged in", {"WWW-Authenticate": "Session"})
         if isinstance(self.auth, LdapAuth) and token is not None:
-            address = request.remote.ip or ""
-            self.auth.sessions.end(
-                token, lambda tx, user, now: record_audit(tx, Actor(user, address), "logout", user, [], now)
-            )
+            self.auth.sessions.logout(token, request.remote.ip or "")
         self._set_cookie("", 0)
         if request.method == "GET" and (request.headers.get("Sec-Fetch-Mode") or "navigate") == "navigate":
             raise cherrypy.HTTPRedirect(LOGIN_PAGE, 303)

@@ -13,8 +13,8 @@ from typing import Any
 
 import cherrypy
 
+from ..errors import NotFound
 from ..model import ValidationError
-from ..service import NotFound
 from ..store.base import StoreError
 from .http import ApiError, send_error, send_json
 

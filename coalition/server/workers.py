@@ -10,7 +10,7 @@ import hmac
 import json
 from typing import Any
 
-from ..dispatch import Dispatcher, Ping
+from ..usecases.workers import Ping, WorkerProtocol
 from .http import ApiError
 from .wsgi import Request, Text, WsgiApp
 
@@ -58,8 +58,8 @@ def _flag(body: dict[str, Any], key: str) -> bool:
 class WorkerApi:
     """Handlers of the worker protocol."""
 
-    def __init__(self, dispatcher: Dispatcher, token: str = ""):
-        self.dispatch = dispatcher
+    def __init__(self, protocol: WorkerProtocol, token: str = ""):
+        self.dispatch = protocol
         self.token = token
 
     def app(self, max_body: int) -> WsgiApp:

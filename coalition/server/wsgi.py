@@ -15,8 +15,8 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..errors import NotFound
 from ..model import ValidationError
-from ..service import NotFound
 from ..store.base import StoreError
 from .http import ApiError, loads_relaxed
 

@@ -42,12 +42,13 @@ class _SqlStore:
         raise NotImplementedError
 
     def version(self) -> int | None:
-        """None for an empty database, 0/1 for Coalition 4, 2+ for Coalition 5."""
+        """None for an empty database, 0/1 for Coalition 4 (or an interrupted upgrade of
+        one: its tables moved aside as c4_*), 2+ for Coalition 5."""
         tables = self.table_names()
         if not tables:
             return None
         if "migrations" not in tables:
-            return 0 if "jobs" in tables else None
+            return 0 if "jobs" in tables or "c4_jobs" in tables else None
 
         def get(tx: SqlTx) -> int:
             return int(tx._scalar("SELECT MAX(database_version) FROM Migrations") or 0)
@@ -255,6 +256,11 @@ class SqliteStore(_SqlStore):
 
     def read(self, fn: Callable[[SqlTx], T]) -> T:
         return self._run(fn, "BEGIN")
+
+    def queued_writes(self) -> int:
+        """Write functions waiting for the current group commit (diagnostics, tests)."""
+        with self._qlock:
+            return len(self._queue)
 
     def table_names(self) -> set[str]:
         rows = self._conn().execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()

@@ -13,7 +13,7 @@ import datetime
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .base import SchemaError
@@ -73,134 +73,189 @@ def _create_tables(store: _SqlStore, tables: list[str]) -> None:
 
 
 def _coalition4_to_2(store: _SqlStore) -> None:
-    """Coalition 4 (schema 0/1) -> Coalition 5 (schema 2), in place."""
+    """Coalition 4 (schema 0/1) -> Coalition 5 (schema 2), in place, resumable.
+
+    1. the old tables move aside as c4_* (one transaction; skipped when already done);
+    2. the new tables are created (those missing);
+    3. each new table is filled from its old one in its own transaction, rows streamed in
+       pages; a table already filled by an interrupted run is left as it is;
+    4. the old tables are dropped and version 2 recorded.
+    Derived fields (ordering keys, tag sets, group counters) are not the store's business:
+    jobs come out with an empty `h_key`, and the server rebuilds them (usecases.upkeep
+    Upkeep.rebuild_tree) before it serves.
+    """
     names = store.table_names()
-    missing = [t for t in ("jobs", "workers") if t not in names]
-    if missing:
-        raise SchemaError(f"not a Coalition 4 database: missing table(s) {', '.join(missing)}")
-    real = {t: store.real_name(t) for t in _C4_TABLES if t in names}
+    if "c4_jobs" not in names:
+        missing = [t for t in ("jobs", "workers") if t not in names]
+        if missing:
+            raise SchemaError(f"not a Coalition 4 database: missing table(s) {', '.join(missing)}")
+        real = {t: store.real_name(t) for t in _C4_TABLES if t in names}
+        if store.dialect == "mysql":
+            sql = "RENAME TABLE " + ", ".join(f"{name} TO c4_{t}" for t, name in real.items())
+            store.write(lambda tx: tx.execute(sql))
+        else:
 
-    def read(tx: SqlTx) -> dict[str, list[dict[str, Any]]]:
-        return {t: tx._all(f"SELECT * FROM {name}") for t, name in real.items() if t != "migrations"}
+            def rename(tx: SqlTx) -> None:
+                for t, name in real.items():
+                    tx.execute(f"ALTER TABLE {name} RENAME TO c4_{t}")
 
-    data = store.read(read)
-    # Move the old tables aside first (SQLite names are case-insensitive: `Jobs` is `jobs`).
-    if store.dialect == "mysql":
-        store.write(
-            lambda tx: tx.execute(
-                "RENAME TABLE " + ", ".join(f"{name} TO c4_{t}" for t, name in real.items())
-            )
+            store.write(rename)
+        names = store.table_names()
+    old = {t for t in _C4_TABLES if f"c4_{t}" in names}
+    missing_new = [t for t in TABLES if t.lower() not in names]
+    if missing_new:
+        _create_tables(store, missing_new)
+    affinity_names = store.read(
+        lambda tx: (
+            {int(r["id"]): (r["name"] or "").strip() for r in tx._all("SELECT id, name FROM c4_affinities")}
+            if "affinities" in old
+            else {}
         )
-    else:
+    )
+    now = time.time()
+    for table, fill in (
+        ("affinities", _fill_affinities),
+        ("jobs", _fill_jobs),
+        ("job_deps", _fill_deps),
+        ("workers", _fill_workers),
+        ("events", _fill_events),
+    ):
 
-        def rename(tx: SqlTx) -> None:
-            for t, name in real.items():
-                tx.execute(f"ALTER TABLE {name} RENAME TO c4_{t}")
+        def step(tx: SqlTx, table: str = table, fill: Callable[..., None] = fill) -> None:
+            if tx._scalar(f"SELECT COUNT(*) FROM {table}"):
+                return  # filled by an earlier, interrupted run
+            fill(tx, old, affinity_names, now)
 
-        store.write(rename)
+        store.write(step)
 
-    def create_and_copy(tx: SqlTx) -> None:
-        for stmt in ddl(store.dialect):
-            tx.execute(stmt)
-        _copy(tx, data)
+    def finish(tx: SqlTx) -> None:
+        for t in sorted(old):
+            tx.execute(f"DROP TABLE c4_{t}")
         tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (2,))
 
-    store.write(create_and_copy)
-
-    def drop(tx: SqlTx) -> None:
-        for t in real:
-            tx.execute(f"DROP TABLE c4_{t}")
-
-    store.write(drop)
+    store.write(finish)
 
 
-def _copy(tx: SqlTx, data: dict[str, list[dict[str, Any]]]) -> None:
-    from ..hierarchy import TagCache, Tree  # the tree rules live outside the store
+_PAGE = 2000
 
-    now = time.time()
-    affinity_names = {int(r["id"]): (r["name"] or "").strip() for r in data.get("affinities", [])}
-    for num, name in sorted(affinity_names.items()):
+
+def _pages(tx: SqlTx, sql: str, key: str = "id") -> Iterator[list[dict[str, Any]]]:
+    """Rows of `SELECT ... FROM t` in pages ordered by `key` (an integer column)."""
+    last: Any = None
+    while True:
+        where = f" WHERE {key} > ?" if last is not None else ""
+        rows = tx._all(f"{sql}{where} ORDER BY {key} LIMIT {_PAGE}", () if last is None else (last,))
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][key]
+        if len(rows) < _PAGE:
+            return
+
+
+def _fill_affinities(tx: SqlTx, old: set[str], names: dict[int, str], now: float) -> None:
+    for num, name in sorted(names.items()):
         if name:
             tx.execute("INSERT INTO affinities (id, name) VALUES (?, ?)", (num, name))
 
-    jobs = data.get("jobs", [])
-    ids = {int(j["id"]) for j in jobs}
-    children: dict[int, int] = {}
-    for j in jobs:
-        parent = int(j["parent"] or 0)
-        if parent in ids:
-            children[parent] = children.get(parent, 0) + 1
-    deps: dict[int, list[int]] = {}
-    for d in data.get("dependencies", []):
-        a, b = int(d["job_id"]), int(d["dependency"])
-        if a in ids and b in ids and a != b:
-            deps.setdefault(a, []).append(b)
-    state_of = {int(j["id"]): j["state"] for j in jobs}
-    for j in jobs:
-        jid = int(j["id"])
-        parent = int(j["parent"] or 0)
-        if parent not in ids:
-            parent = 0
-        command = j["command"] or ""
-        state = (j["state"] or "WAITING").upper()
-        paused = int(bool(j["paused"]) or state == "PAUSED")
-        if state in ("PAUSED", "WORKING", "PENDING") or state not in ("WAITING", "FINISHED", "ERROR"):
-            state = "WAITING"  # a C4 run cannot be resumed by a C5 worker: it runs again
-        pending = any(state_of.get(d) != "FINISHED" for d in deps.get(jid, []))
-        if pending and state == "WAITING":
-            state = "PENDING"
-        env = j["environment"] or ""
-        row = {
-            "id": jid,
-            "parent": parent,
-            "title": j["title"] or "",
-            "command": command,
-            "dir": j["dir"] or ".",
-            "environment": "" if env == "None" else env,
-            "state": state,
-            "paused": paused,
-            "worker": j["worker"] or "",
-            "start_time": float(j["start_time"] or 0),
-            "duration": float(j["duration"] or 0),
-            "run_done": int(j["run_done"] or 0),
-            "timeout": int(j["timeout"] or 0),
-            "priority": max(0, int(j["priority"] or 0)),
-            "affinity": _c4_affinity(j["affinity"] or "", affinity_names),
-            "user": j["user"] or "",
-            "url": j["url"] or "",
-            "progress": float(j["progress"] or 0),
-            "progress_pattern": j["progress_pattern"] or "PROGRESS:%percent",
-            "local_progress_pattern": "",
-            "children": children.get(jid, 0),
-            "pending": int(pending),
-            "leaf": int(children.get(jid, 0) == 0 and command != ""),
-            "h_key": "",
-            "created_at": float(j["start_time"] or 0) or now,
-            "updated_at": now,
+
+def _fill_jobs(tx: SqlTx, old: set[str], names: dict[int, str], now: float) -> None:
+    # Small aggregates first (group sizes, jobs waiting for unfinished dependencies); the
+    # jobs themselves are streamed.
+    children = {
+        int(r["parent"]): int(r["n"])
+        for r in tx._all("SELECT parent, COUNT(*) AS n FROM c4_jobs WHERE parent > 0 GROUP BY parent")
+    }
+    pending: set[int] = set()
+    if "dependencies" in old:
+        pending = {
+            int(r["job_id"])
+            for r in tx._all(
+                "SELECT DISTINCT d.job_id FROM c4_dependencies d JOIN c4_jobs j ON j.id = d.dependency "
+                "WHERE d.job_id <> d.dependency AND (j.state IS NULL OR j.state <> 'FINISHED')"
+            )
         }
-        tx.insert_job(row)
-    for a, bs in deps.items():
-        tx.set_deps(a, sorted(set(bs)))
+    ids: set[int] = {int(r["id"]) for r in tx._all("SELECT id FROM c4_jobs")}
+    for page in _pages(tx, "SELECT * FROM c4_jobs"):
+        for j in page:
+            tx.insert_job(_c4_job(j, ids, children, pending, names, now))
 
-    tree = Tree(tx, now, TagCache())
-    for j in jobs:
-        if int(j["parent"] or 0) not in ids:
-            tree.rederive(int(j["id"]))
-    # Counters bottom-up: deepest groups first, one level each.
-    depth = {r["id"]: r["h_depth"] for r in tx._all("SELECT id, h_depth FROM jobs WHERE children > 0")}
-    for gid in sorted(depth, key=lambda g: -depth[g]):
-        tree.recount(gid, up=False)
 
+def _c4_job(
+    j: dict[str, Any],
+    ids: set[int],
+    children: dict[int, int],
+    pending_ids: set[int],
+    names: dict[int, str],
+    now: float,
+) -> dict[str, Any]:
+    jid = int(j["id"])
+    parent = int(j["parent"] or 0)
+    if parent not in ids:
+        parent = 0
+    command = j["command"] or ""
+    state = (j["state"] or "WAITING").upper()
+    paused = int(bool(j["paused"]) or state == "PAUSED")
+    if state in ("PAUSED", "WORKING", "PENDING") or state not in ("WAITING", "FINISHED", "ERROR"):
+        state = "WAITING"  # a C4 run cannot be resumed by a C5 worker: it runs again
+    pending = jid in pending_ids
+    if pending and state == "WAITING":
+        state = "PENDING"
+    env = j["environment"] or ""
+    kids = children.get(jid, 0)
+    return {
+        "id": jid,
+        "parent": parent,
+        "title": j["title"] or "",
+        "command": command,
+        "dir": j["dir"] or ".",
+        "environment": "" if env == "None" else env,
+        "state": state,
+        "paused": paused,
+        "worker": j["worker"] or "",
+        "start_time": float(j["start_time"] or 0),
+        "duration": float(j["duration"] or 0),
+        "run_done": int(j["run_done"] or 0),
+        "timeout": int(j["timeout"] or 0),
+        "priority": max(0, int(j["priority"] or 0)),
+        "affinity": _c4_affinity(j["affinity"] or "", names),
+        "user": j["user"] or "",
+        "url": j["url"] or "",
+        "progress": float(j["progress"] or 0),
+        "progress_pattern": j["progress_pattern"] or "PROGRESS:%percent",
+        "local_progress_pattern": "",
+        "children": kids,
+        "pending": int(pending),
+        "leaf": int(kids == 0 and command != ""),
+        "h_key": "",  # rebuilt by the server (Upkeep.rebuild_tree)
+        "created_at": float(j["start_time"] or 0) or now,
+        "updated_at": now,
+    }
+
+
+def _fill_deps(tx: SqlTx, old: set[str], names: dict[int, str], now: float) -> None:
+    if "dependencies" not in old:
+        return
+    tx.execute(
+        "INSERT INTO job_deps (job_id, dependency) SELECT DISTINCT d.job_id, d.dependency "
+        "FROM c4_dependencies d JOIN jobs a ON a.id = d.job_id JOIN jobs b ON b.id = d.dependency "
+        "WHERE d.job_id <> d.dependency"
+    )
+    tx.execute("UPDATE jobs SET has_dependents = 1 WHERE id IN (SELECT dependency FROM job_deps)")
+
+
+def _fill_workers(tx: SqlTx, old: set[str], names: dict[int, str], now: float) -> None:
     rules: dict[str, list[tuple[int, int]]] = {}
-    for r in data.get("workeraffinities", []):
-        rules.setdefault(r["worker_name"], []).append((int(r["ordering"] or 0), int(r["affinity"] or 0)))
-    for w in data.get("workers", []):
+    if "workeraffinities" in old:
+        for r in tx._all("SELECT worker_name, affinity, ordering FROM c4_workeraffinities"):
+            rules.setdefault(r["worker_name"], []).append((int(r["ordering"] or 0), int(r["affinity"] or 0)))
+    for w in tx._all("SELECT * FROM c4_workers"):
         lines = []
         for _, mask in sorted(rules.get(w["name"], [])):
-            names = [affinity_names.get(bit + 1, "") for bit in range(63) if mask >> bit & 1]
-            names = [n for n in names if n]
-            if names:
-                lines.append(",".join(names))
+            tags = [names.get(bit + 1, "") for bit in range(63) if mask >> bit & 1]
+            tags = [n for n in tags if n]
+            if tags:
+                lines.append(",".join(tags))
         state = (w["state"] or "WAITING").upper()
         if state == "WORKING":
             state = "WAITING"
@@ -222,21 +277,27 @@ def _copy(tx: SqlTx, data: dict[str, list[dict[str, Any]]]) -> None:
                 "start_time": _epoch(w.get("start_time")),
             }
         )
-    for e in data.get("events", []):
-        state = e["state"] or "ERROR"
-        tx.execute(
-            "INSERT INTO events (id, worker, job_id, job_title, state, start, duration) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                int(e["id"]),
-                e["worker"] or "",
-                int(e["job_id"] or 0),
-                e["job_title"] or "",
-                "INTERRUPTED" if state == "WORKING" else state,
-                float(e["start"] or 0),
-                float(e["duration"] or 0),
-            ),
-        )
+
+
+def _fill_events(tx: SqlTx, old: set[str], names: dict[int, str], now: float) -> None:
+    if "events" not in old:
+        return
+    for page in _pages(tx, "SELECT * FROM c4_events"):
+        for e in page:
+            state = e["state"] or "ERROR"
+            tx.execute(
+                "INSERT INTO events (id, worker, job_id, job_title, state, start, duration) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    int(e["id"]),
+                    e["worker"] or "",
+                    int(e["job_id"] or 0),
+                    e["job_title"] or "",
+                    "INTERRUPTED" if state == "WORKING" else state,
+                    float(e["start"] or 0),
+                    float(e["duration"] or 0),
+                ),
+            )
 
 
 def _c4_affinity(text: str, names: dict[int, str]) -> str:
@@ -265,6 +326,22 @@ def _epoch(value: Any) -> float:
         return 0.0
 
 
+def _add_submissions(store: _SqlStore) -> None:
+    """Version 3: the submissions table (idempotency keys)."""
+
+    exists = "submissions" in store.table_names()
+
+    def step(tx: SqlTx) -> None:
+        if not exists:
+            for stmt in ddl(store.dialect):
+                if _table_of(stmt) == "submissions":
+                    tx.execute(stmt)
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (3,))
+
+    store.write(step)
+
+
 STEPS: list[tuple[int, str, Callable[[Any], None]]] = [
     (2, "Coalition 4 to Coalition 5 (tags, hierarchical keys, retries, run events)", _coalition4_to_2),
+    (3, "idempotency keys of submissions", _add_submissions),
 ]

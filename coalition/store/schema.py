@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # Coalition 4 used schema versions 0 and 1 and the `Migrations` table; we keep counting there
 # so that `--migrate` recognises a Coalition 4 database.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 JOB_COLUMNS = (
     "id",
@@ -195,6 +195,15 @@ _TABLES = [
     sent_at DOUBLE NOT NULL DEFAULT 0
 ){table_opts}""",
     "CREATE INDEX c5_outbox_due ON outbox (status, next_try)",
+    # Idempotency keys of recent submissions and the ids they created: a submission rerun
+    # after a COMMIT whose answer was lost (or sent again by a client with the same
+    # Idempotency-Key) returns the jobs it made instead of making them twice.
+    """CREATE TABLE submissions (
+    id VARCHAR(64) NOT NULL PRIMARY KEY,
+    job_ids {text} NOT NULL,
+    created_at DOUBLE NOT NULL DEFAULT 0
+){table_opts}""",
+    "CREATE INDEX c5_submissions_created ON submissions (created_at)",
     """CREATE TABLE Migrations (
     database_version INTEGER NOT NULL
 ){table_opts}""",
@@ -211,6 +220,7 @@ TABLES = (
     "sessions",
     "audit",
     "outbox",
+    "submissions",
     "Migrations",
 )
 

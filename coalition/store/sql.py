@@ -529,6 +529,26 @@ class SqlTx:
     def purge_mail(self, before: float) -> int:
         return self.execute("DELETE FROM outbox WHERE status <> 'queued' AND created_at < ?", (before,))
 
+    def unkeyed_jobs(self) -> int:
+        return int(self._scalar("SELECT COUNT(*) FROM jobs WHERE h_key = ''") or 0)
+
+    def groups(self) -> list[Row]:
+        return self._all("SELECT id, parent, h_depth FROM jobs WHERE children > 0")
+
+    # -- submissions --------------------------------------------------------------------------
+    def submission(self, key: str) -> list[int] | None:
+        text = self._scalar("SELECT job_ids FROM submissions WHERE id = ?", (key,))
+        return None if text is None else [int(i) for i in str(text).split(",") if i]
+
+    def insert_submission(self, key: str, job_ids: Sequence[int], now: float) -> None:
+        self.execute(
+            "INSERT INTO submissions (id, job_ids, created_at) VALUES (?, ?, ?)",
+            (key, ",".join(str(i) for i in job_ids), now),
+        )
+
+    def purge_submissions(self, before: float) -> int:
+        return self.execute("DELETE FROM submissions WHERE created_at < ?", (before,))
+
     # -- coordination -----------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         changed = self.execute(

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
-from coalition.auth.sessions import Sessions
-from coalition.dispatch import Dispatcher, Ping
+from coalition.audit import Actor
 from coalition.joblogs import JobLogs
 from coalition.model import JobSpec
 from coalition.notify import MailSettings, Notifier
-from coalition.service import Actor, Service, Settings
 from coalition.store import MysqlStore, SqliteStore
+from coalition.usecases import Context, Settings, UseCases
+from coalition.usecases.access import Sessions
+from coalition.usecases.workers import Ping
 
 
 class Clock:
@@ -40,51 +41,55 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     db.close()
 
 
-def test_sessions(store: Any) -> None:
+def test_sessions(store: Any, tmp_path: Path) -> None:
     clock = Clock()
-    sessions = Sessions(store, lifetime=100, clock=clock)
-    token = sessions.create("alice")
+    sessions = Sessions(
+        Context(store, JobLogs(str(tmp_path / "logs"), 1 << 20), Settings(), clock), lifetime=100
+    )
+    token = sessions.login("alice")
     assert sessions.user(token) == "alice" and sessions.user(token + "x") is None
     clock.now += 101
     assert sessions.user(token) is None
     assert sessions.purge() == 1
-    token = sessions.create("bob")
-    assert sessions.end(token) == "bob" and sessions.user(token) is None and sessions.end(token) is None
+    token = sessions.login("bob", "10.0.0.2")
+    assert sessions.logout(token) == "bob" and sessions.user(token) is None and sessions.logout(token) is None
+    actions = [r["action"] for r in store.read(lambda tx: tx.audit({}, 10))]
+    assert actions.count("login") == 2 and actions.count("logout") == 1
 
 
 def test_audit_filters(store: Any, tmp_path: Path) -> None:
     clock = Clock()
-    service = Service(store, JobLogs(str(tmp_path / "logs"), 1 << 20), Settings(), clock)
-    one = service.submit(JobSpec(title="a", command="true", user="alice"), Actor("alice", "10.0.0.1"))
+    uc = UseCases.over(Context(store, JobLogs(str(tmp_path / "logs"), 1 << 20), Settings(), clock))
+    one = uc.operator.submit(JobSpec(title="a", command="true", user="alice"), Actor("alice", "10.0.0.1"))
     many = [
-        service.submit(JobSpec(title=f"b{i}", command="true", user="bob"), Actor("admin")) for i in range(11)
+        uc.operator.submit(JobSpec(title=f"b{i}", command="true", user="bob"), Actor("admin"))
+        for i in range(11)
     ]
-    service.pause([one, many[-1]], Actor("wrangler"))
-    everything = service.audit({}, 100)
+    uc.operator.pause([one, many[-1]], Actor("wrangler"))
+    everything = uc.reads.audit({}, 100)
     assert [e["action"] for e in everything[:2]] == ["pause", "pause"]  # one row per owner
     assert {tuple(e["jobs"]) for e in everything[:2]} == {(one,), (many[-1],)}
     # `job` matches whole ids only (job 1 is not job 11).
-    assert [e["jobs"] for e in service.audit({"target": str(one)}, 100)] == [[one], [one]]
-    alice_sees = service.audit({"viewer": "alice"}, 100)
+    assert [e["jobs"] for e in uc.reads.audit({"target": str(one)}, 100)] == [[one], [one]]
+    alice_sees = uc.reads.audit({"viewer": "alice"}, 100)
     assert {(e["user"], e["action"]) for e in alice_sees} == {("alice", "create"), ("wrangler", "pause")}
-    assert service.audit({"actor": "admin"}, 5)[0]["user"] == "admin"
-    assert len(service.audit({"since": clock.now + 1}, 100)) == 0
+    assert uc.reads.audit({"actor": "admin"}, 5)[0]["user"] == "admin"
+    assert len(uc.reads.audit({"since": clock.now + 1}, 100)) == 0
 
 
 def test_notifications_are_queued_in_the_state_change(store: Any, tmp_path: Path) -> None:
     clock = Clock()
-    service = Service(store, JobLogs(str(tmp_path / "logs"), 1 << 20), Settings(), clock)
+    uc = UseCases.over(Context(store, JobLogs(str(tmp_path / "logs"), 1 << 20), Settings(), clock))
     sent: list[Any] = []
     notifier = Notifier(MailSettings(host="smtp", domain="s.test", notifyafter=2), store, clock, _smtp(sent))
-    service.on_transition = notifier.on_transition
-    dispatch = Dispatcher(service)
-    group = service.submit(JobSpec(title="shot", command="", user="alice"))
+    uc.ctx.on_transition.append(notifier.on_transition)
+    group = uc.operator.submit(JobSpec(title="shot", command="", user="alice"))
     for i in range(4):
-        service.submit(JobSpec(title=f"f{i}", command="true", parent=group, user="alice"))
+        uc.operator.submit(JobSpec(title=f"f{i}", command="true", parent=group, user="alice"))
     for _ in range(4):
-        job = dispatch.pick(Ping("w"))
+        job = uc.workers.pick(Ping("w"))
         assert job is not None
-        dispatch.end(Ping("w"), job["id"], job["event"], 0, b"", None)
+        uc.workers.end(Ping("w"), job["id"], job["event"], 0, b"", None)
     queued = store.read(lambda tx: tx.outbox())
     assert sorted(r["subject"] for r in queued) == [
         f'[Coalition] Job "shot" ({group}) finished',
@@ -93,11 +98,11 @@ def test_notifications_are_queued_in_the_state_change(store: Any, tmp_path: Path
     assert notifier.drain() == 2 and len(sent) == 2
     assert notifier.drain() == 0  # sent once only
     # Resetting and finishing again: a new "finished" mail, but never a second "first 2".
-    service.reset([group])
+    uc.operator.reset([group])
     for _ in range(4):
-        job = dispatch.pick(Ping("w"))
+        job = uc.workers.pick(Ping("w"))
         assert job is not None
-        dispatch.end(Ping("w"), job["id"], job["event"], 0, b"", None)
+        uc.workers.end(Ping("w"), job["id"], job["event"], 0, b"", None)
     assert notifier.drain() == 1 and sent[-1]["Subject"].endswith("finished")
 
 

@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
-from coalition.dispatch import Dispatcher
 from coalition.joblogs import JobLogs
-from coalition.service import Service, Settings
 from coalition.store import MysqlStore, SqliteStore
+from coalition.usecases import Context, Settings, UseCases
 from tests.support import Clock
 
 
@@ -40,7 +39,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def farm(store: Any, clock: Clock, tmp_path: Any) -> Any:
-    """A service and a dispatcher over the store, with a hand-moved clock."""
+    """The use cases over the store, with a hand-moved clock."""
 
     class Farm:
         pass
@@ -49,8 +48,8 @@ def farm(store: Any, clock: Clock, tmp_path: Any) -> Any:
     f.clock = clock
     f.store = store
     f.logs = JobLogs(str(tmp_path / "logs"), 1024 * 1024)
-    f.service = Service(
+    f.ctx = Context(
         store, f.logs, Settings(worker_timeout=10, requeue_limit=2, decrease_priority_after=0), clock
     )
-    f.dispatch = Dispatcher(f.service)
+    f.uc = UseCases.over(f.ctx)
     return f

@@ -6,31 +6,32 @@ no sleeps. The same assertions must hold on both engines.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
 import pytest
 
-from coalition.dispatch import Ping
+from coalition.errors import NotFound
 from coalition.model import JobEdit, JobSpec, ValidationError
-from coalition.service import NotFound
+from coalition.usecases.workers import Ping
 
 
 def add(farm: Any, **kw: Any) -> int:
     kw.setdefault("command", "true")
-    return farm.service.submit(JobSpec(**kw))
+    return farm.uc.operator.submit(JobSpec(**kw))
 
 
 def pick(farm: Any, name: str = "w1", affinity: str | None = None) -> dict[str, Any] | None:
-    return farm.dispatch.pick(Ping(name=name, affinity=affinity))
+    return farm.uc.workers.pick(Ping(name=name, affinity=affinity))
 
 
 def end(farm: Any, job: dict[str, Any], code: int = 0, name: str = "w1", **kw: Any) -> Any:
-    return farm.dispatch.end(Ping(name=name), job["id"], job["event"], code, b"", None, **kw)
+    return farm.uc.workers.end(Ping(name=name), job["id"], job["event"], code, b"", None, **kw)
 
 
 def state(farm: Any, job_id: int) -> str:
-    return farm.service.job(job_id)["state"]
+    return farm.uc.reads.job(job_id)["state"]
 
 
 def drain(farm: Any, name: str = "w1", affinity: str | None = None) -> list[int]:
@@ -53,7 +54,7 @@ def test_job_object_has_every_documented_field(farm: Any) -> None:
         retry=10,
         affinity="LINUX",
     )
-    job = farm.service.job(jid)
+    job = farm.uc.reads.job(jid)
     for key in (
         "id parent title command dir environment state worker start_time duration ping_time run_done "
         "retry timeout priority affinity user finished errors working total total_finished total_errors "
@@ -72,7 +73,7 @@ def test_job_object_has_every_documented_field(farm: Any) -> None:
 
 def test_unicode_and_backslashes_survive(farm: Any) -> None:
     jid = add(farm, title="rendu élève ✓", command=r"C:\x\n 'q' \"", environment="A=1\\nB=é")
-    job = farm.service.job(jid)
+    job = farm.uc.reads.job(jid)
     assert (
         job["title"] == "rendu élève ✓"
         and job["command"] == r"C:\x\n 'q' \""
@@ -85,7 +86,7 @@ def test_parent_by_title_and_path(farm: Any) -> None:
     render = add(farm, title="render", command="", parent=dept)
     a = add(farm, title="a", parent="departments")
     b = add(farm, title="b", parent="departments|render")
-    assert farm.service.job(a)["parent"] == dept and farm.service.job(b)["parent"] == render
+    assert farm.uc.reads.job(a)["parent"] == dept and farm.uc.reads.job(b)["parent"] == render
     with pytest.raises(ValidationError, match="no job titled"):
         add(farm, title="c", parent="departments|nope")
     with pytest.raises(ValidationError, match="does not exist"):
@@ -94,9 +95,9 @@ def test_parent_by_title_and_path(farm: Any) -> None:
 
 def test_unknown_job_is_not_found(farm: Any) -> None:
     with pytest.raises(NotFound):
-        farm.service.job(424242)
+        farm.uc.reads.job(424242)
     with pytest.raises(NotFound):
-        farm.service.pause([424242])
+        farm.uc.operator.pause([424242])
 
 
 # -- ordering -------------------------------------------------------------------------------
@@ -161,20 +162,20 @@ def test_worker_without_rules_gets_untagged_jobs_only(farm: Any) -> None:
 def test_operator_rules_win_over_the_workers_own(farm: Any) -> None:
     gpu = add(farm, affinity="gpu")
     assert pick(farm, "w", "cpu") is None
-    farm.service.edit_workers({"w": {"affinity": "gpu"}})
+    farm.uc.operator.edit_workers({"w": {"affinity": "gpu"}})
     job = pick(farm, "w", "cpu")  # the worker still sends "cpu": the operator's edit stands
     assert job is not None and job["id"] == gpu
-    assert farm.service.worker("w")["affinity"] == "gpu"
+    assert farm.uc.reads.worker("w")["affinity"] == "gpu"
 
 
 def test_numbered_affinities_resolve_through_the_registry(farm: Any) -> None:
-    farm.service.set_affinities({"1": "linux", "2": "win"})
+    farm.uc.operator.set_affinities({"1": "linux", "2": "win"})
     jid = add(farm, affinity="#2")
-    assert farm.service.job(jid)["affinity"] == "win"
+    assert farm.uc.reads.job(jid)["affinity"] == "win"
     with pytest.raises(ValidationError):
         add(farm, affinity="#7")
     add(farm, affinity="newtag")
-    assert "newtag" in farm.service.affinities().values()
+    assert "newtag" in farm.uc.reads.affinities().values()
 
 
 # -- dependencies ---------------------------------------------------------------------------
@@ -195,7 +196,7 @@ def test_error_dependency_blocks_until_reset(farm: Any) -> None:
     end(farm, pick(farm), 1)
     assert (state(farm, first), state(farm, second)) == ("ERROR", "PENDING")
     assert pick(farm) is None
-    farm.service.reset([first])
+    farm.uc.operator.reset([first])
     end(farm, pick(farm), 0)
     assert state(farm, second) == "WAITING"
 
@@ -206,7 +207,7 @@ def test_a_group_that_depends_holds_its_children(farm: Any) -> None:
     add(farm, parent=group)
     assert state(farm, group) == "PENDING"
     assert pick(farm) is None  # "intricate dependencies" of Coalition 4's dead tests
-    farm.service.start([gate])
+    farm.uc.operator.start([gate])
     end(farm, pick(farm), 0)
     assert pick(farm) is not None
 
@@ -216,18 +217,18 @@ def test_dependency_cycles_are_refused(farm: Any) -> None:
     b = add(farm, dependencies=(a,))
     c = add(farm, dependencies=(b,))
     with pytest.raises(ValidationError, match="cycle"):
-        farm.service.set_dependencies(a, [c])
+        farm.uc.operator.set_dependencies(a, [c])
     with pytest.raises(ValidationError, match="itself"):
-        farm.service.set_dependencies(a, [a])
+        farm.uc.operator.set_dependencies(a, [a])
     group = add(farm, title="g", command="")
     child = add(farm, parent=group)
     with pytest.raises(ValidationError):
-        farm.service.set_dependencies(child, [group])  # the group waits for the child
+        farm.uc.operator.set_dependencies(child, [group])  # the group waits for the child
     with pytest.raises(ValidationError):
-        farm.service.set_dependencies(group, [child])
+        farm.uc.operator.set_dependencies(group, [child])
     with pytest.raises(ValidationError, match="do not exist"):
-        farm.service.set_dependencies(a, [99999])
-    assert farm.service.job(a)["dependencies"] == []
+        farm.uc.operator.set_dependencies(a, [99999])
+    assert farm.uc.reads.job(a)["dependencies"] == []
 
 
 def test_resetting_a_dependency_makes_waiting_dependents_pending_again(farm: Any) -> None:
@@ -235,7 +236,7 @@ def test_resetting_a_dependency_makes_waiting_dependents_pending_again(farm: Any
     b = add(farm, dependencies=(a,))
     end(farm, pick(farm), 0)
     assert state(farm, b) == "WAITING"
-    farm.service.reset([a])
+    farm.uc.operator.reset([a])
     assert state(farm, b) == "PENDING"
 
 
@@ -243,21 +244,21 @@ def test_resetting_a_dependency_makes_waiting_dependents_pending_again(farm: Any
 def test_group_state_counters_and_progress(farm: Any) -> None:
     group = add(farm, title="g", command="")
     kids = [add(farm, parent=group) for _ in range(4)]
-    g = farm.service.job(group)
+    g = farm.uc.reads.job(group)
     assert (g["state"], g["total"], g["progress"]) == ("WAITING", 4, 0)
     job = pick(farm)
-    g = farm.service.job(group)
+    g = farm.uc.reads.job(group)
     assert (g["state"], g["working"], g["total_working"]) == ("WORKING", 1, 1)
     end(farm, job, 0)
     end(farm, pick(farm), 0)
-    g = farm.service.job(group)
+    g = farm.uc.reads.job(group)
     assert (g["finished"], g["total_finished"], g["progress"]) == (2, 2, 0.5)
     end(farm, pick(farm), 3)
-    g = farm.service.job(group)
+    g = farm.uc.reads.job(group)
     assert (g["state"], g["errors"]) == ("ERROR", 1)
-    farm.service.reset_errors([group])
+    farm.uc.operator.reset_errors([group])
     drain(farm)
-    g = farm.service.job(group)
+    g = farm.uc.reads.job(group)
     assert (g["state"], g["total_finished"], g["progress"], g["errors"], g["working"]) == (
         "FINISHED",
         4,
@@ -274,10 +275,10 @@ def test_nested_group_counters(farm: Any) -> None:
     add(farm, parent=mid)
     add(farm, parent=mid)
     add(farm, parent=top)
-    t = farm.service.job(top)
+    t = farm.uc.reads.job(top)
     assert (t["total"], t["children"]) == (3, 2)
     drain(farm)
-    t = farm.service.job(top)
+    t = farm.uc.reads.job(top)
     assert (t["state"], t["total_finished"], t["finished"]) == ("FINISHED", 3, 1)
 
 
@@ -298,32 +299,31 @@ def test_retries_then_error(farm: Any) -> None:
         assert job is not None and job["id"] == jid
         end(farm, job, 1)
     assert pick(farm) is None
-    job = farm.service.job(jid)
+    job = farm.uc.reads.job(jid)
     assert (job["state"], job["fail_count"], job["run_done"]) == ("ERROR", 3, 3)
 
 
 def test_decrease_priority_after_child_errors(farm: Any) -> None:
-    service = farm.service
-    object.__setattr__(service.settings, "decrease_priority_after", 2)
+    farm.ctx.settings = dataclasses.replace(farm.ctx.settings, decrease_priority_after=2)
     group = add(farm, title="g", command="", priority=50)
     for _ in range(3):
         add(farm, parent=group, retry=0)
     end(farm, pick(farm), 1)
-    assert service.job(group)["priority"] == 50
+    assert farm.uc.reads.job(group)["priority"] == 50
     end(farm, pick(farm), 1)
-    assert service.job(group)["priority"] == 49
+    assert farm.uc.reads.job(group)["priority"] == 49
 
 
 def test_job_timeout_is_an_error(farm: Any) -> None:
     jid = add(farm, timeout=5, retry=0)
     job = pick(farm)
     farm.clock.advance(5 + 10 + 1)  # timeout + grace (the heartbeat timeout)
-    farm.dispatch.heartbeat(Ping("w1"), jid, job["event"], b"", None)  # keep the worker alive
-    assert farm.dispatch.reap()["timed_out"] == 1
+    farm.uc.workers.heartbeat(Ping("w1"), jid, job["event"], b"", None)  # keep the worker alive
+    assert farm.uc.upkeep.reap()["timed_out"] == 1
     assert state(farm, jid) == "ERROR"
-    beat = farm.dispatch.heartbeat(Ping("w1"), jid, job["event"], b"", None)
+    beat = farm.uc.workers.heartbeat(Ping("w1"), jid, job["event"], b"", None)
     assert beat.kill
-    events = farm.service.events(jid, None, None)
+    events = farm.uc.reads.events(jid, None, None)
     assert [e["state"] for e in events] == ["ERROR"]
 
 
@@ -333,18 +333,18 @@ def test_silent_worker_requeues_without_spending_a_retry_and_is_bounded(farm: An
         job = pick(farm, f"w{round_}")
         assert job is not None and job["id"] == jid
         farm.clock.advance(11)
-        assert farm.dispatch.reap()["silent_workers"] == 1
-        assert farm.service.worker(f"w{round_}")["state"] == "TIMEOUT"
-    job = farm.service.job(jid)
+        assert farm.uc.upkeep.reap()["silent_workers"] == 1
+        assert farm.uc.reads.worker(f"w{round_}")["state"] == "TIMEOUT"
+    job = farm.uc.reads.job(jid)
     assert (job["state"], job["requeues"], job["fail_count"]) == ("ERROR", 3, 1)
-    assert [e["state"] for e in farm.service.events(jid, None, None)] == ["TIMEOUT"] * 3
+    assert [e["state"] for e in farm.uc.reads.events(jid, None, None)] == ["TIMEOUT"] * 3
 
 
 def test_late_result_after_a_silence_is_not_lost(farm: Any) -> None:
     jid = add(farm)
     job = pick(farm, "w1")
     farm.clock.advance(11)
-    farm.dispatch.reap()
+    farm.uc.upkeep.reap()
     assert state(farm, jid) == "WAITING"
     result = end(farm, job, 0, "w1")  # the worker comes back with its result
     assert not result.ignored
@@ -355,10 +355,10 @@ def test_a_worker_back_from_silence_re_adopts_its_run(farm: Any) -> None:
     jid = add(farm)
     job = pick(farm, "w1")
     farm.clock.advance(11)
-    farm.dispatch.reap()
-    beat = farm.dispatch.heartbeat(Ping("w1"), jid, job["event"], b"still rendering\n", 0)
+    farm.uc.upkeep.reap()
+    beat = farm.uc.workers.heartbeat(Ping("w1"), jid, job["event"], b"still rendering\n", 0)
     assert not beat.kill
-    assert state(farm, jid) == "WORKING" and farm.service.worker("w1")["state"] == "WORKING"
+    assert state(farm, jid) == "WORKING" and farm.uc.reads.worker("w1")["state"] == "WORKING"
     end(farm, job, 0)
     assert state(farm, jid) == "FINISHED"
 
@@ -367,10 +367,10 @@ def test_a_requeued_job_taken_by_another_worker_kills_the_old_run(farm: Any) -> 
     jid = add(farm)
     old = pick(farm, "w1")
     farm.clock.advance(11)
-    farm.dispatch.reap()
+    farm.uc.upkeep.reap()
     new = pick(farm, "w2")
     assert new["id"] == jid and new["event"] != old["event"]
-    assert farm.dispatch.heartbeat(Ping("w1"), jid, old["event"], b"", None).kill
+    assert farm.uc.workers.heartbeat(Ping("w1"), jid, old["event"], b"", None).kill
     assert end(farm, old, 0, "w1").ignored
     end(farm, new, 0, "w2")
     assert state(farm, jid) == "FINISHED"
@@ -381,14 +381,14 @@ def test_restarted_worker_that_asks_for_work_gives_back_its_lost_job(farm: Any) 
     pick(farm, "w1")
     again = pick(farm, "w1")  # it crashed and restarted: it asks for work while "running"
     assert again is not None and again["id"] == jid  # the same job, as a new run
-    assert [e["state"] for e in farm.service.events(jid, None, None)] == ["WORKING", "LOST"]
+    assert [e["state"] for e in farm.uc.reads.events(jid, None, None)] == ["WORKING", "LOST"]
 
 
 def test_interruption_requeues_without_spending_a_retry(farm: Any) -> None:
     jid = add(farm, retry=0)
     job = pick(farm)
     end(farm, job, -15, interrupted=True)
-    job = farm.service.job(jid)
+    job = farm.uc.reads.job(jid)
     assert (job["state"], job["fail_count"], job["requeues"]) == ("WAITING", 0, 1)
 
 
@@ -396,15 +396,15 @@ def test_interruption_requeues_without_spending_a_retry(farm: Any) -> None:
 def test_pause_kills_and_start_resumes(farm: Any) -> None:
     jid = add(farm)
     job = pick(farm)
-    farm.service.pause([jid])
+    farm.uc.operator.pause([jid])
     assert state(farm, jid) == "PAUSED"
-    assert farm.dispatch.heartbeat(Ping("w1"), jid, job["event"], b"", None).kill
+    assert farm.uc.workers.heartbeat(Ping("w1"), jid, job["event"], b"", None).kill
     assert end(farm, job, 0).ignored  # the killed run's late end changes nothing
     assert pick(farm) is None
-    farm.service.start([jid])
+    farm.uc.operator.start([jid])
     assert state(farm, jid) == "WAITING"
     assert pick(farm)["id"] == jid
-    assert [e["state"] for e in farm.service.events(jid, None, None)] == ["WORKING", "PAUSED"]
+    assert [e["state"] for e in farm.uc.reads.events(jid, None, None)] == ["WORKING", "PAUSED"]
 
 
 def test_pausing_a_group_blocks_and_kills_its_subtree(farm: Any) -> None:
@@ -413,10 +413,10 @@ def test_pausing_a_group_blocks_and_kills_its_subtree(farm: Any) -> None:
     add(farm, parent=group)
     job = pick(farm)
     assert job["id"] == a
-    farm.service.pause([group])
-    assert farm.dispatch.heartbeat(Ping("w1"), a, job["event"], b"", None).kill
+    farm.uc.operator.pause([group])
+    assert farm.uc.workers.heartbeat(Ping("w1"), a, job["event"], b"", None).kill
     assert pick(farm, "w2") is None
-    farm.service.start([group])
+    farm.uc.operator.start([group])
     assert len(drain(farm)) == 2
 
 
@@ -426,17 +426,17 @@ def test_reset_sends_a_subtree_back_and_kills_running(farm: Any) -> None:
     end(farm, pick(farm), 0)
     end(farm, pick(farm), 2)
     running = pick(farm)
-    farm.service.reset([group])
+    farm.uc.operator.reset([group])
     assert all(state(farm, k) == "WAITING" for k in kids)
-    assert farm.dispatch.heartbeat(Ping("w1"), running["id"], running["event"], b"", None).kill
-    g = farm.service.job(group)
+    assert farm.uc.workers.heartbeat(Ping("w1"), running["id"], running["event"], b"", None).kill
+    g = farm.uc.reads.job(group)
     assert (g["state"], g["total_finished"], g["total_errors"], g["total_working"]) == ("WAITING", 0, 0, 0)
 
 
 def test_start_does_not_rerun_a_finished_job(farm: Any) -> None:
     jid = add(farm)
     end(farm, pick(farm), 0)
-    farm.service.start([jid])
+    farm.uc.operator.start([jid])
     assert state(farm, jid) == "FINISHED" and pick(farm) is None
 
 
@@ -445,63 +445,63 @@ def test_delete_kills_removes_logs_and_releases_dependents(farm: Any) -> None:
     a = add(farm, parent=group)
     other = add(farm, dependencies=(a,))
     job = pick(farm)
-    farm.dispatch.heartbeat(Ping("w1"), a, job["event"], b"some output\n", 0)
+    farm.uc.workers.heartbeat(Ping("w1"), a, job["event"], b"some output\n", 0)
     assert farm.logs.size(a) > 0
-    farm.service.delete([group])
+    farm.uc.operator.delete([group])
     with pytest.raises(NotFound):
-        farm.service.job(a)
+        farm.uc.reads.job(a)
     assert farm.logs.size(a) == 0
-    assert farm.dispatch.heartbeat(Ping("w1"), a, job["event"], b"", None).kill
+    assert farm.uc.workers.heartbeat(Ping("w1"), a, job["event"], b"", None).kill
     assert state(farm, other) == "WAITING"
-    assert [e["state"] for e in farm.service.events(a, None, None)] == ["DELETED"]
+    assert [e["state"] for e in farm.uc.reads.events(a, None, None)] == ["DELETED"]
 
 
 def test_stopping_a_worker_requeues_its_job(farm: Any) -> None:
     jid = add(farm)
     job = pick(farm)
-    farm.service.set_workers_active(["w1"], False)
+    farm.uc.operator.set_workers_active(["w1"], False)
     assert state(farm, jid) == "WAITING"
-    beat = farm.dispatch.heartbeat(Ping("w1"), jid, job["event"], b"", None)
+    beat = farm.uc.workers.heartbeat(Ping("w1"), jid, job["event"], b"", None)
     assert beat.kill and beat.stop
     assert pick(farm) is None
-    farm.service.set_workers_active(["w1"], True)
+    farm.uc.operator.set_workers_active(["w1"], True)
     assert pick(farm)["id"] == jid
 
 
 def test_edits_rekey_move_and_refuse_cycles(farm: Any) -> None:
     a = add(farm, priority=10)
     b = add(farm, priority=20)
-    farm.service.edit({a: JobEdit({"priority": 30, "title": "renamed"})})
-    assert farm.service.job(a)["title"] == "renamed"
+    farm.uc.operator.edit({a: JobEdit({"priority": 30, "title": "renamed"})})
+    assert farm.uc.reads.job(a)["title"] == "renamed"
     group = add(farm, title="g", command="", priority=0)
-    farm.service.edit({b: JobEdit({"parent": group})})
-    assert farm.service.job(group)["total"] == 1
+    farm.uc.operator.edit({b: JobEdit({"parent": group})})
+    assert farm.uc.reads.job(group)["total"] == 1
     with pytest.raises(ValidationError):
-        farm.service.edit({group: JobEdit({"parent": b})})
+        farm.uc.operator.edit({group: JobEdit({"parent": b})})
     with pytest.raises(NotFound):
-        farm.service.edit({a: JobEdit({"title": "x"}), 99999: JobEdit({"title": "y"})})
-    assert farm.service.job(a)["title"] == "renamed"  # all or nothing
+        farm.uc.operator.edit({a: JobEdit({"title": "x"}), 99999: JobEdit({"title": "y"})})
+    assert farm.uc.reads.job(a)["title"] == "renamed"  # all or nothing
     assert drain(farm) == [a, b]
-    farm.service.edit({a: JobEdit({"priority": 0})})  # Coalition 4 could not set priority 0
-    assert farm.service.job(a)["priority"] == 0
+    farm.uc.operator.edit({a: JobEdit({"priority": 0})})  # Coalition 4 could not set priority 0
+    assert farm.uc.reads.job(a)["priority"] == 0
 
 
 # -- logs and progress --------------------------------------------------------------------
 def test_log_chunks_are_deduplicated_by_offset_and_progress_parsed(farm: Any) -> None:
     jid = add(farm, local_progress_pattern="frame %one")
     job = pick(farm)
-    beat = lambda data, off: farm.dispatch.heartbeat(Ping("w1"), jid, job["event"], data, off)  # noqa: E731
+    beat = lambda data, off: farm.uc.workers.heartbeat(Ping("w1"), jid, job["event"], data, off)  # noqa: E731
     beat(b"PROGRESS:10\n", 0)
     beat(b"PROGRESS:10\n", 0)  # a resend after a lost answer
     beat(b"10\nPROGRESS:25\nframe 0.5\n", 9)  # overlaps the first chunk by 3 bytes
     assert farm.logs.read(jid) == b"PROGRESS:10\nPROGRESS:25\nframe 0.5\n"
-    j = farm.service.job(jid)
+    j = farm.uc.reads.job(jid)
     assert (j["progress"], j["local_progress"]) == (0.25, 0.5)
 
 
 # -- atomic claims ---------------------------------------------------------------------------
 def test_concurrent_pickers_never_share_a_job(farm: Any) -> None:
-    ids = farm.service.submit_many([JobSpec(command="true", title=f"f{i}") for i in range(60)])
+    ids = farm.uc.operator.submit_many([JobSpec(command="true", title=f"f{i}") for i in range(60)])
     taken: list[int] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -525,28 +525,28 @@ def test_concurrent_pickers_never_share_a_job(farm: Any) -> None:
 
 
 def test_lease_is_exclusive_until_it_expires(farm: Any) -> None:
-    assert farm.dispatch.lease("reaper", "a", 10)
-    assert not farm.dispatch.lease("reaper", "b", 10)
-    assert farm.dispatch.lease("reaper", "a", 10)
+    assert farm.uc.upkeep.lease("reaper", "a", 10)
+    assert not farm.uc.upkeep.lease("reaper", "b", 10)
+    assert farm.uc.upkeep.lease("reaper", "a", 10)
     farm.clock.advance(11)
-    assert farm.dispatch.lease("reaper", "b", 10)
+    assert farm.uc.upkeep.lease("reaper", "b", 10)
 
 
 def test_list_jobs_pages_filters_and_sorts(farm: Any) -> None:
     group = add(farm, title="g", command="")
     for i in range(25):
         add(farm, parent=group, title=f"frame {i:02d}", user="alice" if i % 2 else "bob", priority=i)
-    rows, total, _ = farm.service.list_jobs({"parent": group, "user": "alice"}, "priority", True, 0, 5)
+    rows, total, _ = farm.uc.reads.list_jobs({"parent": group, "user": "alice"}, "priority", True, 0, 5)
     assert total == 12 and [r["priority"] for r in rows] == [23, 21, 19, 17, 15]
-    rows, total, _ = farm.service.list_jobs({"parent": group, "text": "FRAME 1"}, "", False, 0, 100)
+    rows, total, _ = farm.uc.reads.list_jobs({"parent": group, "text": "FRAME 1"}, "", False, 0, 100)
     assert total == 10
-    rows, total, _ = farm.service.list_jobs({"parent": group, "text": "100%_"}, "", False, 0, 100)
+    rows, total, _ = farm.uc.reads.list_jobs({"parent": group, "text": "100%_"}, "", False, 0, 100)
     assert total == 0
     end(farm, pick(farm), 0)
-    rows, total, _ = farm.service.list_jobs({"parent": group, "states": ["FINISHED"]}, "", False, 0, 100)
+    rows, total, _ = farm.uc.reads.list_jobs({"parent": group, "states": ["FINISHED"]}, "", False, 0, 100)
     assert total == 1
     with pytest.raises(ValidationError):
-        farm.service.list_jobs({"parent": group}, "password; drop table jobs", False, 0, 10)
+        farm.uc.reads.list_jobs({"parent": group}, "password; drop table jobs", False, 0, 10)
 
 
 def test_a_failing_writer_does_not_spoil_concurrent_writes(farm: Any) -> None:
@@ -569,8 +569,8 @@ def test_a_failing_writer_does_not_spoil_concurrent_writes(farm: Any) -> None:
         if n % 3 == 0:
             assert isinstance(outcome, ValidationError) and "does not exist" in str(outcome)
         else:
-            assert farm.service.job(outcome)["title"] == f"t{n}"
-    assert farm.service.list_jobs({"parent": 0}, "", False, 0, 100)[1] == 20
+            assert farm.uc.reads.job(outcome)["title"] == f"t{n}"
+    assert farm.uc.reads.list_jobs({"parent": 0}, "", False, 0, 100)[1] == 20
 
 
 def test_sorting_by_progress_uses_group_counters(farm: Any) -> None:
@@ -581,5 +581,5 @@ def test_sorting_by_progress_uses_group_counters(farm: Any) -> None:
     add(farm, parent=none)
     job = pick(farm)
     end(farm, job, 0)
-    rows, _, _ = farm.service.list_jobs({"parent": 0}, "progress", True, 0, 10)
+    rows, _, _ = farm.uc.reads.list_jobs({"parent": 0}, "progress", True, 0, 10)
     assert [(r["id"], r["progress"]) for r in rows] == [(half, 0.5), (none, 0.0)]

@@ -1,39 +1,39 @@
-"""The farm as the cloud autoscaler sees it (coalition.cloud.base.Farm), over the database."""
+"""The cloud autoscaler's use cases: the farm as it sees it (coalition.cloud.base.Farm)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
-from ..model import W_STARTING
-from ..service import Service
+from ..model import W_STARTING, W_TERMINATED
+from ..store.base import Tx
+from .context import Context, Effects
+from .runs import release_worker_job
 
 
-class DbFarm:
-    """Implements the autoscaler's Farm protocol with the service's store."""
+class CloudFarm:
+    """Implements the autoscaler's Farm protocol over the database."""
 
-    def __init__(self, service: Service, clock: Callable[[], float] = time.time):
-        self.service = service
-        self.clock = clock
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.clock = ctx.clock
 
     def ready_jobs_by_tags(self) -> dict[frozenset[str], int]:
         """Pickable leaves (WAITING, not blocked) counted by effective tag set."""
 
-        def fn(tx: Any) -> dict[frozenset[str], int]:
+        def fn(tx: Tx) -> dict[frozenset[str], int]:
             counts = tx.ready_counts()
-            tags = self.service.tags.refresh(tx) if counts else {}
+            tags = self.ctx.tags.load(tx) if counts else {}
             out: dict[frozenset[str], int] = {}
             for tagset, n in counts.items():
                 key = tags.get(tagset, frozenset())
                 out[key] = out.get(key, 0) + n
             return out
 
-        return self.service.store.read(fn)
+        return self.ctx.read(fn)
 
     def workers(self) -> list[dict[str, Any]]:
         """Every worker with the fields the policy reads."""
-        rows = self.service.store.read(lambda tx: tx.workers())
+        rows = self.ctx.read(lambda tx: tx.workers())
         return [
             {
                 "name": r["name"],
@@ -50,7 +50,7 @@ class DbFarm:
         """Create (or reset) the row of an instance just launched."""
         now = self.clock()
 
-        def fn(tx: Any) -> None:
+        def fn(tx: Tx, fx: Effects) -> None:
             if tx.worker(name) is None:
                 tx.insert_worker(
                     {
@@ -67,17 +67,26 @@ class DbFarm:
             else:
                 tx.update_worker(name, {"state": state, "start_time": now, "current_job": 0})
 
-        self.service.store.write(fn)
+        self.ctx.write(fn)
 
     def set_worker_state(self, name: str, state: str) -> None:
         """Mark a worker (TERMINATED releases its job back to the queue)."""
-        self.service.mark_workers([name], state)
+        now = self.clock()
+
+        def fn(tx: Tx, fx: Effects) -> None:
+            tree = self.ctx.tree(tx, fx, now)
+            for row in tx.workers([name]):
+                if state == W_TERMINATED:
+                    release_worker_job(tx, tree, fx, row, "TERMINATED", now)
+                tx.update_worker(row["name"], {"state": state})
+
+        self.ctx.write(fn)
 
     def record_event(self, message: str) -> None:
         """One autoscaler decision as an event (worker "autoscaler", state CLOUD)."""
         now = self.clock()
-        self.service.store.write(
-            lambda tx: tx.insert_event(
+        self.ctx.write(
+            lambda tx, fx: tx.insert_event(
                 {
                     "worker": "autoscaler",
                     "job_id": 0,

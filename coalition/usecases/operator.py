@@ -1,27 +1,23 @@
-"""Use cases of the job queue: submit, edit, pause, reset, delete, workers. Every method is
-one database transaction over the store interface; the clock is injected so tests never
-sleep or patch time. The queries behind the REST API are in queries.py, the audit trail in
-audit.py.
+"""The operator's commands: submit, edit, pause, start, reset, delete jobs; dependencies;
+the affinity registry; worker edits. Each is one write transaction over the context; every
+effect outside the database is handed back in `Effects` and applied after the commit.
 """
 
 from __future__ import annotations
 
 import re
-import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from .audit import NOBODY, Actor, audit_rows, record_audit
-from .errors import NotFound
-from .hierarchy import TagCache, Transition, Tree
-from .joblogs import JobLogs
-from .model import (
+from ..audit import NOBODY, Actor, audit_rows, record_audit
+from ..errors import NotFound
+from ..hierarchy import Tree
+from ..model import (
     DEFAULT_PROGRESS_PATTERN,
     ERROR,
     FINISHED,
     PENDING,
-    W_TERMINATED,
     W_WAITING,
     WAITING,
     WORKING,
@@ -32,65 +28,20 @@ from .model import (
     parse_rule_lines,
     parse_tags,
 )
-from .queries import Queries
-from .store.base import Row, Store, Tx
+from ..store.base import Row, Tx
+from .context import Context, Effects
+from .runs import abort_run, release_worker_job
 
 # Called with a job row when a job is about to be put under it (a new child, or a move):
 # the auth layer refuses a group its caller may not edit. Raising aborts the transaction.
 ParentGuard = Callable[[Row], None]
 
 
-class _Observed(list):  # type: ignore[type-arg]
-    """A Tree's transition list that also reports each transition as it happens, inside the
-    transaction (the notifier queues its mail in the same commit as the state change)."""
+class Operator:
+    """Commands of the people who run the farm (the REST API's write side)."""
 
-    def __init__(self, report: Callable[[Transition], None]):
-        super().__init__()
-        self._report = report
-
-    def append(self, item: Transition) -> None:
-        super().append(item)
-        self._report(item)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The service's knobs, from `[server]` in coalition.ini."""
-
-    worker_timeout: float = 10.0  # heartbeat silence before a worker is TIMEOUT
-    requeue_limit: int = 3  # silent-worker requeues before a job turns ERROR
-    decrease_priority_after: int = 10
-    event_retention_days: float = 90.0
-
-
-
-
-class Service(Queries):
-    """The job queue's use cases over a store, a log directory and a clock (the read side
-    is in queries.py)."""
-
-    def __init__(
-        self,
-        store: Store,
-        logs: JobLogs,
-        settings: Settings = Settings(),
-        clock: Callable[[], float] = time.time,
-    ):
-        self.store = store
-        self.logs = logs
-        self.settings = settings
-        self.clock = clock
-        self.tags = TagCache()
-        # Set by the server when e-mail is on: sees every job state change in its transaction.
-        self.on_transition: Callable[[Tx, Transition], None] | None = None
-
-    def tree(self, tx: Tx, now: float) -> Tree:
-        """Tree maintenance for one transaction."""
-        tree = Tree(tx, now, self.tags, self.settings.decrease_priority_after)
-        hook = self.on_transition
-        if hook is not None:
-            tree.transitions = _Observed(lambda t: hook(tx, t))
-        return tree
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
 
     def set_affinities(self, names: Mapping[Any, Any], actor: Actor = NOBODY) -> None:
         """Set numbered registry entries; an empty name clears one."""
@@ -111,39 +62,61 @@ class Service(Queries):
         if len(names_in_use) != len(set(names_in_use)):
             raise ValidationError("affinity names must be unique")
 
-        def fn(tx: Tx) -> None:
+        def fn(tx: Tx, fx: Effects) -> None:
             existing = {v: k for k, v in tx.affinities().items()}
             for num, name in clean.items():
                 other = existing.get(name)
                 if name and other is not None and other != num and other not in clean:
                     raise ValidationError(f"affinity name {name!r} is already number {other}")
             tx.set_affinities(clean)
-            record_audit(tx, actor, "affinities", "", [], self.clock(), {str(k): v for k, v in clean.items()})
+            record_audit(
+                tx, actor, "affinities", "", [], self.ctx.clock(), {str(k): v for k, v in clean.items()}
+            )
 
-        self.store.write(fn)
+        self.ctx.write(fn)
 
     # -- submission -------------------------------------------------------------------------
-    def submit(self, spec: JobSpec, actor: Actor = NOBODY, parent_guard: ParentGuard | None = None) -> int:
+    def submit(
+        self,
+        spec: JobSpec,
+        actor: Actor = NOBODY,
+        parent_guard: ParentGuard | None = None,
+        key: str | None = None,
+    ) -> int:
         """Create a job; returns its id."""
-        return self.submit_many([spec], actor, parent_guard)[0]
+        return self.submit_many([spec], actor, parent_guard, key)[0]
 
     def submit_many(
-        self, specs: Sequence[JobSpec], actor: Actor = NOBODY, parent_guard: ParentGuard | None = None
+        self,
+        specs: Sequence[JobSpec],
+        actor: Actor = NOBODY,
+        parent_guard: ParentGuard | None = None,
+        key: str | None = None,
     ) -> list[int]:
-        """Create jobs in one transaction (all or none); returns their ids in order."""
-        now = self.clock()
+        """Create jobs in one transaction (all or none); returns their ids in order.
 
-        def fn(tx: Tx) -> list[int]:
-            tree = self.tree(tx, now)
+        Idempotent under `key` (a client's Idempotency-Key, else one made here): the key is
+        recorded in the same transaction, so a transaction the engine reruns after a COMMIT
+        whose answer was lost finds it and returns the jobs it created, not a second set.
+        """
+        now = self.ctx.clock()
+        key = key or uuid.uuid4().hex
+
+        def fn(tx: Tx, fx: Effects) -> list[int]:
+            done = tx.submission(key)
+            if done is not None:
+                return done
+            tree = self.ctx.tree(tx, fx, now)
             ids = [self._insert(tx, tree, spec, now, parent_guard) for spec in specs]
             by_owner: dict[str, list[int]] = {}
             for spec, job_id in zip(specs, ids, strict=True):
                 by_owner.setdefault(spec.user, []).append(job_id)
             for owner, owned in by_owner.items():
                 record_audit(tx, actor, "create", owner, owned, now)
+            tx.insert_submission(key, ids, now)
             return ids
 
-        return self.store.write(fn)
+        return self.ctx.write(fn)
 
     def _insert(
         self, tx: Tx, tree: Tree, spec: JobSpec, now: float, parent_guard: ParentGuard | None = None
@@ -254,13 +227,13 @@ class Service(Queries):
         self, edits: Mapping[int, JobEdit], actor: Actor = NOBODY, parent_guard: ParentGuard | None = None
     ) -> None:
         """Apply attribute edits to several jobs in one transaction (all or none)."""
-        now = self.clock()
+        now = self.ctx.clock()
 
-        def fn(tx: Tx) -> None:
-            tree = self.tree(tx, now)
+        def fn(tx: Tx, fx: Effects) -> None:
+            tree = self.ctx.tree(tx, fx, now)
             owners = {r["id"]: r["user"] for r in tx.jobs(list(edits))}
             for job_id, edit in edits.items():
-                self._edit_one(tx, tree, job_id, dict(edit.values), now, parent_guard)
+                self._edit_one(tx, tree, fx, job_id, dict(edit.values), now, parent_guard)
                 values = edit.values
                 detail: dict[str, Any] = {"fields": sorted(values)}
                 if "command" in values:  # what a job runs is what an auditor looks for
@@ -269,12 +242,13 @@ class Service(Queries):
                     detail["user"] = values["user"]
                 record_audit(tx, actor, "edit", owners.get(job_id, ""), [job_id], now, detail)
 
-        self.store.write(fn)
+        self.ctx.write(fn)
 
     def _edit_one(
         self,
         tx: Tx,
         tree: Tree,
+        fx: Effects,
         job_id: int,
         values: dict[str, Any],
         now: float,
@@ -314,22 +288,22 @@ class Service(Queries):
         elif state in (WAITING, PENDING) and pause is None:
             pause = False
         if pause is True:
-            self._pause(tx, tree, job_id, now)
+            self._pause(tx, tree, fx, job_id, now)
         elif pause is False:
-            self._start(tx, tree, job_id)
+            self._start(tx, tree, fx, job_id, now)
 
     def set_dependencies(self, job_id: int, deps: Sequence[int], actor: Actor = NOBODY) -> None:
         """Replace a job's dependency list (cycles refused)."""
-        now = self.clock()
+        now = self.ctx.clock()
 
-        def fn(tx: Tx) -> None:
+        def fn(tx: Tx, fx: Effects) -> None:
             row = tx.job(job_id)
             if row is None:
                 raise NotFound(f"job {job_id} not found")
-            self._set_deps(tx, self.tree(tx, now), job_id, list(deps))
+            self._set_deps(tx, self.ctx.tree(tx, fx, now), job_id, list(deps))
             record_audit(tx, actor, "edit", row["user"], [job_id], now, {"fields": ["dependencies"]})
 
-        self.store.write(fn)
+        self.ctx.write(fn)
 
     def _set_deps(self, tx: Tx, tree: Tree, job_id: int, deps: list[int]) -> None:
         if job_id in deps:
@@ -421,13 +395,13 @@ class Service(Queries):
 
     def start(self, ids: Sequence[int], actor: Actor = NOBODY) -> None:
         """Un-pause jobs."""
-        self._each(ids, lambda tx, tree, job_id, now: self._start(tx, tree, job_id), actor, "start")
+        self._each(ids, self._start, actor, "start")
 
     def reset(self, ids: Sequence[int], actor: Actor = NOBODY) -> None:
         """Send whole subtrees back to WAITING (or PENDING), killing what runs."""
         self._each(
             ids,
-            lambda tx, tree, job_id, now: self._reset(tx, tree, job_id, now, errors_only=False),
+            lambda tx, tree, fx, job_id, now: self._reset(tx, tree, fx, job_id, now, errors_only=False),
             actor,
             "reset",
         )
@@ -436,7 +410,7 @@ class Service(Queries):
         """Send the ERROR leaves of subtrees back to WAITING."""
         self._each(
             ids,
-            lambda tx, tree, job_id, now: self._reset(tx, tree, job_id, now, errors_only=True),
+            lambda tx, tree, fx, job_id, now: self._reset(tx, tree, fx, job_id, now, errors_only=True),
             actor,
             "reseterrors",
         )
@@ -444,26 +418,26 @@ class Service(Queries):
     def _each(
         self,
         ids: Sequence[int],
-        op: Callable[[Tx, Tree, int, float], None],
+        op: Callable[[Tx, Tree, Effects, int, float], None],
         actor: Actor = NOBODY,
         action: str = "",
     ) -> None:
-        now = self.clock()
+        now = self.ctx.clock()
 
-        def fn(tx: Tx) -> None:
-            tree = self.tree(tx, now)
+        def fn(tx: Tx, fx: Effects) -> None:
+            tree = self.ctx.tree(tx, fx, now)
             rows = tx.jobs(ids)
             missing = sorted(set(ids) - {r["id"] for r in rows})
             if missing:
                 raise NotFound(f"job(s) {', '.join(map(str, missing))} not found")
             for job_id in ids:
-                op(tx, tree, job_id, now)
+                op(tx, tree, fx, job_id, now)
             if action:
                 audit_rows(tx, actor, action, rows, now)
 
-        self.store.write(fn)
+        self.ctx.write(fn)
 
-    def _pause(self, tx: Tx, tree: Tree, job_id: int, now: float) -> None:
+    def _pause(self, tx: Tx, tree: Tree, fx: Effects, job_id: int, now: float) -> None:
         row = tx.job(job_id)
         if row is None or row["paused"]:
             return
@@ -471,16 +445,16 @@ class Service(Queries):
         tree.rederive(job_id)
         for leaf in tree.subtree(job_id):
             if not leaf["children"] and leaf["state"] == WORKING:
-                self.abort_run(tx, tree, leaf, "PAUSED", now)
+                abort_run(tx, tree, fx, leaf, "PAUSED", now)
 
-    def _start(self, tx: Tx, tree: Tree, job_id: int) -> None:
+    def _start(self, tx: Tx, tree: Tree, fx: Effects, job_id: int, now: float) -> None:
         row = tx.job(job_id)
         if row is None or not row["paused"]:
             return
         tx.update_job(job_id, {"paused": 0, "updated_at": tree.now})
         tree.rederive(job_id)
 
-    def _reset(self, tx: Tx, tree: Tree, job_id: int, now: float, errors_only: bool) -> None:
+    def _reset(self, tx: Tx, tree: Tree, fx: Effects, job_id: int, now: float, errors_only: bool) -> None:
         for row in tree.subtree(job_id):
             if row["children"]:
                 if not errors_only:
@@ -489,7 +463,7 @@ class Service(Queries):
             if errors_only and row["state"] != ERROR:
                 continue
             if row["state"] == WORKING:
-                self.abort_run(tx, tree, row, "RESET", now)
+                abort_run(tx, tree, fx, row, "RESET", now)
                 row = tx.job(row["id"]) or row
             target = PENDING if row["pending"] else WAITING
             tree.set_leaf_state(
@@ -507,29 +481,12 @@ class Service(Queries):
                 duration_delta=-(row["duration"] or 0.0),
             )
 
-    def abort_run(self, tx: Tx, tree: Tree, leaf: Row, reason: str, now: float) -> None:
-        """Stop counting a running leaf as running: close its event, free its worker, put it
-        back to WAITING/PENDING. The worker learns at its next heartbeat and kills the job."""
-        if leaf["run_event"]:
-            tx.update_event(
-                leaf["run_event"], {"state": reason, "duration": max(0.0, now - leaf["start_time"])}
-            )
-        worker = tx.worker(leaf["worker"]) if leaf["worker"] else None
-        if worker is not None and worker["current_job"] == leaf["id"]:
-            tx.update_worker(worker["name"], {"current_job": 0, "state": W_WAITING})
-        self.logs.append(
-            leaf["id"],
-            f"\n[coalition] {reason.lower()}: the server told the worker to kill the job\n".encode(),
-        )
-        target = PENDING if leaf["pending"] else WAITING
-        tree.set_leaf_state(leaf, target, {"run_event": 0, "duration": max(0.0, now - leaf["start_time"])})
-
     def delete(self, ids: Sequence[int], actor: Actor = NOBODY) -> list[int]:
         """Delete jobs and their subtrees (running ones are killed); returns deleted ids."""
-        now = self.clock()
+        now = self.ctx.clock()
 
-        def fn(tx: Tx) -> list[int]:
-            tree = self.tree(tx, now)
+        def fn(tx: Tx, fx: Effects) -> list[int]:
+            tree = self.ctx.tree(tx, fx, now)
             rows = tx.jobs(ids)
             missing = sorted(set(ids) - {r["id"] for r in rows})
             if missing:
@@ -555,26 +512,25 @@ class Service(Queries):
                 outside.update(d for d in tx.dependents(job_id) if d not in doomed)
             parents = {r["parent"] for r in doomed.values() if r["parent"] and r["parent"] not in doomed}
             tx.delete_jobs(list(doomed))
+            for job_id in doomed:
+                fx.delete_log(job_id)
             for dep in sorted(outside):
                 tree.set_pending(dep, tx.unfinished_deps(dep) > 0)
             for parent in sorted(parents):
                 tree.recount(parent)
             return sorted(doomed)
 
-        deleted = self.store.write(fn)
-        for job_id in deleted:
-            self.logs.delete(job_id)
-        return deleted
+        return self.ctx.write(fn)
 
     # -- workers (operator side) ------------------------------------------------------------
     def edit_workers(
         self, edits: Mapping[str, Mapping[str, Any]], actor: Actor = NOBODY, action: str = "editworkers"
     ) -> None:
         """Edit worker affinity rule lines and active flags."""
-        now = self.clock()
+        now = self.ctx.clock()
 
-        def fn(tx: Tx) -> None:
-            tree = self.tree(tx, now)
+        def fn(tx: Tx, fx: Effects) -> None:
+            tree = self.ctx.tree(tx, fx, now)
             fields_sent = sorted({k for values in edits.values() for k in values})
             record_audit(tx, actor, action, "", list(edits), now, {"fields": fields_sent})
             for name, values in edits.items():
@@ -590,9 +546,9 @@ class Service(Queries):
                     fields["active"] = int(values["active"])
                 tx.update_worker(name, fields)
                 if "active" in values and not values["active"]:
-                    self._release_worker_job(tx, tree, row, "STOPPED", now)
+                    release_worker_job(tx, tree, fx, row, "STOPPED", now)
 
-        self.store.write(fn)
+        self.ctx.write(fn)
 
     def set_workers_active(self, names: Sequence[str], active: bool, actor: Actor = NOBODY) -> None:
         """Start or stop workers; stopping kills and requeues their job."""
@@ -601,42 +557,17 @@ class Service(Queries):
 
     def delete_workers(self, names: Sequence[str], actor: Actor = NOBODY) -> None:
         """Forget workers; their running job goes back to the queue."""
-        now = self.clock()
+        now = self.ctx.clock()
 
-        def fn(tx: Tx) -> None:
-            tree = self.tree(tx, now)
+        def fn(tx: Tx, fx: Effects) -> None:
+            tree = self.ctx.tree(tx, fx, now)
             record_audit(tx, actor, "deleteworkers", "", list(names), now)
             rows = tx.workers(names)
             missing = sorted(set(names) - {r["name"] for r in rows})
             if missing:
                 raise NotFound(f"worker(s) {', '.join(missing)} not found")
             for row in rows:
-                self._release_worker_job(tx, tree, row, "DELETED", now)
+                release_worker_job(tx, tree, fx, row, "DELETED", now)
             tx.delete_workers(names)
 
-        self.store.write(fn)
-
-    def mark_workers(self, names: Sequence[str], state: str) -> None:
-        """Set workers' state (the cloud layer marks TERMINATED instances)."""
-        now = self.clock()
-
-        def fn(tx: Tx) -> None:
-            tree = self.tree(tx, now)
-            for row in tx.workers(names):
-                if state == W_TERMINATED:
-                    self._release_worker_job(tx, tree, row, "TERMINATED", now)
-                tx.update_worker(row["name"], {"state": state})
-
-        self.store.write(fn)
-
-    def _release_worker_job(self, tx: Tx, tree: Tree, worker: Row, reason: str, now: float) -> None:
-        job_id = worker["current_job"]
-        if not job_id:
-            return
-        job = tx.job(job_id)
-        if job is not None and job["state"] == WORKING and job["worker"] == worker["name"]:
-            self.abort_run(tx, tree, job, reason, now)
-        tx.update_worker(worker["name"], {"current_job": 0, "state": W_WAITING})
-
-
-__all__ = ["NOBODY", "Actor", "NotFound", "Service", "Settings", "record_audit"]
+        self.ctx.write(fn)

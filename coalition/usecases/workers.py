@@ -1,16 +1,16 @@
-"""The worker side of the queue: pick, heartbeat, end of run, and the reaper that handles
-silent workers and jobs past their timeout. One transaction per call; the clock is injected.
+"""The worker protocol's use cases: pick, heartbeat, end of run. One write transaction per
+call over the context; log bytes are effects, appended after the commit.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import scheduling
-from .hierarchy import Tree
-from .model import (
+from .. import scheduling
+from ..hierarchy import Tree
+from ..model import (
     ERROR,
     FINISHED,
     PENDING,
@@ -24,11 +24,10 @@ from .model import (
     format_rule_lines,
     parse_rule_lines,
 )
-from .service import Service
-from .store.base import Row, Tx
-from .views import cpu_text
-
-log = logging.getLogger("coalition.dispatch")
+from ..store.base import Row, Tx
+from ..views import cpu_text
+from .context import Context, Effects
+from .runs import abort_run
 
 
 @dataclass(frozen=True)
@@ -45,12 +44,10 @@ class Ping:
 
 @dataclass
 class Beat:
-    """A heartbeat's answer, plus the log bytes to append once the transaction committed."""
+    """A heartbeat's answer."""
 
     kill: bool = False
     stop: bool = False
-    log: bytes = b""
-    job_id: int = 0
 
 
 @dataclass
@@ -59,8 +56,6 @@ class End:
 
     ignored: str = ""
     next_job: dict[str, Any] | None = None
-    log: bytes = b""
-    job_id: int = 0
     transitions: list[Any] = field(default_factory=list)
 
 
@@ -92,14 +87,13 @@ class WorkerDraft:
             self.fields, self.deltas = {}, {}
 
 
-class Dispatcher:
-    """Pick / heartbeat / endjob / reap over the service's store."""
+class WorkerProtocol:
+    """What workers ask of the server: pickjob, heartbeat, endjob."""
 
-    def __init__(self, service: Service):
-        self.service = service
-        self.store = service.store
-        self.clock = service.clock
-        self.started = self.clock()  # silence is measured from here at the earliest
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.clock = ctx.clock
+        # Rule plans by (rule lines, tag-cache generation): pure results over committed data.
         self._plans: dict[tuple[str, int], list[list[int]]] = {}
 
     # -- worker rows ------------------------------------------------------------------------
@@ -146,17 +140,20 @@ class Dispatcher:
         """Give the worker its next job (or None), atomically."""
         now = self.clock()
 
-        def fn(tx: Tx) -> dict[str, Any] | None:
+        def fn(tx: Tx, fx: Effects) -> dict[str, Any] | None:
             worker = self._touch(tx, ping, now)
-            job = self._pick(tx, self.service.tree(tx, now), worker, now)
+            job = self._pick(tx, fx, self.ctx.tree(tx, fx, now), worker, now)
             worker.flush(tx)
             return job
 
-        return self.store.write(fn)
+        return self.ctx.write(fn)
 
-    def _plan(self, affinity: str, tagsets: dict[int, frozenset[str]]) -> list[list[int]]:
-        # Tag sets only ever grow, so (rules, how many tag sets) identifies a plan.
-        key = (affinity, len(tagsets))
+    def _plan(
+        self, affinity: str, tagsets: Mapping[int, frozenset[str]], generation: int | None
+    ) -> list[list[int]]:
+        if generation is None:  # tag sets not committed yet: not to be cached
+            return scheduling.rule_plan(parse_rule_lines(affinity), tagsets)
+        key = (affinity, generation)
         plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) > 4096:
@@ -165,18 +162,21 @@ class Dispatcher:
             self._plans[key] = plan
         return plan
 
-    def _pick(self, tx: Tx, tree: Tree, worker: WorkerDraft, now: float) -> dict[str, Any] | None:
+    def _pick(
+        self, tx: Tx, fx: Effects, tree: Tree, worker: WorkerDraft, now: float
+    ) -> dict[str, Any] | None:
         name = worker["name"]
         if worker["current_job"]:
             # The worker asks for work while we think it runs a job: it restarted or lost it.
             job = tx.job(worker["current_job"])
             if job is not None and job["state"] == WORKING and job["worker"] == name:
-                self.service.abort_run(tx, tree, job, "LOST", now)
+                abort_run(tx, tree, fx, job, "LOST", now)
             worker.set(current_job=0, state=W_WAITING)
         if not worker["active"]:
             worker.set(state=W_WAITING)
             return None
-        for line in self._plan(worker["affinity"], self.service.tags.current(tx)):
+        tagsets, generation = tree.tags.current()
+        for line in self._plan(worker["affinity"], tagsets, generation):
             for _attempt in range(4):
                 candidate = tx.first_ready(line)
                 if candidate is None:
@@ -194,6 +194,7 @@ class Dispatcher:
                 )
                 job = tx.claim(job_id, name, event, now)
                 if job is not None:
+                    fx.run_started(job_id, event)
                     return self._start_run(tree, job, event, worker)
                 # Another server won this job between our read and our write: look again.
                 tx.delete_event(event)
@@ -225,20 +226,18 @@ class Dispatcher:
         """Record a heartbeat; say whether the worker must kill its job."""
         now = self.clock()
 
-        def fn(tx: Tx) -> Beat:
+        def fn(tx: Tx, fx: Effects) -> Beat:
             worker = self._touch(tx, ping, now)
-            beat = self._beat(tx, worker, job_id, event, chunk, offset, now)
+            beat = self._beat(tx, fx, worker, job_id, event, chunk, offset, now)
             worker.flush(tx)
             return beat
 
-        beat = self.store.write(fn)
-        if beat.log:
-            self.service.logs.append(beat.job_id, beat.log)
-        return beat
+        return self.ctx.write(fn)
 
     def _beat(
         self,
         tx: Tx,
+        fx: Effects,
         worker: WorkerDraft,
         job_id: int | None,
         event: int | None,
@@ -258,7 +257,7 @@ class Dispatcher:
             # Re-adopt a run we requeued only because the worker went silent, if nobody
             # took it since: killing a healthy render after a network blip wastes it.
             if self._adoptable(job, name, event, worker.row):
-                self._readopt(tx, job, worker, now)
+                self._readopt(tx, fx, job, worker, now)
             else:
                 beat.kill = True
                 if worker["current_job"] == job_id:
@@ -266,13 +265,12 @@ class Dispatcher:
                 return beat
         if worker["current_job"] != job_id or worker["state"] != W_WORKING:
             worker.set(current_job=job_id, state=W_WORKING, last_job=job_id, current_event=job["run_event"])
-        beat.job_id = job_id
         fields: dict[str, Any] = {"ping_time": now}
         if chunk:
             start = job["log_offset"] if offset is None else offset
             data, received = scheduling.log_slice(job["log_offset"], start, chunk)
             fields["log_offset"] = received
-            beat.log = data
+            fx.append_run_output(job_id, job["run_event"], start, chunk, job["log_offset"])
             text = data.decode("utf-8", "replace")
             progress = scheduling.parse_progress(job["progress_pattern"], text)
             if progress is not None:
@@ -304,12 +302,12 @@ class Dispatcher:
             and bool(worker["active"])
         )
 
-    def _readopt(self, tx: Tx, job: Row, worker: WorkerDraft, now: float) -> None:
-        tree = self.service.tree(tx, now)
+    def _readopt(self, tx: Tx, fx: Effects, job: Row, worker: WorkerDraft, now: float) -> None:
+        tree = self.ctx.tree(tx, fx, now)
         tree.set_leaf_state(job, WORKING, {"requeues": max(0, job["requeues"] - 1)})
         tx.update_event(job["run_event"], {"state": WORKING})
         worker.set(current_job=job["id"], state=W_WORKING)
-        log.info("worker %s: re-adopted job %d after a silence", worker["name"], job["id"])
+        fx.note(f"worker {worker['name']}: re-adopted job {job['id']} after a silence")
 
     # -- end of a run -----------------------------------------------------------------------
     def end(
@@ -327,10 +325,10 @@ class Dispatcher:
         """Record the end of a run (and maybe hand out the next job in the same transaction)."""
         now = self.clock()
 
-        def fn(tx: Tx) -> End:
+        def fn(tx: Tx, fx: Effects) -> End:
             worker = self._touch(tx, ping, now)
-            tree = self.service.tree(tx, now)
-            result = End(job_id=job_id)
+            tree = self.ctx.tree(tx, fx, now)
+            result = End()
             job = tx.job(job_id)
             reason = self._end_refusal(job, ping.name, event)
             if reason:
@@ -340,22 +338,18 @@ class Dispatcher:
             else:
                 assert job is not None
                 if chunk:
-                    data, received = scheduling.log_slice(
-                        job["log_offset"], job["log_offset"] if offset is None else offset, chunk
-                    )
-                    result.log = data
+                    start = job["log_offset"] if offset is None else offset
+                    _, received = scheduling.log_slice(job["log_offset"], start, chunk)
+                    fx.append_run_output(job_id, job["run_event"], start, chunk, job["log_offset"])
                     job["log_offset"] = received
                 self._finish_run(tx, tree, job, worker, exit_code, timed_out, interrupted, now)
                 result.transitions = tree.transitions
             if pick:
-                result.next_job = self._pick(tx, tree, worker, now)
+                result.next_job = self._pick(tx, fx, tree, worker, now)
             worker.flush(tx)
             return result
 
-        result = self.store.write(fn)
-        if result.log:
-            self.service.logs.append(job_id, result.log)
-        return result
+        return self.ctx.write(fn)
 
     @staticmethod
     def _end_refusal(job: Row | None, name: str, event: int | None) -> str:
@@ -420,106 +414,4 @@ class Dispatcher:
             tree.child_failed(job["parent"])
 
     def _requeue_limit(self) -> int:
-        return self.service.settings.requeue_limit
-
-    # -- reaper -----------------------------------------------------------------------------
-    def reap(self) -> dict[str, int]:
-        """Handle silent workers and jobs past their timeout. Returns what was done."""
-        now = self.clock()
-        settings = self.service.settings
-        done = {"silent_workers": 0, "requeued": 0, "timed_out": 0}
-        notes: list[tuple[int, bytes]] = []
-
-        def fn(tx: Tx) -> None:
-            tree = self.service.tree(tx, now)
-            for worker in tx.workers():
-                if worker["state"] not in (W_WAITING, W_WORKING):
-                    continue
-                if not scheduling.worker_silent(
-                    worker["ping_time"], self.started, settings.worker_timeout, now
-                ):
-                    continue
-                done["silent_workers"] += 1
-                tx.update_worker(worker["name"], {"state": W_TIMEOUT, "current_job": 0})
-                job = tx.job(worker["current_job"]) if worker["current_job"] else None
-                if job is None or job["state"] != WORKING or job["worker"] != worker["name"]:
-                    continue
-                requeue = scheduling.should_requeue_silent(job["requeues"], settings.requeue_limit)
-                fields: dict[str, Any] = {
-                    "requeues": job["requeues"] + 1,
-                    "duration": max(0.0, now - job["start_time"]),
-                }
-                if requeue:
-                    # Keep run_event: a late endjob or heartbeat of this run is still accepted.
-                    target = PENDING if job["pending"] else WAITING
-                    done["requeued"] += 1
-                    note = (
-                        f"\n[coalition] worker {worker['name']} went silent for more than "
-                        f"{settings.worker_timeout:g}s: job requeued\n"
-                    )
-                else:
-                    target = ERROR
-                    fields.update(fail_count=job["fail_count"] + 1, run_event=0)
-                    note = (
-                        f"\n[coalition] worker {worker['name']} went silent; the job was requeued "
-                        f"{job['requeues']} times already: ERROR\n"
-                    )
-                if job["run_event"]:
-                    tx.update_event(job["run_event"], {"state": W_TIMEOUT, "duration": fields["duration"]})
-                tree.set_leaf_state(job, target, fields)
-                notes.append((job["id"], note.encode()))
-            for job in tx.working_jobs():
-                if not scheduling.job_timed_out(
-                    job["start_time"], job["timeout"], now, settings.worker_timeout
-                ):
-                    continue
-                row = tx.job(job["id"])
-                if row is None:
-                    continue
-                done["timed_out"] += 1
-                duration = max(0.0, now - row["start_time"])
-                fails = row["fail_count"] + 1
-                target = WAITING if scheduling.should_retry(fails, row["retry"]) else ERROR
-                if target == WAITING and row["pending"]:
-                    target = PENDING
-                if row["run_event"]:
-                    tx.update_event(row["run_event"], {"state": ERROR, "duration": duration})
-                w = tx.worker(row["worker"]) if row["worker"] else None
-                if w is not None and w["current_job"] == row["id"]:
-                    tx.update_worker(w["name"], {"current_job": 0, "state": W_WAITING})
-                    tx.bump_worker(w["name"], {"error": 1})
-                tree.set_leaf_state(
-                    row,
-                    target,
-                    {
-                        "fail_count": fails,
-                        "run_event": 0,
-                        "duration": duration,
-                        "run_done": row["run_done"] + 1,
-                    },
-                    duration_delta=duration,
-                )
-                tree.child_failed(row["parent"])
-                notes.append(
-                    (row["id"], f"\n[coalition] job exceeded its timeout of {row['timeout']}s\n".encode())
-                )
-
-        self.store.write(fn)
-        for job_id, note in notes:
-            self.service.logs.append(job_id, note)
-        if any(done.values()):
-            log.info("reaper: %s", done)
-        return done
-
-    def purge_events(self) -> int:
-        """Delete closed events older than the retention period."""
-        days = self.service.settings.event_retention_days
-        if days <= 0:
-            return 0
-        before = self.clock() - days * 86400
-        return self.store.write(lambda tx: tx.purge_events(before))
-
-    def lease(self, name: str, holder: str, ttl: float) -> bool:
-        """Take or renew a named lease for periodic work shared by server replicas."""
-        now = self.clock()
-        return self.store.write(lambda tx: tx.acquire_lease(name, holder, now, ttl))
+        return self.ctx.settings.requeue_limit

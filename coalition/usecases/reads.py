@@ -1,30 +1,29 @@
-"""The read side of the job queue: the queries behind the REST API (jobs, workers, events,
-audit, affinities, logs, statistics). Mixed into `Service`, whose store, log directory,
-clock and tag cache it reads."""
+"""The read side: the queries behind the REST API and the web page (jobs, workers, events,
+audit, affinities, logs, statistics). One read transaction each."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import views
-from .audit import audit_view
-from .errors import NotFound
-from .hierarchy import TagCache
-from .joblogs import JobLogs
-from .model import ERROR, FINISHED, WORKING, ValidationError
-from .store.base import SORTABLE, Row, Store, Tx
+from .. import views
+from ..audit import audit_view
+from ..errors import NotFound
+from ..model import ERROR, FINISHED, WORKING, ValidationError
+from ..store.base import SORTABLE, Row, Tx
+from .context import Context
 
 SORT_DEFAULT = "h_key"
 
 
-class Queries:
+class Reads:
     """Read-only use cases; one read transaction each."""
 
-    store: Store
-    logs: JobLogs
-    clock: Callable[[], float]
-    tags: TagCache
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.store = ctx.store
+        self.logs = ctx.logs
+        self.clock = ctx.clock
 
     def job(self, job_id: int) -> dict[str, Any]:
         """One job with its dependency ids."""

@@ -1,0 +1,49 @@
+"""The product's use cases, one module per actor, over one explicit `Context`.
+
+    context.py    Context (store, clock, job logs, tag cache, settings, hooks) and Effects:
+                  a write transaction returns its effects; they are applied once, after commit
+    operator.py   people who run the farm: submit, edit, pause, start, reset, delete jobs;
+                  dependencies; the affinity registry; edit, stop, delete workers
+    reads.py      everything the API and the web page read: jobs, workers, events, audit,
+                  logs, statistics
+    workers.py    the worker protocol: pickjob, heartbeat, endjob
+    upkeep.py     periodic work under a lease: the reaper, purges
+    cloudfarm.py  the cloud autoscaler's view of the farm (cloud.base.Farm)
+    access.py     web login sessions
+    runs.py       run transitions several actors share (a running job taken back)
+    tagcache.py   effective tag sets: the committed cache and a per-transaction view
+
+`server/` and `cli.py` call these classes; none of them sees a transaction. The classes do
+not inherit from each other: what they share is the context and the functions in runs.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .cloudfarm import CloudFarm
+from .context import Context, Effects, Settings
+from .operator import Operator
+from .reads import Reads
+from .upkeep import Upkeep
+from .workers import WorkerProtocol
+
+
+@dataclass
+class UseCases:
+    """Every actor's use cases over one context."""
+
+    ctx: Context
+    operator: Operator
+    reads: Reads
+    workers: WorkerProtocol
+    upkeep: Upkeep
+    cloud: CloudFarm
+
+    @classmethod
+    def over(cls, ctx: Context) -> UseCases:
+        """All use cases over `ctx`."""
+        return cls(ctx, Operator(ctx), Reads(ctx), WorkerProtocol(ctx), Upkeep(ctx), CloudFarm(ctx))
+
+
+__all__ = ["Context", "Effects", "Settings", "UseCases"]
