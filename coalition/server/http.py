@@ -14,6 +14,10 @@ from typing import Any
 
 import cherrypy
 
+from ..errors import NotFound
+from ..model import ValidationError
+from ..store.base import StoreError
+
 log = logging.getLogger("coalition.server")
 
 
@@ -27,6 +31,44 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def error_answer(exc: BaseException, method: str, path: str) -> tuple[int, str, dict[str, str]]:
+    """(status, message, headers) for an exception raised by a handler: the one table both
+    HTTP fronts (the CherryPy routes and the worker protocol's WSGI app) answer with."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.message, exc.headers
+    if isinstance(exc, ValidationError):
+        return 400, str(exc), {}
+    if isinstance(exc, NotFound):
+        return 404, str(exc.args[0]) if exc.args else "not found", {}
+    if isinstance(exc, StoreError):
+        log.error("database error on %s %s: %s", method, path, exc)
+        return 503, f"database unavailable: {exc}", {}
+    log.error("internal error on %s %s", method, path, exc_info=exc)
+    return 500, "internal server error (see the server log)", {}
+
+
+def read_stream(stream: Any, content_length: str | None, transfer_encoding: str, limit: int) -> bytes:
+    """A request body from its stream: `Content-Length` bytes, or a chunked body (the HTTP
+    server has already decoded the chunks) read to its end. Over `limit` bytes (0: no limit)
+    is a 413, checked here rather than by cheroot, whose own 413 is plain text."""
+    try:
+        if content_length not in (None, ""):
+            size = int(str(content_length))
+            if size < 0:
+                raise ApiError(400, "bad Content-Length")
+            if limit and size > limit:
+                raise ApiError(413, f"request body too large (more than {limit} bytes)")
+            return stream.read(size) if size else b""
+    except ValueError:
+        raise ApiError(400, "bad Content-Length") from None
+    if "chunked" in transfer_encoding.lower():
+        data = stream.read(limit + 1) if limit else stream.read()
+        if limit and len(data) > limit:
+            raise ApiError(413, f"request body too large (more than {limit} bytes)")
+        return data
+    return b""
+
+
 def read_body() -> bytes:
     """The raw request body, read once and cached on the request (CherryPy's own body
     processing is off for our routes: we parse bodies ourselves)."""
@@ -36,23 +78,13 @@ def read_body() -> bytes:
         return cached
     data = b""
     if request.method not in ("GET", "HEAD"):
-        # Enforced here rather than by cheroot, whose own 413 is plain text.
         limit = int(cherrypy.config.get("coalition.max_body", 0) or 0)
-        length = request.headers.get("Content-Length")
-        try:
-            if length is not None:
-                size = int(length)
-                if size < 0:
-                    raise ApiError(400, "bad Content-Length")
-                if limit and size > limit:
-                    raise ApiError(413, f"request body too large (more than {limit} bytes)")
-                data = request.rfile.read(size) if size else b""
-            elif "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-                data = request.rfile.read(limit + 1 if limit else None)
-                if limit and len(data) > limit:
-                    raise ApiError(413, f"request body too large (more than {limit} bytes)")
-        except ValueError:
-            raise ApiError(400, "bad Content-Length") from None
+        data = read_stream(
+            request.rfile,
+            request.headers.get("Content-Length"),
+            request.headers.get("Transfer-Encoding", ""),
+            limit,
+        )
     request.coalition_body = data
     return data
 

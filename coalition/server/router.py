@@ -13,10 +13,7 @@ from typing import Any
 
 import cherrypy
 
-from ..errors import NotFound
-from ..model import ValidationError
-from ..store.base import StoreError
-from .http import ApiError, send_error, send_json
+from .http import ApiError, error_answer, send_error, send_json
 
 log = logging.getLogger("coalition.server")
 
@@ -79,22 +76,13 @@ class Router:
                     return bytes(result)
                 return send_json(result)
             raise ApiError(404, f"no such route: {method} {path}")
-        except ApiError as exc:
-            return send_error(exc.status, exc.message, exc.headers)
-        except ValidationError as exc:
-            return send_error(400, str(exc))
-        except NotFound as exc:
-            return send_error(404, str(exc.args[0]) if exc.args else "not found")
-        except StoreError as exc:
-            log.error("database error on %s %s: %s", method, path, exc)
-            return send_error(503, f"database unavailable: {exc}")
         except cherrypy.HTTPRedirect:
             raise
         except cherrypy.HTTPError as exc:
             return send_error(exc.status, exc._message or "error")
-        except Exception:  # noqa: BLE001 - the one place that turns bugs into a logged 500
-            log.exception("internal error on %s %s", method, path)
-            return send_error(500, "internal server error (see the server log)")
+        except Exception as exc:  # noqa: BLE001 - mapped to a JSON answer; bugs are a logged 500
+            status, message, headers = error_answer(exc, method, path)
+            return send_error(status, message, headers)
 
 
 class Mount:

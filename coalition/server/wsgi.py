@@ -15,10 +15,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import NotFound
-from ..model import ValidationError
-from ..store.base import StoreError
-from .http import ApiError, loads_relaxed
+from .http import ApiError, error_answer, loads_relaxed, read_stream
 
 log = logging.getLogger("coalition.server")
 
@@ -54,15 +51,12 @@ class Request:
     def body(self) -> bytes:
         """The request body, read once, refused past the size limit."""
         if self._body is None:
-            try:
-                length = int(self.environ.get("CONTENT_LENGTH") or 0)
-            except ValueError:
-                raise ApiError(400, "bad Content-Length") from None
-            if length < 0:
-                raise ApiError(400, "bad Content-Length")
-            if self.max_body and length > self.max_body:
-                raise ApiError(413, f"request body too large (more than {self.max_body} bytes)")
-            self._body = self.environ["wsgi.input"].read(length) if length else b""
+            self._body = read_stream(
+                self.environ["wsgi.input"],
+                self.environ.get("CONTENT_LENGTH"),
+                self.environ.get("HTTP_TRANSFER_ENCODING", ""),
+                self.max_body,
+            )
         return self._body
 
     def fields(self) -> tuple[dict[str, Any], bool]:
@@ -119,18 +113,9 @@ class WsgiApp:
             else:
                 status, payload = 200, json.dumps(result, separators=(",", ":")).encode()
             extra: dict[str, str] = {}
-        except ApiError as exc:
-            status, payload, extra = exc.status, _error(exc.message), exc.headers
-        except ValidationError as exc:
-            status, payload, extra = 400, _error(str(exc)), {}
-        except NotFound as exc:
-            status, payload, extra = 404, _error(str(exc.args[0]) if exc.args else "not found"), {}
-        except StoreError as exc:
-            log.error("database error on %s %s: %s", method, path, exc)
-            status, payload, extra = 503, _error(f"database unavailable: {exc}"), {}
-        except Exception:  # noqa: BLE001 - the one place that turns bugs into a logged 500
-            log.exception("internal error on %s %s", method, path)
-            status, payload, extra = 500, _error("internal server error (see the server log)"), {}
+        except Exception as exc:  # noqa: BLE001 - mapped to a JSON answer; bugs are a logged 500
+            status, message, extra = error_answer(exc, method, path)
+            payload = _error(message)
         headers = [
             ("Content-Type", ctype),
             ("Content-Length", str(len(payload))),

@@ -327,3 +327,35 @@ def test_worker_token(make_server: Any) -> None:
     assert r.status_code == 200 and r.json() == {"job": None}
     r = server.request("POST", "/workers/pickjob", data={"hostname": "old", "token": "s3cret"})
     assert r.status_code == 200
+
+
+def test_chunked_bodies_are_read_by_both_http_fronts(api: Any) -> None:
+    """The CherryPy routes and the worker protocol's WSGI app share one body reader."""
+
+    def chunks(payload: bytes) -> Any:
+        yield payload[:5]
+        yield payload[5:]
+
+    json_type = {"Content-Type": "application/json"}
+    pick = json.dumps({"name": "chunky"}).encode()
+    r = api.request("POST", "/workers/pickjob", data=chunks(pick), headers=json_type)
+    assert r.status_code == 200 and "job" in r.json(), r.text
+    job = json.dumps({"title": "chunked", "command": "true"}).encode()
+    r = api.request("PUT", "/api/jobs", data=chunks(job), headers=json_type)
+    assert r.status_code == 200, r.text
+    assert api.job(int(r.json()))["title"] == "chunked"
+    r = api.request("POST", "/workers/pickjob", data=chunks(b"{not json"), headers=json_type)
+    assert r.status_code == 400 and "error" in r.json()
+
+
+def test_idempotency_key_makes_a_resent_submission_return_the_same_jobs(api: Any) -> None:
+    jobs = [{"title": "key-a", "command": "true"}, {"title": "key-b", "command": "true"}]
+    first = api.api("PUT", "/api/jobs", jobs, headers={"Idempotency-Key": "render-42"})
+    again = api.api("PUT", "/api/jobs", jobs, headers={"Idempotency-Key": "render-42"})
+    assert again == first and len(first) == 2
+    other = api.api("PUT", "/api/jobs", jobs, headers={"Idempotency-Key": "render-43"})
+    assert set(other).isdisjoint(first)
+    listed = api.api("GET", "/api/jobs?text=key-a&limit=100")
+    titles = [j["title"] for j in (listed["jobs"] if isinstance(listed, dict) else listed)]
+    assert titles.count("key-a") == 2
+    api.api("PUT", "/api/jobs", jobs[0], headers={"Idempotency-Key": "x" * 300}, expect=400)

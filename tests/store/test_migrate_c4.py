@@ -136,6 +136,47 @@ def test_migrate_coalition4_sqlite(make_server: Any) -> None:
     check_migrated(server)
 
 
+def test_interrupted_coalition4_upgrade_resumes(make_server: Any) -> None:
+    """An upgrade stopped after the old tables were moved aside and the jobs table was filled
+    (a crash, a kill) is finished by running --migrate again: nothing lost, nothing twice."""
+    server = make_server(start=False)
+    server.datadir.mkdir()
+    path = server.datadir / "coalition.db"
+    conn = sqlite3.connect(path)
+    fill_c4(conn.execute, "AUTOINCREMENT", "?")
+    conn.commit()
+    conn.close()
+    from coalition.store import SqliteStore
+    from coalition.store.migrations import migrate
+
+    store = SqliteStore(str(path))
+
+    class Stop(Exception):
+        pass
+
+    real_write = store.write
+    calls = {"n": 0}
+
+    def write_until_jobs(fn: Any) -> Any:
+        # Let the rename, the table creation, the affinities and the jobs commit; stop before
+        # the dependencies, as a crash there would.
+        calls["n"] += 1
+        if calls["n"] > 4:
+            raise Stop()
+        return real_write(fn)
+
+    store.write = write_until_jobs  # type: ignore[method-assign]
+    with pytest.raises(Stop):
+        migrate(store)
+    store.close()
+    conn = sqlite3.connect(path)
+    tables = {r[0].lower() for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"c4_jobs", "c4_dependencies", "jobs"} <= tables
+    assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == len(JOBS)
+    conn.close()
+    check_migrated(server)
+
+
 @pytest.mark.mysql
 def test_migrate_coalition4_mysql(make_server: Any, mariadb: Any) -> None:
     import pymysql
