@@ -26,9 +26,13 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	@for b in bench/*.py; do echo "# $$b" >&2; $(PY) $$b || exit 1; done
 
+# Style, types (the engines checked against the Store/Tx protocols) and the layer rules of
+# DESIGN.md section 3 (import-linter contracts in pyproject.toml).
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .

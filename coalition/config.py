@@ -36,7 +36,7 @@ def find_config(explicit: str | None, candidates: Sequence[str] = DEFAULT_PATHS)
 def read_ini(path: str | None) -> configparser.ConfigParser:
     """Parse an ini file (no interpolation: values may contain % and $)."""
     parser = configparser.ConfigParser(interpolation=None, strict=False)
-    parser.optionxform = str  # keep key case: `serverUrl` is spelled that way in the docs
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep key case: `serverUrl` is spelled that way in the docs
     if path:
         try:
             with open(path, encoding="utf-8") as f:

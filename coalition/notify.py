@@ -203,7 +203,12 @@ class Notifier:
         outcomes: dict[int, dict[str, Any]] = {}
         if rows:
             self._deliver(rows, outcomes)
-            self.store.write(lambda tx: [tx.update_mail(i, f) for i, f in outcomes.items()])
+
+            def record(tx: Tx) -> None:
+                for mail_id, fields in outcomes.items():
+                    tx.update_mail(mail_id, fields)
+
+            self.store.write(record)
         if now - self._last_purge > 3600:
             self._last_purge = now
             self.store.write(lambda tx: tx.purge_mail(now - KEEP_SECONDS))

@@ -256,13 +256,13 @@ def _aws_ingress(
     report("authorize", what)
     if report.dry_run:
         return
-    perm: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port}
+    wanted: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port}
     if group:
-        perm["UserIdGroupPairs"] = [{"GroupId": group[0], "Description": f"Coalition: {group[1]}"}]
+        wanted["UserIdGroupPairs"] = [{"GroupId": group[0], "Description": f"Coalition: {group[1]}"}]
     else:
-        perm["IpRanges"] = [{"CidrIp": str(cidr), "Description": "Coalition: office"}]
+        wanted["IpRanges"] = [{"CidrIp": str(cidr), "Description": "Coalition: office"}]
     try:
-        ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[perm])
+        ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=[wanted])
     except Exception as exc:
         if _code(exc) != "InvalidPermission.Duplicate":  # a race with another setup: fine
             raise
@@ -410,7 +410,7 @@ def _gce_firewall(firewalls: Any, settings: CloudSettings, cidr: str, report: Re
     assert gce is not None
     compute = compute_v1()
     network = gce.network if "/" in gce.network else f"projects/{gce.project}/global/networks/{gce.network}"
-    wanted = {
+    wanted: dict[str, Any] = {
         "name": GCE_FIREWALL,
         "network": network,
         "direction": "INGRESS",

@@ -13,6 +13,7 @@ import cherrypy
 from ..audit import Actor
 from ..model import (
     JOB_STATES,
+    JobEdit,
     ValidationError,
     parse_ids,
     parse_job_edit,
@@ -231,9 +232,9 @@ class Api:
         body = json_body()
         if not isinstance(body, dict):
             raise ApiError(400, "expected a JSON object {job id: {field: value}}")
-        edits = {}
+        edits: dict[int, JobEdit] = {}
         for key, values in body.items():
-            job_id = _int_param({"id": key}, "id", lo=1)
+            job_id = int(_int_param({"id": key}, "id", lo=1) or 0)
             try:
                 edits[job_id] = parse_job_edit(values)
             except ValidationError as exc:

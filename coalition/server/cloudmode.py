@@ -40,7 +40,11 @@ def enable(app: ServerApp) -> None:
     default = float(getattr(autoscaler, "interval", AUTOSCALE_INTERVAL))  # [coalition] autoscaleinterval
     interval = float(os.environ.get("COALITION_AUTOSCALE_INTERVAL", default))
     app.add_periodic("autoscaler", interval, autoscaler.tick)
-    app.terminate = lambda names: autoscaler.terminate(names) and None
+
+    def terminate(names: list[str]) -> None:
+        autoscaler.terminate(names)
+
+    app.terminate = terminate
     log.warning(
         "cloud mode %s: autoscaler every %gs (config in %s)", settings.servermode, interval, config_dir
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import SchemaError, Store, StoreError, Tx
 from .engine import MysqlStore, SqliteStore
 
@@ -25,3 +27,11 @@ def open_sqlite(path: str) -> SqliteStore:
 def open_mysql(host: str, port: int, user: str, password: str, database: str) -> MysqlStore:
     """A MySQL/MariaDB store (needs PyMySQL: the `mysql` extra, or python3-pymysql)."""
     return MysqlStore(host, port, user, password, database)
+
+
+if TYPE_CHECKING:  # the type checker holds the engines to the interfaces (make lint)
+    from .sql import SqlTx
+
+    _sqlite: type[Store] = SqliteStore
+    _mysql: type[Store] = MysqlStore
+    _tx: type[Tx] = SqlTx

@@ -1,8 +1,10 @@
 """The store interface: the service sees the database only through this.
 
 A `Store` runs a function inside one transaction (`write` or `read`) and hands it a `Tx`
-whose methods are the only SQL in the program. Write transactions are retried on deadlock
-or lock timeout, so the function must not have side effects outside the transaction.
+whose methods are the only SQL in the program. A write function may run more than once (SQLite's
+group commit reruns the members of a failed batch; MySQL retries deadlocks, lock timeouts and
+connections lost, COMMIT included), so it must touch nothing outside the transaction:
+coalition.usecases.context hands its effects back and applies them after the commit.
 """
 
 from __future__ import annotations
@@ -194,6 +196,26 @@ class Tx(Protocol):
     def purge_mail(self, before: float) -> int:
         """Delete sent or abandoned mails created before `before`."""
 
+    def purge_events(self, before: float) -> int:
+        """Delete closed events that started before `before`; returns how many."""
+
+    # -- submissions (idempotency keys) ----------------------------------------------------
+    def submission(self, key: str) -> list[int] | None:
+        """The job ids a submission under `key` created, or None if it is not known."""
+
+    def insert_submission(self, key: str, job_ids: Sequence[int], now: float) -> None:
+        """Record that the submission under `key` created `job_ids` (in its transaction)."""
+
+    def purge_submissions(self, before: float) -> int:
+        """Forget submission keys recorded before `before`."""
+
+    # -- tree upkeep ----------------------------------------------------------------------
+    def unkeyed_jobs(self) -> int:
+        """How many jobs lack their derived fields (an empty h_key: a fresh C4 upgrade)."""
+
+    def groups(self) -> list[Row]:
+        """id, parent, h_depth of every job with children."""
+
     # -- coordination ---------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         """Take or renew a named lease; True if `holder` holds it until now + ttl."""
@@ -210,8 +232,15 @@ class Store(Protocol):
     def read(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in a read-only transaction."""
 
-    def version(self) -> int:
-        """The schema version: 0 for an empty database, 1 for Coalition 4, 2+ ours."""
+    def version(self) -> int | None:
+        """The schema version: None for an empty database, 0/1 for Coalition 4 (or an
+        interrupted upgrade of one), 2+ ours."""
+
+    def check_schema(self) -> None:
+        """Raise SchemaError unless the schema is exactly the current one."""
+
+    def table_names(self) -> set[str]:
+        """Lower-cased names of the tables in the database."""
 
     def init(self) -> None:
         """Create the schema in an empty database (SchemaError if not empty)."""

@@ -432,7 +432,8 @@ class SqlTx:
         limit: int,
         user: str | None = None,
     ) -> list[Row]:
-        where, params = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
         if job is not None:
             where.append("job_id = ?")
             params.append(job)

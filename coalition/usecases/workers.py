@@ -370,7 +370,7 @@ class WorkerProtocol:
         tx: Tx,
         tree: Tree,
         job: Row,
-        worker: Row,
+        worker: WorkerDraft,
         exit_code: int,
         timed_out: bool,
         interrupted: bool,

@@ -193,7 +193,7 @@ def serve(settings: WorkerSettings) -> int:
     """Discover the server if needed, run the startup command, then the slots until stopped."""
     control = Control()
     install_signals(control, settings)
-    url = settings.server_url
+    url: str | None = settings.server_url
     if not url:
         url = discover(
             settings.broadcast, settings.port, should_stop=lambda: control.stopping, wait=control.wait
