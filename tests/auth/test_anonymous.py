@@ -14,7 +14,7 @@ from coalition.server.legacy import LegacyApi
 from coalition.server.login import LoginApi
 from coalition.server.router import Router
 from coalition.server.workers import WorkerApi
-from tests.auth.conftest import AuthServer
+from tests.authfarm import AuthServer
 
 
 def registered_routes() -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.auth.conftest import Slapd, ldap_keys, password
+from tests.authfarm import Slapd, ldap_keys, password
 
 pytestmark = pytest.mark.browser
 

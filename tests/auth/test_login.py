@@ -9,7 +9,7 @@ from typing import Any
 
 import requests
 
-from tests.auth.conftest import Slapd, ldap_keys, password
+from tests.authfarm import Slapd, ldap_keys, password
 
 
 def _login(url: str, user: str, pw: str | None = None, **kw: Any) -> requests.Response:

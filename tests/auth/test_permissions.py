@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.auth.conftest import AuthServer
+from tests.authfarm import AuthServer
 
 Y, N = True, False
 # action -> user -> (allowed on own job, allowed on another user's job)

@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from tests.auth.conftest import BASE, Slapd, ldap_keys, password
+from tests.authfarm import BASE, Slapd, ldap_keys, password
 
 
 def _unsafe_keys(slapd: Slapd) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import requests
 
 from coalition.auth.whitelist import WhitelistError, parse_whitelist
 from coalition.config import ConfigError, load_server_settings
-from tests.auth.conftest import Slapd, ldap_keys
+from tests.authfarm import Slapd, ldap_keys
 
 # The documented layout: global lines first, then one section per user.
 RULES = r"""render -f \d+

@@ -17,7 +17,7 @@ import requests
 from coalition import devfarm
 from coalition.config import ConfigError, load_server_settings
 from coalition.worker.settings import load_settings
-from tests.auth.conftest import AuthServer, Slapd, ldap_keys
+from tests.authfarm import AuthServer, Slapd, ldap_keys
 from tests.conftest import free_port
 
 

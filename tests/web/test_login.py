@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.auth.conftest import ldap_keys, make_auth_server, password, slapd  # noqa: F401 (fixtures)
+from tests.authfarm import ldap_keys, make_auth_server, password, slapd  # noqa: F401 (fixtures)
 from tests.web.conftest import INIT_PREFS
 
 pytestmark = pytest.mark.browser

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.auth.conftest import AuthServer
+from tests.authfarm import AuthServer
 
 
 def test_every_change_is_recorded_on_an_open_farm(make_auth_server: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from coalition.hierarchy import Transition
 from coalition.notify import mails_for, recipient
-from tests.auth.conftest import TOKEN, AuthServer, make_cert
+from tests.authfarm import TOKEN, AuthServer, make_cert
 from tests.conftest import free_port
 from tests.support import require, wait_for
 

@@ -11,7 +11,7 @@ import requests
 
 from coalition.client import Connection, ServerUnavailable
 from coalition.config import ConfigError, load_server_settings
-from tests.auth.conftest import Slapd, ldap_keys, make_cert, password
+from tests.authfarm import Slapd, ldap_keys, make_cert, password
 
 
 def test_https_server_verified_with_a_ca_file(
