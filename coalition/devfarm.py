@@ -14,7 +14,8 @@ import time
 import urllib.request
 
 
-def _write_ini(path: str, port: int, datadir: str) -> None:
+def write_ini(path: str, port: int, datadir: str) -> None:
+    """Write the ini of a development farm (kept if it exists: edits survive a restart)."""
     if os.path.exists(path):
         return
     token = secrets.token_urlsafe(32)  # closed by default, like `coalition-server --init`
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.makedirs(args.datadir, exist_ok=True)
     ini = os.path.join(args.datadir, "coalition.ini")
-    _write_ini(ini, args.port, args.datadir)
+    write_ini(ini, args.port, args.datadir)
     # SIGTERM (make killed, a terminal closed) stops the farm like Ctrl-C: `finally` below runs.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     server = subprocess.Popen([sys.executable, "-m", "coalition.server.main", "-c", ini])

@@ -173,14 +173,14 @@ class Slot:
                     self.control.wait(jittered(self.settings.sleep))
                     continue
             if self.control.draining:
-                self._give_back(job)
+                self.give_back(job)
                 job = None
                 continue
-            job = self._run(job)
+            job = self.run_job(job)
         self.link.close()
         log.info("%s: stopped", self.name)
 
-    def _give_back(self, job: Mapping[str, Any]) -> None:
+    def give_back(self, job: Mapping[str, Any]) -> None:
         """Return a job we were handed while stopping, without running it."""
         run = Run(job, RunLog(self.settings.spooldir or None), self.clock(), interrupted=True)
         log.info("%s: handing job %d back unstarted (stopping)", self.name, run.job_id)
@@ -193,7 +193,7 @@ class Slot:
         start = "" if run.output.at_line_start else "\n"
         run.output.write(f"{start}[coalition] {text}\n".encode(), force=True)
 
-    def _run(self, job: Mapping[str, Any]) -> dict[str, Any] | None:
+    def run_job(self, job: Mapping[str, Any]) -> dict[str, Any] | None:
         """Run one job to its end and report it; returns the next job if the server gave one."""
         run = Run(job, RunLog(self.settings.spooldir or None), self.clock())
         extra = {

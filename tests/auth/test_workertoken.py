@@ -86,7 +86,7 @@ def test_write_config_never_overwrites(tmp_path: Path) -> None:
 
 def test_make_run_config_gives_the_local_worker_the_token(tmp_path: Path) -> None:
     ini = tmp_path / "coalition.ini"
-    devfarm._write_ini(str(ini), free_port(), str(tmp_path))
+    devfarm.write_ini(str(ini), free_port(), str(tmp_path))
     server_token = load_server_settings(str(ini)).workertoken
     assert server_token and load_settings(str(ini)).token == server_token
     assert stat.S_IMODE(os.stat(ini).st_mode) == 0o600

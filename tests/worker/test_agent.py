@@ -94,7 +94,7 @@ def test_result_and_log_survive_an_outage() -> None:
     done = threading.Event()
 
     def run() -> None:
-        slot._run(job(1, "echo before; seq 1 50000; echo after; exit 4"))
+        slot.run_job(job(1, "echo before; seq 1 50000; echo after; exit 4"))
         done.set()
 
     threading.Thread(target=run, daemon=True).start()
@@ -112,7 +112,7 @@ def test_server_kill_ends_the_group() -> None:
     link = FakeLink()
     link.kill = True
     slot = make_slot(link)
-    slot._run(job(2, "sleep 30"))
+    slot.run_job(job(2, "sleep 30"))
     [result] = link.results
     assert result["exit_code"] < 0 and not result["interrupted"]
     assert "killed at the server's request" in link.log(2)
@@ -121,7 +121,7 @@ def test_server_kill_ends_the_group() -> None:
 def test_local_timeout() -> None:
     link = FakeLink()
     slot = make_slot(link)
-    slot._run(job(3, "sleep 30", timeout=1))
+    slot.run_job(job(3, "sleep 30", timeout=1))
     [result] = link.results
     assert result["timed_out"] and result["exit_code"] != 0
     assert "timeout (1s) exceeded" in link.log(3)
@@ -161,14 +161,14 @@ def test_endjob_hands_out_the_next_job() -> None:
 def test_a_rejected_result_is_not_retried_for_ever() -> None:
     link = FakeLink()
     link.refuse = 400
-    make_slot(link)._run(job(8, "true"))
+    make_slot(link).run_job(job(8, "true"))
     assert link.results == [] and link.calls.count("endjob") == 1
 
 
 def test_a_token_being_fixed_is_retried() -> None:
     link = FakeLink()
     link.refuse = 401
-    make_slot(link)._run(job(9, "true"))
+    make_slot(link).run_job(job(9, "true"))
     assert len(link.results) == 1 and link.calls.count("endjob") == 2
 
 
@@ -178,6 +178,6 @@ def test_job_handed_over_while_stopping_goes_back_unstarted(tmp_path: Any) -> No
     control = Control()
     control.request_stop(handback=False)
     slot = make_slot(link, control)
-    slot._give_back(link.jobs.pop(0))
+    slot.give_back(link.jobs.pop(0))
     [result] = link.results
     assert result["interrupted"] and not marker.exists()
