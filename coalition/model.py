@@ -1,4 +1,5 @@
-"""Values and validation: job specs, edits, tags, states. No I/O, nothing of ours imported.
+"""Values and validation: job specs, edits, tags, states. No I/O; of ours, only the schema
+registry (columns.py, pure data) is imported.
 
 Everything that enters the server from outside (REST bodies, legacy form fields) is turned
 into plain validated values here, so that a bad request fails with a message naming the
@@ -11,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import columns
 
 # Job states (stored). PAUSED is only *reported*: a paused job keeps its stored state.
 WAITING, PENDING, WORKING, FINISHED, ERROR, PAUSED = (
@@ -43,61 +46,10 @@ class ValidationError(ValueError):
     """A value from outside is malformed; the message names the field and says what is wrong."""
 
 
-# Fields of the job object as served by the API, in the documented order.
-JOB_FIELDS = (
-    "id",
-    "parent",
-    "title",
-    "command",
-    "dir",
-    "environment",
-    "state",
-    "paused",
-    "worker",
-    "start_time",
-    "duration",
-    "ping_time",
-    "run_done",
-    "retry",
-    "timeout",
-    "priority",
-    "affinity",
-    "user",
-    "finished",
-    "errors",
-    "working",
-    "total",
-    "total_finished",
-    "total_errors",
-    "total_working",
-    "url",
-    "progress",
-    "progress_pattern",
-    "local_progress",
-    "local_progress_pattern",
-    "fail_count",
-    "requeues",
-    "children",
-    "created_at",
-    "updated_at",
-)
-
-WORKER_FIELDS = (
-    "name",
-    "ip",
-    "affinity",
-    "state",
-    "ping_time",
-    "finished",
-    "error",
-    "last_job",
-    "current_event",
-    "cpu",
-    "free_memory",
-    "total_memory",
-    "active",
-    "start_time",
-)
+# Fields of the job and worker objects as served by the API (documented order), and the
+# job fields a client may set at creation or edit: from the schema registry.
+JOB_FIELDS = columns.JOB_FIELDS
+WORKER_FIELDS = columns.WORKER_FIELDS
 
 # Aliases accepted on input: chapter 8 attribute names and Coalition 4 UI spellings.
 JOB_ALIASES = {
@@ -107,25 +59,10 @@ JOB_ALIASES = {
     "localprogress": "local_progress_pattern",
 }
 
-# Fields a client may set at creation (PUT /api/jobs) or edit (POST /api/jobs).
-SETTABLE = (
-    "parent",
-    "title",
-    "command",
-    "dir",
-    "environment",
-    "state",
-    "paused",
-    "retry",
-    "timeout",
-    "priority",
-    "affinity",
-    "user",
-    "url",
-    "progress_pattern",
-    "local_progress_pattern",
-    "dependencies",
-)
+# Fields a client may set at creation (PUT /api/jobs) or edit (POST /api/jobs): the settable
+# columns, and the dependency list (a table of its own).
+SETTABLE = (*columns.JOB_SETTABLE, "dependencies")
+
 # Read-only fields that clients commonly send back (a GET object posted as an edit); they
 # are accepted at creation only as no-ops when they carry their default, and refused in edits.
 READ_ONLY = set(JOB_FIELDS) - set(SETTABLE)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .model import JOB_FIELDS, PAUSED, WORKING
+from .columns import JOB_FIELDS, WORKER_FIELDS
+from .model import PAUSED, WORKING
 from .store.base import Row
 
 _INT_TIMES = ("start_time", "ping_time")
@@ -38,23 +39,14 @@ def job_view(row: Row, now: float, dependencies: list[int] | None = None) -> dic
 
 def worker_view(row: Row) -> dict[str, Any]:
     """The documented worker object; `cpu` stays a JSON-list string as in Coalition 4."""
-    return {
-        "name": row["name"],
-        "ip": row["ip"],
-        "affinity": row["affinity"],
-        "state": row["state"],
-        "ping_time": int(row["ping_time"] or 0),
-        "finished": row["finished"],
-        "error": row["error"],
-        "last_job": row["last_job"],
-        "current_job": row["current_job"],
-        "current_event": row["current_event"],
-        "cpu": row["cpu"] or "[]",
-        "free_memory": row["free_memory"],
-        "total_memory": row["total_memory"],
-        "active": int(row["active"]),
-        "start_time": int(row["start_time"] or 0),
-    }
+    out = {key: row[key] for key in WORKER_FIELDS}
+    out.update(
+        ping_time=int(row["ping_time"] or 0),
+        cpu=row["cpu"] or "[]",
+        active=int(row["active"]),
+        start_time=int(row["start_time"] or 0),
+    )
+    return out
 
 
 def event_view(row: Row, now: float) -> dict[str, Any]:

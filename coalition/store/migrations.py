@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .. import columns
 from .base import SchemaError
 from .schema import SCHEMA_VERSION, TABLES, ddl
 
@@ -204,6 +205,7 @@ def _c4_job(
     env = j["environment"] or ""
     kids = children.get(jid, 0)
     return {
+        **columns.new_job_row(),  # what Coalition 4 did not have starts at its default
         "id": jid,
         "parent": parent,
         "title": j["title"] or "",
@@ -261,7 +263,7 @@ def _fill_workers(tx: SqlTx, old: set[str], names: dict[int, str], now: float) -
             state = "WAITING"
         tx.insert_worker(
             {
-                "name": w["name"],
+                **columns.new_worker_row(w["name"]),
                 "ip": w.get("ip") or "",
                 "affinity": "\n".join(lines),
                 "affinity_set": int(bool(lines)),

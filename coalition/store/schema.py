@@ -6,106 +6,23 @@ get the same columns and the same indexes.
 
 from __future__ import annotations
 
+from .. import columns
+
 # Coalition 4 used schema versions 0 and 1 and the `Migrations` table; we keep counting there
 # so that `--migrate` recognises a Coalition 4 database.
 SCHEMA_VERSION = 3
 
-JOB_COLUMNS = (
-    "id",
-    "parent",
-    "title",
-    "command",
-    "dir",
-    "environment",
-    "state",
-    "paused",
-    "worker",
-    "start_time",
-    "duration",
-    "ping_time",
-    "run_done",
-    "retry",
-    "timeout",
-    "priority",
-    "affinity",
-    "user",
-    "url",
-    "progress",
-    "progress_pattern",
-    "local_progress",
-    "local_progress_pattern",
-    "finished",
-    "errors",
-    "working",
-    "total",
-    "total_finished",
-    "total_errors",
-    "total_working",
-    "children",
-    "fail_count",
-    "requeues",
-    "child_fail_count",
-    "pending",
-    "leaf",
-    "h_blocked",
-    "h_key",
-    "h_depth",
-    "tagset",
-    "run_event",
-    "has_dependents",
-    "log_offset",
-    "created_at",
-    "updated_at",
-)
+JOB_COLUMNS = columns.JOB_COLUMNS
+WORKER_COLUMNS = columns.WORKER_COLUMNS
+
+
+def _table(name: str, cols: tuple[columns.Column, ...]) -> str:
+    body = ",\n    ".join(c.ddl() for c in cols)
+    return f"CREATE TABLE {name} (\n    {body}\n){{table_opts}}"
+
 
 _TABLES = [
-    """CREATE TABLE jobs (
-    id {pk},
-    parent {big} NOT NULL DEFAULT 0,
-    title {text} NOT NULL,
-    command {text} NOT NULL,
-    dir {text} NOT NULL,
-    environment {text} NOT NULL,
-    state VARCHAR(16) NOT NULL,
-    paused {small} NOT NULL DEFAULT 0,
-    worker VARCHAR(255) NOT NULL DEFAULT '',
-    start_time DOUBLE NOT NULL DEFAULT 0,
-    duration DOUBLE NOT NULL DEFAULT 0,
-    ping_time DOUBLE NOT NULL DEFAULT 0,
-    run_done INTEGER NOT NULL DEFAULT 0,
-    retry INTEGER NOT NULL DEFAULT 0,
-    timeout INTEGER NOT NULL DEFAULT 0,
-    priority {big} NOT NULL DEFAULT 1000,
-    affinity {text} NOT NULL,
-    user VARCHAR(255) NOT NULL DEFAULT '',
-    url {text} NOT NULL,
-    progress DOUBLE NOT NULL DEFAULT 0,
-    progress_pattern {text} NOT NULL,
-    local_progress DOUBLE NOT NULL DEFAULT 0,
-    local_progress_pattern {text} NOT NULL,
-    finished INTEGER NOT NULL DEFAULT 0,
-    errors INTEGER NOT NULL DEFAULT 0,
-    working INTEGER NOT NULL DEFAULT 0,
-    total INTEGER NOT NULL DEFAULT 0,
-    total_finished INTEGER NOT NULL DEFAULT 0,
-    total_errors INTEGER NOT NULL DEFAULT 0,
-    total_working INTEGER NOT NULL DEFAULT 0,
-    children INTEGER NOT NULL DEFAULT 0,
-    fail_count INTEGER NOT NULL DEFAULT 0,
-    requeues INTEGER NOT NULL DEFAULT 0,
-    child_fail_count INTEGER NOT NULL DEFAULT 0,
-    pending {small} NOT NULL DEFAULT 0,
-    leaf {small} NOT NULL DEFAULT 1,
-    h_blocked {small} NOT NULL DEFAULT 0,
-    h_key {key} NOT NULL,
-    h_depth INTEGER NOT NULL DEFAULT 0,
-    tagset INTEGER NOT NULL DEFAULT 0,
-    run_event {big} NOT NULL DEFAULT 0,
-    has_dependents {small} NOT NULL DEFAULT 0,
-    log_offset {big} NOT NULL DEFAULT 0,
-    created_at DOUBLE NOT NULL DEFAULT 0,
-    updated_at DOUBLE NOT NULL DEFAULT 0
-){table_opts}""",
+    _table("jobs", columns.JOBS),
     # The pick index: equality on the first four columns, then already in dispatch order.
     "CREATE INDEX c5_jobs_pick ON jobs (state, h_blocked, leaf, tagset, h_key)",
     "CREATE INDEX c5_jobs_parent ON jobs (parent, h_key)",
@@ -117,24 +34,7 @@ _TABLES = [
     PRIMARY KEY (job_id, dependency)
 ){table_opts}""",
     "CREATE INDEX c5_job_deps_dependency ON job_deps (dependency)",
-    """CREATE TABLE workers (
-    name VARCHAR(255) NOT NULL PRIMARY KEY,
-    ip VARCHAR(64) NOT NULL DEFAULT '',
-    affinity {text} NOT NULL,
-    affinity_set {small} NOT NULL DEFAULT 0,
-    state VARCHAR(16) NOT NULL,
-    ping_time DOUBLE NOT NULL DEFAULT 0,
-    finished INTEGER NOT NULL DEFAULT 0,
-    error INTEGER NOT NULL DEFAULT 0,
-    last_job {big} NOT NULL DEFAULT 0,
-    current_job {big} NOT NULL DEFAULT 0,
-    current_event {big} NOT NULL DEFAULT 0,
-    cpu {text} NOT NULL,
-    free_memory {big} NOT NULL DEFAULT 0,
-    total_memory {big} NOT NULL DEFAULT 0,
-    active {small} NOT NULL DEFAULT 1,
-    start_time DOUBLE NOT NULL DEFAULT 0
-){table_opts}""",
+    _table("workers", columns.WORKERS),
     """CREATE TABLE events (
     id {pk},
     worker VARCHAR(255) NOT NULL DEFAULT '',

@@ -11,13 +11,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .base import SORTABLE, Row
-from .schema import JOB_COLUMNS
+from .schema import JOB_COLUMNS, WORKER_COLUMNS
 
 _JOB_COLS = frozenset(JOB_COLUMNS)
-_WORKER_COLS = frozenset(
-    "name ip affinity affinity_set state ping_time finished error last_job current_job current_event cpu "
-    "free_memory total_memory active start_time".split()
-)
+_WORKER_COLS = frozenset(WORKER_COLUMNS)
 _EVENT_COLS = frozenset("worker job_id job_title state start duration".split())
 _AUDIT_COLS = frozenset("at actor address action owner target detail".split())
 _OUTBOX_COLS = frozenset(

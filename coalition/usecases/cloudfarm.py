@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import columns
 from ..model import W_STARTING, W_TERMINATED
 from ..store.base import Tx
 from .context import Context, Effects
@@ -52,18 +53,7 @@ class CloudFarm:
 
         def fn(tx: Tx, fx: Effects) -> None:
             if tx.worker(name) is None:
-                tx.insert_worker(
-                    {
-                        "name": name,
-                        "ip": "",
-                        "affinity": "",
-                        "state": state,
-                        "cpu": "[]",
-                        "active": 1,
-                        "start_time": now,
-                        "ping_time": 0.0,
-                    }
-                )
+                tx.insert_worker({**columns.new_worker_row(name), "state": state, "start_time": now})
             else:
                 tx.update_worker(name, {"state": state, "start_time": now, "current_job": 0})
 

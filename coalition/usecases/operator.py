@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from .. import columns
 from ..audit import NOBODY, Actor, audit_rows, record_audit
 from ..errors import NotFound
 from ..hierarchy import Tree
@@ -141,29 +142,21 @@ class Operator:
                 raise ValidationError(f"dependencies: a job cannot depend on its own group ({bad[0]})")
         affinity = self._resolve_affinity(tx, spec.affinity)
         pending = any(r["state"] != FINISHED for r in dep_rows)
-        row: dict[str, Any] = {
-            "parent": parent_id,
-            "title": spec.title,
-            "command": spec.command,
-            "dir": spec.dir or ".",
-            "environment": spec.environment,
-            "state": PENDING if pending else WAITING,
-            "paused": int(spec.paused),
-            "worker": "",
-            "retry": spec.retry,
-            "timeout": spec.timeout,
-            "priority": spec.priority,
-            "affinity": affinity,
-            "user": spec.user,
-            "url": spec.url,
-            "progress_pattern": spec.progress_pattern or DEFAULT_PROGRESS_PATTERN,
-            "local_progress_pattern": spec.local_progress_pattern,
-            "pending": int(pending),
-            "leaf": int(spec.command != ""),
-            "h_key": "",
-            "created_at": now,
-            "updated_at": now,
-        }
+        row = columns.new_job_row()
+        # The settable columns come from the spec as given; the rest is decided here.
+        row.update({name: getattr(spec, name) for name in columns.JOB_SETTABLE if hasattr(spec, name)})
+        row.update(
+            parent=parent_id,
+            dir=spec.dir or ".",
+            state=PENDING if pending else WAITING,
+            paused=int(spec.paused),
+            affinity=affinity,
+            progress_pattern=spec.progress_pattern or DEFAULT_PROGRESS_PATTERN,
+            pending=int(pending),
+            leaf=int(spec.command != ""),
+            created_at=now,
+            updated_at=now,
+        )
         job_id = tx.insert_job(row)
         row.update(id=job_id, h_depth=0, h_blocked=0, tagset=0)
         parent_d = tree.derived_of(prow) if prow is not None else tree.parent_derived(0)
@@ -211,17 +204,7 @@ class Operator:
         return ",".join(names)
 
     # -- edits ------------------------------------------------------------------------------
-    _PLAIN = (
-        "title",
-        "dir",
-        "environment",
-        "retry",
-        "timeout",
-        "user",
-        "url",
-        "progress_pattern",
-        "local_progress_pattern",
-    )
+    _PLAIN = columns.JOB_PLAIN_EDITS  # copied as given; the other settable fields have rules
 
     def edit(
         self, edits: Mapping[int, JobEdit], actor: Actor = NOBODY, parent_guard: ParentGuard | None = None

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import scheduling
+from .. import columns, scheduling
 from ..hierarchy import Tree
 from ..model import (
     ERROR,
@@ -115,16 +115,7 @@ class WorkerProtocol:
             if row is None or row["affinity"] != fields["affinity"]:
                 tx.register_affinities(t for line in lines for t in line)
         if row is None:
-            new = {
-                "name": ping.name,
-                "ip": "",
-                "affinity": "",
-                "state": W_WAITING,
-                "cpu": "[]",
-                "active": 1,
-                "start_time": now,
-                **fields,
-            }
+            new = {**columns.new_worker_row(ping.name), "state": W_WAITING, "start_time": now, **fields}
             tx.insert_worker(new)
             return WorkerDraft(tx.worker(ping.name) or new)
         draft = WorkerDraft(row)
@@ -206,18 +197,7 @@ class WorkerProtocol:
         job["state"] = WAITING  # the claim wrote WORKING; count the transition once, here
         tree.set_leaf_state(job, WORKING, {"run_event": event}, written=True)
         worker.set(state=W_WORKING, current_job=job_id, last_job=job_id, current_event=event)
-        return {
-            "id": job_id,
-            "event": event,
-            "title": job["title"],
-            "command": job["command"],
-            "dir": job["dir"],
-            "environment": job["environment"],
-            "user": job["user"],
-            "timeout": job["timeout"],
-            "progress_pattern": job["progress_pattern"],
-            "local_progress_pattern": job["local_progress_pattern"],
-        }
+        return {"event": event, **{name: job[name] for name in columns.JOB_PICK}}
 
     # -- heartbeat --------------------------------------------------------------------------
     def heartbeat(

@@ -67,3 +67,18 @@ def test_relaxed_json_reads_the_documentation_examples() -> None:
     assert loads_relaxed('["a, }", 1,]') == ["a, }", 1]  # commas inside strings are kept
     with pytest.raises(ApiError):
         loads_relaxed("{title: }")
+
+
+def test_job_spec_fields_are_the_settable_columns() -> None:
+    """The schema registry and the submission value agree: a new settable column that
+    JobSpec lacks (or the reverse) fails here, not at the first submission."""
+    import dataclasses
+
+    from coalition import columns
+    from coalition.model import JobSpec
+
+    spec_fields = {f.name for f in dataclasses.fields(JobSpec)}
+    # `state` is folded into `paused` at parse time; `dependencies` is a table of its own.
+    assert spec_fields == (set(columns.JOB_SETTABLE) - {"state"}) | {"dependencies"}
+    assert set(columns.JOB_PICK) <= set(columns.JOB_COLUMNS)
+    assert all(c.default is not None for c in columns.JOBS if c.name != "id")
