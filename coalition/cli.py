@@ -31,6 +31,7 @@ from typing import Any
 
 from coalition import __version__
 from coalition.client import CoalitionError, Connection, NotFound
+from coalition.frames import UsageError, chunk_frames, fill_frames, parse_frames
 from coalition.worker.settings import find_config, normalise_url
 
 PROG = "coalition"
@@ -76,43 +77,6 @@ LEGACY_VALUE_OPTIONS = {
     "--chunk",
 }
 GLOBAL_VALUE_OPTIONS = {"--server", "--config", "--auth", "--cacert"}
-
-
-class UsageError(Exception):
-    """A command line that cannot be run (exit code 2)."""
-
-
-# -- frame ranges --------------------------------------------------------------------------------
-def parse_frames(spec: str) -> list[tuple[int, int]]:
-    """`1-100`, `1-10,20-30`, `5` -> inclusive ranges, in the order given."""
-    ranges = []
-    for part in spec.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(-?\d+)\s*(?:-\s*(-?\d+))?", part)
-        if not m:
-            raise UsageError(f"--frames: expected ranges like 1-100 or 1-10,20-30, got {spec!r}")
-        start = int(m.group(1))
-        end = int(m.group(2)) if m.group(2) is not None else start
-        if end < start:
-            raise UsageError(f"--frames: {part} ends before it starts")
-        ranges.append((start, end))
-    return ranges
-
-
-def chunk_frames(ranges: Sequence[tuple[int, int]], chunk: int) -> list[tuple[int, int]]:
-    """Split each range into consecutive pieces of at most `chunk` frames."""
-    if chunk < 1:
-        raise UsageError("--chunk must be at least 1")
-    out = []
-    for start, end in ranges:
-        for first in range(start, end + 1, chunk):
-            out.append((first, min(end, first + chunk - 1)))
-    return out
-
-
-def fill_frames(template: str, start: int, end: int) -> str:
-    """Replace {start} and {end} (plain replace: a command may hold other braces, e.g. awk)."""
-    return template.replace("{start}", str(start)).replace("{end}", str(end))
 
 
 # -- parser --------------------------------------------------------------------------------------
