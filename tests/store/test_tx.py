@@ -1,0 +1,238 @@
+"""The store's own contract, method by method (huey's storage tests are the model): every
+`Tx` method of store/base.py, run on SQLite and on a private MariaDB through `store.write`
+and `store.read`, with no use case in between. The last test fails when a method is added
+to the protocol without a test here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coalition import columns
+from coalition.store.base import Tx
+
+TESTED: set[str] = set()
+
+
+def covers(*names: str) -> Any:
+    """Mark the Tx methods a test exercises (checked by test_every_tx_method_is_covered)."""
+    TESTED.update(names)
+    return lambda fn: fn
+
+
+def job(**fields: Any) -> dict[str, Any]:
+    return {**columns.new_job_row(), "title": "t", "command": "true", "h_key": "k", **fields}
+
+
+@covers("insert_job", "job", "jobs", "update_job", "update_jobs", "bump_job")
+def test_job_rows(store: Any) -> None:
+    a = store.write(lambda tx: tx.insert_job(job(title="a", h_key="01")))
+    b = store.write(lambda tx: tx.insert_job(job(title="b", h_key="02")))
+    assert store.read(lambda tx: tx.job(a))["title"] == "a"
+    assert store.read(lambda tx: tx.job(999999)) is None
+    assert [r["id"] for r in store.read(lambda tx: tx.jobs([b, 999999, a]))] == [a, b]
+    assert store.write(lambda tx: tx.update_job(a, {"retry": 3})) == 1
+    assert store.write(lambda tx: tx.update_job(999999, {"retry": 3})) == 0
+    store.write(lambda tx: tx.update_jobs([(a, {"timeout": 5}), (b, {"timeout": 6})]))
+    assert [r["timeout"] for r in store.read(lambda tx: tx.jobs([a, b]))] == [5, 6]
+    row = store.write(lambda tx: tx.bump_job(a, {"finished": 2, "total": 1}, 10.0, returning=True))
+    assert (row["finished"], row["total"], row["updated_at"]) == (2, 1, 10.0)
+    assert store.write(lambda tx: tx.bump_job(a, {"finished": -1}, 11.0)) is None
+    assert store.read(lambda tx: tx.job(a))["finished"] == 1
+
+
+@covers("children", "child_ids_by_title", "delete_jobs", "groups", "unkeyed_jobs")
+def test_tree_rows(store: Any) -> None:
+    g = store.write(lambda tx: tx.insert_job(job(title="g", command="", children=2, h_key="01")))
+    k1 = store.write(lambda tx: tx.insert_job(job(parent=g, title="x", h_key="0102")))
+    k2 = store.write(lambda tx: tx.insert_job(job(parent=g, title="x", h_key="0101")))
+    assert [r["id"] for r in store.read(lambda tx: tx.children(g))] == [k2, k1]  # dispatch order
+    assert set(store.read(lambda tx: tx.children(g, ("id",)))[0]) >= {"id"}
+    assert store.read(lambda tx: tx.child_ids_by_title(g, "x")) == [k1, k2]  # oldest first
+    assert [r["id"] for r in store.read(lambda tx: tx.groups())] == [g]
+    assert store.read(lambda tx: tx.unkeyed_jobs()) == 0
+    store.write(lambda tx: tx.insert_job(job(h_key="")))
+    assert store.read(lambda tx: tx.unkeyed_jobs()) == 1
+    store.write(lambda tx: tx.delete_jobs([k1]))
+    assert store.read(lambda tx: tx.child_ids_by_title(g, "x")) == [k2]
+
+
+@covers("list_jobs", "count_jobs_by_state", "working_jobs")
+def test_job_queries(store: Any) -> None:
+    for i, state in enumerate(["WAITING", "WORKING", "ERROR", "WORKING"]):
+        store.write(
+            lambda tx, i=i, s=state: tx.insert_job(
+                job(title=f"j{i}", state=s, user=f"u{i % 2}", h_key=f"{i:02}")
+            )
+        )
+    rows, total = store.read(lambda tx: tx.list_jobs({"parent": 0, "states": ["WORKING"]}, "id", True, 0, 1))
+    assert total == 2 and len(rows) == 1 and rows[0]["title"] == "j3"
+    rows, total = store.read(lambda tx: tx.list_jobs({"user": "u0", "text": "J2"}, "h_key", False, 0, None))
+    assert [r["title"] for r in rows] == ["j2"] and total == 1
+    assert store.read(lambda tx: tx.count_jobs_by_state())["WORKING"] == 2
+    assert (
+        sorted(r["id"] for r in store.read(lambda tx: tx.working_jobs())) == [2, 4]
+        or len(store.read(lambda tx: tx.working_jobs())) == 2
+    )
+
+
+@covers("first_ready", "claim", "ready_counts", "tagsets", "tagset_id")
+def test_pick_primitives(store: Any) -> None:
+    linux = store.write(lambda tx: tx.tagset_id("linux"))
+    assert store.write(lambda tx: tx.tagset_id("linux")) == linux  # found, not created twice
+    assert store.read(lambda tx: tx.tagsets())[linux] == "linux"
+    late = store.write(lambda tx: tx.insert_job(job(title="late", tagset=linux, h_key="02")))
+    first = store.write(lambda tx: tx.insert_job(job(title="first", tagset=linux, h_key="01")))
+    store.write(lambda tx: tx.insert_job(job(title="other", tagset=linux + 1, h_key="00")))
+    assert store.read(lambda tx: tx.ready_counts())[linux] == 2
+    found = store.write(lambda tx: tx.first_ready([linux]))
+    assert found is not None and found[0] == first and found[2] == "first"
+    row = store.write(lambda tx: tx.claim(first, "w1", 7, 100.0))
+    assert row is not None and (row["state"], row["worker"], row["run_event"]) == ("WORKING", "w1", 7)
+    assert store.write(lambda tx: tx.claim(first, "w2", 8, 101.0)) is None  # compare-and-set
+    assert store.write(lambda tx: tx.first_ready([linux]))[0] == late
+    assert store.write(lambda tx: tx.first_ready([])) is None
+
+
+@covers("set_deps", "deps", "deps_of", "dependents", "unfinished_deps")
+def test_dependencies(store: Any) -> None:
+    a, b, c = (store.write(lambda tx, t=t: tx.insert_job(job(title=t))) for t in "abc")
+    store.write(lambda tx: tx.set_deps(c, [a, b]))
+    assert sorted(store.read(lambda tx: tx.deps(c))) == [a, b]
+    assert sorted(store.read(lambda tx: tx.deps_of([c, a]))) == [(c, a), (c, b)]
+    assert store.read(lambda tx: tx.dependents(a)) == [c]
+    assert store.read(lambda tx: tx.job(a))["has_dependents"] == 1
+    assert store.read(lambda tx: tx.unfinished_deps(c)) == 2
+    store.write(lambda tx: tx.update_job(a, {"state": "FINISHED"}))
+    assert store.read(lambda tx: tx.unfinished_deps(c)) == 1
+    store.write(lambda tx: tx.set_deps(c, [b]))
+    assert store.read(lambda tx: tx.deps(c)) == [b]
+
+
+@covers("affinities", "set_affinities", "register_affinities")
+def test_affinity_registry(store: Any) -> None:
+    store.write(lambda tx: tx.set_affinities({1: "linux", 3: "gpu"}))
+    store.write(lambda tx: tx.register_affinities(["gpu", "nuke", "maya"]))
+    names = store.read(lambda tx: tx.affinities())
+    assert names[1] == "linux" and names[3] == "gpu" and {"nuke", "maya"} <= set(names.values())
+    assert len(set(names)) == len(names) == 4
+    store.write(lambda tx: tx.set_affinities({1: ""}))
+    assert 1 not in store.read(lambda tx: tx.affinities())
+
+
+@covers("insert_worker", "worker", "workers", "update_worker", "bump_worker", "delete_workers")
+def test_worker_rows(store: Any) -> None:
+    store.write(lambda tx: tx.insert_worker(columns.new_worker_row("w2")))
+    store.write(lambda tx: tx.insert_worker({**columns.new_worker_row("w1"), "ip": "10.0.0.1"}))
+    store.write(lambda tx: tx.insert_worker({**columns.new_worker_row("w1"), "ip": "changed"}))  # ignored
+    assert store.read(lambda tx: tx.worker("w1"))["ip"] == "10.0.0.1"
+    assert store.read(lambda tx: tx.worker("nobody")) is None
+    assert [w["name"] for w in store.read(lambda tx: tx.workers())] == ["w1", "w2"]
+    assert [w["name"] for w in store.read(lambda tx: tx.workers(["w2"]))] == ["w2"]
+    assert store.write(lambda tx: tx.update_worker("w1", {"state": "WORKING"}, {"finished": 2})) == 1
+    store.write(lambda tx: tx.bump_worker("w1", {"finished": 1, "error": 1}))
+    w = store.read(lambda tx: tx.worker("w1"))
+    assert (w["state"], w["finished"], w["error"]) == ("WORKING", 3, 1)
+    store.write(lambda tx: tx.delete_workers(["w1"]))
+    assert store.read(lambda tx: tx.worker("w1")) is None
+
+
+@covers("insert_event", "update_event", "delete_event", "events", "purge_events")
+def test_events(store: Any) -> None:
+    def event(start: float, worker: str = "w1") -> dict[str, Any]:
+        return {
+            "worker": worker,
+            "job_id": 5,
+            "job_title": "t",
+            "state": "WORKING",
+            "start": start,
+            "duration": 0.0,
+        }
+
+    old = store.write(lambda tx: tx.insert_event(event(10.0)))
+    new = store.write(lambda tx: tx.insert_event(event(100.0, "w2")))
+    gone = store.write(lambda tx: tx.insert_event(event(101.0)))
+    store.write(lambda tx: tx.update_event(old, {"state": "FINISHED", "duration": 3.0}))
+    store.write(lambda tx: tx.delete_event(gone))
+    assert [e["id"] for e in store.read(lambda tx: tx.events(None, None, None, 10))] == [new, old]
+    assert [e["id"] for e in store.read(lambda tx: tx.events(5, "w2", 50.0, 10))] == [new]
+    assert store.write(lambda tx: tx.purge_events(50.0)) == 1
+    assert [e["id"] for e in store.read(lambda tx: tx.events(None, None, None, 10))] == [new]
+
+
+@covers("insert_audit", "audit")
+def test_audit_rows(store: Any) -> None:
+    row = {
+        "at": 5.0,
+        "actor": "alice",
+        "address": "",
+        "action": "pause",
+        "owner": "bob",
+        "target": ",7,",
+        "detail": "",
+    }
+    store.write(lambda tx: tx.insert_audit(row))
+    assert store.read(lambda tx: tx.audit({"actor": "alice"}, 10))[0]["action"] == "pause"
+    assert store.read(lambda tx: tx.audit({"actor": "carol"}, 10)) == []
+
+
+@covers("insert_session", "session", "delete_session", "purge_sessions")
+def test_session_rows(store: Any) -> None:
+    store.write(lambda tx: tx.insert_session("k1", "alice", 1.0, 10.0))
+    store.write(lambda tx: tx.insert_session("k2", "bob", 1.0, 100.0))
+    assert store.read(lambda tx: tx.session("k1"))["user"] == "alice"
+    assert store.write(lambda tx: tx.purge_sessions(50.0)) == 1
+    assert (
+        store.write(lambda tx: tx.delete_session("k2")) == 1
+        and store.read(lambda tx: tx.session("k2")) is None
+    )
+
+
+@covers("enqueue_mail", "due_mail", "update_mail", "outbox", "purge_mail")
+def test_outbox_rows(store: Any) -> None:
+    mail = {"created_at": 1.0, "dedupe": "job-1", "recipient": "a@b", "subject": "s", "body": "b",
+            "status": "queued", "attempts": 0, "next_try": 5.0, "last_error": "", "sent_at": 0.0}  # fmt: skip
+    assert store.write(lambda tx: tx.enqueue_mail(mail)) is True
+    assert store.write(lambda tx: tx.enqueue_mail(mail)) is False  # the dedupe key was queued before
+    assert store.write(lambda tx: tx.due_mail(4.0, 10)) == []
+    due = store.write(lambda tx: tx.due_mail(6.0, 10))
+    assert [m["recipient"] for m in due] == ["a@b"]
+    store.write(lambda tx: tx.update_mail(due[0]["id"], {"status": "sent", "sent_at": 7.0}))
+    assert store.read(lambda tx: tx.outbox())[0]["status"] == "sent"
+    assert store.write(lambda tx: tx.purge_mail(2.0)) == 1 and store.read(lambda tx: tx.outbox()) == []
+
+
+@covers("submission", "insert_submission", "purge_submissions")
+def test_submission_keys(store: Any) -> None:
+    assert store.read(lambda tx: tx.submission("key")) is None
+    store.write(lambda tx: tx.insert_submission("key", [3, 4], 10.0))
+    assert store.read(lambda tx: tx.submission("key")) == [3, 4]
+    assert store.write(lambda tx: tx.purge_submissions(5.0)) == 0
+    assert store.write(lambda tx: tx.purge_submissions(11.0)) == 1
+    assert store.read(lambda tx: tx.submission("key")) is None
+
+
+@covers("acquire_lease")
+def test_leases(store: Any) -> None:
+    assert store.write(lambda tx: tx.acquire_lease("reaper", "s1", 0.0, 10.0))
+    assert not store.write(lambda tx: tx.acquire_lease("reaper", "s2", 5.0, 10.0))
+    assert store.write(lambda tx: tx.acquire_lease("reaper", "s1", 5.0, 10.0))  # renewed
+    assert store.write(lambda tx: tx.acquire_lease("reaper", "s2", 16.0, 10.0))  # expired: taken
+
+
+def test_a_failed_write_leaves_nothing(store: Any) -> None:
+    def fails(tx: Tx) -> None:
+        tx.insert_job(job(title="rolled back"))
+        raise RuntimeError("boom")
+
+    try:
+        store.write(fails)
+    except RuntimeError:
+        pass
+    assert store.read(lambda tx: tx.list_jobs({}, "id", False, 0, None))[1] == 0
+
+
+def test_every_tx_method_is_covered() -> None:
+    methods = {n for n in dir(Tx) if not n.startswith("_")}
+    assert methods - TESTED == set(), "Tx methods without a contract test"
+    assert TESTED - methods == set(), "tests naming methods Tx does not have"
