@@ -70,10 +70,8 @@ def test_job_queries(store: Any) -> None:
     rows, total = store.read(lambda tx: tx.list_jobs({"user": "u0", "text": "J2"}, "h_key", False, 0, None))
     assert [r["title"] for r in rows] == ["j2"] and total == 1
     assert store.read(lambda tx: tx.count_jobs_by_state())["WORKING"] == 2
-    assert (
-        sorted(r["id"] for r in store.read(lambda tx: tx.working_jobs())) == [2, 4]
-        or len(store.read(lambda tx: tx.working_jobs())) == 2
-    )
+    working, _ = store.read(lambda tx: tx.list_jobs({"states": ["WORKING"]}, "id", False, 0, None))
+    assert sorted(r["id"] for r in store.read(lambda tx: tx.working_jobs())) == [r["id"] for r in working]
 
 
 @covers("first_ready", "claim", "ready_counts", "tagsets", "tagset_id")
