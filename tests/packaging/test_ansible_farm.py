@@ -144,7 +144,7 @@ def test_check_mode_on_fresh_hosts_changes_nothing_and_says_what_would(farm: Ans
     counts = recap(done)
     assert counts["server"]["changed"] > 0 and counts["worker"]["changed"] > 0
     assert "coalition-server would be installed" in done.stdout
-    assert "RUNNING HANDLER [coalition_server : Restart coalition-server]" in done.stdout
+    assert "/etc/coalition/coalition.ini would be written, and coalition-worker (re)started" in done.stdout
     assert not installed(farm.server, "coalition-server") and not installed(farm.worker, "coalition-worker")
     assert not farm.server.exists("/etc/apt/sources.list.d/coalition.list")
 
@@ -169,6 +169,15 @@ def test_check_mode_on_converged_hosts_reports_no_change(farm: AnsibleFarm) -> N
     counts = recap(done)
     assert (counts["server"]["changed"], counts["worker"]["changed"]) == (0, 0), done.stdout[-4000:]
     assert "RUNNING HANDLER" not in done.stdout
+
+
+def test_check_mode_tells_which_service_a_change_would_restart(farm: AnsibleFarm) -> None:
+    before = farm.worker.read("/etc/coalition/coalition.ini")
+    done = farm.playbook("--check", "--diff", "-e", "coalition_worker_sleep=1")
+    counts = recap(done)
+    assert (counts["server"]["changed"], counts["worker"]["changed"]) == (0, 2), done.stdout[-4000:]
+    assert "RUNNING HANDLER [coalition_worker : Restart coalition-worker]" in done.stdout
+    assert farm.worker.read("/etc/coalition/coalition.ini") == before
 
 
 def test_the_converged_farm_runs_a_job(farm: AnsibleFarm) -> None:
