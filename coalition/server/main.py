@@ -233,7 +233,13 @@ def _run(args: argparse.Namespace, settings: ServerSettings, store: Store) -> in
         print(f"coalition-server: cloud mode: {exc}", file=sys.stderr)
         app.stop()
         return 2
-    print(f"Coalition server on {app.url()} (database: {where})", flush=True)
+    # Where it listens and whether workers must authenticate, in words: the operator of a
+    # fresh install learns here that the port is open on every address.
+    bound = f"{settings.listen} port {app.bound_port()}"
+    if settings.listen in ("0.0.0.0", "", "::"):
+        bound += ", every address"
+    access = "workers need the token" if settings.workertoken else "workers are NOT authenticated"
+    print(f"Coalition server on {app.url()} (listening on {bound}; {access}; database: {where})", flush=True)
     app.block()
     return 0
 

@@ -10,7 +10,9 @@ second run that changes nothing, check mode on the converged hosts, a job.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -132,6 +134,18 @@ def farm(
                     yield AnsibleFarm(lan, server, worker, inventory, extra, work)
         finally:
             terminate_process(web)
+            stop_ssh_masters(work / "cp")
+
+
+def stop_ssh_masters(control_dir: Path) -> None:
+    """End the ssh connection masters Ansible left behind (ControlPersist) for our hosts:
+    the processes whose command line names this run's own control directory."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(control_dir) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(proc.name), signal.SIGTERM)
+        except (OSError, ValueError):
+            continue
 
 
 def installed(host: nspawn.Container, package: str) -> bool:
