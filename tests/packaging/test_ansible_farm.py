@@ -196,9 +196,13 @@ def test_check_mode_tells_which_service_a_change_would_restart(farm: AnsibleFarm
     before = farm.worker.read("/etc/coalition/coalition.ini")
     done = farm.playbook("--check", "--diff", "-e", "coalition_worker_sleep=1")
     counts = recap(done)
-    assert (counts["server"]["changed"], counts["worker"]["changed"]) == (0, 2), done.stdout[-4000:]
+    # Changed: the [worker] fragment and its restart, the gpu0 instance's ini (it inherits
+    # sleep) and its restart; nothing on the hosts.
+    assert (counts["server"]["changed"], counts["worker"]["changed"]) == (0, 4), done.stdout[-4000:]
     assert "RUNNING HANDLER [coalition_worker : Restart coalition-worker]" in done.stdout
+    assert re.search(r"changed: \[worker\] => \(item=gpu0\)\n\nTASK \[coalition_worker : Find", done.stdout)
     assert farm.worker.read("/etc/coalition/coalition.ini") == before
+    assert "sleep=0.5" in farm.worker.read("/etc/coalition/worker-gpu0.ini")
 
 
 def test_the_converged_farm_runs_a_job(farm: AnsibleFarm) -> None:
@@ -216,7 +220,8 @@ def test_the_converged_farm_runs_a_job(farm: AnsibleFarm) -> None:
         return job if job["state"] in ("FINISHED", "ERROR") else None
 
     job = wait_for(finished, timeout=60, interval=0.3, what="the job on the Ansible farm")
-    assert (job["state"], job["worker"]) == ("FINISHED", farm.worker.name), job
+    # An untagged job fits both workers of the host: the main one and the gpu0 instance.
+    assert job["state"] == "FINISHED" and job["worker"] in (farm.worker.name, f"{farm.worker.name}-gpu0"), job
     # The roles wrote one token into both hosts' configurations.
     assert f"workertoken={TOKEN}" in farm.server.read("/etc/coalition/coalition.ini")
     assert f"token={TOKEN}" in farm.worker.read("/etc/coalition/coalition.ini")
