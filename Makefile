@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 19211
 
-.PHONY: run test bench lint format clean
+.PHONY: run test test-deploy bench lint format clean
 
 # A virtual environment with Coalition installed in editable mode, plus the test tools.
 $(VENV)/.installed: pyproject.toml
@@ -22,6 +22,11 @@ run: $(VENV)/.installed
 # dependency" into a failure.
 test: $(VENV)/.installed
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The deployment tests alone: packages, units and roles on Debian 12 containers booting a
+# real systemd (root, systemd-container, mmdebstrap, reprepro: see .ci/run), and the wheel.
+test-deploy: $(VENV)/.installed
+	$(PY) -m pytest -q tests/packaging $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	@for b in bench/*.py; do echo "# $$b" >&2; $(PY) $$b || exit 1; done
