@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from coalition.cloud import bundle as bundles
 from coalition.cloud.base import CloudError
 from coalition.cloud.config import CloudSettings
 from coalition.cloud.gcs import GcsBucket, md5_hex
@@ -68,18 +69,23 @@ class Report:
         return sum(1 for s in self.steps if s.action in ("create", "authorize", "upload", "update"))
 
 
-def bundle_bytes(path: str) -> bytes:
-    """The bytes to upload for `path`: a file as is, or a directory's .deb files as a tar.gz.
+def bundle_bytes(path: str, worker_bundle: bool = True) -> bytes:
+    """The bytes to upload for `path`: a file as is, or a directory's worker .debs as a tar.gz.
 
-    The archive is reproducible (sorted, zeroed times and owners), so an unchanged directory
-    gives the same md5 and a second setup uploads nothing.
+    A worker bundle holds python3-coalition and coalition-worker only (coalition.cloud.bundle):
+    from a directory the other packages are left out, a ready-made file holding the server is
+    refused (ValueError). The archive is reproducible (sorted, zeroed times and owners), so an
+    unchanged directory gives the same md5 and a second setup uploads nothing.
     """
     if not os.path.isdir(path):
         with open(path, "rb") as f:
-            return f.read()
-    debs = sorted(n for n in os.listdir(path) if n.endswith(".deb"))
-    if not debs:
-        raise ValueError(f"{path}: no .deb files to bundle")
+            data = f.read()
+        if worker_bundle:
+            bundles.check_file(path, data)
+        return data
+    if not worker_bundle:
+        raise ValueError(f"{path}: a directory; the main program is one file (a tarball)")
+    debs, _ = bundles.select_debs(path)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in debs:
@@ -90,16 +96,31 @@ def bundle_bytes(path: str) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
+def _note_skipped(local: str, report: Report) -> None:
+    """Say which packages of a build directory stay out of the worker bundle."""
+    if os.path.isdir(local):
+        _, skipped = bundles.select_debs(local)
+        if skipped:
+            report("note", f"left out of the worker bundle: {', '.join(skipped)}", "workers need no more")
+
+
 def _uploads(
     settings: CloudSettings, bundle: str | None, main_program: str | None
-) -> list[tuple[str, str | None, str]]:
-    """(bucket key, local file or None, the option that uploads it) for each upload."""
+) -> list[tuple[str, str | None, str, bytes | None]]:
+    """(bucket key, local file or None, the option that uploads it, its bytes) for each upload.
+
+    The bytes are read (and a worker bundle checked) before setup changes anything, so a
+    refused bundle leaves the account as it was.
+    """
     out = [(settings.storage.bundle, bundle, "--bundle")]
     if settings.storage.main_program:
         out.append((settings.storage.main_program, main_program, "--main-program"))
     elif main_program:
         raise ValueError("--main-program given but no main program key is set ([main_program] package)")
-    return out
+    return [
+        (key, local, option, None if local is None else bundle_bytes(local, option == "--bundle"))
+        for key, local, option in out
+    ]
 
 
 # -- AWS -------------------------------------------------------------------------------------------
@@ -127,6 +148,7 @@ def setup_aws(
         raise ValueError("not an AWS configuration")
     if not settings.storage.bucket:
         raise ValueError("storage.name: empty: set the bucket name")
+    uploads = _uploads(settings, bundle, main_program)
     report = Report(dry_run, out)
     region = session.region_name or "us-east-1"
     s3 = session.client("s3", endpoint_url=endpoint_url)
@@ -150,8 +172,8 @@ def setup_aws(
         report("note", "no office CIDR", "set [coalition] officecidr or --office-cidr to reach the web page")
     _aws_ingress(ec2, worker_sg, WORKER_GROUP[1], port, report, group=(server_sg, SERVER_GROUP[1]))
     profile = _aws_profile(iam, aws.iam_instance_profile or WORKER_PROFILE, settings.storage.bucket, report)
-    for key, local, option in _uploads(settings, bundle, main_program):
-        _aws_upload(s3, settings.storage.bucket, key, local, option, report)
+    for key, local, option, data in uploads:
+        _aws_upload(s3, settings.storage.bucket, key, local, option, data, report)
 
     hints = []
     if worker_sg and worker_sg not in aws.security_group_ids:
@@ -322,7 +344,9 @@ def _aws_profile(iam: Any, profile: str, bucket: str, report: Report) -> str:
     return profile
 
 
-def _aws_upload(s3: Any, bucket: str, key: str, local: str | None, option: str, report: Report) -> None:
+def _aws_upload(
+    s3: Any, bucket: str, key: str, local: str | None, option: str, data: bytes | None, report: Report
+) -> None:
     where = f"s3://{bucket}/{key}"
     try:
         etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
@@ -336,7 +360,9 @@ def _aws_upload(s3: Any, bucket: str, key: str, local: str | None, option: str, 
         else:
             report("exists", where)
         return
-    data = bundle_bytes(local)
+    assert data is not None
+    if option == "--bundle":
+        _note_skipped(local, report)
     if etag == md5_hex(data):  # single-part uploads: the ETag is the md5
         report("up to date", where, local)
         return
@@ -367,6 +393,7 @@ def setup_gcloud(
         raise ValueError("authentication.project: empty")
     if not settings.storage.bucket:
         raise ValueError("storage.name: empty: set the bucket name")
+    uploads = _uploads(settings, bundle, main_program)
     report = Report(dry_run, out)
     out(
         f"coalition cloud setup gcloud: project {gce.project}, farm {settings.farm}"
@@ -386,13 +413,15 @@ def setup_gcloud(
         report("note", "no office CIDR", "set [coalition] officecidr or --office-cidr to reach the web page")
     report("note", f"the server VM needs the network tag {SERVER_NETWORK_TAG}")
 
-    for key, local, option in _uploads(settings, bundle, main_program):
+    for key, local, option, data in uploads:
         where = f"gs://{bucket.bucket}/{key}"
         md5 = bucket.md5(key) if bucket.exists() or not dry_run else None
         if local is None:
             report("missing" if md5 is None else "exists", where, "" if md5 else f"{option} uploads it")
             continue
-        data = bundle_bytes(local)
+        assert data is not None
+        if option == "--bundle":
+            _note_skipped(local, report)
         if md5 == md5_hex(data):
             report("up to date", where, local)
             continue

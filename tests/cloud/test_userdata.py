@@ -53,11 +53,8 @@ def test_aws_user_data_is_valid_cloud_config(make_settings: Callable[..., CloudS
     doc = check_cloud_config(text)
     assert text.startswith("#cloud-config\n")
     # exec form: lists, never a shell string
-    assert doc["runcmd"] == [
-        ["/bin/sh", "/usr/local/lib/coalition/cloud-boot.sh"],
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "--now", "coalition-worker.service"],
-    ]
+    # The boot script alone starts the worker, after every step worked (it fails closed).
+    assert doc["runcmd"] == [["/bin/sh", "/usr/local/lib/coalition/cloud-boot.sh"]]
     ini = _ini(_file(doc, "/etc/coalition/coalition.ini"))
     assert dict(ini["worker"]) == {
         "serverurl": "http://10.0.0.2:19211",
