@@ -63,8 +63,6 @@ class Settings:
     event_retention_days: float = 90.0
 
 
-
-
 class Service(Queries):
     """The job queue's use cases over a store, a log directory and a clock (the read side
     is in queries.py)."""

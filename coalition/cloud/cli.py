@@ -64,6 +64,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     common(status)
     status.add_argument("--server", help="server URL for the worker list (default: from the ini)")
     status.set_defaults(func=cmd_status)
+
+    clear = verbs.add_parser(
+        "clear-backoff", help="resume launching after failed boots stopped it (the farm's database)"
+    )
+    clear.add_argument(
+        "--config-dir",
+        default=os.environ.get("COALITION_CONFIG_DIR", DEFAULT_CONFIG_DIR),
+        help="directory of coalition.ini, whose [server] names the database (default: %(default)s)",
+    )
+    clear.add_argument("--by", default="", help="who clears it, for the event log (default: $USER)")
+    clear.set_defaults(func=cmd_clear_backoff)
     return cloud
 
 
@@ -209,6 +220,41 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(line)
         if problem:
             print(f"workers: {problem}", file=sys.stderr)
+        return 0
+
+    return _run(run)
+
+
+def cmd_clear_backoff(args: argparse.Namespace) -> int:
+    """coalition cloud clear-backoff: forget the failed boots in a row, so launching resumes.
+
+    Writes to the farm's database directly (the autoscaler of every server reads the record
+    from there on its next tick); the web page's button will call the same Farm method.
+    """
+
+    def run() -> int:
+        # The server's modules, imported here only: the rest of `coalition cloud` needs no DB.
+        from coalition.config import ConfigError, load_server_settings
+        from coalition.joblogs import JobLogs
+        from coalition.server.farm import DbFarm
+        from coalition.server.main import open_store
+        from coalition.service import Service
+
+        path = os.path.join(args.config_dir, "coalition.ini")
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such file (--config-dir names the server's configuration)")
+        try:
+            settings = load_server_settings(path)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        store = open_store(settings)
+        try:
+            service = Service(store, JobLogs(os.path.join(settings.datadir, "logs"), 1))
+            by = args.by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli"
+            n = DbFarm(service).clear_boot_backoff(f"{by} (coalition cloud clear-backoff)")
+        finally:
+            store.close()
+        print(f"coalition cloud: cleared {n} failed boot(s); the autoscaler launches again on its next tick")
         return 0
 
     return _run(run)

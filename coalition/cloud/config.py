@@ -407,6 +407,8 @@ def _common(ini: _Ini, provider: str, path: str, bundle_key: str) -> dict[str, A
         boot_timeout=g("coalition", "workerinstanceboottimeout", "900", _positive_seconds),
         batch=g("coalition", "workerinstancebatch", "10", _positive),
         name_prefix=g("worker", "nameprefix", "cloud-", _prefix(provider)),
+        boot_failure_limit=g("coalition", "workerinstancebootfailures", "5", _count),
+        boot_backoff=g("coalition", "workerinstancebootbackoff", "60", _positive_seconds),
         offered=tuple(frozenset(line.split(",")) for line in offered.split("\n") if line),
     )
     return {
