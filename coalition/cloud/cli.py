@@ -279,6 +279,7 @@ def format_status(
 ) -> list[str]:
     """The status table: one line per instance, then the totals."""
     by_name = {w.get("name"): w for w in workers or []}
+    instances = [i for i in instances if i.state != "gone"]  # terminated: no longer billed
     rows = [("NAME", "ID", "STATE", "TYPE", "UPTIME", "WORKER", "JOB", "COST")]
     hours = 0.0
     for i in sorted(instances, key=lambda i: (i.launched_at, i.name)):

@@ -23,6 +23,7 @@ from coalition.cloud.base import (
     CloudError,
     Instance,
     Throttled,
+    boot_failure_line,
 )
 from coalition.cloud.config import GceSettings
 
@@ -142,7 +143,11 @@ class GceProvider:
         compute = compute_v1()
         fields = dict(self.body())
         fields["name"] = name
-        fields["labels"] = {OWNER_KEY: self.farm}
+        # The ini's [worker] labels, and ours, on the VM and on its disks (billing reports).
+        labels = {**dict(self.settings.labels), OWNER_KEY: self.farm}
+        fields["labels"] = labels
+        for disk in fields.get("disks", []):
+            disk.setdefault("initialize_params", {})["labels"] = labels
         fields["metadata"] = {"items": [{"key": self.metadata_key, "value": user_data}]}
         try:
             op = self.client.insert(
@@ -165,6 +170,21 @@ class GceProvider:
             machine_type=self.settings.machine_type,
             zone=self.settings.zone,
         )
+
+    def boot_report(self, instance: Instance) -> str:
+        """The FAILED line of the VM's serial port 1 ("" if none or unreadable)."""
+        try:
+            reply = self.client.get_serial_port_output(
+                project=self.settings.project, zone=self.settings.zone, instance=instance.id
+            )
+        except Exception as exc:  # the report only improves a message
+            log.info(
+                "no serial port output for %s: %s",
+                instance.name,
+                str(exc).splitlines()[0] if str(exc) else exc,
+            )
+            return ""
+        return boot_failure_line(reply.contents or "")
 
     def terminate(self, ids: Sequence[str]) -> None:
         """Delete these VMs; ones already gone are fine."""

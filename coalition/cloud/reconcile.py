@@ -238,13 +238,14 @@ def make_provider(settings: CloudSettings, endpoint: str | None = None) -> Provi
     if settings.aws is not None:
         from coalition.cloud import aws
 
-        client = aws.make_client(settings.aws, endpoint_url=endpoint)
+        session = aws.make_session(settings.aws)
         return aws.Ec2Provider(
-            client,
+            session.client("ec2", endpoint_url=endpoint),
             settings.aws,
             settings.farm,
             renderer.aws_run_instances,
             renderer.aws_spot_launch_specification,
+            ssm=session.client("ssm", endpoint_url=endpoint),
         )
     if settings.gce is not None:
         from coalition.cloud import gce

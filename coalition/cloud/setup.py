@@ -159,7 +159,7 @@ def setup_aws(
         + (" (dry run)" if dry_run else "")
     )
 
-    _aws_bucket(s3, settings.storage.bucket, region, report)
+    _aws_bucket(s3, settings.storage.bucket, region, aws.bucket_kms_key, report)
     vpc = _aws_vpc(ec2, aws.subnet_id, report)
     server_sg = _aws_group(ec2, vpc, SERVER_GROUP, settings.farm, report)
     worker_sg = _aws_group(ec2, vpc, WORKER_GROUP, settings.farm, report)
@@ -186,32 +186,80 @@ def setup_aws(
     return report
 
 
-def _aws_bucket(s3: Any, bucket: str, region: str, report: Report) -> None:
+_PUBLIC_BLOCK = {
+    "BlockPublicAcls": True,
+    "IgnorePublicAcls": True,
+    "BlockPublicPolicy": True,
+    "RestrictPublicBuckets": True,
+}
+
+
+def bucket_encryption(kms_key: str) -> dict[str, Any]:
+    """The bucket's default encryption: SSE-KMS with `kms_key`, else SSE-S3 (AES-256)."""
+    rule: dict[str, Any] = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+    if kms_key:
+        rule = {
+            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": kms_key},
+            "BucketKeyEnabled": True,  # one KMS call per object set, not per s3fs request
+        }
+    return {"Rules": [rule]}
+
+
+def _aws_bucket(s3: Any, bucket: str, region: str, kms_key: str, report: Report) -> None:
     try:
         s3.head_bucket(Bucket=bucket)
+        exists = True
         report("exists", f"bucket s3://{bucket}")
-        return
     except Exception as exc:
         if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
             raise CloudError(
                 f"bucket {bucket}: {_code(exc) or exc} (a name owned by another account?)"
             ) from None
-    report("create", f"bucket s3://{bucket}", f"{region}, no public access")
-    if report.dry_run:
-        return
-    kwargs: dict[str, Any] = {"Bucket": bucket}
-    if region != "us-east-1":  # us-east-1 refuses an explicit LocationConstraint
-        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    s3.create_bucket(**kwargs)
-    s3.put_public_access_block(
-        Bucket=bucket,
-        PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True,
-            "IgnorePublicAcls": True,
-            "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True,
-        },
+        exists = False
+        report("create", f"bucket s3://{bucket}", f"{region}, no public access, encrypted")
+        if not report.dry_run:
+            kwargs: dict[str, Any] = {"Bucket": bucket}
+            if region != "us-east-1":  # us-east-1 refuses an explicit LocationConstraint
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            s3.create_bucket(**kwargs)
+    # An existing bucket is brought to the same state: no public access, default encryption.
+    block = _get_or_none(lambda: s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"])
+    if block != _PUBLIC_BLOCK:
+        if exists:
+            report("update", f"bucket s3://{bucket}: block all public access")
+        if not report.dry_run:
+            s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=_PUBLIC_BLOCK)
+    wanted = bucket_encryption(kms_key)
+    current = _get_or_none(
+        lambda: s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
     )
+    if not _same_encryption(current, wanted):
+        if exists:
+            report("update", f"bucket s3://{bucket}: default encryption", kms_key or "SSE-S3 (AES-256)")
+        if not report.dry_run:
+            s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=wanted)
+
+
+def _get_or_none(read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except Exception as exc:
+        if _code(exc) in (
+            "NoSuchPublicAccessBlockConfiguration",
+            "ServerSideEncryptionConfigurationNotFoundError",
+            "NoSuchBucket",
+            "404",
+        ):
+            return None
+        raise
+
+
+def _same_encryption(current: Any, wanted: dict[str, Any]) -> bool:
+    if not current:
+        return False
+    have = [r.get("ApplyServerSideEncryptionByDefault", {}) for r in current.get("Rules", [])]
+    want = [r["ApplyServerSideEncryptionByDefault"] for r in wanted["Rules"]]
+    return have == want
 
 
 def _aws_vpc(ec2: Any, subnet_id: str, report: Report) -> str:
@@ -400,12 +448,15 @@ def setup_gcloud(
         + (" (dry run)" if dry_run else "")
     )
 
-    if bucket.exists():
+    exists = bucket.exists()
+    if exists:
         report("exists", f"bucket gs://{bucket.bucket}")
+        _gcs_hardening(bucket, gce.bucket_kms_key, report)
     else:
-        report("create", f"bucket gs://{bucket.bucket}", f"{gce.region}, uniform access")
+        report("create", f"bucket gs://{bucket.bucket}", f"{gce.region}, uniform access, no public access")
         if not dry_run:
-            bucket.create(gce.region)
+            bucket.create(gce.region, gce.bucket_kms_key)
+    _gcs_worker_access(bucket, gce.service_account, exists or not dry_run, report)
 
     cidr = office_cidr if office_cidr is not None else settings.office_cidr
     _gce_firewall(firewalls, settings, cidr, report)
@@ -430,6 +481,60 @@ def setup_gcloud(
             bucket.upload(key, data)
     out(f"{report.changes} change(s){' to make' if dry_run else ''}")
     return report
+
+
+# What a worker does with the bucket through gcsfuse: list, read, write, delete objects. Nothing
+# on the bucket itself (no IAM, no settings): roles/storage.objectUser is exactly that.
+WORKER_BUCKET_ROLE = "roles/storage.objectUser"
+
+
+def _gcs_hardening(bucket: GcsBucket, kms_key: str, report: Report) -> None:
+    meta = bucket.metadata()
+    iam = meta.get("iamConfiguration", {})
+    patch: dict[str, Any] = {}
+    if iam.get("publicAccessPrevention") != "enforced" or not iam.get("uniformBucketLevelAccess", {}).get(
+        "enabled"
+    ):
+        patch["iamConfiguration"] = {
+            "uniformBucketLevelAccess": {"enabled": True},
+            "publicAccessPrevention": "enforced",
+        }
+    if kms_key and meta.get("encryption", {}).get("defaultKmsKeyName") != kms_key:
+        patch["encryption"] = {"defaultKmsKeyName": kms_key}
+    if not patch:
+        return
+    report("update", f"bucket gs://{bucket.bucket}", ", ".join(sorted(patch)))
+    if not report.dry_run:
+        bucket.patch(patch)
+
+
+def _gcs_worker_access(bucket: GcsBucket, account: str, readable: bool, report: Report) -> None:
+    if not account:
+        report(
+            "note",
+            "workers use the default compute service account",
+            f"set [authentication] serviceaccount to grant it {WORKER_BUCKET_ROLE} on the bucket only",
+        )
+        return
+    member = f"serviceAccount:{account}"
+    what = f"gs://{bucket.bucket}: {WORKER_BUCKET_ROLE} for {account}"
+    policy = bucket.iam_policy() if readable else {"bindings": []}
+    bindings = policy.setdefault("bindings", [])
+    for b in bindings:
+        if b.get("role") == WORKER_BUCKET_ROLE and member in b.get("members", []):
+            report("exists", what)
+            return
+    report("authorize", what)
+    if report.dry_run:
+        return
+    binding = next(
+        (b for b in bindings if b.get("role") == WORKER_BUCKET_ROLE and not b.get("condition")), None
+    )
+    if binding is None:
+        bindings.append({"role": WORKER_BUCKET_ROLE, "members": [member]})
+    else:
+        binding.setdefault("members", []).append(member)
+    bucket.set_iam_policy(policy)
 
 
 def _gce_firewall(firewalls: Any, settings: CloudSettings, cidr: str, report: Report) -> None:

@@ -29,6 +29,7 @@ import yaml
 from coalition.cloud.config import CloudSettings
 
 EC2_USER_DATA_LIMIT = 16 * 1024  # bytes, before base64
+ROOT_DEVICE = "/dev/xvda"  # Debian's AMIs; replaced by the image's own RootDeviceName at launch
 GCE_METADATA_LIMIT = 256 * 1024  # bytes, one metadata value
 CLOUD_CONFIG_HEADER = "#cloud-config\n"
 
@@ -253,6 +254,15 @@ class Renderer:
             else {},
             "availability_zone": aws.availability_zone,
             "market_options": market,
+            # The root volume; Ec2Provider puts the image's real root device name in at launch.
+            "root_device": ROOT_DEVICE,
+            "volume": {
+                "VolumeSize": aws.volume_size,
+                "VolumeType": aws.volume_type,
+                "Encrypted": aws.volume_encrypted,
+                "KmsKeyId": aws.volume_kms_key,
+                "DeleteOnTermination": True,
+            },
         }
 
     def aws_run_instances(self) -> dict[str, Any]:
@@ -310,6 +320,7 @@ class Renderer:
             else [],
             "service_accounts": [{"email": gce.service_account or "default", "scopes": list(gce.scopes)}],
             "network_tags": list(gce.network_tags),
+            "disk_labels": dict(gce.labels),
         }
         text = self._render("gcloud/instance.yaml.j2", ctx)
         body = yaml.safe_load(text)

@@ -262,9 +262,12 @@ def test_aws_launch_parameters(make_settings: Callable[..., CloudSettings]) -> N
 @pytest.mark.parametrize(
     ("worker", "scheduling"),
     [
-        ({}, {"preemptible": True, "on_host_maintenance": "TERMINATE", "automatic_restart": False}),
         (
-            {"provisioningmodel": "SPOT"},
+            {"provisioningmodel": "PREEMPTIBLE"},
+            {"preemptible": True, "on_host_maintenance": "TERMINATE", "automatic_restart": False},
+        ),
+        (
+            {},  # the default: SPOT
             {
                 "provisioning_model": "SPOT",
                 "instance_termination_action": "DELETE",
@@ -291,7 +294,7 @@ def test_gce_instance_body(
         "source_image": "projects/debian-cloud/global/images/family/debian-12",
         "disk_size_gb": 50,
         "disk_type": "zones/europe-west1-b/diskTypes/pd-ssd",
-    }
+    }  # no [worker] labels: GceProvider adds the ownership label at launch
     assert (
         body["network_interfaces"][0]["subnetwork"]
         == "projects/test-project/regions/europe-west1/subnetworks/default"
