@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,92 @@ def private_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# -- a signed apt repository, served on a private LAN (tests/nspawn.py) ----------------------
+@dataclass
+class ArchiveKey:
+    """A throwaway gpg signing key in its own keyring (never the user's)."""
+
+    home: Path
+    fingerprint: str
+
+    def env(self) -> dict[str, str]:
+        return {"PATH": SYSTEM_PATH, "LC_ALL": "C.UTF-8", "GNUPGHOME": str(self.home)}
+
+
+@pytest.fixture(scope="session")
+def archive_key() -> Iterator[ArchiveKey]:
+    """An ed25519 key for signing test repositories; its gpg-agent is stopped afterwards."""
+    require(shutil.which("gpg") is not None, "`gpg` not found: apt-get install gnupg")
+    # Short path: gpg-agent's socket lives in GNUPGHOME, and unix socket paths are short.
+    home = Path(tempfile.mkdtemp(prefix="c13gpg.", dir="/tmp"))
+    home.chmod(0o700)
+    key = ArchiveKey(home, "")
+    subprocess.run(
+        [
+            "gpg",
+            "--batch",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "Coalition test archive",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        check=True,
+        capture_output=True,
+        env=key.env(),
+        timeout=60,
+    )
+    listing = subprocess.run(
+        ["gpg", "--list-secret-keys", "--with-colons"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=key.env(),
+    ).stdout
+    key.fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    try:
+        yield key
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=key.env(), capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def build_repo(repo: Path, key: ArchiveKey, debs: list[Path]) -> None:
+    """packaging/build-repo, as an operator runs it."""
+    require(shutil.which("reprepro") is not None, "`reprepro` not found: apt-get install reprepro")
+    done = subprocess.run(
+        [str(REPO / "packaging/build-repo"), str(repo), key.fingerprint, *map(str, debs)],
+        capture_output=True,
+        text=True,
+        env=key.env(),
+        timeout=120,
+    )
+    assert done.returncode == 0, f"packaging/build-repo failed:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="session")
+def debs_next(tmp_path_factory: pytest.TempPathFactory, debs: Path) -> Path:
+    """The same packages rebuilt as version 5.0.1, for upgrades."""
+    out = tmp_path_factory.mktemp("debs-next")
+    build = subprocess.run(
+        [str(REPO / "packaging/build-debs"), str(out)],
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": SYSTEM_PATH,
+            "LC_ALL": "C.UTF-8",
+            "TMPDIR": tempfile.gettempdir(),
+            "COALITION_DEB_VERSION": NEXT_VERSION,
+            "DEB_BUILD_OPTIONS": "nocheck",
+        },
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    return out
+
+
+NEXT_VERSION = "5.0.1"

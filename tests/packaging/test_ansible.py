@@ -1,12 +1,10 @@
-"""The Ansible roles: lint, syntax, the configuration they write, and a molecule run that
-converges a server and a worker on this machine from the built packages."""
+"""The Ansible roles without hosts: lint, syntax, and the configuration they write.
+test_ansible_farm.py converges real hosts (systemd containers)."""
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +13,8 @@ import pytest
 
 from coalition.config import load_server_settings
 from coalition.worker.settings import load_settings
-from tests.packaging.conftest import REPO, installed_packages, purge, require_root_and_apt
-from tests.support import free_port, require
+from tests.packaging.conftest import REPO
+from tests.support import require
 
 ANSIBLE = REPO / "ansible"
 VENV_BIN = Path(sys.executable).parent
@@ -121,51 +119,3 @@ def test_roles_write_a_configuration_the_programs_read(tmp_path: Path) -> None:
     assert warnings == []
     assert (worker.server_url, worker.workers, worker.shutdown) == ("http://farm:19999", 3, "handback")
     assert worker.affinity.splitlines() == ["linux,gpu", "linux"]
-
-
-@pytest.mark.slow
-def test_molecule_converges_a_farm_on_this_machine(debs: Path) -> None:
-    """syntax, converge, idempotence (no change the second time), verify (the server
-    answers from its MariaDB database, the worker registered and runs a job), cleanup
-    (purge)."""
-    require_root_and_apt()
-    require(shutil.which("start-stop-daemon") is not None, "start-stop-daemon missing (dpkg)")
-    molecule = tool("molecule")
-    tool("ansible-playbook")
-    # The scenario's server uses MariaDB, which the role installs and starts when needed:
-    # leave it running only if it already was.
-    mariadb_was_up = mariadb_answers()
-    try:
-        done = run(
-            [molecule, "test"],
-            timeout=600,
-            COALITION_DEB_DIR=str(debs),
-            COALITION_PORT=str(free_port()),
-            COALITION_DB_PASSWORD=secrets.token_hex(12),
-        )
-        assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-4000:]
-        assert installed_packages() == [], "molecule's cleanup did not purge the packages"
-    finally:
-        # After a failure molecule skips its cleanup: do what it would have done.
-        if installed_packages():
-            for pidfile in Path("/run/coalition").glob("*.pid"):
-                subprocess.run(
-                    ["start-stop-daemon", "--stop", "--pidfile", str(pidfile), "--retry", "TERM/10/KILL/5"]
-                )
-            purge()
-            for leftover in (
-                "/etc/coalition",
-                "/var/cache/coalition",
-                "/var/log/coalition",
-                "/run/coalition",
-            ):
-                shutil.rmtree(leftover, ignore_errors=True)
-        if not mariadb_was_up and mariadb_answers():
-            subprocess.run(["mariadb-admin", "shutdown"], capture_output=True, timeout=60)
-
-
-def mariadb_answers() -> bool:
-    """Whether the system MariaDB server answers on its unix socket."""
-    if shutil.which("mariadb-admin") is None:
-        return False
-    return subprocess.run(["mariadb-admin", "ping"], capture_output=True, timeout=30).returncode == 0
