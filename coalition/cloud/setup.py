@@ -338,23 +338,29 @@ def _aws_ingress(
             raise
 
 
-def worker_bucket_policy(bucket: str) -> dict[str, Any]:
-    """What a worker may do: read and write its bucket (s3fs), nothing else."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
-                "Resource": f"arn:aws:s3:::{bucket}",
-            },
-            {
-                "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                "Resource": f"arn:aws:s3:::{bucket}/*",
-            },
-        ],
-    }
+def worker_bucket_policy(bucket: str, settings: CloudSettings | None = None) -> dict[str, Any]:
+    """What a worker may do: read and write its bucket (s3fs), nothing else.
+
+    Rendered from templates/policies/aws-worker.json.j2, the document shipped for operators.
+    """
+    from coalition.cloud.userdata import environment, template_dirs
+
+    text = (
+        environment(template_dirs(settings)).get_template("policies/aws-worker.json.j2").render(bucket=bucket)
+    )
+    return json.loads(text)
+
+
+def policy_document(name: str) -> dict[str, Any]:
+    """One of the shipped IAM policy documents (templates/policies/NAME.json), parsed."""
+    from coalition.cloud.userdata import template_dirs
+
+    for d in template_dirs():
+        path = os.path.join(d, "policies", f"{name}.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+    raise ValueError(f"policies/{name}.json: not found in the template directories")
 
 
 def _aws_profile(iam: Any, profile: str, bucket: str, report: Report) -> str:
