@@ -228,6 +228,10 @@ def test_a_job_starts_a_spot_worker_that_is_terminated_when_idle(cloud_server: A
     texts = [e.get("job_title", "") for e in events]
     assert any("launch 1 instance(s)" in t for t in texts), texts
     assert any(f"terminate {name}" in t and "idle" in t for t in texts), texts
+    # ... and the same decisions in the server's log, which runs at WARNING (issue 14).
+    log = server.log_path.read_text(errors="replace")
+    assert "coalition.cloud: cloud: launch 1 instance(s)" in log, server.log_tail()
+    assert f"coalition.cloud: cloud: terminate {name}" in log, server.log_tail()
 
 
 def test_spot_interruption_requeues_without_spending_a_retry(
