@@ -151,7 +151,8 @@ def cloud_server(make_server: Any, moto_server: str, monkeypatch: pytest.MonkeyP
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("COALITION_CLOUD_ENDPOINT", moto_server)
     monkeypatch.setenv("COALITION_AUTOSCALE_INTERVAL", "0.3")
-    server = make_server(start=False, servermode="aws", workertoken="e2e-token")
+    # verbose 0: the log level of a production server, where decisions must still be logged.
+    server = make_server(start=False, servermode="aws", workertoken="e2e-token", verbose=0)
     write_ini(
         server.root,
         "aws",
