@@ -94,6 +94,7 @@ class WorkerBoot:
     main_program: str
     install_dir: str
     environment: tuple[tuple[str, str], ...]
+    interruptions: str = "off"  # aws | gce | off: what the worker watches for a notice
 
 
 def worker_boot(settings: CloudSettings, name: str) -> WorkerBoot:
@@ -112,7 +113,18 @@ def worker_boot(settings: CloudSettings, name: str) -> WorkerBoot:
         main_program=s.main_program,
         install_dir=s.install_dir,
         environment=s.environment,
+        interruptions=_interruptions(settings),
     )
+
+
+def _interruptions(settings: CloudSettings) -> str:
+    # Only a spot or preemptible worker can get a notice; an on-demand one has no reason to
+    # poll the metadata service every few seconds.
+    if settings.aws is not None:
+        return "aws" if settings.aws.spot else "off"
+    if settings.gce is not None:
+        return "gce" if settings.gce.provisioning_model != "STANDARD" else "off"
+    return "off"
 
 
 def worker_ini(boot: WorkerBoot) -> str:
@@ -127,9 +139,9 @@ def worker_ini(boot: WorkerBoot) -> str:
         "serverUrl": boot.server_url,
         "name": boot.name,
         "workers": "1",  # one slot per instance: the slot is named after the instance
-        # The worker watches the instance metadata for a spot or preemption notice and hands
-        # its job back, so the job is requeued without spending a retry.
-        "interruptions": "aws" if boot.provider == "aws" else "gce",
+        # A spot worker watches the instance metadata for an interruption notice and hands its
+        # job back, so the job is requeued without spending a retry.
+        "interruptions": boot.interruptions,
     }
     if boot.token:
         section["token"] = boot.token

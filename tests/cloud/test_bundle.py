@@ -22,8 +22,8 @@ from tests.support import require
 config_dir = test_cli.config_dir  # the same two ini files as the CLI tests
 
 
-def make_deb(out: Path, package: str, filename: str | None = None) -> Path:
-    """A minimal real .deb of `package` (no files), as dpkg-deb builds it."""
+def make_deb(out: Path, package: str, filename: str | None = None, postinst: str = "") -> Path:
+    """A minimal real .deb of `package` (no files, maybe a postinst), as dpkg-deb builds it."""
     require(subprocess.run(["which", "dpkg-deb"], capture_output=True).returncode == 0, "dpkg-deb missing")
     root = out.parent / f"root-{out.name}-{package}-{(filename or '').replace('.', '-')}"
     (root / "DEBIAN").mkdir(parents=True)
@@ -31,6 +31,9 @@ def make_deb(out: Path, package: str, filename: str | None = None) -> Path:
         f"Package: {package}\nVersion: 5.0.0\nArchitecture: all\n"
         "Maintainer: Coalition tests <t@example.org>\nDescription: test package\n"
     )
+    if postinst:
+        (root / "DEBIAN" / "postinst").write_text(postinst)
+        (root / "DEBIAN" / "postinst").chmod(0o755)
     path = out / (filename or f"{package}_5.0.0_all.deb")
     subprocess.run(
         ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(path)],
