@@ -158,6 +158,10 @@ class ServerSettings:
     smtpcacert: str = ""  # CA bundle for the SMTP server's certificate (STARTTLS)
     notifyinterval: float = 5.0  # seconds between passes of the mail sender
     workertoken: str = ""
+    # A file holding the token, read when workertoken is empty: the Debian package makes
+    # one at install, so a fresh server is closed to strangers without a secret in a
+    # conffile.
+    workertokenfile: str = ""
     maxlogsize: int = 64  # MB kept per job log
     requeuelimit: int = 3  # silent-worker requeues before a job turns ERROR
     eventretention: float = 90.0  # days of run events kept (0: forever)
@@ -222,6 +226,7 @@ _SERVER_TYPES: dict[str, Callable[[str], Any]] = {
     "smtpcacert": _text,
     "notifyinterval": _float(0.05),
     "workertoken": _text,
+    "workertokenfile": _text,
     "maxlogsize": _int(1, 1024 * 1024),
     "requeuelimit": _int(0, 1000),
     "eventretention": _float(0),
@@ -260,9 +265,23 @@ def load_server_settings(path: str | None, overrides: dict[str, str] | None = No
             raise ConfigError(f"{where}: [server] {key}: {exc}") from None
     known = {f.name for f in fields(ServerSettings)}
     assert set(values) <= known
+    if not values.get("workertoken") and values.get("workertokenfile"):
+        values["workertoken"] = _read_token(values["workertokenfile"], where)
     settings = ServerSettings(**values, config_path=path or "", warnings=tuple(warnings))
     _check_security(settings, where)
     return settings
+
+
+def _read_token(path: str, where: str) -> str:
+    """The worker token kept in `path` (its first line)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.readline().strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: [server] workertokenfile: cannot read {path}: {exc.strerror}") from None
+    if not token:
+        raise ConfigError(f"{where}: [server] workertokenfile: {path} is empty")
+    return token
 
 
 def _check_security(s: ServerSettings, where: str) -> None:

@@ -282,6 +282,8 @@ class Container:
             timeout=timeout,
             input=input,
             cwd="/",
+            # Its own session: a `kill 0` or a stray signal inside never reaches the test.
+            start_new_session=True,
         )
         if check and done.returncode != 0:
             raise AssertionError(

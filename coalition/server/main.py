@@ -6,6 +6,8 @@ import argparse
 import logging
 import os
 import shutil
+import socket
+import sqlite3
 import sys
 
 from ..config import ConfigError, ServerSettings, find_config, load_server_settings
@@ -116,12 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     for warning in settings.warnings:
         print(f"coalition-server: warning: {warning}", file=sys.stderr)
+    # Start-up problems are one line naming the problem, with or without -v, never a
+    # traceback or a silent exit code: an operator reads them in `systemctl status`.
+    problem = _startup_problem(settings)
+    if problem:
+        print(f"coalition-server: {problem}", file=sys.stderr)
+        return 2
     try:
-        os.makedirs(settings.datadir, exist_ok=True)
         store = open_store(settings)
         return _run(args, settings, store)
     except (SchemaError, StoreError, ConfigError) as exc:
         print(f"coalition-server: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(
+            f"coalition-server: cannot use the SQLite database {settings.sqlite_path}: {exc}", file=sys.stderr
+        )
         return 2
     except ImportError as exc:
         print(
@@ -130,6 +142,32 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+def _startup_problem(settings: ServerSettings) -> str:
+    """What would stop the server from starting, checked before anything starts."""
+    try:
+        os.makedirs(settings.datadir, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the data directory {settings.datadir}: {exc.strerror}"
+    for key in ("webdir", "templatedir"):
+        path = getattr(settings, key)
+        if path and not os.path.isdir(path):
+            return f"[server] {key} {path} is not a directory"
+    return ""
+
+
+def _port_problem(settings: ServerSettings) -> str:
+    """Whether the HTTP port can be bound. CherryPy finds out too, but then exits with
+    status 70 and says nothing unless -v; binding first gives the operator the reason."""
+    if not settings.port:
+        return ""
+    family = socket.AF_INET6 if ":" in settings.listen else socket.AF_INET
+    try:
+        socket.create_server((settings.listen, settings.port), family=family).close()
+    except OSError as exc:
+        return f"cannot listen on {settings.listen} port {settings.port}: {exc.strerror}"
+    return ""
 
 
 def _run(args: argparse.Namespace, settings: ServerSettings, store: Store) -> int:
@@ -168,11 +206,23 @@ def _run(args: argparse.Namespace, settings: ServerSettings, store: Store) -> in
         store.init()  # a fresh install just works, as Coalition 4 did
         logging.getLogger("coalition.server").warning("created the database %s", where)
     store.check_schema()
+    problem = _port_problem(settings)
+    if problem:
+        print(f"coalition-server: {problem}", file=sys.stderr)
+        return 2
     from .app import ServerApp
 
+    # With -v CherryPy prints its ENGINE and access lines itself (log.screen): keep them
+    # away from the root logger too, which would print every one a second time.
+    for name in ("cherrypy.error", "cherrypy.access"):
+        logging.getLogger(name).propagate = False
     app = ServerApp(settings, store)
     try:
         app.start()
+    except OSError as exc:  # the discovery port (UDP), for instance
+        print(f"coalition-server: cannot start: {exc}", file=sys.stderr)
+        app.stop()
+        return 2
     except ValueError as exc:  # a bad cloud_<mode>.ini, for instance: one line, not a traceback
         print(f"coalition-server: {exc}", file=sys.stderr)
         app.stop()
@@ -183,7 +233,13 @@ def _run(args: argparse.Namespace, settings: ServerSettings, store: Store) -> in
         print(f"coalition-server: cloud mode: {exc}", file=sys.stderr)
         app.stop()
         return 2
-    print(f"Coalition server on {app.url()} (database: {where})", flush=True)
+    # Where it listens and whether workers must authenticate, in words: the operator of a
+    # fresh install learns here that the port is open on every address.
+    bound = f"{settings.listen} port {app.bound_port()}"
+    if settings.listen in ("0.0.0.0", "", "::"):
+        bound += ", every address"
+    access = "workers need the token" if settings.workertoken else "workers are NOT authenticated"
+    print(f"Coalition server on {app.url()} (listening on {bound}; {access}; database: {where})", flush=True)
     app.block()
     return 0
 

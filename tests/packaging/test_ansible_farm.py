@@ -10,7 +10,9 @@ second run that changes nothing, check mode on the converged hosts, a job.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -115,6 +117,13 @@ def farm(
                                 # ... the worker host from copied packages.
                                 "coalition_worker_deb_dir": str(debs),
                                 "coalition_worker_sleep": 0.5,
+                                "coalition_worker_instances": [
+                                    {
+                                        "name": "gpu0",
+                                        "affinity": "gpu",
+                                        "environment": {"CUDA_VISIBLE_DEVICES": "0"},
+                                    }
+                                ],
                             }
                         )
                     )
@@ -132,6 +141,18 @@ def farm(
                     yield AnsibleFarm(lan, server, worker, inventory, extra, work)
         finally:
             terminate_process(web)
+            stop_ssh_masters(work / "cp")
+
+
+def stop_ssh_masters(control_dir: Path) -> None:
+    """End the ssh connection masters Ansible left behind (ControlPersist) for our hosts:
+    the processes whose command line names this run's own control directory."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(control_dir) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(proc.name), signal.SIGTERM)
+        except (OSError, ValueError):
+            continue
 
 
 def installed(host: nspawn.Container, package: str) -> bool:
@@ -144,7 +165,7 @@ def test_check_mode_on_fresh_hosts_changes_nothing_and_says_what_would(farm: Ans
     counts = recap(done)
     assert counts["server"]["changed"] > 0 and counts["worker"]["changed"] > 0
     assert "coalition-server would be installed" in done.stdout
-    assert "RUNNING HANDLER [coalition_server : Restart coalition-server]" in done.stdout
+    assert "/etc/coalition/coalition.ini would be written, and coalition-worker (re)started" in done.stdout
     assert not installed(farm.server, "coalition-server") and not installed(farm.worker, "coalition-worker")
     assert not farm.server.exists("/etc/apt/sources.list.d/coalition.list")
 
@@ -171,6 +192,15 @@ def test_check_mode_on_converged_hosts_reports_no_change(farm: AnsibleFarm) -> N
     assert "RUNNING HANDLER" not in done.stdout
 
 
+def test_check_mode_tells_which_service_a_change_would_restart(farm: AnsibleFarm) -> None:
+    before = farm.worker.read("/etc/coalition/coalition.ini")
+    done = farm.playbook("--check", "--diff", "-e", "coalition_worker_sleep=1")
+    counts = recap(done)
+    assert (counts["server"]["changed"], counts["worker"]["changed"]) == (0, 2), done.stdout[-4000:]
+    assert "RUNNING HANDLER [coalition_worker : Restart coalition-worker]" in done.stdout
+    assert farm.worker.read("/etc/coalition/coalition.ini") == before
+
+
 def test_the_converged_farm_runs_a_job(farm: AnsibleFarm) -> None:
     url = f"http://{farm.server.ip}:19211"
     body = json.dumps({"command": "echo converged", "title": "ansible"})
@@ -191,3 +221,42 @@ def test_the_converged_farm_runs_a_job(farm: AnsibleFarm) -> None:
     assert f"workertoken={TOKEN}" in farm.server.read("/etc/coalition/coalition.ini")
     assert f"token={TOKEN}" in farm.worker.read("/etc/coalition/coalition.ini")
     assert "interruptions=off" in farm.worker.read("/etc/coalition/coalition.ini")
+
+
+def test_a_worker_instance_from_the_inventory(farm: AnsibleFarm) -> None:
+    worker = farm.worker
+    unit = "coalition-worker@gpu0.service"
+    assert worker.run("systemctl", "is-active", unit).stdout.strip() == "active"
+    env = worker.run("systemctl", "show", "-p", "Environment", "--value", unit).stdout
+    assert "CUDA_VISIBLE_DEVICES=0" in env, env
+    ini = worker.read("/etc/coalition/worker-gpu0.ini")
+    assert "affinity=gpu" in ini and f"token={TOKEN}" in ini and "sleep=0.5" in ini
+    url = f"http://{farm.server.ip}:19211"
+    body = json.dumps({"command": "echo on gpu0", "title": "gpu", "affinity": "gpu"})
+    json_type = "Content-Type: application/json"
+    put = farm.lan.run(
+        ["curl", "-sSf", "-X", "PUT", "-H", json_type, "--data-binary", body, f"{url}/api/jobs"]
+    )
+    created = json.loads(put.stdout)
+    job_id = int(created["id"] if isinstance(created, dict) else created)
+
+    def finished() -> dict | None:
+        job = json.loads(farm.lan.run(["curl", "-sSf", f"{url}/api/jobs/{job_id}"]).stdout)
+        return job if job["state"] in ("FINISHED", "ERROR") else None
+
+    job = wait_for(finished, timeout=60, interval=0.3, what="the job on the instance")
+    assert (job["state"], job["worker"]) == ("FINISHED", f"{worker.name}-gpu0"), job
+
+
+def test_an_instance_dropped_from_the_inventory_is_retired(farm: AnsibleFarm) -> None:
+    extra = json.loads(farm.extra_vars.read_text())
+    extra["coalition_worker_instances"] = []
+    farm.extra_vars.write_text(json.dumps(extra))
+    counts = recap(farm.playbook())
+    assert counts["worker"]["changed"] > 0
+    unit = "coalition-worker@gpu0.service"
+    assert farm.worker.run("systemctl", "is-active", unit, check=False).stdout.strip() == "inactive"
+    assert farm.worker.run("systemctl", "is-enabled", unit, check=False).stdout.strip() != "enabled"
+    assert not farm.worker.exists("/etc/coalition/worker-gpu0.ini")
+    assert not farm.worker.exists("/etc/systemd/system/coalition-worker@gpu0.service.d")
+    assert recap(farm.playbook())["worker"]["changed"] == 0

@@ -4,6 +4,7 @@ the Debian version all follow what coalition.config and the worker settings read
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 import subprocess
 import tomllib
@@ -104,7 +105,11 @@ def test_server_unit_sandbox_score() -> None:
 def test_worker_units_stop_gracefully(unit: str) -> None:
     # SIGTERM to the agent alone (it hands back or finishes its jobs), a stop timeout
     # longer than a frame, and a restart after a crash.
+    # Both take these from one drop-in, the template through a link to it.
     values = {key: value[-1] for key, value in Unit(REPO / "systemd" / unit).values.items()}
+    shared = Unit(REPO / "systemd/coalition-worker.service.d/shared.conf").values
+    values.update({key: value[-1] for key, value in shared.items()})
+    assert "KillMode" not in Unit(REPO / "systemd" / unit).values
     assert values["KillMode"] == "mixed" and values["Restart"] == "on-failure"
     assert values["TimeoutStopSec"].endswith("h") and int(values["TimeoutStopSec"][:-1]) >= 1
 
@@ -117,3 +122,27 @@ def test_units_run_the_packaged_commands(unit: str) -> None:
     text = (REPO / "systemd" / unit).read_text()
     assert re.search(r"^ExecStart=/usr/bin/coalition-(server|worker) -c /etc/coalition/\S+\.ini", text, re.M)
     assert "User=coalition" in text and "StateDirectory=coalition" in text
+
+
+@pytest.mark.parametrize("role", ["coalition_server", "coalition_worker"])
+def test_argument_specs_declare_every_default(role: str) -> None:
+    # meta/argument_specs.yml is what ansible-doc shows and what the role checks its
+    # variables against: it must list every variable of defaults/ with the same default,
+    # and hide the secrets from the log.
+    specs = yaml.safe_load((ROLES / role / "meta/argument_specs.yml").read_text())
+    options = specs["argument_specs"]["main"]["options"]
+    defaults = yaml.safe_load((ROLES / role / "defaults/main.yml").read_text())
+    assert list(options) == list(defaults)
+    assert {k: o["default"] for k, o in options.items()} == defaults
+    secrets = {k for k in defaults if re.search(r"password|passwd|token$", k)}
+    assert secrets and {k for k, o in options.items() if o.get("no_log")} == secrets
+    assert all(o["description"] for o in options.values())
+    # Not importable as ansible.make_argument_specs: "ansible" is Ansible's own package.
+    spec = importlib.util.spec_from_file_location(
+        "make_argument_specs", REPO / "ansible/make_argument_specs.py"
+    )
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    assert (ROLES / role / "meta/argument_specs.yml").read_text() == maker.specs(ROLES / role), (
+        "run ansible/make_argument_specs.py"
+    )

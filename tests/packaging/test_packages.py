@@ -147,6 +147,8 @@ class Farm:
             ("worker", "name", "deb-worker"),
             ("worker", "sleep", "0.5"),
             ("worker", "interruptions", "off"),
+            # The token the package generated for this server.
+            ("worker", "token", Path("/etc/coalition/workertoken").read_text().strip()),
         ):
             text = set_ini(text, section, key, value)
         self.config.write_text(text)

@@ -29,7 +29,6 @@ PORT = 19211
 REPO_PORT = 8080
 KEYRING = "/usr/share/keyrings/coalition-archive-keyring.gpg"
 CONF = "/etc/coalition/coalition.ini"
-TOKEN = "c13-test-token-0123456789abcdef"
 
 
 @dataclass
@@ -41,6 +40,7 @@ class Farm:
     repo_url: str
     server: nspawn.Container
     worker: nspawn.Container
+    token: str = ""  # the worker token the server package generated
 
     @property
     def url(self) -> str:
@@ -151,19 +151,30 @@ def test_apt_install_coalition_server_from_the_signed_repository(farm: Farm) -> 
     server.run("apt-get", "install", "-y", "-q", "coalition-server", timeout=300)
     # The package enabled and started it; the first start created the database.
     wait_active(server, "coalition-server")
+    # ... at the first attempt (Restart= would hide a start that fails at first).
+    assert unit_property(server, "coalition-server", "NRestarts") == "0", server_journal(farm)
     status = server.run("systemctl", "status", "--no-pager", "coalition-server").stdout
     assert "active (running)" in status and "enabled" in status, status
     wait_for(farm.answers, timeout=30, interval=0.2, what="the server to answer on the LAN")
     assert server.exists("/var/lib/coalition/coalition.db")
     assert server.run("stat", "-c", "%U", "/var/lib/coalition/coalition.db").stdout.strip() == "coalition"
+    # The documentation is where Debian users look for it.
+    docs = server.run("ls", "/usr/share/doc/coalition-server").stdout.split()
+    assert {"README.md.gz", "deploy.md.gz", "security.md.gz", "copyright"} <= set(docs), docs
     # The web page is served.
     page = farm.lan.run(["curl", "-sf", farm.url + "/"], timeout=30)
     assert "<html" in page.stdout.lower()
 
-    # README: a worker token, so that only our workers take jobs.
-    edit_ini(server, CONF, "server", workertoken=TOKEN)
-    server.run("systemctl", "restart", "coalition-server")
-    wait_for(farm.answers, timeout=30, interval=0.2, what="the restarted server")
+    # Closed to strangers from the start: the package generated a worker token, readable
+    # by root and the services' group only, and the server says it requires it.
+    assert server.run("stat", "-c", "%U:%G %a", "/etc/coalition/workertoken").stdout.split() == [
+        "root:coalition",
+        "640",
+    ]
+    farm.token = server.read("/etc/coalition/workertoken").strip()
+    assert re.fullmatch(r"[0-9a-f]{48}", farm.token), farm.token
+    assert server.run("stat", "-c", "%U:%G %a", CONF).stdout.split() == ["root:coalition", "640"]
+    assert "listening on 0.0.0.0 port 19211, every address; workers need the token" in server_journal(farm)
     refused = farm.lan.run(
         [
             "curl",
@@ -208,7 +219,7 @@ def test_worker_host_runs_a_job_as_the_coalition_user(farm: Farm) -> None:
         "/etc/coalition/coalition.ini"
     )
     # interruptions=off: a LAN worker never probes the cloud metadata address.
-    edit_ini(worker, CONF, "worker", serverUrl=farm.url, token=TOKEN, sleep="0.5", interruptions="off")
+    edit_ini(worker, CONF, "worker", serverUrl=farm.url, token=farm.token, sleep="0.5", interruptions="off")
     worker.run("systemctl", "start", "coalition-worker")
     wait_active(worker, "coalition-worker")
 
@@ -243,6 +254,7 @@ def test_stopping_the_worker_hands_its_job_back(farm: Farm) -> None:
 def test_systemd_restarts_a_killed_server(farm: Farm) -> None:
     server = farm.server
     before = unit_property(server, "coalition-server", "MainPID")
+    assert before != "0", "the server is not running"
     server.run("kill", "-9", before)
 
     def restarted() -> bool:
@@ -290,13 +302,18 @@ def test_a_worker_instance_per_gpu(farm: Farm) -> None:
         "/etc/coalition/worker-gpu0.ini",
         "worker",
         serverUrl=farm.url,
-        token=TOKEN,
+        token=farm.token,
         sleep="0.5",
         interruptions="off",
         affinity="gpu",
     )
     worker.run("systemctl", "enable", "--now", "coalition-worker@gpu0")
     wait_active(worker, "coalition-worker@gpu0")
+    # The instance shares the main unit's stop and sandbox settings (one drop-in).
+    for unit in ("coalition-worker", "coalition-worker@gpu0"):
+        assert unit_property(worker, unit, "KillMode") == "mixed"
+        assert unit_property(worker, unit, "TimeoutStopUSec") == "2h"
+        assert "shared.conf" in unit_property(worker, unit, "DropInPaths")
     name = f"{worker.name}-gpu0"
     wait_for(
         lambda: name in [w["name"] for w in farm.api("GET", "/api/workers")],
@@ -326,8 +343,11 @@ def test_purge_leaves_nothing_behind(farm: Farm, host_name: str) -> None:
     host.run("apt-get", "purge", "-y", "-q", *packages, timeout=300)
     left = host.run("dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", "*coalition*", check=False)
     assert left.stdout == "", left.stdout
+    # Nothing loaded from a file or running; systemd may still remember a unit's name
+    # (not-found inactive dead) until it garbage-collects it.
     units = host.run("systemctl", "list-units", "--all", "--plain", "--no-legend", "coalition*").stdout
-    assert units == "", units
+    forgotten = ["not-found", "inactive", "dead"]
+    assert [line for line in units.splitlines() if line.split()[1:4] != forgotten] == []
     links = host.run("sh", "-c", "ls /etc/systemd/system/*/coalition* 2>/dev/null || true").stdout
     assert links == ""
     assert [p for p in LEFTOVERS if host.exists(p)] == []
