@@ -300,7 +300,10 @@ def test_a_rendered_boot_installs_registers_and_renders(
         assert api(server, "GET", f"/api/jobs/{job}")["worker"] == name
         container = cloud.vms[name][0]
         assert container.run("systemctl", "is-active", "coalition-worker").stdout.strip() == "active"
-        assert container.exists("/var/lib/coalition-boot/done")
+        # The script checks the worker stays up (5 s) before it calls the boot done.
+        wait_for(
+            lambda: container.exists("/var/lib/coalition-boot/done"), timeout=60, interval=0.5, what="done"
+        )
         status = container.run(
             "dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", "coalition-*", "python3-coalition"
         ).stdout.split("\n")
