@@ -261,8 +261,28 @@ class Ec2Provider:
             params["BlockDeviceMappings"] = [{**params["BlockDeviceMappings"][0], "DeviceName": root}]
         return params
 
-    def _run_instance(self, name: str, user_data: str) -> Instance:
-        params = self._with_image(dict(self.run_params()))
+    def launch_request(self, name: str, user_data: str, resolve: bool = True) -> tuple[str, dict[str, Any]]:
+        """(EC2 operation, its complete parameters) that launch() sends for worker `name`.
+
+        Tags and user-data included (`coalition cloud render-user-data --params` prints this);
+        with resolve=False the image stays as configured (no API call).
+        """
+        fix = self._with_image if resolve else (lambda params: params)
+        if self._uses_spot_requests():
+            s = self.settings
+            params: dict[str, Any] = {
+                "InstanceCount": 1,  # one request per worker: each instance boots with its own name
+                "Type": s.spot_type,
+                "LaunchSpecification": fix(self.spot_spec(user_data)),
+                "ClientToken": name[:64],
+                "TagSpecifications": [
+                    {"ResourceType": "spot-instances-request", "Tags": self._owner_tags(name)}
+                ],
+            }
+            if s.spot_price:
+                params["SpotPrice"] = s.spot_price
+            return "request_spot_instances", params
+        params = fix(dict(self.run_params()))
         params.update(
             MinCount=1,
             MaxCount=1,
@@ -273,6 +293,10 @@ class Ec2Provider:
                 {"ResourceType": "volume", "Tags": self._owner_tags(name)},
             ],
         )
+        return "run_instances", params
+
+    def _run_instance(self, name: str, user_data: str) -> Instance:
+        _, params = self.launch_request(name, user_data)
         reply = self.ec2.run_instances(**params)
         raw = reply["Instances"][0]
         market = "spot" if "InstanceMarketOptions" in params else "on-demand"
@@ -281,15 +305,7 @@ class Ec2Provider:
 
     def _request_spot(self, name: str, user_data: str) -> Instance:
         s = self.settings
-        params: dict[str, Any] = {
-            "InstanceCount": 1,  # one request per worker: each instance boots with its own name
-            "Type": s.spot_type,
-            "LaunchSpecification": self._with_image(self.spot_spec(user_data)),
-            "ClientToken": name[:64],
-            "TagSpecifications": [{"ResourceType": "spot-instances-request", "Tags": self._owner_tags(name)}],
-        }
-        if s.spot_price:
-            params["SpotPrice"] = s.spot_price
+        _, params = self.launch_request(name, user_data)
         reply = self.ec2.request_spot_instances(**params)
         req = reply["SpotInstanceRequests"][0]
         rid = req["SpotInstanceRequestId"]

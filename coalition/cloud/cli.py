@@ -198,13 +198,36 @@ def cmd_render(args: argparse.Namespace) -> int:
         renderer = Renderer(settings)
         name = args.name or instance_names(settings.limits.name_prefix, time.time(), 1)[0]
         if args.params:
-            params = renderer.aws_run_instances() if settings.aws is not None else renderer.gce_instance()
-            print(json.dumps(params, indent=2, sort_keys=True))
+            print(json.dumps(launch_request(settings, renderer, name), indent=2, sort_keys=True))
         else:
             sys.stdout.write(renderer.boot_payload(name))
         return 0
 
     return _run(run)
+
+
+def launch_request(settings: CloudSettings, renderer: Any, name: str) -> dict[str, Any]:
+    """The complete parameters a launch of `name` sends (tags, labels and boot payload too),
+    built by the provider itself with no API call (the image stays as configured)."""
+    payload = renderer.boot_payload(name)
+    if settings.aws is not None:
+        from coalition.cloud.aws import Ec2Provider
+
+        provider = Ec2Provider(
+            None,
+            settings.aws,
+            settings.farm,
+            renderer.aws_run_instances,
+            renderer.aws_spot_launch_specification,
+        )
+        return provider.launch_request(name, payload, resolve=False)[1]
+    from coalition.cloud.gce import GceProvider
+
+    assert settings.gce is not None
+    key = "startup-script" if settings.gce.boot_method == "startup-script" else "user-data"
+    return GceProvider(None, settings.gce, settings.farm, renderer.gce_instance, key).instance_body(
+        name, payload
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -138,9 +138,8 @@ class GceProvider:
         except Exception as exc:
             raise error_from(exc, "list instances") from exc
 
-    def launch(self, name: str, user_data: str) -> Instance:
-        """Insert VM `name` and wait (op_timeout at most) for GCE to accept it."""
-        compute = compute_v1()
+    def instance_body(self, name: str, user_data: str) -> dict[str, Any]:
+        """The complete compute_v1.Instance fields launch() inserts (name, labels, boot payload)."""
         fields = dict(self.body())
         fields["name"] = name
         # The ini's [worker] labels, and ours, on the VM and on its disks (billing reports).
@@ -149,6 +148,12 @@ class GceProvider:
         for disk in fields.get("disks", []):
             disk.setdefault("initialize_params", {})["labels"] = labels
         fields["metadata"] = {"items": [{"key": self.metadata_key, "value": user_data}]}
+        return fields
+
+    def launch(self, name: str, user_data: str) -> Instance:
+        """Insert VM `name` and wait (op_timeout at most) for GCE to accept it."""
+        compute = compute_v1()
+        fields = self.instance_body(name, user_data)
         try:
             op = self.client.insert(
                 project=self.settings.project,
