@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coalition.cloud.policy import Limits, Plan, plan  # noqa: E402
+from coalition.cloud.policy import BootFailure, Limits, Plan, plan  # noqa: E402
 
 DAY = 86_400.0
 NOTICE = 120.0  # AWS's spot interruption notice: billed until the instance is gone
@@ -55,6 +55,15 @@ class Scenario:
     frame_min: float = 120.0
     frame_max: float = 600.0
     policy: str = "coalition5"  # or "coalition4": Coalition 4's rule, for comparison
+    # Boots that fail (issue 14): every instance launched in [fail_from, fail_until) fails its
+    # boot (a bad bundle in the bucket); the operator fixes it at fail_until and clears.
+    fail_from: float = 0.0
+    fail_until: float = 0.0
+    # "closed": the issue 14 boot (the script reports, powers off; the autoscaler records the
+    # failure and backs off); "open": before it (the failed instance idles until the boot
+    # timeout, and is replaced at once).
+    failed_boot: str = "closed"
+    boot_timeout: float = 0.0  # 0: max(600, 3 x boot_delay), as before
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,8 @@ class Machine:
     name: str
     launched: float
     ready_at: float
-    state: str = "pending"  # pending | running | stopping
+    state: str = "pending"  # pending | running | stopping | stopped (its boot failed)
+    fails: bool = False  # this boot will fail
     job: int | None = None
     gone_at: float | None = None
     epoch: int = 0  # bumps when the job changes: stale job-end events are ignored
@@ -96,6 +106,9 @@ class Sim:
     interruptions: int = 0
     done: int = 0
     peak: int = 0
+    boot_record: list[BootFailure] = field(default_factory=list)  # the Farm's failed boots in a row
+    failed_boots: int = 0
+    cleared: bool = False
 
     def at(self, t: float, kind: str, data: Any = None) -> None:
         heapq.heappush(self.events, (t, next(self.seq), kind, data))
@@ -126,7 +139,7 @@ class Sim:
 
     def launch(self, name: str, now: float) -> None:
         boot = self.s.boot_delay * self.rng.uniform(0.8, 1.2)
-        m = Machine(name, now, now + boot)
+        m = Machine(name, now, now + boot, fails=self.s.fail_from <= now < self.s.fail_until)
         self.machines[name] = m
         self.launches += 1
         self.at(m.ready_at, "boot", name)
@@ -162,7 +175,7 @@ class Sim:
                         "active": True,
                     }
                 )
-            elif m.state == "pending":
+            elif m.state in ("pending", "stopped"):
                 workers.append(
                     {
                         "name": m.name,
@@ -186,6 +199,12 @@ class Sim:
                 now, _, kind, data = heapq.heappop(self.events)
                 self.handle(now, kind, data)
             instances, workers = self.view(tick)
+            if s.fail_until and tick >= s.fail_until and not self.cleared:
+                self.cleared = True  # the operator fixed the bundle: `coalition cloud clear-backoff`
+                self.boot_record = []
+            extra: dict[str, Any] = {}
+            if s.failed_boot == "closed" and decide is plan:
+                extra["boot_failures"] = tuple(self.boot_record)
             p = decide(
                 ready={frozenset(): len(self.queue)},
                 instances=instances,
@@ -193,7 +212,12 @@ class Sim:
                 limits=limits,
                 now=tick,
                 last_launch=self.last_launch,
+                **extra,
             )
+            if p.boot_ok:
+                self.boot_record = []
+            self.boot_record.extend(p.boot_failed)
+            self.failed_boots += len(p.boot_failed)
             for name in p.terminate:
                 self.terminate(name, tick)
             if p.launch:
@@ -230,6 +254,7 @@ class Sim:
             "wait_target_s": target_wait,
             "meets_target": hours / oracle <= 1.3 and mean_wait <= target_wait,
             "launches": self.launches,
+            "failed_boots": self.failed_boots,
             "interruptions": self.interruptions,
             "peak_instances": self.peak,
         }
@@ -241,6 +266,10 @@ class Sim:
         elif kind == "boot":
             m = self.machines.get(data)
             if m is not None and m.state == "pending":
+                if m.fails:
+                    if self.s.failed_boot == "closed":
+                        m.state = "stopped"  # the boot script reported and powered off
+                    return  # "open": it idles, unregistered, until the boot timeout
                 m.state = "running"
                 self.give_work(m, now)
         elif kind == "end":
@@ -302,7 +331,7 @@ def simulate(s: Scenario, seed: int) -> dict[str, Any]:
         max_instances=s.max_instances,
         start_delay=s.start_delay,
         min_lifetime=s.min_lifetime,
-        boot_timeout=max(600.0, 3 * s.boot_delay),
+        boot_timeout=s.boot_timeout or max(600.0, 3 * s.boot_delay),
         batch=s.batch,
         name_prefix="cloud-",
     )
@@ -323,6 +352,20 @@ SCENARIOS = [
     Scenario("no interruptions", interruptions_per_hour=0.0),
     Scenario("frequent interruptions (1 per 2 instance-hours)", interruptions_per_hour=0.5),
     Scenario("Coalition 4 rule, same cloud", policy="coalition4"),
+    # A bad bundle for two hours of the day (06:00-08:00), documented boot timeout (900 s).
+    Scenario(
+        "failing boots 06-08h, before issue 14 (no back-off)",
+        fail_from=6 * 3600,
+        fail_until=8 * 3600,
+        failed_boot="open",
+        boot_timeout=900,
+    ),
+    Scenario(
+        "failing boots 06-08h, boot back-off",
+        fail_from=6 * 3600,
+        fail_until=8 * 3600,
+        boot_timeout=900,
+    ),
 ]
 
 

@@ -16,11 +16,15 @@ the instance, or from our `coalition-spot-request` tag (moto leaves SpotInstance
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from coalition.cloud.base import (
+    GONE,
     OWNER_KEY,
     PENDING,
     RUNNING,
@@ -30,6 +34,7 @@ from coalition.cloud.base import (
     CloudError,
     Instance,
     Throttled,
+    boot_failure_line,
 )
 from coalition.cloud.config import AwsSettings
 
@@ -59,8 +64,13 @@ _STATES = {
     "shutting-down": STOPPING,
     "stopping": STOPPING,
     "stopped": STOPPED,
+    # Listed for about an hour after termination: an instance whose boot failed terminates
+    # itself (it powers off; shutdown behaviour terminate), and this is how we see it went.
+    "terminated": GONE,
 }
 _SPOT_LIVE = ("open", "active")
+SSM_PREFIX = "resolve:ssm:"
+IMAGE_CACHE_S = 3600.0  # a new Debian point release is picked up within the hour
 
 
 def error_from(exc: Exception, action: str) -> CloudError:
@@ -78,6 +88,14 @@ def error_from(exc: Exception, action: str) -> CloudError:
     # No answer, or a 5xx: the request may have been carried out.
     uncertain = not code or status >= 500
     return CloudError(message, uncertain=uncertain)
+
+
+def _console_text(output: str) -> str:
+    """EC2 returns the console base64-encoded (botocore leaves it so); moto sends plain text."""
+    try:
+        return base64.b64decode(output, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return output
 
 
 def _tags(resource: dict[str, Any]) -> dict[str, str]:
@@ -98,15 +116,21 @@ class Ec2Provider:
         farm: str,
         run_params: Callable[[], dict[str, Any]],
         spot_spec: Callable[[str], dict[str, Any]],
+        ssm: Any = None,
+        clock: Callable[[], float] = time.time,
     ):
         """`client` is boto3.client("ec2"); `run_params()` gives the run_instances keyword
         arguments and `spot_spec(user_data)` the spot launch specification (both rendered
-        from templates/aws/ by userdata.Renderer)."""
+        from templates/aws/ by userdata.Renderer); `ssm` is boto3.client("ssm"), needed when
+        the image is a `resolve:ssm:` parameter (the default: Debian 12's public one)."""
         self.ec2 = client
         self.settings = settings
         self.farm = farm
         self.run_params = run_params
         self.spot_spec = spot_spec
+        self.ssm = ssm
+        self.clock = clock
+        self._images: dict[str, tuple[float, str, str]] = {}  # image setting -> (when, AMI, root)
 
     # -- Provider -------------------------------------------------------------------------------
 
@@ -122,7 +146,7 @@ class Ec2Provider:
             raise
         except Exception as exc:  # botocore ClientError, EndpointConnectionError...
             raise error_from(exc, "list instances") from exc
-        have = {i.id for i in found}
+        have = {i.id for i in found if i.state != GONE}
         stale = []
         for req in requests:
             rid, iid = req["SpotInstanceRequestId"], req.get("InstanceId")
@@ -184,17 +208,81 @@ class Ec2Provider:
         except Exception as exc:
             raise error_from(exc, "terminate " + ", ".join(ids)) from exc
 
+    def boot_report(self, instance: Instance) -> str:
+        """The FAILED line of the instance's console output ("" if none or unreadable)."""
+        if instance.id.startswith("sir-"):
+            return ""  # an unfulfilled request has no console
+        try:
+            reply = self.ec2.get_console_output(InstanceId=instance.id)
+        except Exception as exc:  # the report only improves a message
+            log.info(
+                "no console output for %s: %s", instance.name, str(exc).splitlines()[0] if str(exc) else exc
+            )
+            return ""
+        return boot_failure_line(_console_text(reply.get("Output") or ""))
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _uses_spot_requests(self) -> bool:
         return self.settings.spot and self.settings.spot_method == "request-spot-instances"
 
     def _owner_tags(self, name: str, extra: Iterable[tuple[str, str]] = ()) -> list[dict[str, str]]:
-        tags = {"Name": name, OWNER_KEY: self.farm, **dict(extra)}
+        # The ini's [worker] tags first: ours win (config refuses those keys anyway).
+        tags = {**dict(self.settings.tags), "Name": name, OWNER_KEY: self.farm, **dict(extra)}
         return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]  # sorted: stable for tests
 
-    def _run_instance(self, name: str, user_data: str) -> Instance:
-        params = dict(self.run_params())
+    def image(self) -> tuple[str, str]:
+        """(AMI id, its root device name) of the configured image, looked up at most hourly.
+
+        `resolve:ssm:NAME` is read from SSM (Debian publishes its current images there), so a
+        farm boots today's Debian 12 without anyone editing an AMI id. The root device name
+        comes from the image, so the volume settings apply to the root volume, not a new one.
+        """
+        wanted = self.settings.image_id
+        cached = self._images.get(wanted)
+        if cached and self.clock() - cached[0] < IMAGE_CACHE_S:
+            return cached[1], cached[2]
+        ami = wanted
+        if wanted.startswith(SSM_PREFIX):
+            if self.ssm is None:
+                raise CloudError(f"image {wanted}: no SSM client to resolve it")
+            ami = self.ssm.get_parameter(Name=wanted[len(SSM_PREFIX) :])["Parameter"]["Value"]
+        images = self.ec2.describe_images(ImageIds=[ami]).get("Images", [])
+        if not images:
+            raise CloudError(f"image {ami} ({wanted}): not found in this region")
+        root = images[0].get("RootDeviceName") or ""
+        self._images[wanted] = (self.clock(), ami, root)
+        return ami, root
+
+    def _with_image(self, params: dict[str, Any]) -> dict[str, Any]:
+        ami, root = self.image()
+        params = {**params, "ImageId": ami}
+        if root and params.get("BlockDeviceMappings"):
+            params["BlockDeviceMappings"] = [{**params["BlockDeviceMappings"][0], "DeviceName": root}]
+        return params
+
+    def launch_request(self, name: str, user_data: str, resolve: bool = True) -> tuple[str, dict[str, Any]]:
+        """(EC2 operation, its complete parameters) that launch() sends for worker `name`.
+
+        Tags and user-data included (`coalition cloud render-user-data --params` prints this);
+        with resolve=False the image stays as configured (no API call).
+        """
+        fix = self._with_image if resolve else (lambda params: params)
+        if self._uses_spot_requests():
+            s = self.settings
+            params: dict[str, Any] = {
+                "InstanceCount": 1,  # one request per worker: each instance boots with its own name
+                "Type": s.spot_type,
+                "LaunchSpecification": fix(self.spot_spec(user_data)),
+                "ClientToken": name[:64],
+                "TagSpecifications": [
+                    {"ResourceType": "spot-instances-request", "Tags": self._owner_tags(name)}
+                ],
+            }
+            if s.spot_price:
+                params["SpotPrice"] = s.spot_price
+            return "request_spot_instances", params
+        params = fix(dict(self.run_params()))
         params.update(
             MinCount=1,
             MaxCount=1,
@@ -205,6 +293,10 @@ class Ec2Provider:
                 {"ResourceType": "volume", "Tags": self._owner_tags(name)},
             ],
         )
+        return "run_instances", params
+
+    def _run_instance(self, name: str, user_data: str) -> Instance:
+        _, params = self.launch_request(name, user_data)
         reply = self.ec2.run_instances(**params)
         raw = reply["Instances"][0]
         market = "spot" if "InstanceMarketOptions" in params else "on-demand"
@@ -213,15 +305,7 @@ class Ec2Provider:
 
     def _request_spot(self, name: str, user_data: str) -> Instance:
         s = self.settings
-        params: dict[str, Any] = {
-            "InstanceCount": 1,  # one request per worker: each instance boots with its own name
-            "Type": s.spot_type,
-            "LaunchSpecification": self.spot_spec(user_data),
-            "ClientToken": name[:64],
-            "TagSpecifications": [{"ResourceType": "spot-instances-request", "Tags": self._owner_tags(name)}],
-        }
-        if s.spot_price:
-            params["SpotPrice"] = s.spot_price
+        _, params = self.launch_request(name, user_data)
         reply = self.ec2.request_spot_instances(**params)
         req = reply["SpotInstanceRequests"][0]
         rid = req["SpotInstanceRequestId"]
@@ -244,6 +328,12 @@ class Ec2Provider:
     def _tag_instance(self, instance_id: str, name: str, request_id: str) -> None:
         tags = self._owner_tags(name, [(SPOT_REQUEST_KEY, request_id)])
         self.ec2.create_tags(Resources=[instance_id], Tags=tags)
+        # A spot launch specification cannot ask for IMDSv2 (it has no MetadataOptions): require
+        # it the moment we adopt the instance. The boot script runs before this at the earliest
+        # with IMDSv1 still open; set the account default (docs/cloud.md) to close that window.
+        self.ec2.modify_instance_metadata_options(
+            InstanceId=instance_id, HttpTokens="required", HttpEndpoint="enabled", HttpPutResponseHopLimit=1
+        )
 
     def _spot_requests(self) -> list[dict[str, Any]]:
         filters = [

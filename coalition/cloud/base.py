@@ -21,7 +21,21 @@ PENDING = "pending"  # requested or booting: will cost money, cannot work yet
 RUNNING = "running"
 STOPPING = "stopping"  # shutting down or being deleted: still counts against the maximum
 STOPPED = "stopped"  # halted but still allocated (a preempted GCE VM): must be deleted
-INSTANCE_STATES = (PENDING, RUNNING, STOPPING, STOPPED)
+GONE = "gone"  # terminated, still listed by the cloud for a while (EC2): costs nothing
+INSTANCE_STATES = (PENDING, RUNNING, STOPPING, STOPPED, GONE)
+
+# The line a failed boot prints on the instance's console (templates/cloud-init/boot.sh.j2).
+BOOT_FAILED_MARK = "coalition-cloud-boot: FAILED: "
+
+
+def boot_failure_line(console: str) -> str:
+    """The reason of the last failed boot in a console log ("" when it reports none)."""
+    found = ""
+    for line in console.splitlines():
+        at = line.find(BOOT_FAILED_MARK)
+        if at >= 0:
+            found = line[at + len(BOOT_FAILED_MARK) :].strip()
+    return found[:500]
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,15 @@ class Provider(Protocol):
         """
         ...
 
+    def boot_report(self, instance: Instance) -> str:
+        """Why this instance's boot failed, as its boot script printed it on the console.
+
+        Reads the console (EC2 GetConsoleOutput, GCE serial port 1) and returns the reason of
+        the last "coalition-cloud-boot: FAILED: " line, or "" when there is none or the console
+        cannot be read (never raises: the report only improves a message).
+        """
+        ...
+
 
 class Farm(Protocol):
     """The farm as the autoscaler sees it; the server implements it over its database."""
@@ -116,4 +139,27 @@ class Farm(Protocol):
 
     def record_event(self, message: str) -> None:
         """Record one autoscaler decision in the farm's event log (shown by /api/events)."""
+        ...
+
+    def boot_failures(self) -> list[tuple[float, str, str]]:
+        """The failed boots in a row: (time, instance name, reason), oldest first.
+
+        Those recorded since the last boot that worked (record_boot_ok) or the last
+        clear_boot_backoff; kept in the database so every server replica sees the same back-off.
+        """
+        ...
+
+    def record_boot_failure(self, name: str, reason: str) -> None:
+        """Record that instance `name` failed to boot, and why (an event the web page shows)."""
+        ...
+
+    def record_boot_ok(self, name: str) -> None:
+        """Record that a boot worked again (instance `name` registered): the failures reset."""
+        ...
+
+    def clear_boot_backoff(self, by: str) -> int:
+        """An operator resumes launching: forget the failures in a row; returns how many.
+
+        `by` names who cleared it (a user name, "cli"), for the event log.
+        """
         ...

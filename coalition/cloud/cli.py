@@ -64,6 +64,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     common(status)
     status.add_argument("--server", help="server URL for the worker list (default: from the ini)")
     status.set_defaults(func=cmd_status)
+
+    clear = verbs.add_parser(
+        "clear-backoff", help="resume launching after failed boots stopped it (the farm's database)"
+    )
+    clear.add_argument(
+        "--config-dir",
+        default=os.environ.get("COALITION_CONFIG_DIR", DEFAULT_CONFIG_DIR),
+        help="directory of coalition.ini, whose [server] names the database (default: %(default)s)",
+    )
+    clear.add_argument("--by", default="", help="who clears it, for the event log (default: $USER)")
+    clear.set_defaults(func=cmd_clear_backoff)
     return cloud
 
 
@@ -187,13 +198,36 @@ def cmd_render(args: argparse.Namespace) -> int:
         renderer = Renderer(settings)
         name = args.name or instance_names(settings.limits.name_prefix, time.time(), 1)[0]
         if args.params:
-            params = renderer.aws_run_instances() if settings.aws is not None else renderer.gce_instance()
-            print(json.dumps(params, indent=2, sort_keys=True))
+            print(json.dumps(launch_request(settings, renderer, name), indent=2, sort_keys=True))
         else:
             sys.stdout.write(renderer.boot_payload(name))
         return 0
 
     return _run(run)
+
+
+def launch_request(settings: CloudSettings, renderer: Any, name: str) -> dict[str, Any]:
+    """The complete parameters a launch of `name` sends (tags, labels and boot payload too),
+    built by the provider itself with no API call (the image stays as configured)."""
+    payload = renderer.boot_payload(name)
+    if settings.aws is not None:
+        from coalition.cloud.aws import Ec2Provider
+
+        provider = Ec2Provider(
+            None,
+            settings.aws,
+            settings.farm,
+            renderer.aws_run_instances,
+            renderer.aws_spot_launch_specification,
+        )
+        return provider.launch_request(name, payload, resolve=False)[1]
+    from coalition.cloud.gce import GceProvider
+
+    assert settings.gce is not None
+    key = "startup-script" if settings.gce.boot_method == "startup-script" else "user-data"
+    return GceProvider(None, settings.gce, settings.farm, renderer.gce_instance, key).instance_body(
+        name, payload
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -209,6 +243,40 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(line)
         if problem:
             print(f"workers: {problem}", file=sys.stderr)
+        return 0
+
+    return _run(run)
+
+
+def cmd_clear_backoff(args: argparse.Namespace) -> int:
+    """coalition cloud clear-backoff: forget the failed boots in a row, so launching resumes.
+
+    Writes to the farm's database directly (the autoscaler of every server reads the record
+    from there on its next tick); the web page's button will call the same Farm method.
+    """
+
+    def run() -> int:
+        # The server's modules, imported here only: the rest of `coalition cloud` needs no DB.
+        from coalition.config import ConfigError, load_server_settings
+        from coalition.joblogs import JobLogs
+        from coalition.server.main import open_store
+        from coalition.usecases import Context, UseCases
+
+        path = os.path.join(args.config_dir, "coalition.ini")
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such file (--config-dir names the server's configuration)")
+        try:
+            settings = load_server_settings(path)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        store = open_store(settings)
+        try:
+            uc = UseCases.over(Context(store, JobLogs(os.path.join(settings.datadir, "logs"), 1)))
+            by = args.by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli"
+            n = uc.cloud.clear_boot_backoff(f"{by} (coalition cloud clear-backoff)")
+        finally:
+            store.close()
+        print(f"coalition cloud: cleared {n} failed boot(s); the autoscaler launches again on its next tick")
         return 0
 
     return _run(run)
@@ -233,6 +301,7 @@ def format_status(
 ) -> list[str]:
     """The status table: one line per instance, then the totals."""
     by_name = {w.get("name"): w for w in workers or []}
+    instances = [i for i in instances if i.state != "gone"]  # terminated: no longer billed
     rows = [("NAME", "ID", "STATE", "TYPE", "UPTIME", "WORKER", "JOB", "COST")]
     hours = 0.0
     for i in sorted(instances, key=lambda i: (i.launched_at, i.name)):

@@ -31,6 +31,15 @@ GCE_MODELS = ("STANDARD", "PREEMPTIBLE", "SPOT")
 GCE_BOOT_METHODS = ("startup-script", "cloud-init")
 DEFAULT_PORT = 19211
 LEGACY_MAIN_PROGRAM = "srv/guerilla_render_2.0.0a13_linux64.tar.gz"  # the documented default
+# Defaults that boot a Coalition 5 worker today (issue 14): the documented ones (a 2016 Debian 9
+# AMI, debian-8-jessie, m3.medium, f1-micro) cannot run Python 3.11. Images are found at launch
+# time, never hard-coded: Debian's public SSM parameter on AWS, the debian-12 family on GCE.
+# Sizes are for rendering: 8 vCPUs and 32 GiB, current generations with spot capacity.
+DEBIAN_12_SSM = "resolve:ssm:/aws/service/debian/release/12/latest/amd64"
+AWS_INSTANCE_TYPE = "m7i.2xlarge"
+GCE_MACHINE_TYPE = "n2-standard-8"
+GCE_IMAGE = "family/debian-12"
+VOLUME_TYPES = ("gp3", "gp2", "io1", "io2", "st1", "sc1", "standard")
 
 # GCE instance names and label values: RFC 1035, lowercase. A prefix must leave room for
 # the 13-digit time stamp and index instance_names() appends.
@@ -70,8 +79,8 @@ class AwsSettings:
     secret_key: str = ""
     spot: bool = True
     spot_method: str = "run-instances"
-    instance_type: str = "m3.medium"
-    image_id: str = "ami-2f40bd40"
+    instance_type: str = AWS_INSTANCE_TYPE
+    image_id: str = DEBIAN_12_SSM  # an AMI id, or resolve:ssm:PARAMETER (resolved at launch)
     subnet_id: str = ""
     iam_instance_profile: str = ""
     security_group_ids: tuple[str, ...] = ()
@@ -79,6 +88,12 @@ class AwsSettings:
     spot_price: str = "10"  # max USD/hour; "" = capped at the on-demand price
     spot_type: str = "one-time"
     instance_count: int = 1
+    volume_size: int = 30  # GiB of the root volume: the OS, the worker, the main program, caches
+    volume_type: str = "gp3"
+    volume_encrypted: bool = True
+    volume_kms_key: str = ""  # "" = the account's default EBS key
+    tags: tuple[tuple[str, str], ...] = ()  # [worker] tags: on instances, volumes, spot requests
+    bucket_kms_key: str = ""  # [storage] kmskey: SSE-KMS for the bucket ("" = SSE-S3, AES-256)
 
 
 @dataclass(frozen=True)
@@ -90,18 +105,20 @@ class GceSettings:
     service_account: str = ""  # the workers' identity (gcsfuse uses it): no key on the instance
     scopes: tuple[str, ...] = _GCE_SCOPE_DEFAULT
     zone: str = "europe-west1-d"
-    machine_type: str = "f1-micro"
+    machine_type: str = GCE_MACHINE_TYPE
     subnet: str = "default"
     network: str = "default"
-    provisioning_model: str = "PREEMPTIBLE"
+    provisioning_model: str = "SPOT"
     maintenance_policy: str = "TERMINATE"
-    image: str = "debian-8-jessie-v20170308"
+    image: str = GCE_IMAGE
     image_project: str = "debian-cloud"
-    boot_disk_size_gb: int = 10
-    boot_disk_type: str = "pd-standard"
+    boot_disk_size_gb: int = 30
+    boot_disk_type: str = "pd-balanced"
     boot_method: str = "startup-script"
     external_ip: bool = True
     network_tags: tuple[str, ...] = ("coalition-worker",)
+    labels: tuple[tuple[str, str], ...] = ()  # [worker] labels: on VMs and their disks
+    bucket_kms_key: str = ""  # [storage] kmskey: the bucket's default CMEK ("" = Google-managed)
 
     @property
     def region(self) -> str:
@@ -352,6 +369,40 @@ def _environment(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _tags(text: str) -> tuple[tuple[str, str], ...]:
+    # key=value pairs separated by commas: "team=lighting, project=forest"
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ValueError(f"expected key=value pairs separated by commas, got {item!r}")
+        _plain(key + value)
+        if key.lower().startswith("aws:") or key in ("Name", "coalition-farm", "coalition-spot-request"):
+            raise ValueError(f"tag {key!r} is reserved (AWS or Coalition sets it)")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def _labels(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = _tags(text)
+    for key, value in pairs:
+        if not re.match(r"^[a-z][a-z0-9_-]{0,62}$", key) or not re.match(r"^[a-z0-9_-]{0,63}$", value):
+            raise ValueError(
+                f"GCE labels are lowercase a-z 0-9 _ - (keys start with a letter), got {key}={value}"
+            )
+    return pairs
+
+
+def _volume_size(text: str) -> int:
+    value = _positive(text)
+    if value < 8:
+        raise ValueError(f"expected at least 8 GiB (a Debian 12 AMI's snapshot), got {value}")
+    return value
+
+
 def _scopes(text: str) -> tuple[str, ...]:
     scopes: list[str] = []
     for item in _list(text):
@@ -407,6 +458,8 @@ def _common(ini: _Ini, provider: str, path: str, bundle_key: str) -> dict[str, A
         boot_timeout=g("coalition", "workerinstanceboottimeout", "900", _positive_seconds),
         batch=g("coalition", "workerinstancebatch", "10", _positive),
         name_prefix=g("worker", "nameprefix", "cloud-", _prefix(provider)),
+        boot_failure_limit=g("coalition", "workerinstancebootfailures", "5", _count),
+        boot_backoff=g("coalition", "workerinstancebootbackoff", "60", _positive_seconds),
         offered=tuple(frozenset(line.split(",")) for line in offered.split("\n") if line),
     )
     return {
@@ -453,8 +506,8 @@ def load_aws(path: str, warn: Callable[[str], None] = lambda message: None) -> C
         secret_key=g("authentication", "secretaccesskey", "", _plain),
         spot=g("worker", "spot", "true", _bool),
         spot_method=g("worker", "spotmethod", "run-instances", _choice(*SPOT_METHODS)),
-        instance_type=g("worker", "instancetype", "m3.medium", _plain),
-        image_id=g("worker", "imageid", "ami-2f40bd40", _plain),
+        instance_type=g("worker", "instancetype", AWS_INSTANCE_TYPE, _plain),
+        image_id=g("worker", "imageid", DEBIAN_12_SSM, _plain),
         subnet_id=g("worker", "subnetid", "", _plain),
         iam_instance_profile=g("worker", "iaminstanceprofile", "", _plain),
         security_group_ids=g("worker", "securitygroupid", "", _list),
@@ -462,7 +515,15 @@ def load_aws(path: str, warn: Callable[[str], None] = lambda message: None) -> C
         spot_price=g("spot", "spotprice", "10", _spot_price),
         spot_type=spot_type,
         instance_count=g("spot", "instancecount", "1", _positive),
+        volume_size=g("worker", "volumesize", "30", _volume_size),
+        volume_type=g("worker", "volumetype", "gp3", _choice(*VOLUME_TYPES)),
+        volume_encrypted=g("worker", "volumeencrypted", "true", _bool),
+        volume_kms_key=g("worker", "volumekmskey", "", _plain),
+        tags=g("worker", "tags", "", _tags),
+        bucket_kms_key=g("storage", "kmskey", "", _plain),
     )
+    if aws.volume_kms_key and not aws.volume_encrypted:
+        raise ValueError("worker.volumekmskey: set, but worker.volumeencrypted is false")
     if aws.spot and aws.spot_type == "persistent" and aws.spot_method == "run-instances":
         raise ValueError(
             "spot.type: persistent needs worker.spotmethod = request-spot-instances "
@@ -486,7 +547,9 @@ def load_gcloud(path: str, warn: Callable[[str], None] = lambda message: None) -
     preemptible = g("worker", "preemptible", "true", _bool)
     model = g("worker", "provisioningmodel", "", _optional(_choice(*GCE_MODELS, upper=True)))
     if not model:
-        model = "PREEMPTIBLE" if preemptible else "STANDARD"
+        # SPOT is what preemptible VMs became (same price, no 24-hour limit): preemptible = true
+        # asks for it unless provisioningmodel = PREEMPTIBLE keeps the legacy kind.
+        model = "SPOT" if preemptible else "STANDARD"
     elif model == "STANDARD" and preemptible and ini.parser.has_option("worker", "preemptible"):
         raise ValueError("worker.provisioningmodel: STANDARD contradicts worker.preemptible = true")
     policy = g("worker", "maintenancepolicy", "TERMINATE", _choice("TERMINATE", "MIGRATE", upper=True))
@@ -498,18 +561,20 @@ def load_gcloud(path: str, warn: Callable[[str], None] = lambda message: None) -
         service_account=g("authentication", "serviceaccount", "", _plain),
         scopes=g("authentication", "scopes", "default", _scopes),
         zone=g("worker", "zone", "europe-west1-d", _gce_name),
-        machine_type=g("worker", "machinetype", "f1-micro", _plain),
+        machine_type=g("worker", "machinetype", GCE_MACHINE_TYPE, _plain),
         subnet=g("worker", "subnet", "default", _plain),
         network=g("worker", "network", "default", _plain),
         provisioning_model=model,
         maintenance_policy=policy,
-        image=g("worker", "image", "debian-8-jessie-v20170308", _plain),
+        image=g("worker", "image", GCE_IMAGE, _plain),
         image_project=g("worker", "imageproject", "debian-cloud", _plain),
-        boot_disk_size_gb=g("worker", "bootdisksize", "10", _disk_size),
-        boot_disk_type=g("worker", "bootdisktype", "pd-standard", _gce_name),
+        boot_disk_size_gb=g("worker", "bootdisksize", "30", _disk_size),
+        boot_disk_type=g("worker", "bootdisktype", "pd-balanced", _gce_name),
         boot_method=g("worker", "bootmethod", "startup-script", _choice(*GCE_BOOT_METHODS)),
         external_ip=g("worker", "externalip", "true", _bool),
         network_tags=g("worker", "networktags", "coalition-worker", _list),
+        labels=g("worker", "labels", "", _labels),
+        bucket_kms_key=g("storage", "kmskey", "", _plain),
     )
     warnings = tuple(ini.unknown())
     for w in warnings:

@@ -23,6 +23,7 @@ from coalition.cloud.base import (
     CloudError,
     Instance,
     Throttled,
+    boot_failure_line,
 )
 from coalition.cloud.config import GceSettings
 
@@ -137,13 +138,22 @@ class GceProvider:
         except Exception as exc:
             raise error_from(exc, "list instances") from exc
 
+    def instance_body(self, name: str, user_data: str) -> dict[str, Any]:
+        """The complete compute_v1.Instance fields launch() inserts (name, labels, boot payload)."""
+        fields = dict(self.body())
+        fields["name"] = name
+        # The ini's [worker] labels, and ours, on the VM and on its disks (billing reports).
+        labels = {**dict(self.settings.labels), OWNER_KEY: self.farm}
+        fields["labels"] = labels
+        for disk in fields.get("disks", []):
+            disk.setdefault("initialize_params", {})["labels"] = labels
+        fields["metadata"] = {"items": [{"key": self.metadata_key, "value": user_data}]}
+        return fields
+
     def launch(self, name: str, user_data: str) -> Instance:
         """Insert VM `name` and wait (op_timeout at most) for GCE to accept it."""
         compute = compute_v1()
-        fields = dict(self.body())
-        fields["name"] = name
-        fields["labels"] = {OWNER_KEY: self.farm}
-        fields["metadata"] = {"items": [{"key": self.metadata_key, "value": user_data}]}
+        fields = self.instance_body(name, user_data)
         try:
             op = self.client.insert(
                 project=self.settings.project,
@@ -165,6 +175,21 @@ class GceProvider:
             machine_type=self.settings.machine_type,
             zone=self.settings.zone,
         )
+
+    def boot_report(self, instance: Instance) -> str:
+        """The FAILED line of the VM's serial port 1 ("" if none or unreadable)."""
+        try:
+            reply = self.client.get_serial_port_output(
+                project=self.settings.project, zone=self.settings.zone, instance=instance.id
+            )
+        except Exception as exc:  # the report only improves a message
+            log.info(
+                "no serial port output for %s: %s",
+                instance.name,
+                str(exc).splitlines()[0] if str(exc) else exc,
+            )
+            return ""
+        return boot_failure_line(reply.contents or "")
 
     def terminate(self, ids: Sequence[str]) -> None:
         """Delete these VMs; ones already gone are fine."""

@@ -45,15 +45,41 @@ class GcsBucket:
         self._check(r, f"bucket {self.bucket}")
         return True
 
-    def create(self, location: str) -> None:
-        """Create the bucket with uniform access (no per-object ACLs)."""
-        body = {
+    def create(self, location: str, kms_key: str = "") -> None:
+        """Create the bucket: uniform access (no per-object ACLs), public access prevented,
+        and `kms_key` as its default encryption key when given."""
+        body: dict[str, Any] = {
             "name": self.bucket,
             "location": location,
-            "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": True}},
+            "iamConfiguration": {
+                "uniformBucketLevelAccess": {"enabled": True},
+                "publicAccessPrevention": "enforced",
+            },
         }
+        if kms_key:
+            body["encryption"] = {"defaultKmsKeyName": kms_key}
         r = self.session.post(f"{self.base}/storage/v1/b", params={"project": self.project}, json=body)
         self._check(r, f"create bucket {self.bucket}")
+
+    def metadata(self) -> dict[str, Any]:
+        """The bucket's resource (iamConfiguration, encryption, ...)."""
+        r = self.session.get(f"{self.base}/storage/v1/b/{quote(self.bucket, safe='')}")
+        return self._check(r, f"bucket {self.bucket}").json()
+
+    def patch(self, body: dict[str, Any]) -> None:
+        """Change some of the bucket's fields."""
+        r = self.session.patch(f"{self.base}/storage/v1/b/{quote(self.bucket, safe='')}", json=body)
+        self._check(r, f"update bucket {self.bucket}")
+
+    def iam_policy(self) -> dict[str, Any]:
+        """The bucket's IAM policy (bindings of roles to members)."""
+        r = self.session.get(f"{self.base}/storage/v1/b/{quote(self.bucket, safe='')}/iam")
+        return self._check(r, f"IAM policy of {self.bucket}").json()
+
+    def set_iam_policy(self, policy: dict[str, Any]) -> None:
+        """Replace the bucket's IAM policy (send back the etag read: a concurrent change fails)."""
+        r = self.session.put(f"{self.base}/storage/v1/b/{quote(self.bucket, safe='')}/iam", json=policy)
+        self._check(r, f"set the IAM policy of {self.bucket}")
 
     def md5(self, name: str) -> str | None:
         """The hex md5 of object `name`, or None when it does not exist."""

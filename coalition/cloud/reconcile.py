@@ -6,7 +6,12 @@ Autoscaler.terminate(). Every decision is logged and recorded as a farm event.
 
 The only state kept here is short-lived and rebuilt from the cloud: launches still in flight
 (sent, not yet listed), the last launch round, and the throttling back-off. A server that
-takes the lease over starts empty and reads everything else from the cloud.
+takes the lease over starts empty and reads everything else from the cloud. Failed boots are
+different: they are recorded in the database (Farm.record_boot_failure), because the boot
+back-off must hold across restarts and replicas until a boot works or an operator clears it.
+
+Every decision is a log line on the `coalition.cloud` logger (launches, holds, terminations at
+INFO; failed boots and stopped launching at WARNING) and an event with the same text.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from coalition.cloud import policy
-from coalition.cloud.base import CloudError, Farm, Instance, Provider, Throttled
+from coalition.cloud.base import GONE, CloudError, Farm, Instance, Provider, Throttled
 from coalition.cloud.config import CloudSettings, load, read_ini
 
 log = logging.getLogger("coalition.cloud")
 
 W_STARTING, W_TERMINATED = "STARTING", "TERMINATED"
+MAX_REPORTS = 20  # console reads per tick: a mass failure is reported by its first instances
 
 
 class Autoscaler:
@@ -76,6 +82,7 @@ class Autoscaler:
         # still holds, measured from the newest instance.
         newest = max((i.launched_at for i in instances), default=None)
         last = max((t for t in (self.last_launch, newest) if t is not None), default=None)
+        failures = [policy.BootFailure(t, n, r) for t, n, r in self.farm.boot_failures()]
         plan = policy.plan(
             ready=ready,
             instances=instances,
@@ -85,8 +92,14 @@ class Autoscaler:
             last_launch=last,
             backoff=self.backoff,
             inflight=self.inflight,
+            boot_failures=failures,
+            boot_reports=self._boot_reports(policy.boot_suspects(instances, workers, limits, now)),
         )
         self._record_reasons(plan)
+        if plan.boot_ok:
+            self.farm.record_boot_ok(plan.boot_ok)
+        for failure in plan.boot_failed:
+            self._boot_failed(failure)
         if plan.terminate:
             self._terminate(plan.terminate, instances, now)
         for name in plan.retire:
@@ -94,6 +107,37 @@ class Autoscaler:
         if plan.launch:
             self._launch(plan.launch, now)
         return plan
+
+    def clear_backoff(self, by: str) -> int:
+        """Resume launching after failed boots (the operator's clear); how many were forgotten."""
+        n = self.farm.clear_boot_backoff(by)
+        log.warning("cloud: boot back-off cleared by %s (%d failed boot(s) forgotten)", by, n)
+        return n
+
+    def _boot_reports(self, suspects: Sequence[policy.InstanceView]) -> dict[str, str]:
+        """What the failed instances printed about their boot (their console), where anything."""
+        read = getattr(self.provider, "boot_report", None)
+        if read is None:
+            return {}
+        out = {}
+        for inst in list(suspects)[:MAX_REPORTS]:
+            try:
+                text = read(inst)
+            except Exception:  # a report only improves a message: never let it stop a tick
+                log.exception("cloud: cannot read the console of %s", inst.name)
+                continue
+            if text:
+                out[inst.name] = text
+        return out
+
+    def _boot_failed(self, failure: policy.BootFailure) -> None:
+        # TERMINATED at once: the failure is counted once, and the row shows the worker is gone.
+        self.farm.set_worker_state(failure.name, W_TERMINATED)
+        log.warning("cloud: boot failed: %s: %s", failure.name, failure.reason)
+        try:
+            self.farm.record_boot_failure(failure.name, failure.reason)
+        except Exception:
+            log.exception("cannot record the failed boot of %s", failure.name)
 
     def terminate(self, names: Sequence[str]) -> list[str]:
         """Terminate the instances of these workers (the web page's Terminate button).
@@ -107,7 +151,9 @@ class Autoscaler:
             raise
         wanted = set(names)
         targets = [
-            i for i in instances if i.name in wanted and i.name.startswith(self.settings.limits.name_prefix)
+            i
+            for i in instances
+            if i.name in wanted and i.name.startswith(self.settings.limits.name_prefix) and i.state != GONE
         ]
         for name in sorted(wanted - {i.name for i in targets}):
             log.info("cloud: %s is not one of our instances; not terminated", name)
@@ -165,16 +211,19 @@ class Autoscaler:
     def _record_reasons(self, plan: policy.Plan) -> None:
         notes = [r for r in plan.reasons if r.startswith(("hold:", "note:"))]
         for reason in plan.reasons:
+            if reason.startswith("boot failed:"):
+                continue  # _boot_failed logs it and records it as a boot failure event
             if reason not in notes:
-                self._event("cloud: " + reason)
+                warn = reason.startswith("boot back-off: launches stopped")
+                self._event("cloud: " + reason, logging.WARNING if warn else logging.INFO)
         summary = " / ".join(notes)
         if summary != self._last_note:
             self._last_note = summary
             if summary:
                 self._event("cloud: " + summary)
 
-    def _event(self, message: str) -> None:
-        log.info("%s", message)
+    def _event(self, message: str, level: int = logging.INFO) -> None:
+        log.log(level, "%s", message)
         try:
             self.farm.record_event(message)
         except Exception:  # an event that cannot be written must not stop the autoscaler
@@ -189,13 +238,14 @@ def make_provider(settings: CloudSettings, endpoint: str | None = None) -> Provi
     if settings.aws is not None:
         from coalition.cloud import aws
 
-        client = aws.make_client(settings.aws, endpoint_url=endpoint)
+        session = aws.make_session(settings.aws)
         return aws.Ec2Provider(
-            client,
+            session.client("ec2", endpoint_url=endpoint),
             settings.aws,
             settings.farm,
             renderer.aws_run_instances,
             renderer.aws_spot_launch_specification,
+            ssm=session.client("ssm", endpoint_url=endpoint),
         )
     if settings.gce is not None:
         from coalition.cloud import gce

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from coalition.cloud import bundle as bundles
 from coalition.cloud.base import CloudError
 from coalition.cloud.config import CloudSettings
 from coalition.cloud.gcs import GcsBucket, md5_hex
@@ -68,18 +69,23 @@ class Report:
         return sum(1 for s in self.steps if s.action in ("create", "authorize", "upload", "update"))
 
 
-def bundle_bytes(path: str) -> bytes:
-    """The bytes to upload for `path`: a file as is, or a directory's .deb files as a tar.gz.
+def bundle_bytes(path: str, worker_bundle: bool = True) -> bytes:
+    """The bytes to upload for `path`: a file as is, or a directory's worker .debs as a tar.gz.
 
-    The archive is reproducible (sorted, zeroed times and owners), so an unchanged directory
-    gives the same md5 and a second setup uploads nothing.
+    A worker bundle holds python3-coalition and coalition-worker only (coalition.cloud.bundle):
+    from a directory the other packages are left out, a ready-made file holding the server is
+    refused (ValueError). The archive is reproducible (sorted, zeroed times and owners), so an
+    unchanged directory gives the same md5 and a second setup uploads nothing.
     """
     if not os.path.isdir(path):
         with open(path, "rb") as f:
-            return f.read()
-    debs = sorted(n for n in os.listdir(path) if n.endswith(".deb"))
-    if not debs:
-        raise ValueError(f"{path}: no .deb files to bundle")
+            data = f.read()
+        if worker_bundle:
+            bundles.check_file(path, data)
+        return data
+    if not worker_bundle:
+        raise ValueError(f"{path}: a directory; the main program is one file (a tarball)")
+    debs, _ = bundles.select_debs(path)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in debs:
@@ -90,16 +96,31 @@ def bundle_bytes(path: str) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
+def _note_skipped(local: str, report: Report) -> None:
+    """Say which packages of a build directory stay out of the worker bundle."""
+    if os.path.isdir(local):
+        _, skipped = bundles.select_debs(local)
+        if skipped:
+            report("note", f"left out of the worker bundle: {', '.join(skipped)}", "workers need no more")
+
+
 def _uploads(
     settings: CloudSettings, bundle: str | None, main_program: str | None
-) -> list[tuple[str, str | None, str]]:
-    """(bucket key, local file or None, the option that uploads it) for each upload."""
+) -> list[tuple[str, str | None, str, bytes | None]]:
+    """(bucket key, local file or None, the option that uploads it, its bytes) for each upload.
+
+    The bytes are read (and a worker bundle checked) before setup changes anything, so a
+    refused bundle leaves the account as it was.
+    """
     out = [(settings.storage.bundle, bundle, "--bundle")]
     if settings.storage.main_program:
         out.append((settings.storage.main_program, main_program, "--main-program"))
     elif main_program:
         raise ValueError("--main-program given but no main program key is set ([main_program] package)")
-    return out
+    return [
+        (key, local, option, None if local is None else bundle_bytes(local, option == "--bundle"))
+        for key, local, option in out
+    ]
 
 
 # -- AWS -------------------------------------------------------------------------------------------
@@ -127,6 +148,7 @@ def setup_aws(
         raise ValueError("not an AWS configuration")
     if not settings.storage.bucket:
         raise ValueError("storage.name: empty: set the bucket name")
+    uploads = _uploads(settings, bundle, main_program)
     report = Report(dry_run, out)
     region = session.region_name or "us-east-1"
     s3 = session.client("s3", endpoint_url=endpoint_url)
@@ -137,7 +159,7 @@ def setup_aws(
         + (" (dry run)" if dry_run else "")
     )
 
-    _aws_bucket(s3, settings.storage.bucket, region, report)
+    _aws_bucket(s3, settings.storage.bucket, region, aws.bucket_kms_key, report)
     vpc = _aws_vpc(ec2, aws.subnet_id, report)
     server_sg = _aws_group(ec2, vpc, SERVER_GROUP, settings.farm, report)
     worker_sg = _aws_group(ec2, vpc, WORKER_GROUP, settings.farm, report)
@@ -150,8 +172,8 @@ def setup_aws(
         report("note", "no office CIDR", "set [coalition] officecidr or --office-cidr to reach the web page")
     _aws_ingress(ec2, worker_sg, WORKER_GROUP[1], port, report, group=(server_sg, SERVER_GROUP[1]))
     profile = _aws_profile(iam, aws.iam_instance_profile or WORKER_PROFILE, settings.storage.bucket, report)
-    for key, local, option in _uploads(settings, bundle, main_program):
-        _aws_upload(s3, settings.storage.bucket, key, local, option, report)
+    for key, local, option, data in uploads:
+        _aws_upload(s3, settings.storage.bucket, key, local, option, data, report)
 
     hints = []
     if worker_sg and worker_sg not in aws.security_group_ids:
@@ -164,32 +186,80 @@ def setup_aws(
     return report
 
 
-def _aws_bucket(s3: Any, bucket: str, region: str, report: Report) -> None:
+_PUBLIC_BLOCK = {
+    "BlockPublicAcls": True,
+    "IgnorePublicAcls": True,
+    "BlockPublicPolicy": True,
+    "RestrictPublicBuckets": True,
+}
+
+
+def bucket_encryption(kms_key: str) -> dict[str, Any]:
+    """The bucket's default encryption: SSE-KMS with `kms_key`, else SSE-S3 (AES-256)."""
+    rule: dict[str, Any] = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+    if kms_key:
+        rule = {
+            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": kms_key},
+            "BucketKeyEnabled": True,  # one KMS call per object set, not per s3fs request
+        }
+    return {"Rules": [rule]}
+
+
+def _aws_bucket(s3: Any, bucket: str, region: str, kms_key: str, report: Report) -> None:
     try:
         s3.head_bucket(Bucket=bucket)
+        exists = True
         report("exists", f"bucket s3://{bucket}")
-        return
     except Exception as exc:
         if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
             raise CloudError(
                 f"bucket {bucket}: {_code(exc) or exc} (a name owned by another account?)"
             ) from None
-    report("create", f"bucket s3://{bucket}", f"{region}, no public access")
-    if report.dry_run:
-        return
-    kwargs: dict[str, Any] = {"Bucket": bucket}
-    if region != "us-east-1":  # us-east-1 refuses an explicit LocationConstraint
-        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    s3.create_bucket(**kwargs)
-    s3.put_public_access_block(
-        Bucket=bucket,
-        PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True,
-            "IgnorePublicAcls": True,
-            "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True,
-        },
+        exists = False
+        report("create", f"bucket s3://{bucket}", f"{region}, no public access, encrypted")
+        if not report.dry_run:
+            kwargs: dict[str, Any] = {"Bucket": bucket}
+            if region != "us-east-1":  # us-east-1 refuses an explicit LocationConstraint
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            s3.create_bucket(**kwargs)
+    # An existing bucket is brought to the same state: no public access, default encryption.
+    block = _get_or_none(lambda: s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"])
+    if block != _PUBLIC_BLOCK:
+        if exists:
+            report("update", f"bucket s3://{bucket}: block all public access")
+        if not report.dry_run:
+            s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=_PUBLIC_BLOCK)
+    wanted = bucket_encryption(kms_key)
+    current = _get_or_none(
+        lambda: s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
     )
+    if not _same_encryption(current, wanted):
+        if exists:
+            report("update", f"bucket s3://{bucket}: default encryption", kms_key or "SSE-S3 (AES-256)")
+        if not report.dry_run:
+            s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=wanted)
+
+
+def _get_or_none(read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except Exception as exc:
+        if _code(exc) in (
+            "NoSuchPublicAccessBlockConfiguration",
+            "ServerSideEncryptionConfigurationNotFoundError",
+            "NoSuchBucket",
+            "404",
+        ):
+            return None
+        raise
+
+
+def _same_encryption(current: Any, wanted: dict[str, Any]) -> bool:
+    if not current:
+        return False
+    have = [r.get("ApplyServerSideEncryptionByDefault", {}) for r in current.get("Rules", [])]
+    want = [r["ApplyServerSideEncryptionByDefault"] for r in wanted["Rules"]]
+    return have == want
 
 
 def _aws_vpc(ec2: Any, subnet_id: str, report: Report) -> str:
@@ -268,23 +338,29 @@ def _aws_ingress(
             raise
 
 
-def worker_bucket_policy(bucket: str) -> dict[str, Any]:
-    """What a worker may do: read and write its bucket (s3fs), nothing else."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
-                "Resource": f"arn:aws:s3:::{bucket}",
-            },
-            {
-                "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                "Resource": f"arn:aws:s3:::{bucket}/*",
-            },
-        ],
-    }
+def worker_bucket_policy(bucket: str, settings: CloudSettings | None = None) -> dict[str, Any]:
+    """What a worker may do: read and write its bucket (s3fs), nothing else.
+
+    Rendered from templates/policies/aws-worker.json.j2, the document shipped for operators.
+    """
+    from coalition.cloud.userdata import environment, template_dirs
+
+    text = (
+        environment(template_dirs(settings)).get_template("policies/aws-worker.json.j2").render(bucket=bucket)
+    )
+    return json.loads(text)
+
+
+def policy_document(name: str) -> dict[str, Any]:
+    """One of the shipped IAM policy documents (templates/policies/NAME.json), parsed."""
+    from coalition.cloud.userdata import template_dirs
+
+    for d in template_dirs():
+        path = os.path.join(d, "policies", f"{name}.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+    raise ValueError(f"policies/{name}.json: not found in the template directories")
 
 
 def _aws_profile(iam: Any, profile: str, bucket: str, report: Report) -> str:
@@ -322,7 +398,9 @@ def _aws_profile(iam: Any, profile: str, bucket: str, report: Report) -> str:
     return profile
 
 
-def _aws_upload(s3: Any, bucket: str, key: str, local: str | None, option: str, report: Report) -> None:
+def _aws_upload(
+    s3: Any, bucket: str, key: str, local: str | None, option: str, data: bytes | None, report: Report
+) -> None:
     where = f"s3://{bucket}/{key}"
     try:
         etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
@@ -336,7 +414,9 @@ def _aws_upload(s3: Any, bucket: str, key: str, local: str | None, option: str, 
         else:
             report("exists", where)
         return
-    data = bundle_bytes(local)
+    assert data is not None
+    if option == "--bundle":
+        _note_skipped(local, report)
     if etag == md5_hex(data):  # single-part uploads: the ETag is the md5
         report("up to date", where, local)
         return
@@ -367,18 +447,22 @@ def setup_gcloud(
         raise ValueError("authentication.project: empty")
     if not settings.storage.bucket:
         raise ValueError("storage.name: empty: set the bucket name")
+    uploads = _uploads(settings, bundle, main_program)
     report = Report(dry_run, out)
     out(
         f"coalition cloud setup gcloud: project {gce.project}, farm {settings.farm}"
         + (" (dry run)" if dry_run else "")
     )
 
-    if bucket.exists():
+    exists = bucket.exists()
+    if exists:
         report("exists", f"bucket gs://{bucket.bucket}")
+        _gcs_hardening(bucket, gce.bucket_kms_key, report)
     else:
-        report("create", f"bucket gs://{bucket.bucket}", f"{gce.region}, uniform access")
+        report("create", f"bucket gs://{bucket.bucket}", f"{gce.region}, uniform access, no public access")
         if not dry_run:
-            bucket.create(gce.region)
+            bucket.create(gce.region, gce.bucket_kms_key)
+    _gcs_worker_access(bucket, gce.service_account, exists or not dry_run, report)
 
     cidr = office_cidr if office_cidr is not None else settings.office_cidr
     _gce_firewall(firewalls, settings, cidr, report)
@@ -386,13 +470,15 @@ def setup_gcloud(
         report("note", "no office CIDR", "set [coalition] officecidr or --office-cidr to reach the web page")
     report("note", f"the server VM needs the network tag {SERVER_NETWORK_TAG}")
 
-    for key, local, option in _uploads(settings, bundle, main_program):
+    for key, local, option, data in uploads:
         where = f"gs://{bucket.bucket}/{key}"
         md5 = bucket.md5(key) if bucket.exists() or not dry_run else None
         if local is None:
             report("missing" if md5 is None else "exists", where, "" if md5 else f"{option} uploads it")
             continue
-        data = bundle_bytes(local)
+        assert data is not None
+        if option == "--bundle":
+            _note_skipped(local, report)
         if md5 == md5_hex(data):
             report("up to date", where, local)
             continue
@@ -401,6 +487,60 @@ def setup_gcloud(
             bucket.upload(key, data)
     out(f"{report.changes} change(s){' to make' if dry_run else ''}")
     return report
+
+
+# What a worker does with the bucket through gcsfuse: list, read, write, delete objects. Nothing
+# on the bucket itself (no IAM, no settings): roles/storage.objectUser is exactly that.
+WORKER_BUCKET_ROLE = "roles/storage.objectUser"
+
+
+def _gcs_hardening(bucket: GcsBucket, kms_key: str, report: Report) -> None:
+    meta = bucket.metadata()
+    iam = meta.get("iamConfiguration", {})
+    patch: dict[str, Any] = {}
+    if iam.get("publicAccessPrevention") != "enforced" or not iam.get("uniformBucketLevelAccess", {}).get(
+        "enabled"
+    ):
+        patch["iamConfiguration"] = {
+            "uniformBucketLevelAccess": {"enabled": True},
+            "publicAccessPrevention": "enforced",
+        }
+    if kms_key and meta.get("encryption", {}).get("defaultKmsKeyName") != kms_key:
+        patch["encryption"] = {"defaultKmsKeyName": kms_key}
+    if not patch:
+        return
+    report("update", f"bucket gs://{bucket.bucket}", ", ".join(sorted(patch)))
+    if not report.dry_run:
+        bucket.patch(patch)
+
+
+def _gcs_worker_access(bucket: GcsBucket, account: str, readable: bool, report: Report) -> None:
+    if not account:
+        report(
+            "note",
+            "workers use the default compute service account",
+            f"set [authentication] serviceaccount to grant it {WORKER_BUCKET_ROLE} on the bucket only",
+        )
+        return
+    member = f"serviceAccount:{account}"
+    what = f"gs://{bucket.bucket}: {WORKER_BUCKET_ROLE} for {account}"
+    policy = bucket.iam_policy() if readable else {"bindings": []}
+    bindings = policy.setdefault("bindings", [])
+    for b in bindings:
+        if b.get("role") == WORKER_BUCKET_ROLE and member in b.get("members", []):
+            report("exists", what)
+            return
+    report("authorize", what)
+    if report.dry_run:
+        return
+    binding = next(
+        (b for b in bindings if b.get("role") == WORKER_BUCKET_ROLE and not b.get("condition")), None
+    )
+    if binding is None:
+        bindings.append({"role": WORKER_BUCKET_ROLE, "members": [member]})
+    else:
+        binding.setdefault("members", []).append(member)
+    bucket.set_iam_policy(policy)
 
 
 def _gce_firewall(firewalls: Any, settings: CloudSettings, cidr: str, report: Report) -> None:

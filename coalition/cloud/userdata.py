@@ -29,6 +29,7 @@ import yaml
 from coalition.cloud.config import CloudSettings
 
 EC2_USER_DATA_LIMIT = 16 * 1024  # bytes, before base64
+ROOT_DEVICE = "/dev/xvda"  # Debian's AMIs; replaced by the image's own RootDeviceName at launch
 GCE_METADATA_LIMIT = 256 * 1024  # bytes, one metadata value
 CLOUD_CONFIG_HEADER = "#cloud-config\n"
 
@@ -93,6 +94,7 @@ class WorkerBoot:
     main_program: str
     install_dir: str
     environment: tuple[tuple[str, str], ...]
+    interruptions: str = "off"  # aws | gce | off: what the worker watches for a notice
 
 
 def worker_boot(settings: CloudSettings, name: str) -> WorkerBoot:
@@ -111,7 +113,18 @@ def worker_boot(settings: CloudSettings, name: str) -> WorkerBoot:
         main_program=s.main_program,
         install_dir=s.install_dir,
         environment=s.environment,
+        interruptions=_interruptions(settings),
     )
+
+
+def _interruptions(settings: CloudSettings) -> str:
+    # Only a spot or preemptible worker can get a notice; an on-demand one has no reason to
+    # poll the metadata service every few seconds.
+    if settings.aws is not None:
+        return "aws" if settings.aws.spot else "off"
+    if settings.gce is not None:
+        return "gce" if settings.gce.provisioning_model != "STANDARD" else "off"
+    return "off"
 
 
 def worker_ini(boot: WorkerBoot) -> str:
@@ -126,9 +139,9 @@ def worker_ini(boot: WorkerBoot) -> str:
         "serverUrl": boot.server_url,
         "name": boot.name,
         "workers": "1",  # one slot per instance: the slot is named after the instance
-        # The worker watches the instance metadata for a spot or preemption notice and hands
-        # its job back, so the job is requeued without spending a retry.
-        "interruptions": "aws" if boot.provider == "aws" else "gce",
+        # A spot worker watches the instance metadata for an interruption notice and hands its
+        # job back, so the job is requeued without spending a retry.
+        "interruptions": boot.interruptions,
     }
     if boot.token:
         section["token"] = boot.token
@@ -253,6 +266,15 @@ class Renderer:
             else {},
             "availability_zone": aws.availability_zone,
             "market_options": market,
+            # The root volume; Ec2Provider puts the image's real root device name in at launch.
+            "root_device": ROOT_DEVICE,
+            "volume": {
+                "VolumeSize": aws.volume_size,
+                "VolumeType": aws.volume_type,
+                "Encrypted": aws.volume_encrypted,
+                "KmsKeyId": aws.volume_kms_key,
+                "DeleteOnTermination": True,
+            },
         }
 
     def aws_run_instances(self) -> dict[str, Any]:
@@ -310,6 +332,7 @@ class Renderer:
             else [],
             "service_accounts": [{"email": gce.service_account or "default", "scopes": list(gce.scopes)}],
             "network_tags": list(gce.network_tags),
+            "disk_labels": dict(gce.labels),
         }
         text = self._render("gcloud/instance.yaml.j2", ctx)
         body = yaml.safe_load(text)

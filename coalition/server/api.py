@@ -135,6 +135,8 @@ class Api:
         router.add("POST", f"{p}/startworkers", self.start_workers)
         router.add("POST", f"{p}/stopworkers", self.stop_workers)
         router.add("POST", f"{p}/terminateworkers", self.terminate_workers)
+        router.add("GET", f"{p}/cloud/backoff", self.boot_backoff)
+        router.add("POST", f"{p}/cloud/clearbackoff", self.clear_boot_backoff)
         router.add("GET", f"{p}/affinities", self.affinities)
         router.add("POST", f"{p}/affinities", self.set_affinities)
         router.add("GET", f"{p}/events", self.events)
@@ -413,6 +415,25 @@ class Api:
             )
         self.terminate(names)
         return 1
+
+    def _cloud_only(self, route: str) -> None:
+        if self.servermode not in ("aws", "gcloud"):
+            raise ApiError(404, f"{route} is only available in cloud mode (servermode = aws or gcloud)")
+
+    def boot_backoff(self, params: dict[str, Any]) -> Any:
+        """GET /api/cloud/backoff: the failed worker boots in a row that hold launching back."""
+        self.auth.require(self.who(), VIEW)
+        self._cloud_only("cloud/backoff")
+        failures = self.uc.cloud.boot_failures()
+        return {"failures": [{"time": t, "instance": n, "reason": r} for t, n, r in failures]}
+
+    def clear_boot_backoff(self, params: dict[str, Any]) -> Any:
+        """POST /api/cloud/clearbackoff: forget the failed boots, so launching resumes; answers
+        how many were forgotten (the CLI's `coalition cloud clear-backoff`)."""
+        who = self.who()
+        self.auth.require(who, WORKERS)
+        self._cloud_only("cloud/clearbackoff")
+        return {"cleared": self.uc.cloud.clear_boot_backoff(who.user or "anonymous")}
 
     # -- affinities, events, stats ----------------------------------------------------------
     def affinities(self, params: dict[str, Any]) -> Any:

@@ -39,6 +39,11 @@ def enable(app: ServerApp) -> None:
         return
     default = float(getattr(autoscaler, "interval", AUTOSCALE_INTERVAL))  # [coalition] autoscaleinterval
     interval = float(os.environ.get("COALITION_AUTOSCALE_INTERVAL", default))
+    # Every autoscaler decision is a log line (docs/cloud.md): they are INFO records, and the
+    # server logs at WARNING unless verbose, so this one logger speaks up on its own.
+    cloud_log = logging.getLogger("coalition.cloud")
+    if cloud_log.getEffectiveLevel() > logging.INFO:
+        cloud_log.setLevel(logging.INFO)
     app.add_periodic("autoscaler", interval, autoscaler.tick)
 
     def terminate(names: list[str]) -> None:

@@ -87,3 +87,55 @@ class CloudFarm:
                 }
             )
         )
+
+    # -- failed boots (issue 14): events of the pseudo-worker "autoscaler-boot" ----------------
+    # No new table: the boot record is the event log itself, read back newest first down to
+    # the last BOOT_OK or BOOT_CLEARED. Every replica reads the same rows, so the back-off holds
+    # across restarts and lease hand-overs.
+
+    def _boot_event(self, state: str, title: str) -> None:
+        now = self.clock()
+        self.ctx.write(
+            lambda tx, fx: tx.insert_event(
+                {
+                    "worker": BOOT_EVENTS,
+                    "job_id": 0,
+                    "job_title": title[:2000],
+                    "state": state,
+                    "start": now,
+                    "duration": 0.0,
+                }
+            )
+        )
+
+    def boot_failures(self) -> list[tuple[float, str, str]]:
+        """The failed boots since the last boot that worked or the last clear, oldest first."""
+        rows = self.ctx.read(lambda tx: tx.events(job=None, worker=BOOT_EVENTS, since=None, limit=BOOT_SCAN))
+        out = []
+        for r in rows:  # newest first
+            if r["state"] != BOOT_FAILED:
+                break
+            name, _, reason = str(r["job_title"]).partition(": ")
+            out.append((float(r["start"]), name, reason))
+        return out[::-1]
+
+    def record_boot_failure(self, name: str, reason: str) -> None:
+        """One failed boot: the event reads "NAME: REASON"."""
+        self._boot_event(BOOT_FAILED, f"{name}: {reason}")
+
+    def record_boot_ok(self, name: str) -> None:
+        """A boot worked again: the failures before it no longer count."""
+        self._boot_event(BOOT_OK, f"{name}: registered; boot back-off reset")
+
+    def clear_boot_backoff(self, by: str) -> int:
+        """The operator's clear (CLI now; the web page's button and REST route later)."""
+        n = len(self.boot_failures())
+        self._boot_event(BOOT_CLEARED, f"{by}: boot back-off cleared ({n} failed boot(s) forgotten)")
+        return n
+
+
+BOOT_EVENTS = "autoscaler-boot"  # the events' worker column: not a real worker's name
+BOOT_FAILED, BOOT_OK, BOOT_CLEARED = "BOOT_FAILED", "BOOT_OK", "BOOT_CLEARED"
+# The failures in a row never exceed the stop limit by much (launching stops there), so a short
+# scan reaches the last reset; beyond it the oldest failures simply stop counting.
+BOOT_SCAN = 200

@@ -359,3 +359,8 @@ def test_idempotency_key_makes_a_resent_submission_return_the_same_jobs(api: Any
     titles = [j["title"] for j in (listed["jobs"] if isinstance(listed, dict) else listed)]
     assert titles.count("key-a") == 2
     api.api("PUT", "/api/jobs", jobs[0], headers={"Idempotency-Key": "x" * 300}, expect=400)
+
+
+def test_boot_back_off_routes_are_for_cloud_mode(api: Any) -> None:
+    assert "cloud mode" in api.api("GET", "/api/cloud/backoff", expect=404)["error"]
+    assert "cloud mode" in api.api("POST", "/api/cloud/clearbackoff", expect=404)["error"]

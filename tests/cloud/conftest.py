@@ -106,14 +106,16 @@ _FAKE_AWS_ENV = {
 
 @pytest.fixture
 def aws(_moto: None) -> Any:
-    """A boto3 Session on a clean moto (EC2 of the region, S3 and IAM reset)."""
+    """A boto3 Session on a clean moto (EC2 and SSM of the region, S3 and IAM reset)."""
     import boto3
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.ec2.models import ec2_backends
     from moto.iam.models import iam_backends
     from moto.s3.models import s3_backends
+    from moto.ssm.models import ssm_backends
 
     ec2_backends[DEFAULT_ACCOUNT_ID][REGION].reset()
+    ssm_backends[DEFAULT_ACCOUNT_ID][REGION].reset()  # a test may seed Debian's public parameter
     s3_backends[DEFAULT_ACCOUNT_ID]["global"].reset()
     iam_backends[DEFAULT_ACCOUNT_ID]["global"].reset()
     return boto3.session.Session(region_name=REGION)

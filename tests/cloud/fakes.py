@@ -21,6 +21,7 @@ class FakeFarm:
     ready: dict[frozenset[str], int] = field(default_factory=dict)
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
+    boots: list[tuple[str, float, str, str]] = field(default_factory=list)  # (kind, time, name, reason)
 
     def ready_jobs_by_tags(self) -> dict[frozenset[str], int]:
         return {k: v for k, v in self.ready.items() if v}
@@ -44,6 +45,23 @@ class FakeFarm:
 
     def record_event(self, message: str) -> None:
         self.events.append(message)
+
+    def boot_failures(self) -> list[tuple[float, str, str]]:
+        out: list[tuple[float, str, str]] = []
+        for kind, t, name, reason in self.boots:
+            out = out + [(t, name, reason)] if kind == "failed" else []
+        return out
+
+    def record_boot_failure(self, name: str, reason: str) -> None:
+        self.boots.append(("failed", self.clock(), name, reason))
+
+    def record_boot_ok(self, name: str) -> None:
+        self.boots.append(("ok", self.clock(), name, ""))
+
+    def clear_boot_backoff(self, by: str) -> int:
+        n = len(self.boot_failures())
+        self.boots.append(("cleared", self.clock(), by, ""))
+        return n
 
     # -- what the server would do as workers talk to it ----------------------------------------
 
@@ -76,6 +94,7 @@ class FakeCloud:
         self._hidden: dict[str, int] = {}
         self.calls: list[tuple[str, Any]] = []
         self.payloads: dict[str, str] = {}
+        self.consoles: dict[str, str] = {}  # instance name -> console output
         self.foreign = Instance("i-foreign", "cloud-not-ours", RUNNING, 0.0)  # never listed: not our tag
 
     def _maybe_fail(self, op: str) -> None:
@@ -116,7 +135,22 @@ class FakeCloud:
         for iid in ids:
             self.vms.pop(iid, None)
 
+    def boot_report(self, instance: Instance) -> str:
+        from coalition.cloud.base import boot_failure_line
+
+        self.calls.append(("boot_report", instance.name))
+        return boot_failure_line(self.consoles.get(instance.name, ""))
+
     # -- what the cloud does on its own ----------------------------------------------------------
+
+    def power_off(self, name: str, console: str = "") -> None:
+        """The instance halts itself (a failed boot): GCE lists it stopped."""
+        from coalition.cloud.base import STOPPED
+
+        self.consoles[name] = console
+        for iid, inst in self.vms.items():
+            if inst.name == name:
+                self.vms[iid] = replace(inst, state=STOPPED)
 
     def boot(self, name: str) -> None:
         for iid, inst in self.vms.items():

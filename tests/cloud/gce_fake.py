@@ -35,6 +35,8 @@ class FakeGoogle:
         self.requests: list[tuple[str, str, Any]] = []
         self.faults: list[tuple[str, re.Pattern[str], int, str]] = []
         self.operation_errors: list[str] = []
+        self.serial: dict[str, str] = {}  # instance name -> serial port 1 output
+        self.bucket_iam: dict[str, dict[str, Any]] = {}  # bucket -> IAM policy
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
@@ -79,6 +81,9 @@ class FakeGoogle:
 
             def do_PATCH(self) -> None:
                 self._serve("PATCH")
+
+            def do_PUT(self) -> None:
+                self._serve("PUT")
 
             def do_DELETE(self) -> None:
                 self._serve("DELETE")
@@ -154,6 +159,17 @@ class FakeGoogle:
             return 404, _error(404, f"The resource '{p['name']}' was not found", "notFound")
         return 200, _operation(p, "delete", p["name"])
 
+    def serial_port(self, p: dict[str, str], q: Any, body: Any) -> tuple[int, Any]:
+        if p["name"] not in self.instances:
+            return 404, _error(404, f"The resource '{p['name']}' was not found", "notFound")
+        text = self.serial.get(p["name"], "")
+        return 200, {
+            "kind": "compute#serialPortOutput",
+            "contents": text,
+            "start": "0",
+            "next": str(len(text)),
+        }
+
     def get_operation(self, p: dict[str, str], q: Any, body: Any) -> tuple[int, Any]:
         return 200, {"kind": "compute#operation", "name": p["name"], "status": "DONE", "progress": 100}
 
@@ -189,6 +205,37 @@ class FakeGoogle:
     ) -> tuple[int, Any]:
         self.buckets[body["name"]] = {**body, "kind": "storage#bucket", "projectNumber": "1"}
         return 200, self.buckets[body["name"]]
+
+    def patch_bucket(self, p: dict[str, str], q: Any, body: dict[str, Any]) -> tuple[int, Any]:
+        name = unquote(p["bucket"])
+        if name not in self.buckets:
+            return 404, _error(404, "The specified bucket does not exist.", "notFound")
+        for key, value in body.items():  # one level deep is enough for iamConfiguration
+            if isinstance(value, dict) and isinstance(self.buckets[name].get(key), dict):
+                self.buckets[name][key].update(value)
+            else:
+                self.buckets[name][key] = value
+        return 200, self.buckets[name]
+
+    def get_bucket_iam(self, p: dict[str, str], q: Any, body: Any) -> tuple[int, Any]:
+        name = unquote(p["bucket"])
+        if name not in self.buckets:
+            return 404, _error(404, "The specified bucket does not exist.", "notFound")
+        default = {
+            "kind": "storage#policy",
+            "etag": "CAE=",
+            "bindings": [
+                {"role": "roles/storage.legacyBucketOwner", "members": ["projectOwner:test-project"]}
+            ],
+        }
+        return 200, self.bucket_iam.get(name, default)
+
+    def set_bucket_iam(self, p: dict[str, str], q: Any, body: dict[str, Any]) -> tuple[int, Any]:
+        name = unquote(p["bucket"])
+        if name not in self.buckets:
+            return 404, _error(404, "The specified bucket does not exist.", "notFound")
+        self.bucket_iam[name] = {**body, "etag": "CAI="}
+        return 200, self.bucket_iam[name]
 
     def get_object(self, p: dict[str, str], q: Any, body: Any) -> tuple[int, Any]:
         key = (unquote(p["bucket"]), unquote(p["object"]))
@@ -233,12 +280,16 @@ ROUTES = [
     ("GET", PREFIX + "/zones/(?P<zone>[^/]+)/instances", FakeGoogle.list_instances),
     ("GET", PREFIX + "/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)", FakeGoogle.get_instance),
     ("DELETE", PREFIX + "/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)", FakeGoogle.delete_instance),
+    ("GET", PREFIX + "/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/serialPort", FakeGoogle.serial_port),
     ("GET", PREFIX + "/zones/(?P<zone>[^/]+)/operations/(?P<name>[^/]+)", FakeGoogle.get_operation),
     ("GET", PREFIX + "/global/operations/(?P<name>[^/]+)", FakeGoogle.get_operation),
     ("POST", PREFIX + "/global/firewalls", FakeGoogle.insert_firewall),
     ("GET", PREFIX + "/global/firewalls/(?P<name>[^/]+)", FakeGoogle.get_firewall),
     ("PATCH", PREFIX + "/global/firewalls/(?P<name>[^/]+)", FakeGoogle.patch_firewall),
     ("GET", "/storage/v1/b/(?P<bucket>[^/]+)", FakeGoogle.get_bucket),
+    ("PATCH", "/storage/v1/b/(?P<bucket>[^/]+)", FakeGoogle.patch_bucket),
+    ("GET", "/storage/v1/b/(?P<bucket>[^/]+)/iam", FakeGoogle.get_bucket_iam),
+    ("PUT", "/storage/v1/b/(?P<bucket>[^/]+)/iam", FakeGoogle.set_bucket_iam),
     ("POST", "/storage/v1/b", FakeGoogle.insert_bucket),
     ("GET", "/storage/v1/b/(?P<bucket>[^/]+)/o/(?P<object>.+)", FakeGoogle.get_object),
     ("POST", "/upload/storage/v1/b/(?P<bucket>[^/]+)/o", FakeGoogle.upload_object),

@@ -84,7 +84,7 @@ def test_spot_requests_are_adopted_tagged_and_cancelled(
         if r["State"] in ("open", "active")
     ]
     assert live == []
-    assert p.instances() == []
+    assert [i for i in p.instances() if i.state != "gone"] == []  # terminated: listed as gone a while
 
 
 def test_spot_request_of_an_interrupted_instance_is_cancelled(
@@ -95,7 +95,7 @@ def test_spot_request_of_an_interrupted_instance_is_cancelled(
     ec2 = aws.client("ec2")
     inst = p.launch("cloud-1-0", "#cloud-config\n{}\n")
     ec2.terminate_instances(InstanceIds=[inst.id])  # AWS reclaims it: no call of ours
-    assert p.instances() == []
+    assert [i for i in p.instances() if i.state != "gone"] == []  # terminated: listed as gone a while
     live = [
         r
         for r in ec2.describe_spot_instance_requests()["SpotInstanceRequests"]
@@ -162,6 +162,7 @@ def test_launch_errors_are_classified(
     make_settings: Callable[..., CloudSettings], code: str, status: int, kind: type, uncertain: bool
 ) -> None:
     p, stub = stubbed(make_settings("aws"))
+    stub.add_response("describe_images", {"Images": [{"ImageId": AMI, "RootDeviceName": "/dev/xvda"}]})
     stub.add_client_error("run_instances", service_error_code=code, http_status_code=status)
     with stub, pytest.raises(kind) as info:
         p.launch("cloud-1-0", "#cloud-config\n{}\n")

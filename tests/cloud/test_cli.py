@@ -141,8 +141,39 @@ def test_render_user_data(config_dir: Path, capsys: Any) -> None:
     assert run("cloud", "render-user-data", "aws", "--config-dir", str(config_dir), "--name", "cloud-7") == 0
     doc = yaml.safe_load(capsys.readouterr().out)
     assert any("name = cloud-7" in f["content"] for f in doc["write_files"])
-    assert run("cloud", "render-user-data", "aws", "--config-dir", str(config_dir), "--params") == 0
-    assert json.loads(capsys.readouterr().out)["InstanceType"] == "t3.micro"
+    argv = (
+        "cloud",
+        "render-user-data",
+        "aws",
+        "--config-dir",
+        str(config_dir),
+        "--name",
+        "cloud-7",
+        "--params",
+    )
+    assert run(*argv) == 0
+    params = json.loads(capsys.readouterr().out)
+    assert params["InstanceType"] == "t3.micro"
+    # The whole request (issue 14: --params used to leave out the tags and the user-data).
+    assert "name = cloud-7" in params["UserData"] and params["ClientToken"] == "cloud-7"
+    tags = {t["Key"]: t["Value"] for t in params["TagSpecifications"][0]["Tags"]}
+    assert tags == {"Name": "cloud-7", "coalition-farm": "coalition"}
+    assert (
+        run(
+            "cloud",
+            "render-user-data",
+            "gcloud",
+            "--config-dir",
+            str(config_dir),
+            "--name",
+            "cloud-7",
+            "--params",
+        )
+        == 0
+    )
+    body = json.loads(capsys.readouterr().out)
+    assert body["labels"] == {"coalition-farm": "coalition"} and body["name"] == "cloud-7"
+    assert body["metadata"]["items"][0]["key"] == "startup-script"
     assert run("cloud", "render-user-data", "gcloud", "--config-dir", str(config_dir)) == 0
     assert capsys.readouterr().out.startswith("#!/bin/sh\n")
 

@@ -151,7 +151,8 @@ def cloud_server(make_server: Any, moto_server: str, monkeypatch: pytest.MonkeyP
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("COALITION_CLOUD_ENDPOINT", moto_server)
     monkeypatch.setenv("COALITION_AUTOSCALE_INTERVAL", "0.3")
-    server = make_server(start=False, servermode="aws", workertoken="e2e-token")
+    # verbose 0: the log level of a production server, where decisions must still be logged.
+    server = make_server(start=False, servermode="aws", workertoken="e2e-token", verbose=0)
     write_ini(
         server.root,
         "aws",
@@ -228,6 +229,10 @@ def test_a_job_starts_a_spot_worker_that_is_terminated_when_idle(cloud_server: A
     texts = [e.get("job_title", "") for e in events]
     assert any("launch 1 instance(s)" in t for t in texts), texts
     assert any(f"terminate {name}" in t and "idle" in t for t in texts), texts
+    # ... and the same decisions in the server's log, which runs at WARNING (issue 14).
+    log = server.log_path.read_text(errors="replace")
+    assert "coalition.cloud: cloud: launch 1 instance(s)" in log, server.log_tail()
+    assert f"coalition.cloud: cloud: terminate {name}" in log, server.log_tail()
 
 
 def test_spot_interruption_requeues_without_spending_a_retry(
@@ -272,3 +277,58 @@ def test_spot_interruption_requeues_without_spending_a_retry(
         assert server.job(job_id)["fail_count"] == 0
     finally:
         imds.close()
+
+
+def test_the_boot_back_off_is_seen_and_cleared_through_the_api(cloud_server: Any, tmp_path: Any) -> None:
+    """The operator's view of failed boots and the clear, over REST, on a cloud-mode server."""
+    from coalition.joblogs import JobLogs
+    from coalition.store import SqliteStore
+    from coalition.usecases import Context
+    from coalition.usecases.cloudfarm import CloudFarm
+
+    server, _ = cloud_server
+    store = SqliteStore(str(server.datadir / "coalition.db"))
+    try:
+        CloudFarm(Context(store, JobLogs(str(tmp_path / "logs"), 1 << 20))).record_boot_failure(
+            "cloud-x", "dpkg: error processing package coalition-worker"
+        )
+    finally:
+        store.close()
+    failures = server.api("GET", "/api/cloud/backoff")["failures"]
+    assert [(f["instance"], f["reason"]) for f in failures] == [
+        ("cloud-x", "dpkg: error processing package coalition-worker")
+    ]
+    assert server.api("POST", "/api/cloud/clearbackoff")["cleared"] == 1
+    assert server.api("GET", "/api/cloud/backoff")["failures"] == []
+
+
+@pytest.mark.browser
+def test_the_web_page_shows_the_boot_back_off_and_clears_it(
+    cloud_server: Any, browser: Any, tmp_path: Any
+) -> None:
+    from coalition.joblogs import JobLogs
+    from coalition.store import SqliteStore
+    from coalition.usecases import Context
+    from coalition.usecases.cloudfarm import CloudFarm
+
+    server, _ = cloud_server
+    store = SqliteStore(str(server.datadir / "coalition.db"))
+    try:
+        farm = CloudFarm(Context(store, JobLogs(str(tmp_path / "logs"), 1 << 20)))
+        farm.record_boot_failure("cloud-y", "main program: tar: unexpected end of file")
+    finally:
+        store.close()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        page.goto(server.url + "#workers")
+        note = page.locator(".backoff-note")
+        note.wait_for(state="visible")
+        assert "1 failed worker boot in a row" in note.inner_text()
+        assert "cloud-y: main program: tar: unexpected end of file" in note.inner_text()
+        page.get_by_role("button", name="Clear back-off").click()
+        note.wait_for(state="hidden")
+        assert server.api("GET", "/api/cloud/backoff")["failures"] == []
+    finally:
+        context.close()

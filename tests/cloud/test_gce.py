@@ -25,7 +25,11 @@ def sent(fake: Any, name: str) -> dict[str, Any]:
     return next(b for m, p, b in fake.requests if m == "POST" and p == ZONE_PATH and b["name"] == name)
 
 
-def test_launch_sends_a_preemptible_worker_labelled_as_ours(
+def disk_labels(body: dict[str, Any]) -> dict[str, str]:
+    return body["disks"][0]["initializeParams"]["labels"]
+
+
+def test_launch_sends_a_spot_worker_labelled_as_ours(
     gce_fake: Any, gce_client: Any, make_settings: Callable[..., CloudSettings]
 ) -> None:
     settings = make_settings("gcloud")
@@ -35,11 +39,13 @@ def test_launch_sends_a_preemptible_worker_labelled_as_ours(
     body = sent(gce_fake, "cloud-1-0")
     assert body["labels"] == {OWNER_KEY: "coalition"}
     assert body["metadata"]["items"] == [{"key": "startup-script", "value": payload}]
-    assert body["scheduling"] == {
-        "preemptible": True,
+    assert body["scheduling"] == {  # SPOT by default (issue 14)
+        "provisioningModel": "SPOT",
+        "instanceTerminationAction": "DELETE",
         "onHostMaintenance": "TERMINATE",
         "automaticRestart": False,
     }
+    assert disk_labels(body) == {OWNER_KEY: "coalition"}
     assert body["machineType"] == "zones/europe-west1-b/machineTypes/e2-standard-4"
     disk = body["disks"][0]
     assert disk["boot"] and disk["autoDelete"]

@@ -182,12 +182,13 @@ CASES = [
         workers=[worker("cloud-a", "STARTING", age=599)],
     ),
     Case(
-        "a stuck instance is replaced while jobs wait",
+        # Issue 14: no longer relaunched in the same second; boot back-off (test_boot_backoff.py).
+        "a stuck instance is terminated; the next launch backs off",
         ready={UNTAGGED: 1},
         instances=[inst("cloud-a", "running", age=601)],
         workers=[worker("cloud-a", "STARTING")],
         terminate=("i-cloud-a",),
-        launch=1,
+        hold="boot back-off for 60s",
     ),
     Case(
         "idle past the minimum lifetime: terminate",

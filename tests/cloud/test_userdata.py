@@ -53,11 +53,8 @@ def test_aws_user_data_is_valid_cloud_config(make_settings: Callable[..., CloudS
     doc = check_cloud_config(text)
     assert text.startswith("#cloud-config\n")
     # exec form: lists, never a shell string
-    assert doc["runcmd"] == [
-        ["/bin/sh", "/usr/local/lib/coalition/cloud-boot.sh"],
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "--now", "coalition-worker.service"],
-    ]
+    # The boot script alone starts the worker, after every step worked (it fails closed).
+    assert doc["runcmd"] == [["/bin/sh", "/usr/local/lib/coalition/cloud-boot.sh"]]
     ini = _ini(_file(doc, "/etc/coalition/coalition.ini"))
     assert dict(ini["worker"]) == {
         "serverurl": "http://10.0.0.2:19211",
@@ -265,9 +262,12 @@ def test_aws_launch_parameters(make_settings: Callable[..., CloudSettings]) -> N
 @pytest.mark.parametrize(
     ("worker", "scheduling"),
     [
-        ({}, {"preemptible": True, "on_host_maintenance": "TERMINATE", "automatic_restart": False}),
         (
-            {"provisioningmodel": "SPOT"},
+            {"provisioningmodel": "PREEMPTIBLE"},
+            {"preemptible": True, "on_host_maintenance": "TERMINATE", "automatic_restart": False},
+        ),
+        (
+            {},  # the default: SPOT
             {
                 "provisioning_model": "SPOT",
                 "instance_termination_action": "DELETE",
@@ -294,7 +294,7 @@ def test_gce_instance_body(
         "source_image": "projects/debian-cloud/global/images/family/debian-12",
         "disk_size_gb": 50,
         "disk_type": "zones/europe-west1-b/diskTypes/pd-ssd",
-    }
+    }  # no [worker] labels: GceProvider adds the ownership label at launch
     assert (
         body["network_interfaces"][0]["subnetwork"]
         == "projects/test-project/regions/europe-west1/subnetworks/default"

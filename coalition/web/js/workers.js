@@ -156,6 +156,7 @@ export class WorkersView {
           this.terminateBtn = btn("Terminate", "Cloud mode: shut the selected instances down", () => this.action("terminate"), "btn danger-outline"),
           btn("Delete", "Forget the selected workers", () => this.remove(), "btn danger")),
         h("div", { class: "spacer" })),
+      this.backoffNote = h("div", { class: "backoff-note", role: "status", hidden: true }),
       h("div", { class: "filters" }, h("div", { class: "chips" }, this.stateChips), this.filterInput),
       h("div", { class: "jobs-body" }, h("div", { class: "jobs-main" }, this.tableWrap, this.emptyNote), this.panel),
       h("div", { class: "footer" }, this.footInfo)));
@@ -170,10 +171,35 @@ export class WorkersView {
       const ping = await API.get("/api/ping");
       if (ping && typeof ping.servermode === "string") {
         this.terminateBtn.hidden = !["aws", "gcloud", "gce", "qarnot_api"].includes(ping.servermode);
+        this.cloud = ["aws", "gcloud"].includes(ping.servermode);
+        if (this.cloud) this.loadBackoff();
       }
     } catch {
       // The button stays; the server answers a terminate outside cloud mode with a clear error.
     }
+  }
+
+  /** Cloud mode: failed worker boots in a row hold launching back; say so, offer the clear. */
+  async loadBackoff() {
+    const answer = await guarded(() => API.get("/api/cloud/backoff"));
+    const failures = answer && Array.isArray(answer.failures) ? answer.failures : [];
+    const note = this.backoffNote;
+    if (!failures.length) {
+      note.hidden = true;
+      return;
+    }
+    const last = failures[failures.length - 1];
+    fill(note,
+      h("span", { text: `Launching held back: ${failures.length} failed worker boot${failures.length > 1 ? "s" : ""} in a row. Last: ${last.instance}: ${last.reason}` }),
+      h("button", { class: "btn", type: "button", text: "Clear back-off", title: "Forget the failed boots: the autoscaler launches again",
+        onclick: () => this.clearBackoff() }));
+    note.hidden = false;
+  }
+
+  async clearBackoff() {
+    const answer = await guarded(() => API.post("/api/cloud/clearbackoff", {}));
+    if (answer) notify.ok(`Back-off cleared (${answer.cleared} failed boot${answer.cleared === 1 ? "" : "s"} forgotten)`);
+    this.loadBackoff();
   }
 
   unmount() {
@@ -205,6 +231,7 @@ export class WorkersView {
   }
 
   refresh() {
+    if (this.cloud) this.loadBackoff();
     return this.load();
   }
 
