@@ -294,9 +294,18 @@ def make_autoscaler(
 
 
 def server_token(config_dir: str) -> str:
-    """`[server] workertoken` of config_dir/coalition.ini ("" without one)."""
+    """`[server] workertoken` of config_dir/coalition.ini, else the token in its
+    `workertokenfile` (the Debian package makes one at install); "" without either."""
     path = os.path.join(config_dir, "coalition.ini")
     if not os.path.isfile(path):
         return ""
     parser = read_ini(path)
-    return parser.get("server", "workertoken", fallback="").strip()
+    token = parser.get("server", "workertoken", fallback="").strip()
+    token_file = parser.get("server", "workertokenfile", fallback="").strip()
+    if token or not token_file:
+        return token
+    try:
+        with open(token_file, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return ""  # unreadable here (`coalition cloud` run as another user): the server says why

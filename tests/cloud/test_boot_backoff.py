@@ -266,3 +266,14 @@ def cli_run(*argv: str) -> int:
     cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(list(argv))
     return args.func(args)
+
+
+def test_server_token_reads_the_workertokenfile_the_package_makes(tmp_path: Path) -> None:
+    from coalition.cloud.reconcile import server_token
+
+    (tmp_path / "workertoken").write_text("from-the-file\n")
+    ini = tmp_path / "coalition.ini"
+    ini.write_text(f"[server]\nworkertokenfile = {tmp_path / 'workertoken'}\n")
+    assert server_token(str(tmp_path)) == "from-the-file"
+    ini.write_text(f"[server]\nworkertoken = inline\nworkertokenfile = {tmp_path / 'workertoken'}\n")
+    assert server_token(str(tmp_path)) == "inline"
