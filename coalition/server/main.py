@@ -13,6 +13,9 @@ import sys
 from ..config import ConfigError, ServerSettings, find_config, load_server_settings
 from ..store import SchemaError, StoreError, open_mysql, open_sqlite
 from ..store.base import Store
+from ..store.schema import SCHEMA_VERSION
+
+FIRST_C5_VERSION = 2  # schema versions 0 and 1 are Coalition 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,7 +180,14 @@ def _run(args: argparse.Namespace, settings: ServerSettings, store: Store) -> in
         else f"mysql://{settings.db_mysql_host}:{settings.db_mysql_port}/{settings.db_mysql_base}"
     )
     if args.init or args.init_if_needed:
-        if args.init_if_needed and store.version() is not None:
+        version = store.version() if args.init_if_needed else None
+        if version is not None:
+            if FIRST_C5_VERSION <= version < SCHEMA_VERSION:
+                # An earlier Coalition 5 schema: our own steps only add tables and columns,
+                # so the unit applies them (a package upgrade must not leave the server down).
+                # A Coalition 4 database still needs an explicit --migrate after a backup.
+                for step in store.migrate():
+                    print(f"coalition-server: migrated {where} to {step}")
             store.check_schema()
             print(f"coalition-server: database {where} already initialised")
             return 0

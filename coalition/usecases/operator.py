@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import fields
 from typing import Any
 
 from .. import columns
@@ -36,6 +37,10 @@ from .runs import abort_run, release_worker_job
 # Called with a job row when a job is about to be put under it (a new child, or a move):
 # the auth layer refuses a group its caller may not edit. Raising aborts the transaction.
 ParentGuard = Callable[[Row], None]
+
+
+# The settable columns a JobSpec carries as they are (`state` is folded into `paused`).
+_SPEC_COLUMNS = tuple(c for c in columns.JOB_SETTABLE if c in {f.name for f in fields(JobSpec)})
 
 
 class Operator:
@@ -144,7 +149,7 @@ class Operator:
         pending = any(r["state"] != FINISHED for r in dep_rows)
         row = columns.new_job_row()
         # The settable columns come from the spec as given; the rest is decided here.
-        row.update({name: getattr(spec, name) for name in columns.JOB_SETTABLE if hasattr(spec, name)})
+        row.update({name: getattr(spec, name) for name in _SPEC_COLUMNS})
         row.update(
             parent=parent_id,
             dir=spec.dir or ".",

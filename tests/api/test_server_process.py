@@ -68,3 +68,29 @@ def test_init_if_needed_is_idempotent(make_server: Any) -> None:
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0 and "created" in first.stdout
     assert second.returncode == 0 and "already" in second.stdout
+
+
+def test_the_unit_brings_an_earlier_coalition5_schema_up_to_date(make_server: Any) -> None:
+    """A package upgrade restarts the server over the previous release's database (schema 2,
+    before the submissions table): the unit's --init-if-needed applies our own additive steps,
+    keeps the jobs, and the server starts."""
+    import sqlite3
+
+    server = make_server(start=False)
+    cmd = [sys.executable, "-m", "coalition.server.main", "-c", str(server.ini_path)]
+    assert subprocess.run([*cmd, "--init"], capture_output=True, timeout=60).returncode == 0
+    server.start()
+    jid = server.submit(title="kept", command="true")
+    server.terminate()
+    db = sqlite3.connect(server.datadir / "coalition.db")
+    db.execute("DROP TABLE submissions")
+    db.execute("UPDATE Migrations SET database_version = 2")  # as the previous release made it
+    db.commit()
+    db.close()
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--migrate" in refused.stderr  # a plain start still asks
+    unit = subprocess.run([*cmd, "--init-if-needed"], capture_output=True, text=True, timeout=60)
+    assert unit.returncode == 0 and "migrated" in unit.stdout, unit.stdout + unit.stderr
+    server.start()
+    assert server.job(jid)["title"] == "kept"
+    assert server.api("PUT", "/api/jobs", {"title": "new", "command": "true"}) > jid

@@ -174,3 +174,21 @@ class FakeCloud:
     @property
     def names(self) -> list[str]:
         return sorted(i.name for i in self.vms.values())
+
+
+def ec2_provider(aws: Any, settings: Any, clock: Clock) -> Any:
+    """The real Ec2Provider over moto's clients, with the templates of `settings`."""
+    from coalition.cloud.aws import Ec2Provider
+    from coalition.cloud.userdata import Renderer
+
+    assert settings.aws is not None
+    r = Renderer(settings)
+    return Ec2Provider(
+        aws.client("ec2"),
+        settings.aws,
+        settings.farm,
+        r.aws_run_instances,
+        r.aws_spot_launch_specification,
+        ssm=aws.client("ssm"),
+        clock=clock,
+    )

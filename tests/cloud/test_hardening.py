@@ -14,24 +14,14 @@ from coalition.cloud.config import CloudSettings
 from coalition.cloud.setup import setup_aws
 from coalition.cloud.userdata import Renderer
 from tests.cloud.conftest import AMI
-from tests.cloud.fakes import Clock
+from tests.cloud.fakes import Clock, ec2_provider
 from tests.cloud.test_policies import seed_debian_parameter
 
 TAGS = {"worker": {"tags": "team=lighting, costcentre=4711"}}
 
 
 def provider(aws: Any, settings: CloudSettings) -> Ec2Provider:
-    assert settings.aws is not None
-    r = Renderer(settings)
-    return Ec2Provider(
-        aws.client("ec2"),
-        settings.aws,
-        settings.farm,
-        r.aws_run_instances,
-        r.aws_spot_launch_specification,
-        ssm=aws.client("ssm"),
-        clock=Clock(time.time()),
-    )
+    return ec2_provider(aws, settings, Clock(time.time()))
 
 
 def describe(aws: Any, iid: str) -> dict[str, Any]:

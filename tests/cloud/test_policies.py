@@ -18,13 +18,12 @@ from typing import Any
 
 import pytest
 
-from coalition.cloud.aws import Ec2Provider
 from coalition.cloud.config import CloudSettings
 from coalition.cloud.reconcile import Autoscaler
 from coalition.cloud.setup import policy_document, setup_aws, setup_gcloud, worker_bucket_policy
 from coalition.cloud.userdata import Renderer
 from tests.cloud.conftest import AMI
-from tests.cloud.fakes import Clock, FakeFarm
+from tests.cloud.fakes import Clock, FakeFarm, ec2_provider
 
 POLICIES = Path(__file__).resolve().parents[2] / "coalition/templates/policies"
 # S3's IAM actions are not named after its operations.
@@ -111,17 +110,7 @@ def seed_debian_parameter(region: str) -> str:
 
 
 def exercise_aws(aws: Any, settings: CloudSettings, farm: FakeFarm, clock: Clock) -> Autoscaler:
-    assert settings.aws is not None
-    r = Renderer(settings)
-    provider = Ec2Provider(
-        aws.client("ec2"),
-        settings.aws,
-        settings.farm,
-        r.aws_run_instances,
-        r.aws_spot_launch_specification,
-        ssm=aws.client("ssm"),
-        clock=clock,
-    )
+    provider = ec2_provider(aws, settings, clock)
     scaler = Autoscaler(provider, settings, farm, clock)
     farm.ready[frozenset()] = 2
     plan = scaler.tick()

@@ -205,21 +205,25 @@ def test_check_mode_tells_which_service_a_change_would_restart(farm: AnsibleFarm
     assert "sleep=0.5" in farm.worker.read("/etc/coalition/worker-gpu0.ini")
 
 
-def test_the_converged_farm_runs_a_job(farm: AnsibleFarm) -> None:
+def run_job(farm: AnsibleFarm, job: dict, what: str) -> dict:
+    """Submit a job with curl from the LAN, as a user would, and wait for its end."""
     url = f"http://{farm.server.ip}:19211"
-    body = json.dumps({"command": "echo converged", "title": "ansible"})
     json_type = "Content-Type: application/json"
     put = farm.lan.run(
-        ["curl", "-sSf", "-X", "PUT", "-H", json_type, "--data-binary", body, f"{url}/api/jobs"]
+        ["curl", "-sSf", "-X", "PUT", "-H", json_type, "--data-binary", json.dumps(job), f"{url}/api/jobs"]
     )
     created = json.loads(put.stdout)
     job_id = int(created["id"] if isinstance(created, dict) else created)
 
     def finished() -> dict | None:
-        job = json.loads(farm.lan.run(["curl", "-sSf", f"{url}/api/jobs/{job_id}"]).stdout)
-        return job if job["state"] in ("FINISHED", "ERROR") else None
+        row = json.loads(farm.lan.run(["curl", "-sSf", f"{url}/api/jobs/{job_id}"]).stdout)
+        return row if row["state"] in ("FINISHED", "ERROR") else None
 
-    job = wait_for(finished, timeout=60, interval=0.3, what="the job on the Ansible farm")
+    return wait_for(finished, timeout=60, interval=0.3, what=what)
+
+
+def test_the_converged_farm_runs_a_job(farm: AnsibleFarm) -> None:
+    job = run_job(farm, {"command": "echo converged", "title": "ansible"}, "the job on the Ansible farm")
     # An untagged job fits both workers of the host: the main one and the gpu0 instance.
     assert job["state"] == "FINISHED" and job["worker"] in (farm.worker.name, f"{farm.worker.name}-gpu0"), job
     # The roles wrote one token into both hosts' configurations.
@@ -236,20 +240,9 @@ def test_a_worker_instance_from_the_inventory(farm: AnsibleFarm) -> None:
     assert "CUDA_VISIBLE_DEVICES=0" in env, env
     ini = worker.read("/etc/coalition/worker-gpu0.ini")
     assert "affinity=gpu" in ini and f"token={TOKEN}" in ini and "sleep=0.5" in ini
-    url = f"http://{farm.server.ip}:19211"
-    body = json.dumps({"command": "echo on gpu0", "title": "gpu", "affinity": "gpu"})
-    json_type = "Content-Type: application/json"
-    put = farm.lan.run(
-        ["curl", "-sSf", "-X", "PUT", "-H", json_type, "--data-binary", body, f"{url}/api/jobs"]
+    job = run_job(
+        farm, {"command": "echo on gpu0", "title": "gpu", "affinity": "gpu"}, "the job on the instance"
     )
-    created = json.loads(put.stdout)
-    job_id = int(created["id"] if isinstance(created, dict) else created)
-
-    def finished() -> dict | None:
-        job = json.loads(farm.lan.run(["curl", "-sSf", f"{url}/api/jobs/{job_id}"]).stdout)
-        return job if job["state"] in ("FINISHED", "ERROR") else None
-
-    job = wait_for(finished, timeout=60, interval=0.3, what="the job on the instance")
     assert (job["state"], job["worker"]) == ("FINISHED", f"{worker.name}-gpu0"), job
 
 
