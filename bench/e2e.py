@@ -142,7 +142,7 @@ def run_coalition(jobs: int, slots: int) -> tuple[float, dict[str, float]]:
             job = call(farm.port, "GET", f"/api/jobs/{group}")
             if job["total_finished"] + job["total_errors"] >= jobs:
                 break
-            time.sleep(0.02)
+            time.sleep(0.1)
         elapsed = time.perf_counter() - start
         cpu = {
             "server_cpu_s": round(cpu_seconds(server) - cpu0["server"], 2),

@@ -38,6 +38,7 @@ class Control:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._generation = 0
+        self._wakers: list[int] = []  # write ends of the slots' wake pipes
         self.stopping = False  # no new jobs (SIGTERM, SIGINT)
         self.handback = False  # running jobs go back to the server now
         self.interruption = ""  # the spot/preemption notice, if one came
@@ -51,11 +52,30 @@ class Control:
     def _changed(self) -> None:
         self._generation += 1
         self._cond.notify_all()
+        for fd in self._wakers:
+            try:
+                os.write(fd, b"!")
+            except BlockingIOError:
+                pass  # the pipe is full of wake-ups already: one more adds nothing
 
-    def poke(self) -> None:
-        """Something happened (a job's process exited): wake the slots to look."""
+    def wake_pipe(self) -> int:
+        """A descriptor that becomes readable on every event (a slot waits on it beside its
+        job's output); read it empty with `drain_wake()`."""
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)
         with self._cond:
-            self._changed()
+            self._wakers.append(write_end)
+        return read_end
+
+    @staticmethod
+    def drain_wake(fd: int) -> None:
+        """Take every pending wake-up out of a `wake_pipe()`."""
+        try:
+            while os.read(fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
 
     def request_stop(self, handback: bool) -> None:
         """Stop taking jobs; with `handback`, also give running jobs back now."""
@@ -128,6 +148,7 @@ class Slot:
         parts = urlsplit(link.url)
         self._server = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
         self._down = False
+        self._wake = control.wake_pipe()
         self.runs = 0  # runs reported, for tests and logs
 
     # -- reachability logging: one line when the server goes away, one when it returns ---------
@@ -210,7 +231,7 @@ class Slot:
             self._note(run, f"cannot run the job: {prepared.error}")
         else:
             try:
-                proc = JobProcess(prepared.command, prepared.cwd, prepared.env, run.output, self.control.poke)
+                proc = JobProcess(prepared.command, prepared.cwd, prepared.env, run.output)
             except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the env or command
                 self._note(run, f"cannot start the job: {exc}")
             else:
@@ -237,7 +258,6 @@ class Slot:
         next_beat = run.started + self.settings.sleep
         sigkill_sent = False
         while True:
-            since = self.control.generation  # taken before the checks: no exit can slip by
             if proc.returncode is not None:
                 break
             now = self.clock()
@@ -262,7 +282,9 @@ class Slot:
                 wake.append(deadline)
             if due is not None and not sigkill_sent:
                 wake.append(due)
-            self.control.wait(min(wake) - self.clock(), since)
+            # An event after this point leaves a byte in the wake pipe: none is missed.
+            proc.pump(min(wake) - self.clock(), self._wake)
+            self.control.drain_wake(self._wake)
         if proc.reap_group(grace, self.clock):
             self._note(run, "processes left behind by the job were ended")
         proc.close()

@@ -2,17 +2,24 @@
 
 Each job runs in a new session (hence its own process group), so everything it spawns can be
 signalled at once; stdin is /dev/null (Coalition 4 left a pipe open, and a program that read
-stdin hung for ever) and stdout/stderr share one pipe that a reader thread drains into the
-run's RunLog.
+stdin hung for ever) and stdout/stderr share one pipe.
+
+No thread per job: the slot that runs the job waits in `pump()`, which sleeps on the output
+pipe, the leader's pidfd and the slot's wake pipe at once, and takes in whatever output came.
+Starting a reader thread and handing the job's exit back from it cost more wall time per job
+than the job's own process start (bench/e2e.py). The pipe is enlarged so that a job keeps
+writing while its slot waits on a slow server answer.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
+import select
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -21,6 +28,23 @@ from .spool import RunLog
 log = logging.getLogger("coalition.worker")
 
 READ_SIZE = 65536
+PIPE_SIZE = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size for unprivileged processes
+EXIT_POLL = 0.01  # seconds between exit checks where there is no pidfd (not Linux >= 5.3)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when `pid` exits (Linux >= 5.3), else None."""
+    try:
+        return os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+    except (AttributeError, OSError):
+        return None
+
+
+def _grow_pipe(fd: int) -> None:
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except OSError:
+        pass  # a smaller limit on this host: the default 64 KB still works, with back-pressure
 
 
 def group_alive(pgid: int) -> bool:
@@ -35,8 +59,7 @@ def group_alive(pgid: int) -> bool:
 
 
 class JobProcess:
-    """A started job. `on_exit` is called (from a helper thread) when the output ends and the
-    leader has exited."""
+    """A started job. Call `pump()` to wait for it and take in its output."""
 
     def __init__(
         self,
@@ -44,11 +67,8 @@ class JobProcess:
         cwd: str | None,
         env: Mapping[str, str],
         output: RunLog,
-        on_exit: Callable[[], None] = lambda: None,
     ) -> None:
         self.output = output
-        self._on_exit = on_exit
-        self._eof = threading.Event()
         self._term_sent_at: float | None = None
         self.proc = subprocess.Popen(
             command,
@@ -64,24 +84,47 @@ class JobProcess:
         self.pgid = self.proc.pid  # the session leader's pid is its group id
         assert self.proc.stdout is not None
         self._fd = self.proc.stdout.fileno()
-        # One helper thread per job: it drains the output, then reaps the leader. A leader
-        # that exits while a leftover still holds the pipe is noticed by the caller's next
-        # returncode poll instead (at its heartbeat): rare, and a thread per job is saved.
-        threading.Thread(target=self._read, name=f"job-{self.pgid}", daemon=True).start()
+        os.set_blocking(self._fd, False)
+        _grow_pipe(self._fd)
+        self._pidfd = _pidfd(self.proc.pid)
+        self.eof = False  # the output pipe is closed at the other end (no process holds it)
 
-    def _read(self) -> None:
+    def pump(self, timeout: float, wake: int | None = None) -> None:
+        """Wait up to `timeout` seconds for output, the leader's exit or a byte on `wake` (not
+        read here), then take in the output that came."""
+        poller = select.poll()
+        if not self.eof:
+            poller.register(self._fd, select.POLLIN)
+        running = self.proc.returncode is None
+        if running and self._pidfd is not None:
+            poller.register(self._pidfd, select.POLLIN)
+        elif running:
+            timeout = min(timeout, EXIT_POLL)
+        if wake is not None:
+            poller.register(wake, select.POLLIN)
         try:
-            while True:
-                data = os.read(self._fd, READ_SIZE)
-                if not data:
-                    break
-                self.output.write(data)
-        except OSError:
+            poller.poll(max(0.0, timeout) * 1000)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for old kernels
             pass
-        finally:
-            self._eof.set()
-        self.proc.wait()
-        self._on_exit()
+        self._drain()
+        if running:
+            self.proc.poll()
+
+    def _drain(self) -> None:
+        while not self.eof:
+            try:
+                data = os.read(self._fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                self.eof = True
+                return
+            if not data:
+                self.eof = True
+                return
+            self.output.write(data)
 
     @property
     def returncode(self) -> int | None:
@@ -119,27 +162,29 @@ class JobProcess:
         the job (SIGTERM, then SIGKILL after `grace`) keeps one job's processes from running
         into the next. Returns whether leftovers had to be signalled.
         """
-        if self._eof.wait(1.0) and not group_alive(self.pgid):
-            return False
+        self._pump_until(lambda: self.eof, clock() + 1.0, clock)
         if not group_alive(self.pgid):
-            self._eof.wait(1.0)
             return False
         self.terminate(clock())
-        deadline = clock() + grace
-        while group_alive(self.pgid) and clock() < deadline:
-            time.sleep(0.05)  # polling: there is no portable way to wait on a process group
+        # Polling: there is no portable way to wait on a process group.
+        self._pump_until(lambda: not group_alive(self.pgid), clock() + grace, clock, step=0.05)
         if group_alive(self.pgid):
             self.signal(signal.SIGKILL)
-        self._eof.wait(1.0)
+        self._pump_until(lambda: self.eof, clock() + 1.0, clock)
         return True
 
-    def close(self) -> None:
-        """Close our end of the output pipe once the reader is done with it.
+    def _pump_until(
+        self, done: Callable[[], bool], deadline: float, clock: Callable[[], float], step: float = 1.0
+    ) -> None:
+        while not done() and clock() < deadline:
+            self.pump(min(step, deadline - clock()))
 
-        While a process that escaped the group still holds the pipe, the reader keeps the fd:
-        closing an fd another thread is reading from could close a reused number instead.
-        """
-        if self.proc.stdout is not None and self._eof.is_set():
+    def close(self) -> None:
+        """Close our end of the output pipe and the pidfd."""
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self.proc.stdout is not None:
             try:
                 self.proc.stdout.close()
             except OSError:

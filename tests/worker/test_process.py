@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from coalition.worker.process import JobProcess, group_alive
@@ -14,11 +14,27 @@ from tests.support import wait_for
 from tests.worker.helpers import pid_alive
 
 
-def start(command: str, cwd: Path) -> tuple[JobProcess, RunLog, threading.Event]:
+def start(command: str, cwd: Path) -> tuple[JobProcess, RunLog]:
     out = RunLog()
-    exited = threading.Event()
-    proc = JobProcess(command, str(cwd), dict(os.environ), out, exited.set)
-    return proc, out, exited
+    return JobProcess(command, str(cwd), dict(os.environ), out), out
+
+
+def ended(proc: JobProcess, seconds: float) -> bool:
+    """Pump until the leader has exited and the output is closed, or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while not (proc.returncode is not None and proc.eof):
+        if time.monotonic() >= deadline:
+            return False
+        proc.pump(deadline - time.monotonic())
+    return True
+
+
+def pumped(proc: JobProcess, condition: Callable[[], object], what: str) -> None:
+    """Pump the job's output until `condition` holds (or fail after 10 s)."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        proc.pump(0.1)
 
 
 def text(out: RunLog) -> str:
@@ -26,8 +42,8 @@ def text(out: RunLog) -> str:
 
 
 def test_output_merged_stdin_closed_new_session(tmp_path: Path) -> None:
-    proc, out, exited = start("echo out; echo err >&2; cat; ps -o sid= -p $$", tmp_path)
-    assert exited.wait(10)
+    proc, out = start("echo out; echo err >&2; cat; ps -o sid= -p $$", tmp_path)
+    assert ended(proc, 10)
     assert proc.returncode == 0
     assert not proc.reap_group(1)
     lines = text(out).split()
@@ -37,11 +53,11 @@ def test_output_merged_stdin_closed_new_session(tmp_path: Path) -> None:
 
 
 def test_terminate_reaches_the_whole_group(tmp_path: Path) -> None:
-    proc, out, exited = start("sleep 60 & echo $!; wait", tmp_path)
-    wait_for(lambda: text(out).strip(), what="the child's pid")
+    proc, out = start("sleep 60 & echo $!; wait", tmp_path)
+    pumped(proc, lambda: text(out).strip(), what="the child's pid")
     child = int(text(out))
     proc.terminate(time.monotonic())
-    assert exited.wait(10)
+    assert ended(proc, 10)
     assert proc.returncode == -signal.SIGTERM or proc.returncode == 128 + signal.SIGTERM
     proc.reap_group(1)
     wait_for(lambda: not group_alive(proc.pgid), what="the group to be gone")
@@ -50,22 +66,47 @@ def test_terminate_reaches_the_whole_group(tmp_path: Path) -> None:
 
 def test_kill_due_after_grace(tmp_path: Path) -> None:
     # A job that ignores SIGTERM: the caller sends SIGKILL once kill_due() has passed.
-    proc, out, exited = start("trap '' TERM; echo ready; while :; do sleep 0.05; done", tmp_path)
-    wait_for(lambda: "ready" in text(out), what="the trap to be set")
+    proc, out = start("trap '' TERM; echo ready; while :; do sleep 0.05; done", tmp_path)
+    pumped(proc, lambda: "ready" in text(out), what="the trap to be set")
     proc.terminate(100.0)
     assert proc.kill_due(5.0) == 105.0
-    assert not exited.wait(0.3)  # TERM was ignored
+    assert not ended(proc, 0.3)  # TERM was ignored
     proc.signal(signal.SIGKILL)
-    assert exited.wait(10)
+    assert ended(proc, 10)
     assert proc.returncode == -signal.SIGKILL
 
 
 def test_leftovers_are_ended_after_the_leader_exits(tmp_path: Path) -> None:
     # The background child keeps the output pipe open after the shell exits.
-    proc, out, exited = start("sleep 60 & echo started", tmp_path)
-    wait_for(lambda: proc.returncode is not None, what="the shell to exit")
-    assert not exited.is_set()  # the output is still open...
+    proc, out = start("sleep 60 & echo started", tmp_path)
+    pumped(proc, lambda: proc.returncode is not None, what="the shell to exit")
+    assert not proc.eof  # the output is still open...
     assert proc.reap_group(2)  # leftovers had to be signalled
     assert not group_alive(proc.pgid)
-    assert exited.wait(10)  # ...until the leftover is gone
+    assert proc.eof  # ...until the leftover is gone
+    assert text(out) == "started\n"
     proc.close()
+
+
+def test_a_job_writing_more_than_a_pipe_holds_is_read_whole(tmp_path: Path) -> None:
+    # Nobody pumps while the job writes 3 MB: the pipe's buffer fills and the job waits (it is
+    # not lost or killed); pumping then takes in every byte.
+    proc, out = start("head -c 3000000 /dev/zero | tr '\\0' x; echo; echo done", tmp_path)
+    assert ended(proc, 30)
+    assert proc.returncode == 0
+    data = text(out)
+    assert data.endswith("x\ndone\n") and data.count("x") == 3000000
+
+
+def test_pump_returns_on_a_wake_byte(tmp_path: Path) -> None:
+    proc, _ = start("sleep 30", tmp_path)
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"!")
+    started = time.monotonic()
+    proc.pump(20, read_end)
+    assert time.monotonic() - started < 5  # woken by the byte, not by the 20 s timeout
+    proc.signal(signal.SIGKILL)
+    assert ended(proc, 10)
+    proc.close()
+    os.close(read_end)
+    os.close(write_end)
