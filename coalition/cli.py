@@ -30,8 +30,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from coalition import __version__
-from coalition.client import CoalitionError, Connection, NotFound
+from coalition.client import CoalitionError, Connection, NotFound, owner
 from coalition.frames import UsageError, chunk_frames, fill_frames, parse_frames
+from coalition.progress import PRESETS
 from coalition.worker.settings import find_config, normalise_url
 
 PROG = "coalition"
@@ -70,6 +71,7 @@ LEGACY_VALUE_OPTIONS = {
     "--parent",
     "--localprogress",
     "--globalprogress",
+    "--progress",
     "--user",
     "--url",
     "--env",
@@ -114,7 +116,13 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-P", "--parent", default="0", help="parent job: an id, a title or an a|b path of titles")
     p.add_argument("--localprogress", default="", help="second-level progress pattern")
     p.add_argument("--globalprogress", default="", help="progress pattern (default: PROGRESS:%%percent)")
-    p.add_argument("--user", default="", help="owner of the job")
+    p.add_argument(
+        "--progress",
+        default="",
+        metavar="PRESET",
+        help=f"read progress as this renderer prints it: {', '.join(sorted(PRESETS))} (docs/jobs.md)",
+    )
+    p.add_argument("--user", default="", help="owner of the job (default: your login name)")
     p.add_argument("--url", default="", help="URL shown with the job (e.g. its output)")
     p.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable (repeatable)"
@@ -286,7 +294,9 @@ def _progress_text(job: dict[str, Any]) -> str:
 
 
 # -- commands ------------------------------------------------------------------------------------
-def _job_body(args: argparse.Namespace, command: str, title: str, parent: Any) -> dict[str, Any]:
+def _job_body(
+    args: argparse.Namespace, command: str, title: str, parent: Any, frames: tuple[int, int] | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "parent": parent,
         "title": title,
@@ -295,7 +305,7 @@ def _job_body(args: argparse.Namespace, command: str, title: str, parent: Any) -
         "priority": args.priority,
         "retry": args.retry,
         "timeout": args.timeout,
-        "user": args.user,
+        "user": owner(args.user),
     }
     if args.env:
         body["environment"] = "\\n".join(args.env)  # chapter 8: pairs joined by backslash-n
@@ -303,6 +313,9 @@ def _job_body(args: argparse.Namespace, command: str, title: str, parent: Any) -
         body["url"] = args.url
     if args.globalprogress:
         body["progress_pattern"] = args.globalprogress
+    elif args.progress:
+        # A chunk's range lets the preset count frames: 3 of 4 frames done is 75%.
+        body["progress_pattern"] = f"@{args.progress}" + (f"[{frames[0]}-{frames[1]}]" if frames else "")
     if args.localprogress:
         body["local_progress_pattern"] = args.localprogress
     return body
@@ -320,6 +333,12 @@ def cmd_add(args: argparse.Namespace) -> int:
     for pair in args.env:
         if "=" not in pair:
             raise UsageError(f"--env expects KEY=VALUE, got {pair!r}")
+    if args.progress and args.globalprogress:
+        raise UsageError("give either --progress PRESET or --globalprogress PATTERN, not both")
+    if args.progress and args.progress.lower() not in PRESETS:
+        raise UsageError(
+            f"--progress: unknown preset {args.progress!r} (known: {', '.join(sorted(PRESETS))})"
+        )
     parent: Any = int(args.parent) if str(args.parent).strip().isdigit() else args.parent
     title = args.title or command
     conn = connect(args)
@@ -337,7 +356,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         "command": "",
         "priority": args.priority,
         "affinity": args.affinity,
-        "user": args.user,
+        "user": owner(args.user),
         "dependencies": args.dependencies,
         "paused": True,
     }
@@ -346,7 +365,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     for start, end in chunks:
         templated = "{start}" in title or "{end}" in title
         child_title = fill_frames(title, start, end) if templated else f"{title} [{start}-{end}]"
-        body = _job_body(args, fill_frames(command, start, end), child_title, group_id)
+        body = _job_body(args, fill_frames(command, start, end), child_title, group_id, (start, end))
         body["priority"] = 1000  # the group's priority orders it among its siblings
         children.append(body)
     ids = conn.request("PUT", "/api/jobs", children)

@@ -15,6 +15,7 @@ one per thread.
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -22,6 +23,17 @@ from urllib.parse import quote, urlsplit
 import requests
 
 DEFAULT_PORT = 19211
+
+
+def owner(user: str = "") -> str:
+    """The owner to send with a new job: `user`, else the login name of whoever runs this
+    (with LDAP the server records the authenticated user instead, whatever is sent)."""
+    if user:
+        return user
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no LOGNAME/USER and no passwd entry (a bare container)
+        return ""
 
 
 class CoalitionError(Exception):
@@ -201,7 +213,7 @@ class Connection:
             "priority": priority,
             "timeout": timeout,
             "affinity": affinity,
-            "user": user,
+            "user": owner(user),
             "dependencies": dependencies if isinstance(dependencies, str) else list(dependencies),
         }
         if progress_pattern:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import columns
+from . import columns, progress
 
 # Job states (stored). PAUSED is only *reported*: a paused job keeps its stored state.
 WAITING, PENDING, WORKING, FINISHED, ERROR, PAUSED = (
@@ -247,9 +247,13 @@ def _field(key: str, value: Any, *, lenient: bool) -> Any:
     if key == "dir":
         text = _text(key, value)
         return text if text else "."
-    if key == "progress_pattern":
+    if key in ("progress_pattern", "local_progress_pattern"):
         text = _text(key, value)
-        return text if text else DEFAULT_PROGRESS_PATTERN
+        try:
+            progress.check(text)
+        except progress.PatternError as exc:
+            raise ValidationError(f"{key}: {exc}") from None
+        return text if text or key != "progress_pattern" else DEFAULT_PROGRESS_PATTERN
     return _text(key, value)
 
 

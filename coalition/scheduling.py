@@ -1,10 +1,9 @@
 """Pure scheduling policy: ordering keys, tag matching, derived group state, retry and timeout
-decisions, progress parsing. No I/O, no clock: callers pass `now`.
+decisions. No I/O, no clock: callers pass `now`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -122,49 +121,6 @@ def new_priority_after_child_error(priority: int, child_fail_count: int, every: 
     if every > 0 and child_fail_count > 0 and child_fail_count % every == 0:
         return max(0, priority - 1)
     return priority
-
-
-_NUMBER = {"%percent": r"([0-9]+(?:\.[0-9]+)?)", "%one": r"([0-9]*\.?[0-9]+)"}
-_pattern_cache: dict[str, tuple[re.Pattern[str], float] | None] = {}
-
-
-def _compile_progress(pattern: str) -> tuple[re.Pattern[str], float] | None:
-    cached = _pattern_cache.get(pattern, False)
-    if cached is not False:
-        return cached  # type: ignore[return-value]
-    result = None
-    for token, number in _NUMBER.items():
-        if token in pattern:
-            # The pattern is literal text around the placeholder: "(%percent)" matches "(50)".
-            before, _, after = pattern.partition(token)
-            result = (
-                re.compile(re.escape(before) + number + re.escape(after)),
-                100.0 if token == "%percent" else 1.0,
-            )
-            break
-    if len(_pattern_cache) > 1000:
-        _pattern_cache.clear()
-    _pattern_cache[pattern] = result
-    return result
-
-
-def parse_progress(pattern: str, text: str) -> float | None:
-    """The last progress value (0..1) that `pattern` finds in `text`, or None."""
-    if not pattern or not text:
-        return None
-    compiled = _compile_progress(pattern)
-    if compiled is None:
-        return None
-    regex, scale = compiled
-    value = None
-    for match in regex.finditer(text):
-        try:
-            value = float(match.group(1)) / scale
-        except ValueError:
-            continue
-    if value is None:
-        return None
-    return min(1.0, max(0.0, value))
 
 
 def log_slice(received: int, offset: int, chunk: bytes) -> tuple[bytes, int]:

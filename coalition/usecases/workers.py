@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import columns, scheduling
+from .. import columns, progress, scheduling
 from ..hierarchy import Tree
 from ..model import (
     ERROR,
@@ -252,10 +252,10 @@ class WorkerProtocol:
             fields["log_offset"] = received
             fx.append_run_output(job_id, job["run_event"], start, chunk, job["log_offset"])
             text = data.decode("utf-8", "replace")
-            progress = scheduling.parse_progress(job["progress_pattern"], text)
-            if progress is not None:
-                fields["progress"] = progress
-            local = scheduling.parse_progress(job["local_progress_pattern"], text)
+            done = progress.parse_progress(job["progress_pattern"], text)
+            if done is not None:
+                fields["progress"] = done
+            local = progress.parse_progress(job["local_progress_pattern"], text)
             if local is not None:
                 fields["local_progress"] = local
         tx.update_job(job_id, {**fields, "updated_at": now})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shlex
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from coalition.cli import main
+from tests.support import wait_for
 from tests.worker.helpers import wait_state
 
 BIN = Path(sys.executable).parent / "coalition"
@@ -240,3 +242,39 @@ def test_wait_log_workers_events_with_a_worker(
         main(["--server", server.url, "wait", str(paused["id"]), "--timeout", "0.3", "--interval", "0.1"])
         == 3
     )
+
+
+def test_progress_preset_counts_frames_of_the_chunk_with_a_worker(
+    server: Any, make_worker: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # A stand-in renderer printing Blender's status lines: frame 1 done, frame 2 at sample 8/16.
+    go = tmp_path / "go"
+    script = (
+        "printf 'Fra:1 Mem:1M | Scene, ViewLayer | Finished\\n"
+        "Fra:{start} Mem:1M | Scene, ViewLayer | Sample 8/16\\n';"
+        f" while [ ! -e {shlex.quote(str(go))} ]; do sleep 0.05; done"
+    )
+    make_worker(server.url, name="blenderish")
+    out = cli(
+        capsys, "--server", server.url, "add", "--frames", "2-5", "--chunk", "4", "--progress", "blender",
+        "--cmd", script,
+    )  # fmt: skip
+    [child] = out["children"]
+    job = server.job(child)
+    assert job["progress_pattern"] == "@blender[2-5]"
+    # Frame 2 is the chunk's first: 0 frames done + half of frame 2, of 4 frames.
+    wait_for(lambda: server.job(child)["progress"] == pytest.approx(0.5 / 4), what="the progress figure")
+    go.write_text("")
+    wait_state(server, child, "FINISHED")
+    # Nobody gave --user: the job belongs to whoever ran the command.
+    assert server.job(out["id"])["user"] == job["user"] == getpass.getuser()
+
+
+def test_progress_preset_mistakes_are_one_line(server: Any) -> None:
+    unknown = run("--server", server.url, "add", "-c", "true", "--progress", "maya")
+    assert unknown.returncode == 2 and "unknown preset 'maya'" in unknown.stderr
+    both = run("--server", server.url, "add", "-c", "true", "--progress", "kick", "--globalprogress", "%one")
+    assert both.returncode == 2 and "not both" in both.stderr
+    # Through the API, an unknown preset is a 400 that names the field.
+    answer = run("--server", server.url, "add", "-c", "true", "--globalprogress", "@maya")
+    assert answer.returncode == 1 and "progress_pattern: unknown progress preset @maya" in answer.stderr

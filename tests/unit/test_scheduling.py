@@ -74,24 +74,6 @@ def test_priority_decrease() -> None:
     assert s.new_priority_after_child_error(10, 3, 0) == 10
 
 
-@pytest.mark.parametrize(
-    ("pattern", "text", "expected"),
-    [
-        ("PROGRESS:%percent", "PROGRESS:10\nPROGRESS:42.5\n", 0.425),
-        ("%percent", "25%", 0.25),
-        ("(%percent)", "(50) 99", 0.5),
-        ("%one", "0.75", 0.75),
-        ("P:%one", "P:1", 1.0),
-        ("PROGRESS:%percent", "nothing here", None),
-        ("no placeholder", "no placeholder 5", None),
-        ("PROGRESS:%percent", "PROGRESS:250", 1.0),  # clamped
-        ("a.b %percent", "axb 50", None),  # literal text, not a regex
-    ],
-)
-def test_progress_patterns(pattern: str, text: str, expected: float | None) -> None:
-    assert s.parse_progress(pattern, text) == expected
-
-
 def test_log_slice_deduplicates() -> None:
     assert s.log_slice(0, 0, b"abc") == (b"abc", 3)
     assert s.log_slice(3, 0, b"abc") == (b"", 3)
