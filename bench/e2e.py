@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots", type=int, default=2)
     p.add_argument("--repeat", type=int, default=2, help="interleaved runs of each; the best counts")
     args = p.parse_args(argv)
+    # `timeout` and CI stop a bench with SIGTERM: unwind through Farm.stop(), so that no
+    # server or worker is left running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if shutil.which("xargs") is None:
         print(json.dumps({"bench": "e2e", "error": "xargs not found (apt-get install findutils)"}))
         return 1

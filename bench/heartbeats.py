@@ -20,6 +20,7 @@ import http.client
 import json
 import os
 import queue
+import signal
 import statistics
 import sys
 import threading
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=64, help="client threads")
     p.add_argument("--quick", action="store_true", help="a 10 s run (for a smoke test)")
     args = p.parse_args(argv)
+    # Stopped by `timeout` or CI (SIGTERM): unwind through the cleanup, leave no server behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.quick:
         args.seconds = 10.0
     farm = Farm({"timeout": 120, "threads": 64})
