@@ -127,6 +127,13 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _token(text: str) -> str:
+    token = text.strip()
+    if any(c in token for c in "\r\n"):
+        raise ValueError("must be one line (it is sent as an HTTP header)")
+    return token
+
+
 def _name(text: str) -> str:
     name = text.strip()
     if not name:
@@ -177,7 +184,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "verbose": ("verbose", _bool),
     "runcommand": ("runcommand", _text),
     "logfile": ("logfile", _text),
-    "token": ("token", _text),
+    "token": ("token", _token),
     "affinity": ("affinity", _affinity),
     "cacert": ("cacert", _text),
     "shutdown": ("shutdown", _choice(*SHUTDOWN_MODES)),

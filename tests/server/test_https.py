@@ -11,7 +11,8 @@ import requests
 
 from coalition.client import Connection, ServerUnavailable
 from coalition.config import ConfigError, load_server_settings
-from tests.authfarm import Slapd, ldap_keys, make_cert, password
+from coalition.worker.link import ServerLink, Unreachable
+from tests.authfarm import TOKEN, Slapd, ldap_keys, make_cert, password
 
 
 def test_https_server_verified_with_a_ca_file(
@@ -43,6 +44,13 @@ def test_https_server_verified_with_a_ca_file(
     assert conn.getJob(jid).user == "artist1"
     with pytest.raises(ServerUnavailable):
         Connection(farm.url, auth=("artist1", password("artist1"))).request("GET", "/api/jobs")
+    # The worker's own HTTP link ([worker] cacert) verifies the same way.
+    link = ServerLink(farm.url, token=TOKEN, cacert=cert.cert)
+    assert link.heartbeat({"name": "tls-worker"})["ok"] is True
+    assert link.heartbeat({"name": "tls-worker"})["ok"] is True  # the kept-alive TLS connection
+    link.close()
+    with pytest.raises(Unreachable, match="CERTIFICATE_VERIFY_FAILED"):
+        ServerLink(farm.url, token=TOKEN).heartbeat({"name": "tls-worker"})
 
 
 @pytest.mark.parametrize("keys", [{"ssl_certificate": "x.pem"}, {"ssl_private_key": "x.pem"}])

@@ -118,3 +118,96 @@ def test_backoff_grows_to_the_cap_and_resets() -> None:
 def test_jitter_bounds() -> None:
     assert jittered(10, 0.1, lambda: 0.0) == 9.0
     assert jittered(10, 0.1, lambda: 1.0) == 11.0
+
+
+class RawServer:
+    """Answers each connection's requests with the next raw byte strings of `answers` (one
+    per request), then closes the connection when told to: answers as proxies send them."""
+
+    def __init__(self, answers: list[bytes], close_after: bool = False) -> None:
+        import socket
+
+        self.answers = list(answers)
+        self.requests: list[bytes] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.close_after = close_after
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as rfile:
+                while self.answers:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        byte = rfile.read(1)
+                        if not byte:
+                            break
+                        head += byte
+                    if not head:
+                        break
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    self.requests.append(head + rfile.read(length))
+                    conn.sendall(self.answers.pop(0))
+                    if self.close_after:
+                        break
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # Chunked, as a proxy in front of the server may answer, with a trailer.
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'5;x=1\r\n{"ok"\r\n6\r\n: true\r\n1\r\n}\r\n0\r\nX-T: 1\r\n\r\n',
+            {"ok": True},
+        ),
+        # A 100 Continue first, then the answer.
+        (b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"ok": 1}  ', {"ok": 1}),
+        # HTTP/1.0 without a length: the body ends with the connection.
+        (b'HTTP/1.0 200 OK\r\n\r\n{"ok": 2}', {"ok": 2}),
+    ],
+)
+def test_answers_as_proxies_send_them(answer: bytes, expected: dict[str, Any]) -> None:
+    raw = RawServer([answer], close_after=True)
+    try:
+        assert ServerLink(raw.url, token="t").heartbeat({"name": "w"}) == expected
+        # The whole request went in one write: headers and body arrived together.
+        [request] = raw.requests
+        assert request.startswith(b"POST /workers/heartbeat HTTP/1.1\r\n") and request.endswith(
+            b'{"name": "w"}'
+        )
+        assert b"\r\nX-Coalition-Token: t\r\n" in request
+    finally:
+        raw.stop()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"SSH-2.0-OpenSSH_9.2\r\n",  # not HTTP at all
+        b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}",  # ends inside the body
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n",  # a header line past the limit
+    ],
+)
+def test_broken_answers_are_unreachable_not_crashes(answer: bytes) -> None:
+    raw = RawServer([answer], close_after=True)
+    try:
+        with pytest.raises(Unreachable):
+            ServerLink(raw.url).heartbeat({"name": "w"})
+    finally:
+        raw.stop()
+
+
+def test_a_token_with_a_line_break_is_refused() -> None:
+    with pytest.raises(ValueError, match="one line"):
+        ServerLink("http://127.0.0.1:9", token="a\r\nX-Evil: 1")
