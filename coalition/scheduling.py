@@ -132,3 +132,40 @@ def log_slice(received: int, offset: int, chunk: bytes) -> tuple[bytes, int]:
     if offset >= received:
         return chunk, end  # a gap (offset > received) means bytes were lost: keep what we got
     return chunk[received - offset :], end
+
+
+# Heartbeat cadence of a whole worker process (POST /workers/sync), decided by the server.
+SYNC_MIN = 0.5  # seconds: the fastest cadence the server asks for
+SYNC_SOON = 1.0  # after a job was handed out or a kill ordered: confirm quickly
+SYNC_LONG_RUN = 60.0  # a run this old is a long frame: its worker may beat less often
+SYNC_KILL_BOUND = 4.0  # a running slot beats at least this often: pause -> kill within 5 s
+
+
+def next_sync(
+    asked: float,
+    worker_timeout: float,
+    *,
+    handed: bool,
+    kill: bool,
+    running: int,
+    shortest_run: float,
+) -> float:
+    """Seconds until a worker's next sync.
+
+    `asked` is the worker's own cadence (`[worker] sleep`). Shorter right after a job was
+    handed out or a kill ordered (the worker reports back soon); longer for an idle worker and
+    for one whose runs are all long frames; never so long that the worker would look silent
+    (`[server] timeout`), and never over SYNC_KILL_BOUND while a slot runs a job, so that a
+    pause kills the job's process within about 5 seconds.
+    """
+    ceiling = max(SYNC_MIN, worker_timeout / 2.5)
+    asked = max(SYNC_MIN, asked)
+    if handed or kill:
+        wanted = min(asked, SYNC_SOON)
+    elif running == 0:
+        wanted = asked * 2
+    elif shortest_run >= SYNC_LONG_RUN:
+        wanted = min(asked * 1.5, SYNC_KILL_BOUND)
+    else:
+        wanted = min(asked, SYNC_KILL_BOUND)
+    return round(max(SYNC_MIN, min(wanted, ceiling)), 3)

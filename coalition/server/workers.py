@@ -10,7 +10,7 @@ import hmac
 import json
 from typing import Any
 
-from ..usecases.workers import Ping, WorkerProtocol
+from ..usecases.workers import Ping, SlotReport, WorkerProtocol
 from .http import ApiError
 from .wsgi import Request, Text, WsgiApp
 
@@ -48,6 +48,9 @@ def _b64(value: Any) -> bytes:
         raise ApiError(400, "log is not valid base64") from None
 
 
+MAX_SLOTS = 256  # slots one sync may carry
+
+
 def _flag(body: dict[str, Any], key: str) -> bool:
     value = body.get(key, False)
     if not isinstance(value, (bool, int)):
@@ -69,6 +72,7 @@ class WorkerApi:
                 "/workers/pickjob": self.pickjob,
                 "/workers/heartbeat": self.heartbeat,
                 "/workers/endjob": self.endjob,
+                "/workers/sync": self.sync,
             },
             max_body,
         )
@@ -179,3 +183,46 @@ class WorkerApi:
         if end.ignored:
             out["ignored"] = end.ignored
         return out
+
+    def sync(self, req: Request) -> Any:
+        """Every slot of one worker process in one request: heartbeats of the running slots,
+        picks for the idle ones; the answer says when to sync next."""
+        body, legacy = self._body(req)
+        if legacy:
+            raise ApiError(400, "sync speaks JSON only (Coalition 4 workers use pickjob and heartbeat)")
+        slots = body.get("slots")
+        if not isinstance(slots, list) or not slots:
+            raise ApiError(400, "slots must be a non-empty list of {name, ...} objects")
+        if len(slots) > MAX_SLOTS:
+            raise ApiError(400, f"at most {MAX_SLOTS} slots in one sync")
+        reports: list[SlotReport] = []
+        names: set[str] = set()
+        for slot in slots:
+            if not isinstance(slot, dict):
+                raise ApiError(400, "each slot must be an object with a name")
+            report = SlotReport(
+                name=_name(slot.get("name")),
+                job_id=_opt_int(slot, "job_id", lo=1),
+                event=_opt_int(slot, "event"),
+                chunk=_b64(slot.get("log")),
+                offset=_opt_int(slot, "log_offset"),
+                pick=_flag(slot, "pick"),
+            )
+            if report.name in names:
+                raise ApiError(400, f"slot {report.name!r} appears twice")
+            names.add(report.name)
+            reports.append(report)
+        interval = body.get("interval", 2.0)
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 3600:
+            raise ApiError(400, "interval must be a number of seconds, 0 < interval <= 3600")
+        host = self._ping(req, {**body, "name": reports[0].name}, False)
+        result = self.dispatch.sync(host, reports, float(interval))
+        answers = []
+        for answer in result.slots:
+            out: dict[str, Any] = {"name": answer.name, "kill": answer.kill, "stop": answer.stop}
+            if answer.job_id:
+                out["job_id"] = answer.job_id
+            if answer.job is not None:
+                out["job"] = answer.job
+            answers.append(out)
+        return {"ok": True, "slots": answers, "next": result.next}

@@ -4,8 +4,8 @@ call over the context; log bytes are effects, appended after the commit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import columns, progress, scheduling
@@ -48,6 +48,38 @@ class Beat:
 
     kill: bool = False
     stop: bool = False
+    started: float = 0.0  # when the run began (0: not a run of this worker's)
+
+
+@dataclass(frozen=True)
+class SlotReport:
+    """One slot's part of a sync: the run it reports (if any), or whether it wants a job."""
+
+    name: str
+    job_id: int | None = None
+    event: int | None = None
+    chunk: bytes = b""
+    offset: int | None = None
+    pick: bool = False
+
+
+@dataclass
+class SlotAnswer:
+    """What one slot is told by a sync."""
+
+    name: str
+    job_id: int | None = None  # the run this answer is about (as reported)
+    kill: bool = False
+    stop: bool = False
+    job: dict[str, Any] | None = None  # a job handed out (when the slot asked for one)
+
+
+@dataclass
+class Sync:
+    """A sync's answer: one entry per slot, and when to sync next."""
+
+    slots: list[SlotAnswer]
+    next: float
 
 
 @dataclass
@@ -245,6 +277,7 @@ class WorkerProtocol:
                 return beat
         if worker["current_job"] != job_id or worker["state"] != W_WORKING:
             worker.set(current_job=job_id, state=W_WORKING, last_job=job_id, current_event=job["run_event"])
+        beat.started = float(job["start_time"] or now)
         fields: dict[str, Any] = {"ping_time": now}
         if chunk:
             start = job["log_offset"] if offset is None else offset
@@ -260,6 +293,52 @@ class WorkerProtocol:
                 fields["local_progress"] = local
         tx.update_job(job_id, {**fields, "updated_at": now})
         return beat
+
+    # -- sync: every slot of a worker process in one request --------------------------------
+    def sync(self, host: Ping, slots: Sequence[SlotReport], asked: float) -> Sync:
+        """Heartbeats and picks of all the slots of one worker process, in one transaction;
+        the answer also says when to sync next (scheduling.next_sync)."""
+        now = self.clock()
+
+        def fn(tx: Tx, fx: Effects) -> list[tuple[SlotAnswer, float]]:
+            out: list[tuple[SlotAnswer, float]] = []
+            tree: Tree | None = None
+            for report in slots:
+                worker = self._touch(tx, replace(host, name=report.name), now)
+                answer = SlotAnswer(report.name, job_id=report.job_id)
+                started = 0.0
+                if report.job_id:
+                    beat = self._beat(
+                        tx, fx, worker, report.job_id, report.event, report.chunk, report.offset, now
+                    )
+                    answer.kill, answer.stop, started = beat.kill, beat.stop, beat.started
+                else:
+                    answer.stop = not worker["active"]
+                    if report.pick:
+                        tree = tree or self.ctx.tree(tx, fx, now)
+                        answer.job = self._pick(tx, fx, tree, worker, now)
+                    elif worker["current_job"]:
+                        # Idle and not asking (stopping): nothing of ours runs there any more.
+                        job = tx.job(worker["current_job"])
+                        if job is not None and job["state"] == WORKING and job["worker"] == report.name:
+                            tree = tree or self.ctx.tree(tx, fx, now)
+                            abort_run(tx, tree, fx, job, "LOST", now)
+                        worker.set(current_job=0, state=W_WAITING)
+                worker.flush(tx)
+                out.append((answer, started))
+            return out
+
+        results = self.ctx.write(fn)
+        runs = [now - started for answer, started in results if started and not answer.kill]
+        interval = scheduling.next_sync(
+            asked,
+            self.ctx.settings.worker_timeout,
+            handed=any(answer.job for answer, _ in results),
+            kill=any(answer.kill for answer, _ in results),
+            running=len(runs),
+            shortest_run=min(runs, default=0.0),
+        )
+        return Sync([answer for answer, _ in results], interval)
 
     @staticmethod
     def _owns(job: Row, name: str, event: int | None, worker: Row) -> bool:

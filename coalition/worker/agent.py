@@ -1,7 +1,9 @@
-"""The agent loop: each slot picks a job, runs it, heartbeats, reports, and picks again.
+"""The agent loop: each slot takes a job, runs it, reports it, and takes the next.
 
 One thread per slot; a slot is one named worker for the server (docs/protocol.md). All slots
-of a process share a `Control` (shutdown and interruption state) and a `Metrics` sampler.
+of a process share a `Control` (shutdown and interruption state), a `Metrics` sampler and a
+`Courier`, which carries every slot's heartbeat and pick in one request per sync. A slot ends
+its own runs (its endjob brings the next job: a busy farm does not wait for a sync).
 
 A result is never given up because the server is away: the output waits in the run's RunLog
 (memory, then disk) and the endjob is retried with capped backoff until the server answers.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -20,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .link import Backoff, Refused, ServerLink, Unreachable, jittered
+from .courier import Report
+from .link import Backoff, Refused, ServerLink, Unreachable
 from .metrics import Metrics
 from .process import JobProcess
 from .runner import prepare
@@ -58,15 +62,21 @@ class Control:
             except BlockingIOError:
                 pass  # the pipe is full of wake-ups already: one more adds nothing
 
-    def wake_pipe(self) -> int:
-        """A descriptor that becomes readable on every event (a slot waits on it beside its
-        job's output); read it empty with `drain_wake()`."""
+    def poke(self) -> None:
+        """Wake everything that waits on this control (no state changes)."""
+        with self._cond:
+            self._changed()
+
+    def wake_pipe(self) -> tuple[int, int]:
+        """A pipe whose read end becomes readable on every event (a slot waits on it beside
+        its job's output; others may write to the write end to wake that slot alone); read it
+        empty with `drain_wake()`."""
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         os.set_blocking(write_end, False)
         with self._cond:
             self._wakers.append(write_end)
-        return read_end
+        return read_end, write_end
 
     @staticmethod
     def drain_wake(fd: int) -> None:
@@ -117,14 +127,19 @@ class Run:
     timed_out: bool = False
     interrupted: bool = False
     killed_by_server: bool = False
+    kill_requested: bool = False  # the server said kill (set by the courier's thread)
 
     @property
     def job_id(self) -> int:
         return int(self.job["id"])
 
 
+# A slot's states, as the courier sees them: only "idle" and "running" slots are reported.
+IDLE, STARTING, RUNNING, ENDING, STOPPED = "idle", "starting", "running", "ending", "stopped"
+
+
 class Slot:
-    """One named worker slot: its own server link and at most one running job."""
+    """One named worker slot: at most one running job, its own link for ending runs."""
 
     def __init__(
         self,
@@ -148,8 +163,50 @@ class Slot:
         parts = urlsplit(link.url)
         self._server = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
         self._down = False
-        self._wake = control.wake_pipe()
+        self._wake, self._wake_write = control.wake_pipe()
         self.runs = 0  # runs reported, for tests and logs
+        # Shared with the courier's thread, under _lock:
+        self._lock = threading.Lock()
+        self._state = STARTING
+        self._run: Run | None = None
+        self._offer: dict[str, Any] | None = None  # a job the courier brought
+        self._asking = False  # a sync asking a job for this slot is on its way
+
+    # -- what the courier reads and brings (its thread) ------------------------------------
+    def report(self, limit: int) -> Report | None:
+        """This slot's part of the next sync (None: nothing to say, its own request speaks)."""
+        with self._lock:
+            if self._state == IDLE:
+                self._asking = self._offer is None and not self.control.draining
+                return Report.idle(self.name, self._asking)
+            if self._state == RUNNING and self._run is not None:
+                return Report.running(self.name, self._run, limit)
+            return None
+
+    def synced(self, report: Report, answer: Mapping[str, Any] | None) -> None:
+        """Apply this slot's part of a sync's answer (None: the sync failed)."""
+        with self._lock:
+            if report.body.get("pick"):
+                self._asking = False
+                job = answer.get("job") if answer else None
+                if isinstance(job, dict):
+                    self._offer = job
+            run = report.run
+            if answer and run is self._run and run is not None:
+                run.output.ack(report.acked_to)
+                if answer.get("kill") and answer.get("job_id") == run.job_id:
+                    run.kill_requested = True
+        self._poke()
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._wake_write, b"!")
+        except BlockingIOError:
+            pass  # already awake
+
+    def _set(self, state: str, run: Run | None = None) -> None:
+        with self._lock:
+            self._state, self._run = state, run
 
     # -- reachability logging: one line when the server goes away, one when it returns ---------
     def _unreachable(self, exc: Exception) -> None:
@@ -167,32 +224,15 @@ class Slot:
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> None:
-        """Pick and run jobs until the control says stop (thread body)."""
+        """Run the jobs the courier and the server hand us until the control says stop
+        (thread body)."""
         log.info("%s: working for %s", self.name, self.link.url)
-        backoff = Backoff(cap=max(30.0, self.settings.sleep))
         job: dict[str, Any] | None = None
         while True:
             if job is None:
-                if self.control.draining:
-                    break
-                body = self._ping()
-                if self.settings.affinity:
-                    body["affinity"] = self.settings.affinity
-                try:
-                    job = self.link.pickjob(body)
-                except Unreachable as exc:
-                    self._unreachable(exc)
-                    self.control.wait(max(self.settings.sleep, backoff.next()))
-                    continue
-                except Refused as exc:
-                    log.error("%s: the server refused pickjob: %s", self.name, exc)
-                    self.control.wait(max(self.settings.sleep, backoff.next()))
-                    continue
-                backoff.reset()
-                self._reachable()
+                job = self.wait_for_job()
                 if job is None:
-                    self.control.wait(jittered(self.settings.sleep))
-                    continue
+                    break
             if self.control.draining:
                 self.give_back(job)
                 job = None
@@ -200,6 +240,21 @@ class Slot:
             job = self.run_job(job)
         self.link.close()
         log.info("%s: stopped", self.name)
+
+    def wait_for_job(self) -> dict[str, Any] | None:
+        """Wait idle until the courier brings a job; None once the worker stops."""
+        while True:
+            with self._lock:
+                if self._offer is not None:
+                    job, self._offer = self._offer, None
+                    self._state = STARTING  # not reported idle again: the job is ours
+                    return job
+                if self.control.draining and not self._asking:
+                    self._state = STOPPED
+                    return None
+                self._state = IDLE
+            select.select([self._wake], [], [], 5.0)
+            self.control.drain_wake(self._wake)
 
     def give_back(self, job: Mapping[str, Any]) -> None:
         """Return a job we were handed while stopping, without running it."""
@@ -217,6 +272,7 @@ class Slot:
     def run_job(self, job: Mapping[str, Any]) -> dict[str, Any] | None:
         """Run one job to its end and report it; returns the next job if the server gave one."""
         run = Run(job, RunLog(self.settings.spooldir or None), self.clock())
+        self._set(RUNNING, run)
         extra = {
             "COALITION_JOB_ID": str(run.job_id),
             "COALITION_WORKER": self.name,
@@ -246,16 +302,17 @@ class Slot:
             " (timed out)" if run.timed_out else " (interrupted)" if run.interrupted else "",
         )
         next_job = self._deliver(run, exit_code)
+        self._set(ENDING)
         run.output.close()
         self.runs += 1
         return next_job
 
     def _supervise(self, run: Run, proc: JobProcess) -> int:
-        """Wait for the process while heartbeating, enforcing timeout, kills and hand-backs."""
+        """Wait for the process, enforcing timeout, kills and hand-backs (the courier carries
+        its heartbeats and brings the server's kill)."""
         timeout = int(run.job.get("timeout") or 0)
         deadline = run.started + timeout if timeout > 0 else None
         grace = self.settings.killgrace
-        next_beat = run.started + self.settings.sleep
         sigkill_sent = False
         while True:
             if proc.returncode is not None:
@@ -274,10 +331,12 @@ class Slot:
             if due is not None and now >= due and not sigkill_sent:
                 proc.signal(signal.SIGKILL)
                 sigkill_sent = True
-            if now >= next_beat:
-                self._beat(run, proc)
-                next_beat = self.clock() + jittered(self.settings.sleep)
-            wake = [next_beat]
+            if run.kill_requested and not run.killed_by_server and not proc.terminating:
+                run.killed_by_server = True
+                log.info("%s: the server asks to kill job %d", self.name, run.job_id)
+                self._note(run, "killed at the server's request (paused, reset, deleted, or worker stopped)")
+                proc.terminate(now)
+            wake = [now + 5.0]  # the pipe, the pidfd and the wake pipe bring every event sooner
             if deadline is not None and not proc.terminating:
                 wake.append(deadline)
             if due is not None and not sigkill_sent:
@@ -317,6 +376,7 @@ class Slot:
 
     def _deliver(self, run: Run, exit_code: int) -> dict[str, Any] | None:
         """Send the rest of the output and the result, until the server has them."""
+        self._set(ENDING, run)
         backoff = Backoff(cap=max(30.0, self.settings.sleep))
         while run.output.size - run.output.acked > CHUNK:
             if self._beat(run, None):

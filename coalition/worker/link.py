@@ -153,6 +153,11 @@ class ServerLink:
         """Report the end of a run; with `pick` the answer carries the next `job`."""
         return self.call("endjob", body)
 
+    def sync(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Every slot's heartbeat or pick in one request; the answer has one entry per slot
+        (`kill`, `stop`, `job`) and `next`, the seconds until the next sync."""
+        return self.call("sync", body)
+
     def close(self) -> None:
         """Drop the connection (the next call opens a new one)."""
         if self._conn is not None:

@@ -24,6 +24,7 @@ from coalition import __version__
 from coalition.model import format_rule_lines, parse_rule_lines
 
 from .agent import Control, Slot
+from .courier import Courier
 from .discovery import discover
 from .interruption import watch, watchers_for
 from .link import LinkError, ServerLink
@@ -216,12 +217,20 @@ def serve(settings: WorkerSettings) -> int:
         Slot(name, settings, ServerLink(url, settings.token, settings.cacert), metrics, control)
         for name in settings.slot_names()
     ]
+    courier = Courier(
+        ServerLink(url, settings.token, settings.cacert), metrics, control, settings.sleep, settings.affinity
+    )
+    courier.add(slots)
+    courier_thread = threading.Thread(target=courier.run, name="courier", daemon=True)
+    courier_thread.start()
     threads = [threading.Thread(target=slot.run, name=slot.name) for slot in slots]
     for t in threads:
         t.start()
     for t in threads:
         while t.is_alive():
             t.join(0.5)  # a timed join keeps the main thread free to run signal handlers
+    courier.stop()
+    courier_thread.join(15)
     stop_watch.set()
     log.info("worker stopped%s", f" ({control.interruption})" if control.interruption else "")
     return 0

@@ -1,16 +1,22 @@
-"""The slot loop against a scripted server link: outages, kills, timeouts, hand-backs.
+"""The slot loop and its courier against a scripted server link: outages, kills, timeouts,
+hand-backs.
 
 The link is a fake (no HTTP) so that outages happen exactly where the test wants them; the
-job processes are real.
+job processes are real. A sync is recorded as "sync" and, per slot part, as "pickjob" or
+"heartbeat", as the per-slot routes it replaces.
 """
 
 from __future__ import annotations
 
 import base64
 import threading
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 from coalition.worker.agent import Control, Slot
+from coalition.worker.courier import Courier
 from coalition.worker.link import Refused, Unreachable
 from coalition.worker.metrics import Metrics
 from coalition.worker.settings import WorkerSettings
@@ -55,6 +61,19 @@ class FakeLink:
         self._append(body)
         return {"ok": True, "kill": self.kill, "stop": False}
 
+    def sync(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._gate("sync")
+        answers = []
+        for part in body["slots"]:
+            if part.get("job_id"):
+                answers.append({"name": part["name"], "job_id": part["job_id"], **self.heartbeat(part)})
+            else:
+                answer: dict[str, Any] = {"name": part["name"], "kill": False, "stop": False}
+                if part.get("pick"):
+                    answer["job"] = self.pickjob(part)
+                answers.append(answer)
+        return {"ok": True, "slots": answers, "next": 0.05}
+
     def endjob(self, body: dict[str, Any]) -> dict[str, Any]:
         self._gate("endjob")
         if self.refuse is not None:
@@ -71,16 +90,36 @@ class FakeLink:
         return self.logs.get(job_id, bytearray()).decode()
 
 
+_couriers: list[tuple[Courier, threading.Thread]] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_couriers() -> Iterator[None]:
+    yield
+    while _couriers:
+        courier, thread = _couriers.pop()
+        courier.stop()
+        thread.join(10)
+
+
 def make_slot(link: FakeLink, control: Control | None = None, **settings: Any) -> Slot:
+    """A slot over `link`, with its courier running (stopped at the test's end)."""
     options = {"sleep": 0.05, "killgrace": 1.0, "name": "t", **settings}
-    return Slot(
+    control = control or Control()
+    slot = Slot(
         "t",
         WorkerSettings(**options),
-        link,
+        link,  # type: ignore[arg-type]
         Metrics(),
-        control or Control(),  # type: ignore[arg-type]
+        control,
         sleep=lambda seconds: None,
     )
+    courier = Courier(link, Metrics(), control, options["sleep"])
+    courier.add([slot])
+    thread = threading.Thread(target=courier.run, daemon=True)
+    thread.start()
+    _couriers.append((courier, thread))
+    return slot
 
 
 def job(job_id: int, command: str, **fields: Any) -> dict[str, Any]:
@@ -153,7 +192,7 @@ def test_endjob_hands_out_the_next_job() -> None:
     control.request_stop(handback=False)
     thread.join(10)
     assert link.calls.count("pickjob") >= 1 and [r["exit_code"] for r in link.results] == [0, 0]
-    calls = [c for c in link.calls if c != "heartbeat"]
+    calls = [c for c in link.calls if c not in ("heartbeat", "sync")]
     assert calls[:3] == ["pickjob", "endjob", "endjob"]  # the second job came with the first endjob
     assert link.log(7) == "seven\n"
 

@@ -247,11 +247,35 @@ def test_slots_token_and_affinity(make_server: Any, make_worker: Any) -> None:
     assert {server.job(i)["worker"] for i in ids} <= {"node-1", "node-2"}
 
 
+def test_one_request_carries_every_slot(server: Any, make_worker: Any, tmp_path: Path) -> None:
+    # Three slots, one running a job, two idle: every sync touches the three worker rows in one
+    # transaction (one server time for all), where per-slot heartbeats each had their own.
+    make_worker(server.url, "-w", "3", name="box")
+    pidfile = tmp_path / "pid"
+    job_id = server.submit(command=f"echo $$ > '{pidfile}'; exec sleep 30")
+    wait_state(server, job_id, "WORKING")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the job to start")
+    pid = int(pidfile.read_text())
+
+    def pings() -> set[float]:
+        return {w["ping_time"] for w in server.api("GET", "/api/workers") if w["name"].startswith("box-")}
+
+    def one_time(other_than: float | None = None) -> float | None:
+        times = pings()
+        return next(iter(times)) if len(times) == 1 and other_than not in times else None
+
+    first = wait_for(one_time, what="one ping time for all three slots")
+    wait_for(lambda: one_time(first), what="the next sync, again one time for all three")
+    # A pause reaches the running slot through the same request: its process is killed.
+    server.api("POST", "/api/pausejobs", [job_id])
+    wait_for(lambda: not pid_alive(pid), timeout=10, what="the paused job's process to die")
+
+
 def test_wrong_token_takes_no_job(make_server: Any, make_worker: Any) -> None:
     server = make_server(workertoken="s3cret")
     worker = make_worker(server.url, token="wrong")
     job_id = server.submit(command="echo no")
-    wait_for(lambda: "refused pickjob" in worker.log(), what="the worker to be refused")
+    wait_for(lambda: "the server refused a sync" in worker.log(), what="the worker to be refused")
     assert server.job(job_id)["state"] == "WAITING"
 
 

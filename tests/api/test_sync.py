@@ -1,0 +1,113 @@
+"""POST /workers/sync: every slot of a worker process in one request (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from coalition import scheduling
+from tests.conftest import ServerProcess
+
+
+def sync(api: ServerProcess, slots: list[dict[str, Any]], expect: int = 200, **host: Any) -> Any:
+    body = {"cpu": [5.0, 7.0], "free_memory": 100, "total_memory": 200, "interval": 2.0, **host}
+    return api.worker_call("sync", {**body, "slots": slots}, expect=expect)
+
+
+def test_idle_slots_pick_running_slots_beat_and_are_killed_on_pause(api: ServerProcess) -> None:
+    first = api.submit(title="s1", command="sleep 100", affinity="syncy")
+    second = api.submit(title="s2", command="sleep 100", affinity="syncy")
+    names = ["synchost-1", "synchost-2", "synchost-3"]
+    answer = sync(api, [{"name": n, "pick": True} for n in names], affinity="syncy")
+    jobs = {a["name"]: a.get("job") for a in answer["slots"]}
+    assert [a["name"] for a in answer["slots"]] == names
+    assert {j["id"] for j in jobs.values() if j} == {first, second} and jobs["synchost-3"] is None
+    assert answer["next"] == scheduling.SYNC_SOON  # jobs were handed out: report back soon
+    running = [(n, j) for n, j in jobs.items() if j]
+    # The running slots beat with their output; the idle one asks again.
+    parts: list[dict[str, Any]] = [
+        {"name": n, "job_id": j["id"], "event": j["event"], "log_offset": 0,
+         "log": base64.b64encode(f"PROGRESS:{25 * (i + 1)}\n".encode()).decode()}
+        for i, (n, j) in enumerate(running)
+    ]  # fmt: skip
+    answer = sync(api, [*parts, {"name": "synchost-3", "pick": True}], affinity="syncy")
+    assert [(a["name"], a["kill"], a.get("job")) for a in answer["slots"]] == [
+        (running[0][0], False, None),
+        (running[1][0], False, None),
+        ("synchost-3", False, None),
+    ]
+    # The asked cadence while jobs run, within what the test server's 3 s silence timeout allows.
+    assert answer["next"] == min(2.0, 3 / 2.5)
+    assert api.api("GET", f"/api/jobs/{running[0][1]['id']}/log") == "PROGRESS:25\n"
+    assert api.job(running[1][1]["id"])["progress"] == 0.5
+    for name in names:
+        worker = api.api("GET", f"/api/workers/{name}")
+        assert worker["cpu"] == "[5.0, 7.0]" and worker["total_memory"] == 200
+    # A pause: the next sync tells that slot (and only that slot) to kill.
+    api.api("POST", "/api/pausejobs", [running[0][1]["id"]])
+    answer = sync(api, parts)
+    assert [(a["name"], a["kill"], a["job_id"]) for a in answer["slots"]] == [
+        (running[0][0], True, running[0][1]["id"]),
+        (running[1][0], False, running[1][1]["id"]),
+    ]
+    api.api("POST", "/api/pausejobs", [running[1][1]["id"]])
+    # Idle slots that got nothing are told to sync less often (here: up to the timeout's bound).
+    answer = sync(api, [{"name": n, "pick": True} for n in names], affinity="nothing-has-this")
+    assert answer["next"] == min(4.0, 3 / 2.5) and all(a.get("job") is None for a in answer["slots"])
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"slots": []}, "slots must be a non-empty list"),
+        ({"slots": "w1"}, "slots must be a non-empty list"),
+        ({"slots": [{"name": "w1"}] * 2}, "appears twice"),
+        ({"slots": [{"name": f"w{i}"} for i in range(257)]}, "at most 256 slots"),
+        ({"slots": ["w1"]}, "each slot must be an object"),
+        ({"slots": [{"name": ""}]}, "name must be"),
+        ({"slots": [{"name": "w1", "job_id": "x"}]}, "job_id must be an integer"),
+        ({"slots": [{"name": "w1", "job_id": 1, "log": 5}]}, "base64"),
+        ({"slots": [{"name": "w1"}], "interval": 0}, "interval must be"),
+        ({"slots": [{"name": "w1"}], "interval": "2"}, "interval must be"),
+    ],
+)
+def test_bad_syncs_are_a_clear_400_and_register_nothing(api: ServerProcess, body: Any, message: str) -> None:
+    before = {w["name"] for w in api.api("GET", "/api/workers")}
+    r = api.request("POST", "/workers/sync", body)
+    assert r.status_code == 400 and message in r.json()["error"], r.text
+    assert {w["name"] for w in api.api("GET", "/api/workers")} == before
+
+
+def test_a_coalition_4_form_body_is_refused_on_sync(api: ServerProcess) -> None:
+    r = api.request("POST", "/workers/sync", data={"hostname": "c4box"})
+    assert r.status_code == 400 and "JSON only" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"handed": True, "kill": False, "running": 1, "shortest_run": 0.0}, 1.0),
+        ({"handed": False, "kill": True, "running": 2, "shortest_run": 500.0}, 1.0),
+        ({"handed": False, "kill": False, "running": 0, "shortest_run": 0.0}, 4.0),  # idle: 2x, capped
+        ({"handed": False, "kill": False, "running": 1, "shortest_run": 5.0}, 2.0),
+        ({"handed": False, "kill": False, "running": 1, "shortest_run": 600.0}, 3.0),  # long frames
+    ],
+)
+def test_next_sync_policy(kwargs: dict[str, Any], expected: float) -> None:
+    assert scheduling.next_sync(2.0, 10.0, **kwargs) == expected
+
+
+def test_next_sync_never_lets_a_worker_look_silent_or_a_pause_wait() -> None:
+    # A worker asking for a slow cadence still beats within the server's silence timeout, and
+    # within SYNC_KILL_BOUND while it runs jobs; nothing goes below SYNC_MIN.
+    for asked in (0.01, 0.5, 2.0, 30.0, 3600.0):
+        for timeout in (1.0, 10.0, 60.0, 600.0):
+            for running, run in ((0, 0.0), (1, 1.0), (3, 1000.0)):
+                value = scheduling.next_sync(
+                    asked, timeout, handed=False, kill=False, running=running, shortest_run=run
+                )
+                assert scheduling.SYNC_MIN <= value <= max(scheduling.SYNC_MIN, timeout / 2.5)
+                if running:
+                    assert value <= scheduling.SYNC_KILL_BOUND
