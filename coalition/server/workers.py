@@ -10,7 +10,7 @@ import hmac
 import json
 from typing import Any
 
-from ..usecases.workers import Ping, SlotReport, WorkerProtocol
+from ..usecases.workers import Ping, RunUsage, SlotReport, WorkerProtocol
 from .http import ApiError
 from .wsgi import Request, Text, WsgiApp
 
@@ -49,6 +49,21 @@ def _b64(value: Any) -> bytes:
 
 
 MAX_SLOTS = 256  # slots one sync may carry
+
+
+def _usage(value: Any) -> RunUsage | None:
+    """An endjob's `usage` object: {"cpu_s": s, "peak_memory_mb": n, "wall_s": s}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ApiError(400, "usage must be an object {cpu_s, peak_memory_mb, wall_s}")
+    cpu = value.get("cpu_s", 0.0)
+    memory = value.get("peak_memory_mb", 0)
+    if isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or not 0 <= cpu <= 1e9:
+        raise ApiError(400, "usage.cpu_s must be a number of seconds between 0 and 1e9")
+    if isinstance(memory, bool) or not isinstance(memory, int) or not 0 <= memory <= 2**40:
+        raise ApiError(400, "usage.peak_memory_mb must be an integer between 0 and 2**40")
+    return RunUsage(float(cpu), memory)
 
 
 def _flag(body: dict[str, Any], key: str) -> bool:
@@ -178,6 +193,7 @@ class WorkerApi:
             timed_out=_flag(body, "timed_out"),
             interrupted=_flag(body, "interrupted"),
             pick=_flag(body, "pick"),
+            usage=_usage(body.get("usage")),
         )
         out: dict[str, Any] = {"ok": True, "job": end.next_job}
         if end.ignored:

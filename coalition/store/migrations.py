@@ -343,7 +343,42 @@ def _add_submissions(store: _SqlStore) -> None:
     store.write(step)
 
 
+def _column_names(tx: SqlTx, dialect: str, table: str) -> set[str]:
+    if dialect == "mysql":
+        tx.cur.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND LOWER(table_name) = %s",
+            (table,),
+        )
+        return {str(r[0]).lower() for r in tx.cur.fetchall()}
+    tx.cur.execute(f"PRAGMA table_info({table})")
+    return {str(r[1]).lower() for r in tx.cur.fetchall()}
+
+
+def _placeholder_4(store: _SqlStore) -> None:
+    """Version 4 (placeholder until the shared-state step lands): records its version only."""
+    store.write(lambda tx: tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (4,)))
+
+
+def _run_usage(store: _SqlStore) -> None:
+    """Version 5: what each run used (CPU seconds, peak memory in MB) on its event."""
+
+    def step(tx: SqlTx) -> None:
+        table = store.real_name("events")
+        have = _column_names(tx, store.dialect, table)
+        big = "BIGINT" if store.dialect == "mysql" else "INTEGER"
+        if "cpu_time" not in have:
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN cpu_time DOUBLE NOT NULL DEFAULT 0")
+        if "peak_memory" not in have:
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN peak_memory {big} NOT NULL DEFAULT 0")
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (5,))
+
+    store.write(step)
+
+
 STEPS: list[tuple[int, str, Callable[[Any], None]]] = [
     (2, "Coalition 4 to Coalition 5 (tags, hierarchical keys, retries, run events)", _coalition4_to_2),
     (3, "idempotency keys of submissions", _add_submissions),
+    (4, "placeholder", _placeholder_4),
+    (5, "CPU time and peak memory of each run", _run_usage),
 ]

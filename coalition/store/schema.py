@@ -10,7 +10,7 @@ from .. import columns
 
 # Coalition 4 used schema versions 0 and 1 and the `Migrations` table; we keep counting there
 # so that `--migrate` recognises a Coalition 4 database.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 JOB_COLUMNS = columns.JOB_COLUMNS
 WORKER_COLUMNS = columns.WORKER_COLUMNS
@@ -42,7 +42,9 @@ _TABLES = [
     job_title {text} NOT NULL,
     state VARCHAR(16) NOT NULL,
     start DOUBLE NOT NULL DEFAULT 0,
-    duration DOUBLE NOT NULL DEFAULT 0
+    duration DOUBLE NOT NULL DEFAULT 0,
+    cpu_time DOUBLE NOT NULL DEFAULT 0,
+    peak_memory {big} NOT NULL DEFAULT 0
 ){table_opts}""",
     "CREATE INDEX c5_events_job ON events (job_id)",
     "CREATE INDEX c5_events_start ON events (start)",

@@ -15,7 +15,7 @@ from .schema import JOB_COLUMNS, WORKER_COLUMNS
 
 _JOB_COLS = frozenset(JOB_COLUMNS)
 _WORKER_COLS = frozenset(WORKER_COLUMNS)
-_EVENT_COLS = frozenset("worker job_id job_title state start duration".split())
+_EVENT_COLS = frozenset("worker job_id job_title state start duration cpu_time peak_memory".split())
 _AUDIT_COLS = frozenset("at actor address action owner target detail".split())
 _OUTBOX_COLS = frozenset(
     "created_at dedupe recipient subject body status attempts next_try last_error sent_at".split()

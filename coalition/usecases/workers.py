@@ -52,6 +52,14 @@ class Beat:
 
 
 @dataclass(frozen=True)
+class RunUsage:
+    """What a run used, as its worker measured it."""
+
+    cpu_s: float = 0.0
+    peak_memory_mb: int = 0
+
+
+@dataclass(frozen=True)
 class SlotReport:
     """One slot's part of a sync: the run it reports (if any), or whether it wants a job."""
 
@@ -380,6 +388,7 @@ class WorkerProtocol:
         timed_out: bool = False,
         interrupted: bool = False,
         pick: bool = False,
+        usage: RunUsage | None = None,
     ) -> End:
         """Record the end of a run (and maybe hand out the next job in the same transaction)."""
         now = self.clock()
@@ -401,7 +410,7 @@ class WorkerProtocol:
                     _, received = scheduling.log_slice(job["log_offset"], start, chunk)
                     fx.append_run_output(job_id, job["run_event"], start, chunk, job["log_offset"])
                     job["log_offset"] = received
-                self._finish_run(tx, tree, job, worker, exit_code, timed_out, interrupted, now)
+                self._finish_run(tx, tree, job, worker, exit_code, timed_out, interrupted, now, usage)
                 result.transitions = tree.transitions
             if pick:
                 result.next_job = self._pick(tx, fx, tree, worker, now)
@@ -434,6 +443,7 @@ class WorkerProtocol:
         timed_out: bool,
         interrupted: bool,
         now: float,
+        usage: RunUsage | None = None,
     ) -> None:
         duration = max(0.0, now - job["start_time"]) if job["start_time"] else 0.0
         fields: dict[str, Any] = {
@@ -459,7 +469,10 @@ class WorkerProtocol:
         if outcome == WAITING and job["pending"]:
             outcome = PENDING
         if job["run_event"]:
-            tx.update_event(job["run_event"], {"state": event_state, "duration": duration})
+            fields_of_event: dict[str, Any] = {"state": event_state, "duration": duration}
+            if usage is not None:
+                fields_of_event.update(cpu_time=usage.cpu_s, peak_memory=usage.peak_memory_mb)
+            tx.update_event(job["run_event"], fields_of_event)
         counter = "finished" if event_state == FINISHED else "error" if event_state == ERROR else ""
         if counter:
             worker.bump(counter, 1)

@@ -283,6 +283,7 @@ class Slot:
         for note in prepared.notes:
             self._note(run, note)
         exit_code = -1
+        usage: dict[str, Any] | None = None
         if prepared.error:
             self._note(run, f"cannot run the job: {prepared.error}")
         else:
@@ -292,6 +293,7 @@ class Slot:
                 self._note(run, f"cannot start the job: {exc}")
             else:
                 exit_code = self._supervise(run, proc)
+                usage = proc.usage().as_dict()
         if run.output.dropped:
             self._note(run, f"{run.output.dropped} bytes of output dropped (the spool limit was reached)")
         log.info(
@@ -301,7 +303,7 @@ class Slot:
             exit_code,
             " (timed out)" if run.timed_out else " (interrupted)" if run.interrupted else "",
         )
-        next_job = self._deliver(run, exit_code)
+        next_job = self._deliver(run, exit_code, usage)
         self._set(ENDING)
         run.output.close()
         self.runs += 1
@@ -336,7 +338,9 @@ class Slot:
                 log.info("%s: the server asks to kill job %d", self.name, run.job_id)
                 self._note(run, "killed at the server's request (paused, reset, deleted, or worker stopped)")
                 proc.terminate(now)
-            wake = [now + 5.0]  # the pipe, the pidfd and the wake pipe bring every event sooner
+            proc.meter.sample(now)
+            # The pipe, the pidfd and the wake pipe bring every event sooner.
+            wake = [now + 5.0, proc.meter.next_sample]
             if deadline is not None and not proc.terminating:
                 wake.append(deadline)
             if due is not None and not sigkill_sent:
@@ -374,7 +378,9 @@ class Slot:
             proc.terminate(self.clock())
         return True
 
-    def _deliver(self, run: Run, exit_code: int) -> dict[str, Any] | None:
+    def _deliver(
+        self, run: Run, exit_code: int, usage: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
         """Send the rest of the output and the result, until the server has them."""
         self._set(ENDING, run)
         backoff = Backoff(cap=max(30.0, self.settings.sleep))
@@ -396,6 +402,8 @@ class Slot:
                 interrupted=run.interrupted,
                 pick=not self.control.draining,
             )
+            if usage:
+                body["usage"] = usage
             try:
                 answer = self.link.endjob(body)
             except Unreachable as exc:

@@ -34,3 +34,26 @@ def test_a_newer_schema_is_refused(store: Any) -> None:
     store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = ?", (SCHEMA_VERSION + 1,)))
     with pytest.raises(SchemaError, match="newer"):
         store.check_schema()
+
+
+def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any) -> None:
+    # A version 4 database: events without cpu_time and peak_memory, one old run in it.
+    table = store.real_name("events")
+    for column in ("cpu_time", "peak_memory"):
+        store.write(lambda tx, c=column: tx.execute(f"ALTER TABLE {table} DROP COLUMN {c}"))
+    store.write(
+        lambda tx: tx.execute(
+            f"INSERT INTO {table} (worker, job_id, job_title, state, start, duration) "
+            "VALUES ('old', 1, 't', 'FINISHED', 1, 2)"
+        )
+    )
+    store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 4"))
+    assert store.version() == 4
+    assert store.migrate() == ["version 5: CPU time and peak memory of each run"]
+    assert store.migrate() == []
+    store.check_schema()
+    [event] = store.read(lambda tx: tx.events(None, None, None, 10))
+    assert (event["worker"], event["cpu_time"], event["peak_memory"]) == ("old", 0, 0)
+    store.write(lambda tx: tx.update_event(event["id"], {"cpu_time": 1.5, "peak_memory": 2**33}))
+    [event] = store.read(lambda tx: tx.events(None, None, None, 10))
+    assert (event["cpu_time"], event["peak_memory"]) == (1.5, 2**33)

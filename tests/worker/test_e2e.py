@@ -6,6 +6,7 @@ Every wait is on an observable condition (tests.support.wait_for), never a fixed
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -311,3 +312,27 @@ def test_bad_setting_is_one_clear_line(tmp_path: Path) -> None:
         bad.stderr.strip()
         == "coalition-worker: error: [worker] sleep: expected a number of seconds, got 'soon'"
     )
+
+
+def test_each_run_reports_its_cpu_time_and_peak_memory(server: Any, make_worker: Any, tmp_path: Path) -> None:
+    # Two processes of the job hold 80 MB each at the same time (a renderer and its helper):
+    # the run's peak counts both. The job also spends about half a second of CPU.
+    hold = tmp_path / "hold.py"
+    hold.write_text(
+        "import sys, time\n"
+        "block = bytearray(80 * 2**20)\n"
+        "for i in range(0, len(block), 4096): block[i] = 1\n"  # resident, not just reserved
+        "open(sys.argv[1], 'w').close()\n"
+        "time.sleep(4)\n"
+    )
+    py = shlex.quote(sys.executable)
+    command = (
+        f"{py} {hold} {tmp_path}/a & {py} {hold} {tmp_path}/b & "
+        f"{py} -c 'import time; t = time.process_time()\nwhile time.process_time() - t < 0.5: pass'; wait"
+    )
+    make_worker(server.url)
+    job_id = server.submit(command=command)
+    wait_state(server, job_id, "FINISHED", timeout=60)
+    [event] = server.api("GET", f"/api/events?job={job_id}&howlong=3600")
+    assert event["cpu_time"] >= 0.4, event
+    assert 160 <= event["peak_memory"] < 2000
