@@ -400,10 +400,43 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def duration_text(seconds: float | None) -> str:
+    """`45 s`, `12 min`, `3 h 20 min`; `unknown` for None."""
+    if seconds is None:
+        return "unknown"
+    seconds = max(0, round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def _stats_lines(stats: dict[str, Any]) -> list[str]:
+    time, peak = stats["time"], stats["peak_memory"]
+    lines = [f"frames: {stats['frame_count']} ({time['count']} finished, {stats['running']} running, "
+             f"{stats['waiting']} waiting)"]  # fmt: skip
+    if time["count"]:
+        lines.append(
+            f"frame time: min {time['min']:.1f} s, mean {time['mean']:.1f} s, max {time['max']:.1f} s"
+        )
+        lines.append(
+            f"peak memory: min {peak['min']:.0f} MB, mean {peak['mean']:.0f} MB, max {peak['max']:.0f} MB"
+        )
+    lines.append(f"time left: {duration_text(stats['time_left'])}")
+    return lines
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    """Show one job, field by field."""
-    job = connect(args).request("GET", f"/api/jobs/{args.id}")
-    emit(args, job, lambda: "\n".join(f"{k}: {v}" for k, v in job.items()))
+    """Show one job, field by field, then its frames' figures and its time left."""
+    conn = connect(args)
+    job = conn.request("GET", f"/api/jobs/{args.id}")
+    job["stats"] = conn.request("GET", f"/api/jobs/{args.id}/stats")
+    stats = {k: v for k, v in job["stats"].items() if k != "frames"}
+    emit(
+        args,
+        job,
+        lambda: "\n".join([*(f"{k}: {v}" for k, v in job.items() if k != "stats"), *_stats_lines(stats)]),
+    )
     return 0
 
 

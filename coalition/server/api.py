@@ -124,6 +124,7 @@ class Api:
         router.add("GET", rf"{p}/jobs/([^/]+)/childrendependencies", self.children_dependencies)
         router.add("GET", rf"{p}/jobs/([^/]+)/log", self.log)
         router.add("GET", rf"{p}/jobs/([^/]+)/events", self.job_events)
+        router.add("GET", rf"{p}/jobs/([^/]+)/stats", self.job_stats)
         router.add("POST", f"{p}/resetjobs", self.state_command("reset"))
         router.add("POST", f"{p}/reseterrorjobs", self.state_command("reset_errors"))
         router.add("POST", f"{p}/startjobs", self.state_command("start"))
@@ -340,6 +341,12 @@ class Api:
         jid = _job_id(job_id)
         self._viewable(jid)
         return self.uc.reads.events(jid, None, None)
+
+    def job_stats(self, params: dict[str, Any], job_id: str) -> Any:
+        """GET /api/jobs/<id>/stats: per-frame time, CPU and memory, and the time left."""
+        jid = _job_id(job_id)
+        self._viewable(jid)
+        return self.uc.reads.frame_stats(jid)
 
     def state_command(self, name: str) -> Callable[[dict[str, Any]], Any]:
         """POST /api/{reset,reseterror,start,pause}jobs taking a list of ids."""

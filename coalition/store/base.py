@@ -161,6 +161,10 @@ class Tx(Protocol):
     ) -> list[Row]:
         """Events, newest first, filtered (`user`: only runs of that user's jobs)."""
 
+    def finished_runs(self, parent: int) -> list[Row]:
+        """The FINISHED runs of a job's direct children, oldest first: job_id, duration,
+        cpu_time, peak_memory."""
+
     # -- audit, login sessions, mail outbox ----------------------------------------------
     def insert_audit(self, fields: Mapping[str, Any]) -> int:
         """Record one audited action (columns at actor address action owner target detail)."""

@@ -447,6 +447,13 @@ class SqlTx:
             f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT {int(limit)}", params
         )
 
+    def finished_runs(self, parent: int) -> list[Row]:
+        return self._all(
+            "SELECT e.job_id, e.duration, e.cpu_time, e.peak_memory FROM events e "
+            "JOIN jobs j ON j.id = e.job_id WHERE j.parent = ? AND e.state = 'FINISHED' ORDER BY e.id",
+            (parent,),
+        )
+
     def purge_events(self, before: float) -> int:
         """Delete closed events that started before `before`."""
         return self.execute("DELETE FROM events WHERE start < ? AND state <> 'WORKING'", (before,))

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import views
+from .. import estimates, views
 from ..audit import audit_view
 from ..errors import NotFound
-from ..model import ERROR, FINISHED, WORKING, ValidationError
+from ..model import ERROR, FINISHED, PENDING, WAITING, WORKING, ValidationError
 from ..store.base import SORTABLE, Row, Tx
 from .context import Context
 
@@ -103,6 +103,56 @@ class Reads:
             return [{"id": a, "dependency": b} for a, b in tx.deps_of(ids)]
 
         return self.store.read(fn)
+
+    def frame_stats(self, job_id: int, frames_shown: int = 5000) -> dict[str, Any]:
+        """Per-frame figures of a group (each child a frame; a job alone is its own frame):
+        time, CPU and peak memory of each frame's last finished run, their min/mean/max, and
+        the time left (estimates.time_left; None when it cannot be told yet)."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> dict[str, Any]:
+            job = tx.job(job_id)
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            kids = tx.children(job_id, ("id", "title", "state", "start_time", "paused"))
+            if kids:
+                runs = {r["job_id"]: r for r in tx.finished_runs(job_id)}
+            else:  # a job alone: its own runs
+                kids = [job]
+                mine = [r for r in tx.events(job_id, None, None, 1000) if r["state"] == FINISHED]
+                runs = {job_id: mine[0]} if mine else {}
+            return {"kids": kids, "runs": runs}
+
+        found = self.store.read(fn)
+        frames, times, cpus, peaks = [], [], [], []
+        waiting, running_for = 0, []
+        for kid in found["kids"]:
+            run = found["runs"].get(kid["id"])
+            if kid["state"] == WORKING:
+                running_for.append(max(0.0, now - (kid["start_time"] or now)))
+            elif kid["state"] in (WAITING, PENDING) and not kid["paused"]:
+                waiting += 1
+            frame: dict[str, Any] = {"id": kid["id"], "title": kid["title"], "state": kid["state"]}
+            if run is not None and kid["state"] == FINISHED:
+                times.append(float(run["duration"] or 0))
+                cpus.append(float(run["cpu_time"] or 0))
+                peaks.append(float(run["peak_memory"] or 0))
+                frame.update(
+                    time=round(times[-1], 3), cpu_time=round(cpus[-1], 3), peak_memory=int(peaks[-1])
+                )
+            frames.append(frame)
+        left = estimates.time_left(times, waiting, running_for)
+        return {
+            "id": job_id,
+            "frames": frames[:frames_shown],
+            "frame_count": len(frames),
+            "time": estimates.spread(times).as_dict(),
+            "cpu_time": estimates.spread(cpus).as_dict(),
+            "peak_memory": estimates.spread(peaks).as_dict(),
+            "waiting": waiting,
+            "running": len(running_for),
+            "time_left": None if left is None else round(left, 1),
+        }
 
     def require_job(self, job_id: int) -> Row:
         """The row of a job, or NotFound."""

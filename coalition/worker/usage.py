@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 SAMPLE_EVERY = 2.0  # seconds between memory samples of a running job
+FIRST_SAMPLE = 1.0  # seconds after the start
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class UsageMeter:
         self.clock = clock
         self.started = clock()
         self.peak = 0  # bytes, the largest sample
-        self.next_sample = self.started
+        # Not at once: until it execs, the new process shares the worker's own memory.
+        self.next_sample = self.started + FIRST_SAMPLE
 
     def sample(self, now: float) -> None:
         """Take a memory sample if one is due."""
