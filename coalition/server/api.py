@@ -25,7 +25,14 @@ from ..store.base import Row
 from ..usecases import UseCases
 from .auth import CREATE, DELETE, EDIT, OWNER, VIEW, WEB, WORKERS, Auth, Identity
 from .http import ApiError, json_body
-from .router import Router
+from .router import Raw, Router
+
+
+class MetricsText(Raw):
+    """Prometheus's exposition format."""
+
+    content_type = "text/plain; version=0.0.4; charset=utf-8"
+
 
 _LIST_PARAMS = (
     "parent",
@@ -84,11 +91,13 @@ class Api:
         auth: Auth,
         terminate: Callable[[list[str]], None] | None = None,
         servermode: str = "normal",
+        metrics: Callable[[], str] | None = None,
     ):
         self.uc = uc
         self.auth = auth
         self.terminate = terminate  # set in cloud mode
         self.servermode = servermode
+        self._metrics = metrics
 
     def who(self) -> Identity:
         """The identity of the current request (looked up once per request; /api/webfrontend
@@ -143,6 +152,13 @@ class Api:
         router.add("GET", f"{p}/events", self.events)
         router.add("GET", f"{p}/audit", self.audit)
         router.add("GET", f"{p}/stats", self.stats)
+
+    def metrics(self, params: dict[str, Any]) -> Any:
+        """GET /metrics: Prometheus's text format (server/metrics.py); the API's read access."""
+        self.auth.require(self.who(), VIEW)
+        if self._metrics is None:
+            raise ApiError(404, "no metrics in this server")
+        return MetricsText(self._metrics().encode())
 
     def ping(self, params: dict[str, Any]) -> Any:
         """GET /api/ping: the server answers (to those it would answer anything)."""

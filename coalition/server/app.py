@@ -25,6 +25,7 @@ from .discovery import DiscoveryResponder
 from .http import error_page
 from .legacy import LegacyApi
 from .login import LoginApi, unavailable_page, web_gate
+from .metrics import ServerMetrics
 from .router import Mount, Router
 from .workers import WorkerApi
 
@@ -67,6 +68,8 @@ class ServerApp:
             clock,
         )
         self.uc = UseCases.over(self.ctx)
+        self.metrics = ServerMetrics(f"{socket.gethostname()}:{settings.port}", self.uc.reads.farm_counts)
+        self.ctx.on_db_time = self.metrics.db_time
         self.auth: Auth = auth or build_auth(settings, self.ctx, _remote_ip)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.discovery: DiscoveryResponder | None = None
@@ -85,7 +88,13 @@ class ServerApp:
     # -- assembly ---------------------------------------------------------------------------
     def mount(self) -> None:
         """Mount every route and the static page on cherrypy.tree."""
-        api = Api(self.uc, self.auth, terminate=self._terminate, servermode=self.settings.servermode)
+        api = Api(
+            self.uc,
+            self.auth,
+            terminate=self._terminate,
+            servermode=self.settings.servermode,
+            metrics=self.metrics.render,
+        )
         router = Router()
         api.routes(router, "/api")
         api.routes(router, "/api/webfrontend")
@@ -104,10 +113,15 @@ class ServerApp:
             }
         }
         # The worker protocol, the farm's hot path, is a plain WSGI application (wsgi.py).
-        workers = WorkerApi(self.uc.workers, self.settings.workertoken)
+        workers = WorkerApi(self.uc.workers, self.settings.workertoken, self.metrics)
         cherrypy.tree.graft(workers.app(self.settings.maxbodysize * 1024 * 1024), "/workers")
+        router.add("GET", "/metrics", api.metrics)
         for prefix in ("/api", "/json", "/xmlrpc"):
             cherrypy.tree.mount(Mount(router, prefix), prefix, raw)
+        # /metrics itself is the resource (scrapers ask for it exactly): no trailing-slash redirect.
+        cherrypy.tree.mount(
+            Mount(router, "/metrics"), "/metrics", {"/": {**raw["/"], "tools.trailing_slash.on": False}}
+        )
         web = find_web_dir(self.settings.webdir)
         page: dict[str, Any] = {
             "tools.response_headers.on": True,

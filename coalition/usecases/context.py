@@ -93,6 +93,8 @@ class Context:
         self.clock = clock
         self.tags = tags or TagCache()
         self.on_transition: list[TransitionHook] = []
+        # Told the kind ("read", "write") and seconds of every transaction (metrics).
+        self.on_db_time: Callable[[str, float], None] | None = None
 
     def write(self, fn: Callable[[Tx, Effects], T]) -> T:
         """Run `fn(tx, effects)` in a write transaction (maybe more than once); after the
@@ -102,13 +104,22 @@ class Context:
             fx = Effects()
             return fn(tx, fx), fx
 
+        started = time.perf_counter()
         result, fx = self.store.write(attempt)
+        if self.on_db_time is not None:
+            self.on_db_time("write", time.perf_counter() - started)
         self.apply(fx)
         return result
 
     def read(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn(tx)` in a read transaction."""
-        return self.store.read(fn)
+        if self.on_db_time is None:
+            return self.store.read(fn)
+        started = time.perf_counter()
+        try:
+            return self.store.read(fn)
+        finally:
+            self.on_db_time("read", time.perf_counter() - started)
 
     def apply(self, fx: Effects) -> None:
         """Carry out the effects of a committed transaction."""

@@ -57,6 +57,7 @@ class RunUsage:
 
     cpu_s: float = 0.0
     peak_memory_mb: int = 0
+    wall_s: float = 0.0
 
 
 @dataclass(frozen=True)
