@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -96,6 +97,14 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _urls(text: str) -> tuple[str, ...]:
+    urls = tuple(text.replace(",", " ").split())
+    for url in urls:
+        if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url) or len(url) > 320:
+            raise ValueError(f"{url[:80]!r} is not an http:// or https:// URL of at most 320 characters")
+    return urls
+
+
 def _raw(text: str) -> str:
     return text  # multi-line values (commandwhitelist) keep their lines
 
@@ -157,6 +166,8 @@ class ServerSettings:
     sessionlifetime: float = 43200.0  # seconds a web login lasts
     smtpcacert: str = ""  # CA bundle for the SMTP server's certificate (STARTTLS)
     notifyinterval: float = 5.0  # seconds between passes of the mail sender
+    webhooks: tuple[str, ...] = ()  # URLs told of job, group and worker events (docs/webhooks.md)
+    webhooksecret: str = ""  # HMAC-SHA256 key of their signatures
     workertoken: str = ""
     # A file holding the token, read when workertoken is empty: the Debian package makes
     # one at install, so a fresh server is closed to strangers without a secret in a
@@ -225,6 +236,8 @@ _SERVER_TYPES: dict[str, Callable[[str], Any]] = {
     "sessionlifetime": _float(60),
     "smtpcacert": _text,
     "notifyinterval": _float(0.05),
+    "webhooks": _urls,
+    "webhooksecret": _text,
     "workertoken": _text,
     "workertokenfile": _text,
     "maxlogsize": _int(1, 1024 * 1024),
@@ -267,6 +280,8 @@ def load_server_settings(path: str | None, overrides: dict[str, str] | None = No
     assert set(values) <= known
     if not values.get("workertoken") and values.get("workertokenfile"):
         values["workertoken"] = _read_token(values["workertokenfile"], where)
+    if values.get("webhooks") and not values.get("webhooksecret"):
+        raise ConfigError(f"{where}: [server] webhooks: set webhooksecret too (every delivery is signed)")
     settings = ServerSettings(**values, config_path=path or "", warnings=tuple(warnings))
     _check_security(settings, where)
     return settings

@@ -150,8 +150,15 @@ class Api:
         router.add("GET", f"{p}/affinities", self.affinities)
         router.add("POST", f"{p}/affinities", self.set_affinities)
         router.add("GET", f"{p}/events", self.events)
+        router.add("GET", f"{p}/webhooks", self.webhook_deliveries)
         router.add("GET", f"{p}/audit", self.audit)
         router.add("GET", f"{p}/stats", self.stats)
+
+    def webhook_deliveries(self, params: dict[str, Any]) -> Any:
+        """GET /api/webhooks: the newest deliveries and their status (for operators: the URLs
+        may hold secrets)."""
+        self.auth.require(self.who(), WORKERS)
+        return self.uc.reads.webhook_deliveries(_int_param(params, "limit", 200, lo=1, hi=5000) or 200)
 
     def metrics(self, params: dict[str, Any]) -> Any:
         """GET /metrics: Prometheus's text format (server/metrics.py); the API's read access."""

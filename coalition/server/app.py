@@ -19,6 +19,7 @@ from ..joblogs import JobLogs
 from ..notify import MailSettings, Notifier
 from ..store.base import Store, StoreError
 from ..usecases import Context, Settings, UseCases
+from ..webhooks import WebhookSender, WebhookSettings
 from .api import Api
 from .auth import Auth, LdapAuth, build_auth
 from .discovery import DiscoveryResponder
@@ -82,6 +83,13 @@ class ServerApp:
             self.notifier = Notifier(mail, store, clock)
             self.ctx.on_transition.append(self.notifier.on_transition)
             self.add_periodic("notifier", mail.interval, self.notifier.drain)
+        hooks = WebhookSettings(settings.webhooks, settings.webhooksecret, settings.notifyinterval)
+        self.webhooks: WebhookSender | None = None
+        if hooks.enabled:
+            self.webhooks = WebhookSender(hooks, store, clock)
+            self.ctx.on_transition.append(self.webhooks.on_transition)
+            self.ctx.on_worker_lost.append(self.webhooks.on_worker_lost)
+            self.add_periodic("webhooks", hooks.interval, self.webhooks.drain)
         if isinstance(self.auth, LdapAuth):
             self.add_periodic("sessions", 300.0, self.auth.sessions.purge)
 

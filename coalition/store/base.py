@@ -188,13 +188,14 @@ class Tx(Protocol):
     def enqueue_mail(self, fields: Mapping[str, Any]) -> bool:
         """Queue a mail; False when its `dedupe` key was queued before."""
 
-    def due_mail(self, now: float, limit: int) -> list[Row]:
-        """Queued mails whose next try is due, oldest first (locked where the dialect can)."""
+    def due_mail(self, now: float, limit: int, channel: str = "mail") -> list[Row]:
+        """Queued messages of a channel ("mail", "webhook") whose next try is due, oldest
+        first (locked where the dialect can)."""
 
     def update_mail(self, mail_id: int, fields: Mapping[str, Any]) -> None:
         """Record a delivery attempt's outcome."""
 
-    def outbox(self, limit: int = 1000) -> list[Row]:
+    def outbox(self, limit: int = 1000, channel: str | None = None) -> list[Row]:
         """Every outbox row, oldest first (tests and diagnostics)."""
 
     def purge_mail(self, before: float) -> int:

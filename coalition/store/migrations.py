@@ -361,7 +361,8 @@ def _placeholder_4(store: _SqlStore) -> None:
 
 
 def _run_usage(store: _SqlStore) -> None:
-    """Version 5: what each run used (CPU seconds, peak memory in MB) on its event."""
+    """Version 5: what each run used (CPU seconds, peak memory in MB) on its event; the
+    outbox's channel (mail, webhook)."""
 
     def step(tx: SqlTx) -> None:
         table = store.real_name("events")
@@ -371,6 +372,9 @@ def _run_usage(store: _SqlStore) -> None:
             tx.execute(f"ALTER TABLE {table} ADD COLUMN cpu_time DOUBLE NOT NULL DEFAULT 0")
         if "peak_memory" not in have:
             tx.execute(f"ALTER TABLE {table} ADD COLUMN peak_memory {big} NOT NULL DEFAULT 0")
+        outbox = store.real_name("outbox")
+        if "channel" not in _column_names(tx, store.dialect, outbox):
+            tx.execute(f"ALTER TABLE {outbox} ADD COLUMN channel VARCHAR(16) NOT NULL DEFAULT 'mail'")
         tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (5,))
 
     store.write(step)
@@ -380,5 +384,5 @@ STEPS: list[tuple[int, str, Callable[[Any], None]]] = [
     (2, "Coalition 4 to Coalition 5 (tags, hierarchical keys, retries, run events)", _coalition4_to_2),
     (3, "idempotency keys of submissions", _add_submissions),
     (4, "placeholder", _placeholder_4),
-    (5, "CPU time and peak memory of each run", _run_usage),
+    (5, "CPU time and peak memory of each run; webhook deliveries", _run_usage),
 ]

@@ -82,11 +82,13 @@ _TABLES = [
     detail {text} NOT NULL
 ){table_opts}""",
     "CREATE INDEX c5_audit_at ON audit (at)",
-    # Mail waiting for the background sender; `dedupe` makes a once-only mail once only.
+    # Mail and webhook deliveries waiting for their background senders (`channel`); `dedupe`
+    # makes a once-only message once only.
     """CREATE TABLE outbox (
     id {pk},
     created_at DOUBLE NOT NULL DEFAULT 0,
     dedupe VARCHAR(191) NULL UNIQUE,
+    channel VARCHAR(16) NOT NULL DEFAULT 'mail',
     recipient VARCHAR(320) NOT NULL,
     subject {text} NOT NULL,
     body {text} NOT NULL,

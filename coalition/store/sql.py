@@ -18,7 +18,7 @@ _WORKER_COLS = frozenset(WORKER_COLUMNS)
 _EVENT_COLS = frozenset("worker job_id job_title state start duration cpu_time peak_memory".split())
 _AUDIT_COLS = frozenset("at actor address action owner target detail".split())
 _OUTBOX_COLS = frozenset(
-    "created_at dedupe recipient subject body status attempts next_try last_error sent_at".split()
+    "created_at dedupe channel recipient subject body status attempts next_try last_error sent_at".split()
 )
 
 
@@ -516,20 +516,24 @@ class SqlTx:
             == 1
         )
 
-    def due_mail(self, now: float, limit: int) -> list[Row]:
+    def due_mail(self, now: float, limit: int, channel: str = "mail") -> list[Row]:
         lock = " FOR UPDATE SKIP LOCKED" if self._mysql else ""
         return self._all(
-            "SELECT * FROM outbox WHERE status = 'queued' AND next_try <= ? "
+            "SELECT * FROM outbox WHERE status = 'queued' AND channel = ? AND next_try <= ? "
             f"ORDER BY next_try, id LIMIT {int(limit)}{lock}",
-            (now,),
+            (channel, now),
         )
 
     def update_mail(self, mail_id: int, fields: Mapping[str, Any]) -> None:
         sql = _statement("UPDATE outbox SET {} WHERE id = ?", tuple(fields), _OUTBOX_COLS, "{c} = ?")
         self.execute(sql, (*fields.values(), mail_id))
 
-    def outbox(self, limit: int = 1000) -> list[Row]:
-        return self._all(f"SELECT * FROM outbox ORDER BY id LIMIT {int(limit)}")
+    def outbox(self, limit: int = 1000, channel: str | None = None) -> list[Row]:
+        if channel is None:
+            return self._all(f"SELECT * FROM outbox ORDER BY id LIMIT {int(limit)}")
+        return self._all(
+            f"SELECT * FROM outbox WHERE channel = ? ORDER BY id DESC LIMIT {int(limit)}", (channel,)
+        )
 
     def purge_mail(self, before: float) -> int:
         return self.execute("DELETE FROM outbox WHERE status <> 'queued' AND created_at < ?", (before,))

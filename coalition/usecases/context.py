@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from ..hierarchy import Transition, Tree
 from ..joblogs import JobLogs
-from ..store.base import Store, Tx
+from ..store.base import Row, Store, Tx
 from .tagcache import TagCache, TagView
 
 T = TypeVar("T")
@@ -27,6 +27,9 @@ log = logging.getLogger("coalition.usecases")
 # A hook that sees every job state change inside its transaction; it may write through the
 # transaction (the notifier queues its mail in the same commit) and nowhere else.
 TransitionHook = Callable[[Tx, Transition], None]
+# A hook told, inside the reaper's transaction, of a worker just marked TIMEOUT (its row
+# as it was); it may write through the transaction (webhooks queue their delivery).
+WorkerHook = Callable[[Tx, Row], None]
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class Context:
         self.clock = clock
         self.tags = tags or TagCache()
         self.on_transition: list[TransitionHook] = []
+        self.on_worker_lost: list[WorkerHook] = []
         # Told the kind ("read", "write") and seconds of every transaction (metrics).
         self.on_db_time: Callable[[str, float], None] | None = None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import estimates, views
+from .. import estimates, views, webhooks
 from ..audit import audit_view
 from ..errors import NotFound
 from ..model import ERROR, FINISHED, PENDING, WAITING, WORKING, ValidationError
@@ -153,6 +153,10 @@ class Reads:
             "running": len(running_for),
             "time_left": None if left is None else round(left, 1),
         }
+
+    def webhook_deliveries(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest webhook deliveries and their status, newest first."""
+        return [webhooks.delivery_view(r) for r in self.ctx.read(lambda tx: tx.outbox(limit, "webhook"))]
 
     def farm_counts(self) -> dict[str, dict[str, int]]:
         """Leaf jobs by state (PAUSED apart) and worker slots by state: cheap, for metrics."""

@@ -41,6 +41,8 @@ def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any) -
     table = store.real_name("events")
     for column in ("cpu_time", "peak_memory"):
         store.write(lambda tx, c=column: tx.execute(f"ALTER TABLE {table} DROP COLUMN {c}"))
+    outbox = store.real_name("outbox")
+    store.write(lambda tx: tx.execute(f"ALTER TABLE {outbox} DROP COLUMN channel"))
     store.write(
         lambda tx: tx.execute(
             f"INSERT INTO {table} (worker, job_id, job_title, state, start, duration) "
@@ -49,7 +51,7 @@ def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any) -
     )
     store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 4"))
     assert store.version() == 4
-    assert store.migrate() == ["version 5: CPU time and peak memory of each run"]
+    assert store.migrate() == ["version 5: CPU time and peak memory of each run; webhook deliveries"]
     assert store.migrate() == []
     store.check_schema()
     [event] = store.read(lambda tx: tx.events(None, None, None, 10))
@@ -57,3 +59,5 @@ def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any) -
     store.write(lambda tx: tx.update_event(event["id"], {"cpu_time": 1.5, "peak_memory": 2**33}))
     [event] = store.read(lambda tx: tx.events(None, None, None, 10))
     assert (event["cpu_time"], event["peak_memory"]) == (1.5, 2**33)
+    # Mail queued before the upgrade stays mail.
+    assert store.read(lambda tx: tx.due_mail(1e12, 10, "webhook")) == []
