@@ -72,6 +72,7 @@ LEGACY_VALUE_OPTIONS = {
     "--localprogress",
     "--globalprogress",
     "--progress",
+    "--output",
     "--user",
     "--url",
     "--env",
@@ -121,6 +122,12 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
         default="",
         metavar="PRESET",
         help=f"read progress as this renderer prints it: {', '.join(sorted(PRESETS))} (docs/jobs.md)",
+    )
+    p.add_argument(
+        "--output",
+        default="",
+        metavar="PATH",
+        help="the job's output files, e.g. /render/f_####.png (thumbnails)",
     )
     p.add_argument("--user", default="", help="owner of the job (default: your login name)")
     p.add_argument("--url", default="", help="URL shown with the job (e.g. its output)")
@@ -311,6 +318,8 @@ def _job_body(
         body["environment"] = "\\n".join(args.env)  # chapter 8: pairs joined by backslash-n
     if args.url:
         body["url"] = args.url
+    if args.output:
+        body["output"] = args.output
     if args.globalprogress:
         body["progress_pattern"] = args.globalprogress
     elif args.progress:

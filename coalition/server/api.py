@@ -134,6 +134,7 @@ class Api:
         router.add("GET", rf"{p}/jobs/([^/]+)/log", self.log)
         router.add("GET", rf"{p}/jobs/([^/]+)/events", self.job_events)
         router.add("GET", rf"{p}/jobs/([^/]+)/stats", self.job_stats)
+        router.add("GET", rf"{p}/jobs/([^/]+)/thumbnail", self.job_thumbnail)
         router.add("POST", f"{p}/resetjobs", self.state_command("reset"))
         router.add("POST", f"{p}/reseterrorjobs", self.state_command("reset_errors"))
         router.add("POST", f"{p}/startjobs", self.state_command("start"))
@@ -370,6 +371,15 @@ class Api:
         jid = _job_id(job_id)
         self._viewable(jid)
         return self.uc.reads.frame_stats(jid)
+
+    def job_thumbnail(self, params: dict[str, Any], job_id: str) -> Any:
+        """GET /api/jobs/<id>/thumbnail: the newest image of the job's (or group's) output."""
+        jid = _job_id(job_id)
+        self._viewable(jid)
+        mime, data = self.uc.reads.thumbnail(jid)
+        image = Raw(data)
+        image.content_type = mime  # only image/jpeg or image/png are ever stored
+        return image
 
     def state_command(self, name: str) -> Callable[[dict[str, Any]], Any]:
         """POST /api/{reset,reseterror,start,pause}jobs taking a list of ids."""

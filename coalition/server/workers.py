@@ -52,6 +52,26 @@ def _b64(value: Any) -> bytes:
 
 
 MAX_SLOTS = 256  # slots one sync may carry
+MAX_THUMBNAIL = 128 * 1024  # bytes of one thumbnail image
+_IMAGE_MAGIC = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}
+
+
+def _thumbnail(value: Any) -> tuple[str, bytes] | None:
+    """An endjob's `thumbnail`: {"mime": "image/jpeg" | "image/png", "data": base64}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("mime") not in _IMAGE_MAGIC:
+        raise ApiError(400, "thumbnail must be {mime: image/jpeg or image/png, data: base64}")
+    data = value.get("data")
+    if not isinstance(data, str) or len(data) > MAX_THUMBNAIL * 4 // 3 + 4:
+        raise ApiError(400, f"thumbnail.data must be base64 of at most {MAX_THUMBNAIL} bytes")
+    try:
+        image = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "thumbnail.data is not valid base64") from None
+    if not image.startswith(_IMAGE_MAGIC[value["mime"]]):
+        raise ApiError(400, f"thumbnail.data is not a {value['mime']} image")
+    return value["mime"], image
 
 
 def _usage(value: Any) -> RunUsage | None:
@@ -219,6 +239,7 @@ class WorkerApi:
             interrupted=interrupted,
             pick=_flag(body, "pick"),
             usage=usage,
+            thumbnail=_thumbnail(body.get("thumbnail")),
         )
         self._handed(end.next_job is not None)
         if self.metrics is not None and usage is not None and not end.ignored:

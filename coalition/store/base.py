@@ -74,7 +74,13 @@ class Tx(Protocol):
         text, affinity, worker, changed_since."""
 
     def delete_jobs(self, ids: Sequence[int]) -> None:
-        """Delete the jobs and their dependency rows (both directions)."""
+        """Delete the jobs, their dependency rows (both directions) and their thumbnails."""
+
+    def put_thumbnail(self, job_ids: Sequence[int], source: int, mime: str, data: bytes, now: float) -> None:
+        """Make `data` (an image of job `source`'s output) the thumbnail of each of `job_ids`."""
+
+    def thumbnail(self, job_id: int) -> Row | None:
+        """A job's thumbnail row (job_id, source, mime, data, updated_at), or None."""
 
     def working_jobs(self) -> list[Row]:
         """Leaves in WORKING state: id, worker, start_time, timeout, run_event."""

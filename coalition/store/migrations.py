@@ -362,7 +362,8 @@ def _placeholder_4(store: _SqlStore) -> None:
 
 def _run_usage(store: _SqlStore) -> None:
     """Version 5: what each run used (CPU seconds, peak memory in MB) on its event; the
-    outbox's channel (mail, webhook)."""
+    outbox's channel (mail, webhook); jobs' output and their thumbnails."""
+    tables = store.table_names()
 
     def step(tx: SqlTx) -> None:
         table = store.real_name("events")
@@ -375,6 +376,15 @@ def _run_usage(store: _SqlStore) -> None:
         outbox = store.real_name("outbox")
         if "channel" not in _column_names(tx, store.dialect, outbox):
             tx.execute(f"ALTER TABLE {outbox} ADD COLUMN channel VARCHAR(16) NOT NULL DEFAULT 'mail'")
+        jobs = store.real_name("jobs")
+        if "output" not in _column_names(tx, store.dialect, jobs):
+            # MySQL gives a new NOT NULL text column '' in existing rows; SQLite needs it said.
+            text = "MEDIUMTEXT NOT NULL" if store.dialect == "mysql" else "TEXT NOT NULL DEFAULT ''"
+            tx.execute(f"ALTER TABLE {jobs} ADD COLUMN output {text}")
+        if "thumbnails" not in tables:
+            for stmt in ddl(store.dialect):
+                if _table_of(stmt) == "thumbnails":
+                    tx.execute(stmt)
         tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (5,))
 
     store.write(step)
@@ -384,5 +394,5 @@ STEPS: list[tuple[int, str, Callable[[Any], None]]] = [
     (2, "Coalition 4 to Coalition 5 (tags, hierarchical keys, retries, run events)", _coalition4_to_2),
     (3, "idempotency keys of submissions", _add_submissions),
     (4, "placeholder", _placeholder_4),
-    (5, "CPU time and peak memory of each run; webhook deliveries", _run_usage),
+    (5, "CPU time and peak memory of each run; webhook deliveries; output thumbnails", _run_usage),
 ]

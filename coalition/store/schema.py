@@ -99,6 +99,15 @@ _TABLES = [
     sent_at DOUBLE NOT NULL DEFAULT 0
 ){table_opts}""",
     "CREATE INDEX c5_outbox_due ON outbox (status, next_try)",
+    # The newest thumbnail of each job's output, and of each group's (any descendant's):
+    # in the database so that every server has it; bounded in size by the worker protocol.
+    """CREATE TABLE thumbnails (
+    job_id {big} NOT NULL PRIMARY KEY,
+    source {big} NOT NULL DEFAULT 0,
+    mime VARCHAR(32) NOT NULL,
+    data {blob} NOT NULL,
+    updated_at DOUBLE NOT NULL DEFAULT 0
+){table_opts}""",
     # Idempotency keys of recent submissions and the ids they created: a submission rerun
     # after a COMMIT whose answer was lost (or sent again by a client with the same
     # Idempotency-Key) returns the jobs it made instead of making them twice.
@@ -124,6 +133,7 @@ TABLES = (
     "sessions",
     "audit",
     "outbox",
+    "thumbnails",
     "submissions",
     "Migrations",
 )
@@ -133,6 +143,7 @@ SQLITE_TYPES = {
     "big": "INTEGER",
     "small": "INTEGER",
     "text": "TEXT",
+    "blob": "BLOB",
     "key": "TEXT",
     "table_opts": "",
 }
@@ -141,6 +152,7 @@ MYSQL_TYPES = {
     "big": "BIGINT",
     "small": "TINYINT",
     "text": "MEDIUMTEXT",
+    "blob": "MEDIUMBLOB",
     # Byte-wise ordering, and short enough to index (ascii: one byte a character).
     "key": "VARCHAR(1900) CHARACTER SET ascii COLLATE ascii_bin",
     "table_opts": " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",

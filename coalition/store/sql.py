@@ -224,7 +224,30 @@ class SqlTx:
             marks = self._marks(len(chunk))
             self.execute(f"DELETE FROM job_deps WHERE job_id IN ({marks})", chunk)
             self.execute(f"DELETE FROM job_deps WHERE dependency IN ({marks})", chunk)
+            self.execute(f"DELETE FROM thumbnails WHERE job_id IN ({marks})", chunk)
             self.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
+
+    def put_thumbnail(self, job_ids: Sequence[int], source: int, mime: str, data: bytes, now: float) -> None:
+        # One row per job, replaced in place (an upsert: no read-then-write race between servers).
+        if self._mysql:
+            upsert = (
+                "ON DUPLICATE KEY UPDATE source = VALUES(source), mime = VALUES(mime), "
+                "data = VALUES(data), updated_at = VALUES(updated_at)"
+            )
+        else:
+            upsert = (
+                "ON CONFLICT (job_id) DO UPDATE SET source = excluded.source, mime = excluded.mime, "
+                "data = excluded.data, updated_at = excluded.updated_at"
+            )
+        for job_id in job_ids:
+            self.execute(
+                "INSERT INTO thumbnails (job_id, source, mime, data, updated_at) "
+                f"VALUES (?, ?, ?, ?, ?) {upsert}",
+                (job_id, source, mime, data, now),
+            )
+
+    def thumbnail(self, job_id: int) -> Row | None:
+        return self._one("SELECT * FROM thumbnails WHERE job_id = ?", (job_id,))
 
     def working_jobs(self) -> list[Row]:
         return self._all(

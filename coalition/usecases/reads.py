@@ -121,7 +121,8 @@ class Reads:
                 kids = [job]
                 mine = [r for r in tx.events(job_id, None, None, 1000) if r["state"] == FINISHED]
                 runs = {job_id: mine[0]} if mine else {}
-            return {"kids": kids, "runs": runs}
+            thumb = tx.thumbnail(job_id)
+            return {"kids": kids, "runs": runs, "thumb": thumb}
 
         found = self.ctx.read(fn)
         frames, times, cpus, peaks = [], [], [], []
@@ -152,7 +153,18 @@ class Reads:
             "waiting": waiting,
             "running": len(running_for),
             "time_left": None if left is None else round(left, 1),
+            # The newest image of the job's output (GET /api/jobs/ID/thumbnail), if any.
+            "thumbnail": None
+            if found["thumb"] is None
+            else {"source": found["thumb"]["source"], "updated_at": found["thumb"]["updated_at"]},
         }
+
+    def thumbnail(self, job_id: int) -> tuple[str, bytes]:
+        """The newest thumbnail of a job (or of anything in a group): (mime, image)."""
+        row = self.ctx.read(lambda tx: tx.thumbnail(job_id))
+        if row is None:
+            raise NotFound(f"job {job_id} has no thumbnail")
+        return str(row["mime"]), bytes(row["data"])
 
     def webhook_deliveries(self, limit: int = 200) -> list[dict[str, Any]]:
         """The newest webhook deliveries and their status, newest first."""

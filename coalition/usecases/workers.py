@@ -390,6 +390,7 @@ class WorkerProtocol:
         interrupted: bool = False,
         pick: bool = False,
         usage: RunUsage | None = None,
+        thumbnail: tuple[str, bytes] | None = None,
     ) -> End:
         """Record the end of a run (and maybe hand out the next job in the same transaction)."""
         now = self.clock()
@@ -412,6 +413,9 @@ class WorkerProtocol:
                     fx.append_run_output(job_id, job["run_event"], start, chunk, job["log_offset"])
                     job["log_offset"] = received
                 self._finish_run(tx, tree, job, worker, exit_code, timed_out, interrupted, now, usage)
+                if thumbnail is not None:
+                    # The newest image of the job is also its groups' newest, up to the root.
+                    tx.put_thumbnail(_lineage(tx, job), job_id, thumbnail[0], thumbnail[1], now)
                 result.transitions = tree.transitions
             if pick:
                 result.next_job = self._pick(tx, fx, tree, worker, now)
@@ -488,3 +492,14 @@ class WorkerProtocol:
 
     def _requeue_limit(self) -> int:
         return self.ctx.settings.requeue_limit
+
+
+def _lineage(tx: Tx, job: Row) -> list[int]:
+    """A job's id and its ancestors' ids, the job first."""
+    ids = [job["id"]]
+    parent = job["parent"]
+    while parent and parent not in ids and len(ids) <= 128:
+        ids.append(parent)
+        row = tx.job(parent)
+        parent = row["parent"] if row is not None else 0
+    return ids

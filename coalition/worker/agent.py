@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import thumbs
 from .courier import Report
 from .link import Backoff, Refused, ServerLink, Unreachable
 from .metrics import Metrics
@@ -30,6 +31,7 @@ from .process import JobProcess
 from .runner import prepare
 from .settings import WorkerSettings
 from .spool import RunLog
+from .thumbs import ScanningLog
 
 log = logging.getLogger("coalition.worker")
 
@@ -271,7 +273,8 @@ class Slot:
 
     def run_job(self, job: Mapping[str, Any]) -> dict[str, Any] | None:
         """Run one job to its end and report it; returns the next job if the server gave one."""
-        run = Run(job, RunLog(self.settings.spooldir or None), self.clock())
+        run = Run(job, ScanningLog(self.settings.spooldir or None), self.clock())
+        started_wall = time.time()  # file times are wall-clock times
         self._set(RUNNING, run)
         extra = {
             "COALITION_JOB_ID": str(run.job_id),
@@ -284,6 +287,7 @@ class Slot:
             self._note(run, note)
         exit_code = -1
         usage: dict[str, Any] | None = None
+        thumbnail: dict[str, str] | None = None
         if prepared.error:
             self._note(run, f"cannot run the job: {prepared.error}")
         else:
@@ -294,6 +298,9 @@ class Slot:
             else:
                 exit_code = self._supervise(run, proc)
                 usage = proc.usage().as_dict()
+                saved = run.output.saved if isinstance(run.output, ScanningLog) else ""
+                # 2 s of slack: file times on a network share may lag the worker's clock.
+                thumbnail = thumbs.for_run(str(job.get("output") or ""), saved, started_wall - 2.0)
         if run.output.dropped:
             self._note(run, f"{run.output.dropped} bytes of output dropped (the spool limit was reached)")
         log.info(
@@ -303,7 +310,7 @@ class Slot:
             exit_code,
             " (timed out)" if run.timed_out else " (interrupted)" if run.interrupted else "",
         )
-        next_job = self._deliver(run, exit_code, usage)
+        next_job = self._deliver(run, exit_code, usage, thumbnail)
         self._set(ENDING)
         run.output.close()
         self.runs += 1
@@ -379,7 +386,11 @@ class Slot:
         return True
 
     def _deliver(
-        self, run: Run, exit_code: int, usage: dict[str, Any] | None = None
+        self,
+        run: Run,
+        exit_code: int,
+        usage: dict[str, Any] | None = None,
+        thumbnail: dict[str, str] | None = None,
     ) -> dict[str, Any] | None:
         """Send the rest of the output and the result, until the server has them."""
         self._set(ENDING, run)
@@ -404,6 +415,8 @@ class Slot:
             )
             if usage:
                 body["usage"] = usage
+            if thumbnail:
+                body["thumbnail"] = thumbnail
             try:
                 answer = self.link.endjob(body)
             except Unreachable as exc:

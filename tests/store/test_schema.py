@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from coalition import columns
 from coalition.store import SchemaError
 from coalition.store.schema import SCHEMA_VERSION
 
@@ -43,6 +44,10 @@ def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any) -
         store.write(lambda tx, c=column: tx.execute(f"ALTER TABLE {table} DROP COLUMN {c}"))
     outbox = store.real_name("outbox")
     store.write(lambda tx: tx.execute(f"ALTER TABLE {outbox} DROP COLUMN channel"))
+    store.write(lambda tx: tx.execute(f"ALTER TABLE {store.real_name('jobs')} DROP COLUMN output"))
+    store.write(lambda tx: tx.execute("DROP TABLE thumbnails"))
+    old_job = {k: v for k, v in columns.new_job_row().items() if k != "output"}
+    old = store.write(lambda tx: tx.insert_job({**old_job, "title": "old", "command": "x", "h_key": "k"}))
     store.write(
         lambda tx: tx.execute(
             f"INSERT INTO {table} (worker, job_id, job_title, state, start, duration) "
@@ -51,7 +56,9 @@ def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any) -
     )
     store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 4"))
     assert store.version() == 4
-    assert store.migrate() == ["version 5: CPU time and peak memory of each run; webhook deliveries"]
+    assert store.migrate() == [
+        "version 5: CPU time and peak memory of each run; webhook deliveries; output thumbnails"
+    ]
     assert store.migrate() == []
     store.check_schema()
     [event] = store.read(lambda tx: tx.events(None, None, None, 10))
@@ -59,5 +66,6 @@ def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any) -
     store.write(lambda tx: tx.update_event(event["id"], {"cpu_time": 1.5, "peak_memory": 2**33}))
     [event] = store.read(lambda tx: tx.events(None, None, None, 10))
     assert (event["cpu_time"], event["peak_memory"]) == (1.5, 2**33)
+    assert store.read(lambda tx: tx.job(old))["output"] == ""  # a job from before has no output
     # Mail queued before the upgrade stays mail.
     assert store.read(lambda tx: tx.due_mail(1e12, 10, "webhook")) == []

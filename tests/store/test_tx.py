@@ -230,6 +230,24 @@ def test_a_failed_write_leaves_nothing(store: Any) -> None:
     assert store.read(lambda tx: tx.list_jobs({}, "id", False, 0, None))[1] == 0
 
 
+@covers("put_thumbnail", "thumbnail")
+def test_thumbnails_one_per_job_replaced_and_deleted_with_the_job(store: Any) -> None:
+    group = store.write(lambda tx: tx.insert_job(job(title="g", leaf=0)))
+    kid = store.write(lambda tx: tx.insert_job(job(parent=group)))
+    store.write(lambda tx: tx.put_thumbnail([kid, group], kid, "image/jpeg", b"\xff\xd8one", 1.0))
+    store.write(lambda tx: tx.put_thumbnail([kid, group], kid, "image/png", b"\x89PNG two\x00", 2.0))
+    row = store.read(lambda tx: tx.thumbnail(group))
+    assert (row["source"], row["mime"], bytes(row["data"]), row["updated_at"]) == (
+        kid,
+        "image/png",
+        b"\x89PNG two\x00",
+        2.0,
+    )
+    assert store.read(lambda tx: tx.thumbnail(999)) is None
+    store.write(lambda tx: tx.delete_jobs([kid]))
+    assert store.read(lambda tx: tx.thumbnail(kid)) is None and store.read(lambda tx: tx.thumbnail(group))
+
+
 @covers("finished_runs")
 def test_finished_runs_of_a_groups_children(store: Any) -> None:
     group = store.write(lambda tx: tx.insert_job(job(title="g", leaf=0)))

@@ -5,6 +5,7 @@ Every wait is on an observable condition (tests.support.wait_for), never a fixed
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import signal
@@ -336,3 +337,43 @@ def test_each_run_reports_its_cpu_time_and_peak_memory(server: Any, make_worker:
     [event] = server.api("GET", f"/api/events?job={job_id}&howlong=3600")
     assert event["cpu_time"] >= 0.4, event
     assert 160 <= event["peak_memory"] < 2000
+
+
+def test_the_newest_output_becomes_the_job_and_group_thumbnail(
+    server: Any, make_worker: Any, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / "f_0099.png"
+    Image.new("RGB", (640, 360), "blue").save(stale)
+    os.utime(stale, (1, 1))  # an old render's frame: not this run's
+    # The job "renders" frames 1 and 2 (red, then green) as a renderer would.
+    script = tmp_path / "render.py"
+    script.write_text(
+        "import sys, time\nfrom PIL import Image\n"
+        "for n, colour in ((1, 'red'), (2, 'green')):\n"
+        f"    Image.new('RGB', (640, 360), colour).save('{out}/f_%04d.png' % n)\n"
+        "    time.sleep(0.05)\n"
+    )
+    make_worker(server.url)
+    group = server.submit(title="shot", command="", paused=True)
+    job_id = server.submit(
+        command=f"{shlex.quote(sys.executable)} {script}", output=f"{out}/f_####.png", parent=group
+    )
+    server.api("POST", "/api/startjobs", [group])
+    wait_state(server, job_id, "FINISHED")
+    for target in (job_id, group):
+        r = server.request("GET", f"/api/jobs/{target}/thumbnail")
+        assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
+        with Image.open(io.BytesIO(r.content)) as thumb:
+            assert max(thumb.size) == 256 and thumb.size == (256, 144)
+            red, green, blue = thumb.convert("RGB").getpixel((128, 72))
+            assert green > 100 and red < 60 and blue < 60  # frame 2, the newest of this run
+    stats = server.api("GET", f"/api/jobs/{group}/stats")
+    assert stats["thumbnail"]["source"] == job_id
+    none = server.submit(command="true")
+    wait_state(server, none, "FINISHED")
+    missing = server.request("GET", f"/api/jobs/{none}/thumbnail")
+    assert missing.status_code == 404 and "no thumbnail" in missing.json()["error"]

@@ -72,6 +72,11 @@ export async function framesSection(ids) {
       h("strong", { text: `${fmtCount(stats.frame_count)} frames` }), " ",
       h("span", { class: "muted", text: `${fmtCount(done)} finished, ${stats.running} running, ${stats.waiting} waiting` })),
     h("p", { class: "time-left" }, "Time left: ", h("strong", { text: durationText(stats.time_left) })),
+    stats.thumbnail
+      ? h("figure", { class: "thumbnail" },
+        h("img", { src: `/api/jobs/${stats.id}/thumbnail?v=${stats.thumbnail.updated_at}`, alt: "The newest frame" }),
+        h("figcaption", { class: "muted", text: `newest frame, from job ${stats.thumbnail.source}` }))
+      : null,
     h("table", { class: "spread" },
       h("thead", {}, h("tr", {}, h("th"), h("th", { text: "min" }), h("th", { text: "mean" }), h("th", { text: "max" }))),
       h("tbody", {}, spreadRow("Frame time", stats.time, " s"), spreadRow("CPU time", stats.cpu_time, " s"),
