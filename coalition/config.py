@@ -163,6 +163,10 @@ class ServerSettings:
     # conffile.
     workertokenfile: str = ""
     maxlogsize: int = 64  # MB kept per job log
+    # Where job logs live: "files" (<datadir>/logs/<id>.log), "database" (the job_logs table,
+    # read and appended by every server), or "auto": the database with MySQL (several
+    # servers may share it), files with SQLite (one server).
+    logstore: str = "auto"
     requeuelimit: int = 3  # silent-worker requeues before a job turns ERROR
     eventretention: float = 90.0  # days of run events kept (0: forever)
     maxbodysize: int = 64  # MB per request body
@@ -180,6 +184,11 @@ class ServerSettings:
     def sqlite_path(self) -> str:
         """The SQLite file, relative paths taken from `datadir`."""
         return os.path.join(self.datadir, self.db_sqlite_file)
+
+    @property
+    def logs_in_database(self) -> bool:
+        """Whether job logs are kept in the database (see `logstore`)."""
+        return self.logstore == "database" or (self.logstore == "auto" and self.db_type == "mysql")
 
     @property
     def logs_dir(self) -> str:
@@ -228,6 +237,7 @@ _SERVER_TYPES: dict[str, Callable[[str], Any]] = {
     "workertoken": _text,
     "workertokenfile": _text,
     "maxlogsize": _int(1, 1024 * 1024),
+    "logstore": _choice("auto", "files", "database"),
     "requeuelimit": _int(0, 1000),
     "eventretention": _float(0),
     "maxbodysize": _int(1, 4096),

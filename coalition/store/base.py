@@ -216,6 +216,30 @@ class Tx(Protocol):
     def groups(self) -> list[Row]:
         """id, parent, h_depth of every job with children."""
 
+    # -- job logs in the database (logstore = database) -------------------------------------
+    def log_size(self, job_id: int) -> int:
+        """Bytes stored for a job's log (0 without one)."""
+
+    def log_append(self, job_id: int, data: bytes, max_bytes: int, marker: bytes = b"") -> int:
+        """Append to a job's log, keeping at most `max_bytes` (then `marker` once, the rest
+        dropped), safe against another server appending at once; returns bytes stored."""
+
+    def log_read(self, job_id: int, offset: int = 0, limit: int | None = None) -> bytes:
+        """A byte range of a job's log (empty past its end or without a log)."""
+
+    def log_delete(self, job_ids: Sequence[int]) -> None:
+        """Delete the logs of these jobs."""
+
+    # -- failed logins ----------------------------------------------------------------------
+    def login_failures(self, key: str, now: float) -> int:
+        """Failed logins counted under `key` in its current window."""
+
+    def add_login_failure(self, key: str, now: float, window: float) -> int:
+        """Count one more failed login under `key` (atomic across servers); returns the count."""
+
+    def purge_login_failures(self, now: float) -> int:
+        """Forget counters whose window is over."""
+
     # -- coordination ---------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         """Take or renew a named lease; True if `holder` holds it until now + ttl."""

@@ -1,4 +1,4 @@
-"""The schema of Coalition 5 (database version 2), written once for both dialects.
+"""The schema of Coalition 5 (database version 4), written once for both dialects.
 
 Types are spelled with placeholders that each dialect fills in, so SQLite and MySQL/MariaDB
 get the same columns and the same indexes.
@@ -10,7 +10,7 @@ from .. import columns
 
 # Coalition 4 used schema versions 0 and 1 and the `Migrations` table; we keep counting there
 # so that `--migrate` recognises a Coalition 4 database.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 JOB_COLUMNS = columns.JOB_COLUMNS
 WORKER_COLUMNS = columns.WORKER_COLUMNS
@@ -50,6 +50,9 @@ _TABLES = [
     id INTEGER NOT NULL PRIMARY KEY,
     name VARCHAR(255) NOT NULL
 ){table_opts}""",
+    # One number per name: registrations from several servers at once are upserts that read
+    # the winner back (SqlTx.register_affinities), never a second number for the same name.
+    "CREATE UNIQUE INDEX c5_affinities_name ON affinities (name)",
     """CREATE TABLE tagsets (
     id {pk},
     tags VARCHAR(512) NOT NULL UNIQUE
@@ -104,6 +107,24 @@ _TABLES = [
     created_at DOUBLE NOT NULL DEFAULT 0
 ){table_opts}""",
     "CREATE INDEX c5_submissions_created ON submissions (created_at)",
+    # Job logs in the database, so that every server reads and appends the same log (the
+    # `logstore = database` default with MySQL; docs/deploy.md says why). Append-only: a
+    # chunk's `pos` is its byte offset in the job's log, so a range or a tail is an index seek.
+    """CREATE TABLE job_logs (
+    job_id {big} NOT NULL,
+    pos {big} NOT NULL,
+    bytes INTEGER NOT NULL,
+    data {blob} NOT NULL,
+    PRIMARY KEY (job_id, pos)
+){table_opts}""",
+    # Failed passwords per (client address, login), shared by every server (the key is a
+    # SHA-256, so the table names neither the address nor the login).
+    """CREATE TABLE login_failures (
+    id VARCHAR(64) NOT NULL PRIMARY KEY,
+    failures INTEGER NOT NULL DEFAULT 0,
+    expires DOUBLE NOT NULL DEFAULT 0
+){table_opts}""",
+    "CREATE INDEX c5_login_failures_expires ON login_failures (expires)",
     """CREATE TABLE Migrations (
     database_version INTEGER NOT NULL
 ){table_opts}""",
@@ -121,6 +142,8 @@ TABLES = (
     "audit",
     "outbox",
     "submissions",
+    "job_logs",
+    "login_failures",
     "Migrations",
 )
 
@@ -130,6 +153,7 @@ SQLITE_TYPES = {
     "small": "INTEGER",
     "text": "TEXT",
     "key": "TEXT",
+    "blob": "BLOB",
     "table_opts": "",
 }
 MYSQL_TYPES = {
@@ -137,6 +161,7 @@ MYSQL_TYPES = {
     "big": "BIGINT",
     "small": "TINYINT",
     "text": "MEDIUMTEXT",
+    "blob": "MEDIUMBLOB",
     # Byte-wise ordering, and short enough to index (ascii: one byte a character).
     "key": "VARCHAR(1900) CHARACTER SET ascii COLLATE ascii_bin",
     "table_opts": " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .base import SORTABLE, Row
+from .base import SORTABLE, Row, StoreError
 from .schema import JOB_COLUMNS, WORKER_COLUMNS
+from .sqlshared import SharedStateSql
 
 _JOB_COLS = frozenset(JOB_COLUMNS)
 _WORKER_COLS = frozenset(WORKER_COLUMNS)
@@ -45,7 +46,7 @@ def _check(cols: Iterable[str], allowed: frozenset[str]) -> None:
             raise ValueError(f"unknown column {col!r}")  # a programming error, never user input
 
 
-class SqlTx:
+class SqlTx(SharedStateSql):
     """One transaction over a DB-API cursor."""
 
     def __init__(self, cursor: Any, dialect: str):
@@ -344,19 +345,37 @@ class SqlTx:
 
     def set_affinities(self, names: Mapping[int, str]) -> None:
         for num, name in names.items():
-            self.execute("DELETE FROM affinities WHERE id = ?", (num,))
+            # A name has one number: naming a number moves the name there.
+            self.execute("DELETE FROM affinities WHERE id = ? OR name = ?", (num, name))
             if name:
                 self.execute("INSERT INTO affinities (id, name) VALUES (?, ?)", (num, name))
 
     def register_affinities(self, names: Iterable[str]) -> None:
-        known = self.affinities()
-        have = set(known.values())
-        nxt = max(known, default=0) + 1
-        for name in names:
-            if name and name not in have:
-                self.execute("INSERT INTO affinities (id, name) VALUES (?, ?)", (nxt, name))
-                have.add(name)
-                nxt += 1
+        wanted = list(dict.fromkeys(n for n in names if n))
+        have: set[str] = set()
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            rows = self._all(f"SELECT name FROM affinities WHERE name IN ({self._marks(len(chunk))})", chunk)
+            have.update(r["name"] for r in rows)
+        # Another server may register the same name, or take the number computed here, at the
+        # same moment: the insert is an upsert that does nothing on either conflict (after
+        # waiting for the other transaction), and the read-back says whether the name has a
+        # number now; if not, the number was taken and the next one is tried.
+        upsert = (
+            "INSERT INTO affinities (id, name) VALUES (?, ?) ON DUPLICATE KEY UPDATE id = id"
+            if self._mysql
+            else "INSERT OR IGNORE INTO affinities (id, name) VALUES (?, ?)"
+        )
+        for name in wanted:
+            if name in have:
+                continue
+            for _ in range(1000):
+                nxt = int(self._scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM affinities"))
+                self.execute(upsert, (nxt, name))
+                if self._scalar("SELECT id FROM affinities WHERE name = ?", (name,)) is not None:
+                    break
+            else:  # pragma: no cover - a thousand servers racing for one number
+                raise StoreError(f"could not number the affinity {name!r}: try again")
 
     # -- workers ----------------------------------------------------------------------------
     def worker(self, name: str) -> Row | None:

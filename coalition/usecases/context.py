@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..hierarchy import Transition, Tree
-from ..joblogs import JobLogs
+from ..joblogs import DbLogs, LogStore
 from ..store.base import Store, Tx
 from .tagcache import TagCache, TagView
 
@@ -82,7 +82,7 @@ class Context:
     def __init__(
         self,
         store: Store,
-        logs: JobLogs,
+        logs: LogStore,
         settings: Settings = Settings(),
         clock: Callable[[], float] = time.time,
         tags: TagCache | None = None,
@@ -98,9 +98,17 @@ class Context:
         """Run `fn(tx, effects)` in a write transaction (maybe more than once); after the
         commit, apply the effects of the attempt that committed and return its result."""
 
+        logs = self.logs
+
         def attempt(tx: Tx) -> tuple[T, Effects]:
             fx = Effects()
-            return fn(tx, fx), fx
+            result = fn(tx, fx)
+            if isinstance(logs, DbLogs):
+                # Logs in the database are written by this same attempt, so a rerun or a
+                # rollback takes them along; only a legacy file's removal is left for later.
+                logs.write_in(tx, fx.run_output, fx.log_appends, fx.log_deletes)
+                fx.runs_started, fx.run_output, fx.log_appends = [], [], []
+            return result, fx
 
         result, fx = self.store.write(attempt)
         self.apply(fx)
