@@ -178,4 +178,3 @@ def test_db_logs_fall_back_to_legacy_files(store: Any, tmp_path: Any) -> None:
     capped = DbLogs(store, 10)
     capped.append(8, b"0123456789abc")
     assert capped.read(8) == b"0123456789" + TRUNCATED % 10
-
