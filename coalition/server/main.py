@@ -68,6 +68,7 @@ def open_store(settings: ServerSettings) -> Store:
             settings.db_mysql_user,
             settings.db_mysql_password,
             settings.db_mysql_base,
+            settings.db_mysql_driver,
         )
     return open_sqlite(settings.sqlite_path)
 
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(
             f"coalition-server: missing Python package: {exc.name} (for MySQL: pip install "
-            "'coalition[mysql]' or apt install python3-pymysql)",
+            "'coalition[mysql]' or apt install python3-pymysql; db_mysql_driver = mysqlclient: "
+            "apt install python3-mysqldb)",
             file=sys.stderr,
         )
         return 2

@@ -54,7 +54,9 @@ class Tx(Protocol):
         self, job_id: int, deltas: Mapping[str, int | float], now: float, returning: bool = False
     ) -> Row | None:
         """Atomically add to counters of one job (safe under concurrent servers); with
-        `returning`, the row as it is afterwards."""
+        `returning`, the row as it is afterwards (at least id parent children total
+        total_finished total_errors total_working pending state start_time has_dependents, the bumped
+        columns and updated_at)."""
 
     def children(self, parent: int, columns: Sequence[str] | None = None) -> list[Row]:
         """Direct children of `parent`, in dispatch order."""

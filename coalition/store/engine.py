@@ -320,14 +320,22 @@ _MYSQL_GONE = {2006, 2013, 2003, 2055}
 
 
 class MysqlStore(_SqlStore):
-    """MySQL/MariaDB through PyMySQL."""
+    """MySQL/MariaDB through PyMySQL (pure Python, the default) or mysqlclient (`MySQLdb`,
+    the C client: `db_mysql_driver = mysqlclient`, several times less CPU per statement)."""
 
     dialect = "mysql"
 
-    def __init__(self, host: str, port: int, user: str, password: str, database: str):
-        import pymysql  # optional dependency: only a MySQL farm needs it
-
-        self._pymysql = pymysql
+    def __init__(
+        self, host: str, port: int, user: str, password: str, database: str, driver: str = "pymysql"
+    ):
+        # Optional dependencies: only a MySQL farm needs one. Both speak DB-API 2 with the
+        # `%s` parameter style and MySQL's error numbers in args[0].
+        if driver == "mysqlclient":
+            import MySQLdb as module
+        else:
+            import pymysql as module
+        self.driver = driver
+        self._db = module
         self._params = dict(
             host=host,
             port=port,
@@ -347,8 +355,8 @@ class MysqlStore(_SqlStore):
         conn = getattr(self._local, "conn", None)
         if conn is None or fresh:
             try:
-                conn = self._pymysql.connect(**self._params)
-            except self._pymysql.err.MySQLError as exc:
+                conn = self._db.connect(**self._params)
+            except self._db.MySQLError as exc:
                 raise StoreError(f"cannot connect to MySQL at {self._params['host']}: {exc}") from exc
             self._local.conn = conn
             with self._all_lock:
@@ -356,14 +364,18 @@ class MysqlStore(_SqlStore):
         return conn
 
     def _run(self, fn: Callable[[SqlTx], T]) -> T:
-        err = self._pymysql.err
+        err = self._db
         last: Exception | None = None
         for attempt in range(8):
             conn = self._conn(fresh=attempt > 0 and isinstance(last, err.OperationalError) and _gone(last))
             try:
-                conn.begin()
-                with conn.cursor() as cur:
+                if self.driver == "pymysql":
+                    conn.begin()  # (MySQLdb: autocommit is off, the first statement begins)
+                cur = conn.cursor()
+                try:
                     result = fn(SqlTx(cur, "mysql"))
+                finally:
+                    cur.close()
                 conn.commit()
                 return result
             except (err.OperationalError, err.InternalError) as exc:
@@ -391,7 +403,7 @@ class MysqlStore(_SqlStore):
     def _tables(self) -> list[str]:
         def show(tx: SqlTx) -> list[str]:
             tx.cur.execute("SHOW TABLES")
-            return [r[0] for r in tx.cur.fetchall()]
+            return [r[0].decode() if isinstance(r[0], bytes) else r[0] for r in tx.cur.fetchall()]
 
         return self.read(show)
 

@@ -23,6 +23,12 @@ _OUTBOX_COLS = frozenset(
 )
 
 
+# The columns of a group that tree upkeep reads after bumping its counters (Tx.bump_job).
+_BUMPED = tuple(
+    "id parent children total total_finished total_errors total_working pending state start_time "
+    "has_dependents".split()
+)
+
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], str] = {}
 _NAMES: dict[str, tuple[str, ...]] = {}  # result column names by statement text
 
@@ -148,7 +154,12 @@ class SqlTx(SharedStateSql):
             # One round trip on SQLite (3.35+): the hot path bumps a group and reads it back.
             return self._one(sql + " RETURNING *", params)
         self.execute(sql, params)
-        return self.job(job_id) if returning else None
+        if not returning:
+            return None
+        # MySQL reads back only what tree upkeep uses and what was bumped: PyMySQL parses
+        # every column's description of every result, and a whole job row is 45 of them.
+        cols = tuple(dict.fromkeys((*_BUMPED, *deltas, "updated_at")))
+        return self._one(_statement("SELECT {} FROM jobs WHERE id = ?", cols, _JOB_COLS, "{c}"), (job_id,))
 
     def children(self, parent: int, columns: Sequence[str] | None = None) -> list[Row]:
         cols = "*"

@@ -18,7 +18,7 @@ def _other(store: Any) -> Any:
     if isinstance(store, SqliteStore):
         return SqliteStore(store.path)
     p = store._params
-    return MysqlStore(p["host"], p["port"], p["user"], p["password"], p["database"])
+    return MysqlStore(p["host"], p["port"], p["user"], p["password"], p["database"], store.driver)
 
 
 @covers("log_size", "log_append", "log_read", "log_delete")
