@@ -185,8 +185,10 @@ def _run(args: argparse.Namespace, settings: ServerSettings, store: Store) -> in
         version = store.version() if args.init_if_needed else None
         if version is not None:
             if FIRST_C5_VERSION <= version < SCHEMA_VERSION:
-                # An earlier Coalition 5 schema: our own steps only add tables and columns,
-                # so the unit applies them (a package upgrade must not leave the server down).
+                # An earlier Coalition 5 schema: our own steps only add tables, columns and
+                # indexes (version 4 also merges an affinity name numbered twice into its
+                # first number), so the unit applies them (a package upgrade must not leave
+                # the server down).
                 # A Coalition 4 database still needs an explicit --migrate after a backup.
                 for step in store.migrate():
                     print(f"coalition-server: migrated {where} to {step}")

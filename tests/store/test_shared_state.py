@@ -178,3 +178,27 @@ def test_db_logs_fall_back_to_legacy_files(store: Any, tmp_path: Any) -> None:
     capped = DbLogs(store, 10)
     capped.append(8, b"0123456789abc")
     assert capped.read(8) == b"0123456789" + TRUNCATED % 10
+
+
+def test_login_failures_are_counted_across_servers(store: Any, tmp_path: Any) -> None:
+    """Two servers (two connection pools, two contexts) count one address's failed logins
+    together: ten wrong passwords spread over both lock that pair out on both."""
+    from coalition.usecases import Context
+    from coalition.usecases.access import LoginFailures
+    from tests.support import Clock
+
+    other = _other(store)
+    try:
+        clock = Clock()
+        logs = JobLogs(str(tmp_path / "logs"), 1000)
+        a = LoginFailures(Context(store, logs, clock=clock), window=300)
+        b = LoginFailures(Context(other, logs, clock=clock), window=300)
+        for i in range(10):
+            (a if i % 2 else b).add("10.0.0.9", "alice")
+        assert a.count("10.0.0.9", "alice") == b.count("10.0.0.9", "alice") == 10
+        assert a.count("10.0.0.8", "alice") == 0  # another address: its own count
+        clock.advance(301)
+        assert b.count("10.0.0.9", "alice") == 0
+        assert a.purge() == 1
+    finally:
+        other.close()
