@@ -7,6 +7,7 @@ servers all succeed; the periodic work's lease moves to the survivor when a serv
 from __future__ import annotations
 
 import base64
+import importlib.util
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import wait_for
+from tests.support import require, wait_for
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
 
@@ -71,8 +72,16 @@ def _beat(server: Any, name: str, job: dict[str, Any], offset: int, data: bytes)
     return server.worker_call("heartbeat", body)
 
 
-def test_log_from_either_server_while_the_worker_alternates(make_server: Any, mariadb: Any) -> None:
-    a, b, _ = two_servers(make_server, mariadb)
+@pytest.mark.parametrize("driver", ["pymysql", "mysqlclient"])
+def test_log_from_either_server_while_the_worker_alternates(
+    make_server: Any, mariadb: Any, driver: str
+) -> None:
+    if driver == "mysqlclient":
+        require(
+            importlib.util.find_spec("MySQLdb") is not None,
+            "mysqlclient not installed: apt-get install libmariadb-dev pkg-config; pip install mysqlclient",
+        )
+    a, b, _ = two_servers(make_server, mariadb, db_mysql_driver=driver)
     job_id = a.submit(title="frame", command="render")
     job = a.worker_call("pickjob", {"name": "w1"})["job"]
     assert job["id"] == job_id
