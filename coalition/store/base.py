@@ -86,8 +86,9 @@ class Tx(Protocol):
         dispatch order, locked for us where the dialect can (MySQL: FOR UPDATE SKIP LOCKED)."""
 
     def claim(self, job_id: int, worker: str, event: int, now: float) -> Row | None:
-        """Compare-and-set a ready leaf to WORKING for `worker`: the row as claimed, or None
-        if another server won it."""
+        """Compare-and-set a ready leaf to WORKING for `worker`: the row as claimed (at least
+        the pick columns and parent state worker run_event start_time has_dependents paused
+        leaf), or None if another server won it."""
 
     def ready_counts(self) -> dict[int, int]:
         """Dispatchable leaves counted by tag-set id."""

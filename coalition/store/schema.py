@@ -14,6 +14,7 @@ SCHEMA_VERSION = 4
 
 JOB_COLUMNS = columns.JOB_COLUMNS
 WORKER_COLUMNS = columns.WORKER_COLUMNS
+JOB_PICK = columns.JOB_PICK
 
 
 def _table(name: str, cols: tuple[columns.Column, ...]) -> str:

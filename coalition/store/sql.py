@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .base import SORTABLE, Row, StoreError
-from .schema import JOB_COLUMNS, WORKER_COLUMNS
+from .schema import JOB_COLUMNS, JOB_PICK, WORKER_COLUMNS
 from .sqlshared import SharedStateSql
 
 _JOB_COLS = frozenset(JOB_COLUMNS)
@@ -27,6 +27,25 @@ _OUTBOX_COLS = frozenset(
 _BUMPED = tuple(
     "id parent children total total_finished total_errors total_working pending state start_time "
     "has_dependents".split()
+)
+
+# What a claim on MySQL reads back: the pick payload and what tree upkeep reads (Tx.claim).
+_CLAIMED = "SELECT {} FROM jobs WHERE id = ?".format(
+    ",".join(
+        dict.fromkeys(
+            (
+                *JOB_PICK,
+                "parent",
+                "state",
+                "worker",
+                "run_event",
+                "start_time",
+                "has_dependents",
+                "paused",
+                "leaf",
+            )
+        )
+    )
 )
 
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], str] = {}
@@ -277,7 +296,8 @@ class SqlTx(SharedStateSql):
             return self._one(sql + " RETURNING *", params)  # the claimed row, in one round trip
         if self.execute(sql, params) != 1:
             return None
-        return self.job(job_id)
+        # The pick payload and what tree upkeep reads, not the whole row (see _BUMPED).
+        return self._one(_CLAIMED, (job_id,))
 
     def ready_counts(self) -> dict[int, int]:
         """Dispatchable leaves counted by tag set (what the cloud autoscaler scales on)."""
