@@ -15,7 +15,7 @@ import cherrypy
 from cherrypy.process.plugins import Monitor
 
 from ..config import ServerSettings
-from ..joblogs import JobLogs
+from ..joblogs import DbLogs, JobLogs, LogStore
 from ..notify import MailSettings, Notifier
 from ..store.base import Store, StoreError
 from ..usecases import Context, Settings, UseCases
@@ -56,7 +56,10 @@ class ServerApp:
         self.settings = settings
         self.store = store
         self.clock = clock
-        self.logs = JobLogs(settings.logs_dir, settings.maxlogsize * 1024 * 1024)
+        cap = settings.maxlogsize * 1024 * 1024
+        files = JobLogs(settings.logs_dir, cap)
+        # Several servers on one database read and append the same logs (docs/deploy.md).
+        self.logs: LogStore = DbLogs(store, cap, legacy=files) if settings.logs_in_database else files
         self.ctx = Context(
             store,
             self.logs,
@@ -92,6 +95,7 @@ class ServerApp:
             self.add_periodic("webhooks", hooks.interval, self.webhooks.drain)
         if isinstance(self.auth, LdapAuth):
             self.add_periodic("sessions", 300.0, self.auth.sessions.purge)
+            self.add_periodic("loginfailures", 300.0, self.auth.failures.purge)
 
     # -- assembly ---------------------------------------------------------------------------
     def mount(self) -> None:

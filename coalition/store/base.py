@@ -54,7 +54,9 @@ class Tx(Protocol):
         self, job_id: int, deltas: Mapping[str, int | float], now: float, returning: bool = False
     ) -> Row | None:
         """Atomically add to counters of one job (safe under concurrent servers); with
-        `returning`, the row as it is afterwards."""
+        `returning`, the row as it is afterwards (at least id parent children total
+        total_finished total_errors total_working pending state start_time has_dependents, the bumped
+        columns and updated_at)."""
 
     def children(self, parent: int, columns: Sequence[str] | None = None) -> list[Row]:
         """Direct children of `parent`, in dispatch order."""
@@ -90,8 +92,9 @@ class Tx(Protocol):
         dispatch order, locked for us where the dialect can (MySQL: FOR UPDATE SKIP LOCKED)."""
 
     def claim(self, job_id: int, worker: str, event: int, now: float) -> Row | None:
-        """Compare-and-set a ready leaf to WORKING for `worker`: the row as claimed, or None
-        if another server won it."""
+        """Compare-and-set a ready leaf to WORKING for `worker`: the row as claimed (at least
+        the pick columns and parent state worker run_event start_time has_dependents paused
+        leaf), or None if another server won it."""
 
     def ready_counts(self) -> dict[int, int]:
         """Dispatchable leaves counted by tag-set id."""
@@ -226,6 +229,30 @@ class Tx(Protocol):
 
     def groups(self) -> list[Row]:
         """id, parent, h_depth of every job with children."""
+
+    # -- job logs in the database (logstore = database) -------------------------------------
+    def log_size(self, job_id: int) -> int:
+        """Bytes stored for a job's log (0 without one)."""
+
+    def log_append(self, job_id: int, data: bytes, max_bytes: int, marker: bytes = b"") -> int:
+        """Append to a job's log, keeping at most `max_bytes` (then `marker` once, the rest
+        dropped), safe against another server appending at once; returns bytes stored."""
+
+    def log_read(self, job_id: int, offset: int = 0, limit: int | None = None) -> bytes:
+        """A byte range of a job's log (empty past its end or without a log)."""
+
+    def log_delete(self, job_ids: Sequence[int]) -> None:
+        """Delete the logs of these jobs."""
+
+    # -- failed logins ----------------------------------------------------------------------
+    def login_failures(self, key: str, now: float) -> int:
+        """Failed logins counted under `key` in its current window."""
+
+    def add_login_failure(self, key: str, now: float, window: float) -> int:
+        """Count one more failed login under `key` (atomic across servers); returns the count."""
+
+    def purge_login_failures(self, now: float) -> int:
+        """Forget counters whose window is over."""
 
     # -- coordination ---------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:

@@ -155,8 +155,10 @@ def _pages(tx: SqlTx, sql: str, key: str = "id") -> Iterator[list[dict[str, Any]
 
 
 def _fill_affinities(tx: SqlTx, old: set[str], names: dict[int, str], now: float) -> None:
+    seen: set[str] = set()
     for num, name in sorted(names.items()):
-        if name:
+        if name and name not in seen:  # a name Coalition 4 numbered twice keeps its first number
+            seen.add(name)
             tx.execute("INSERT INTO affinities (id, name) VALUES (?, ?)", (num, name))
 
 
@@ -343,6 +345,38 @@ def _add_submissions(store: _SqlStore) -> None:
     store.write(step)
 
 
+def _has_index(tx: SqlTx, dialect: str, name: str) -> bool:
+    if dialect == "mysql":
+        sql = (
+            "SELECT COUNT(*) FROM information_schema.statistics "
+            "WHERE table_schema = DATABASE() AND index_name = ?"
+        )
+    else:
+        sql = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = ?"
+    return bool(tx._scalar(sql, (name,)))
+
+
+def _shared_state(store: _SqlStore) -> None:
+    """Version 4: one number per affinity name (duplicates a race once made are merged into
+    the lowest number), job logs in the database, login failures in the database."""
+    names = store.table_names()
+
+    def step(tx: SqlTx) -> None:
+        tx.execute(
+            "DELETE FROM affinities WHERE id NOT IN "
+            "(SELECT keep FROM (SELECT MIN(id) AS keep FROM affinities GROUP BY name) AS firsts)"
+        )
+        for stmt in ddl(store.dialect):
+            table = _table_of(stmt)
+            if table in ("job_logs", "login_failures") and table not in names:
+                tx.execute(stmt)
+            elif "c5_affinities_name" in stmt and not _has_index(tx, store.dialect, "c5_affinities_name"):
+                tx.execute(stmt)
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (4,))
+
+    store.write(step)
+
+
 def _column_names(tx: SqlTx, dialect: str, table: str) -> set[str]:
     if dialect == "mysql":
         tx.cur.execute(
@@ -353,11 +387,6 @@ def _column_names(tx: SqlTx, dialect: str, table: str) -> set[str]:
         return {str(r[0]).lower() for r in tx.cur.fetchall()}
     tx.cur.execute(f"PRAGMA table_info({table})")
     return {str(r[1]).lower() for r in tx.cur.fetchall()}
-
-
-def _placeholder_4(store: _SqlStore) -> None:
-    """Version 4 (placeholder until the shared-state step lands): records its version only."""
-    store.write(lambda tx: tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (4,)))
 
 
 def _run_usage(store: _SqlStore) -> None:
@@ -393,6 +422,6 @@ def _run_usage(store: _SqlStore) -> None:
 STEPS: list[tuple[int, str, Callable[[Any], None]]] = [
     (2, "Coalition 4 to Coalition 5 (tags, hierarchical keys, retries, run events)", _coalition4_to_2),
     (3, "idempotency keys of submissions", _add_submissions),
-    (4, "placeholder", _placeholder_4),
+    (4, "shared state of several servers: unique affinity names, job logs, login failures", _shared_state),
     (5, "CPU time and peak memory of each run; webhook deliveries; output thumbnails", _run_usage),
 ]

@@ -1,4 +1,4 @@
-"""The schema of Coalition 5 (database version 2), written once for both dialects.
+"""The schema of Coalition 5 (database version 4), written once for both dialects.
 
 Types are spelled with placeholders that each dialect fills in, so SQLite and MySQL/MariaDB
 get the same columns and the same indexes.
@@ -14,6 +14,7 @@ SCHEMA_VERSION = 5
 
 JOB_COLUMNS = columns.JOB_COLUMNS
 WORKER_COLUMNS = columns.WORKER_COLUMNS
+JOB_PICK = columns.JOB_PICK
 
 
 def _table(name: str, cols: tuple[columns.Column, ...]) -> str:
@@ -52,6 +53,9 @@ _TABLES = [
     id INTEGER NOT NULL PRIMARY KEY,
     name VARCHAR(255) NOT NULL
 ){table_opts}""",
+    # One number per name: registrations from several servers at once are upserts that read
+    # the winner back (SqlTx.register_affinities), never a second number for the same name.
+    "CREATE UNIQUE INDEX c5_affinities_name ON affinities (name)",
     """CREATE TABLE tagsets (
     id {pk},
     tags VARCHAR(512) NOT NULL UNIQUE
@@ -117,6 +121,24 @@ _TABLES = [
     created_at DOUBLE NOT NULL DEFAULT 0
 ){table_opts}""",
     "CREATE INDEX c5_submissions_created ON submissions (created_at)",
+    # Job logs in the database, so that every server reads and appends the same log (the
+    # `logstore = database` default with MySQL; docs/deploy.md says why). Append-only: a
+    # chunk's `pos` is its byte offset in the job's log, so a range or a tail is an index seek.
+    """CREATE TABLE job_logs (
+    job_id {big} NOT NULL,
+    pos {big} NOT NULL,
+    bytes INTEGER NOT NULL,
+    data {blob} NOT NULL,
+    PRIMARY KEY (job_id, pos)
+){table_opts}""",
+    # Failed passwords per (client address, login), shared by every server (the key is a
+    # SHA-256, so the table names neither the address nor the login).
+    """CREATE TABLE login_failures (
+    id VARCHAR(64) NOT NULL PRIMARY KEY,
+    failures INTEGER NOT NULL DEFAULT 0,
+    expires DOUBLE NOT NULL DEFAULT 0
+){table_opts}""",
+    "CREATE INDEX c5_login_failures_expires ON login_failures (expires)",
     """CREATE TABLE Migrations (
     database_version INTEGER NOT NULL
 ){table_opts}""",
@@ -135,6 +157,8 @@ TABLES = (
     "outbox",
     "thumbnails",
     "submissions",
+    "job_logs",
+    "login_failures",
     "Migrations",
 )
 
@@ -143,8 +167,8 @@ SQLITE_TYPES = {
     "big": "INTEGER",
     "small": "INTEGER",
     "text": "TEXT",
-    "blob": "BLOB",
     "key": "TEXT",
+    "blob": "BLOB",
     "table_opts": "",
 }
 MYSQL_TYPES = {

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..hierarchy import Transition, Tree
-from ..joblogs import JobLogs
+from ..joblogs import DbLogs, LogStore
 from ..store.base import Row, Store, Tx
 from .tagcache import TagCache, TagView
 
@@ -85,7 +85,7 @@ class Context:
     def __init__(
         self,
         store: Store,
-        logs: JobLogs,
+        logs: LogStore,
         settings: Settings = Settings(),
         clock: Callable[[], float] = time.time,
         tags: TagCache | None = None,
@@ -104,9 +104,17 @@ class Context:
         """Run `fn(tx, effects)` in a write transaction (maybe more than once); after the
         commit, apply the effects of the attempt that committed and return its result."""
 
+        logs = self.logs
+
         def attempt(tx: Tx) -> tuple[T, Effects]:
             fx = Effects()
-            return fn(tx, fx), fx
+            result = fn(tx, fx)
+            if isinstance(logs, DbLogs):
+                # Logs in the database are written by this same attempt, so a rerun or a
+                # rollback takes them along; only a legacy file's removal is left for later.
+                logs.write_in(tx, fx.run_output, fx.log_appends, fx.log_deletes)
+                fx.runs_started, fx.run_output, fx.log_appends = [], [], []
+            return result, fx
 
         started = time.perf_counter()
         result, fx = self.store.write(attempt)

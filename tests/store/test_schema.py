@@ -37,7 +37,15 @@ def test_a_newer_schema_is_refused(store: Any) -> None:
         store.check_schema()
 
 
-def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any) -> None:
+def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any, tmp_path: Any) -> None:
+    # A fresh database read first in this process: its column order must not be taken for
+    # the migrated one's (whose added columns come last).
+    from coalition.store import SqliteStore
+
+    fresh = SqliteStore(str(tmp_path / "fresh.db"))
+    fresh.init()
+    new = fresh.write(lambda tx: tx.insert_job({**columns.new_job_row(), "title": "f", "h_key": "k"}))
+    assert fresh.read(lambda tx: tx.job(new))["output"] == ""
     # A version 4 database: events without cpu_time and peak_memory, one old run in it.
     table = store.real_name("events")
     for column in ("cpu_time", "peak_memory"):
