@@ -34,7 +34,7 @@ log = logging.getLogger("coalition.webhooks")
 
 MAX_ATTEMPTS = 10
 KEEP_SECONDS = 7 * 86400
-EVENTS = ("job.finished", "job.failed", "group.finished", "worker.lost")
+EVENTS = ("job.finished", "job.failed", "group.finished", "worker.lost", "autoscaler.decision")
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,7 @@ class ServerApp:
             self.webhooks = WebhookSender(hooks, store, clock)
             self.ctx.on_transition.append(self.webhooks.on_transition)
             self.ctx.on_worker_lost.append(self.webhooks.on_worker_lost)
+            self.ctx.on_event.append(self.webhooks.queue)
             self.add_periodic("webhooks", hooks.interval, self.webhooks.drain)
         if isinstance(self.auth, LdapAuth):
             self.add_periodic("sessions", 300.0, self.auth.sessions.purge)

@@ -73,10 +73,13 @@ class CloudFarm:
         self.ctx.write(fn)
 
     def record_event(self, message: str) -> None:
-        """One autoscaler decision as an event (worker "autoscaler", state CLOUD)."""
+        """One autoscaler decision as an event (worker "autoscaler", state CLOUD), told to
+        the context's event hooks (webhooks: `autoscaler.decision`)."""
         now = self.clock()
-        self.ctx.write(
-            lambda tx, fx: tx.insert_event(
+        hooks = self.ctx.on_event
+
+        def fn(tx: Tx, fx: Effects) -> None:
+            tx.insert_event(
                 {
                     "worker": "autoscaler",
                     "job_id": 0,
@@ -86,7 +89,10 @@ class CloudFarm:
                     "duration": 0.0,
                 }
             )
-        )
+            for hook in hooks:
+                hook(tx, "autoscaler.decision", {"decision": message[:2000]})
+
+        self.ctx.write(fn)
 
     # -- failed boots (issue 14): events of the pseudo-worker "autoscaler-boot" ----------------
     # No new table: the boot record is the event log itself, read back newest first down to

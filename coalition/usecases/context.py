@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..hierarchy import Transition, Tree
 from ..joblogs import DbLogs, LogStore
@@ -30,6 +30,9 @@ TransitionHook = Callable[[Tx, Transition], None]
 # A hook told, inside the reaper's transaction, of a worker just marked TIMEOUT (its row
 # as it was); it may write through the transaction (webhooks queue their delivery).
 WorkerHook = Callable[[Tx, Row], None]
+# A hook told, inside the transaction that records it, of a farm event other than a job's
+# state change (`autoscaler.decision`, with its data); it may write through the transaction.
+EventHook = Callable[[Tx, str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Context:
         self.tags = tags or TagCache()
         self.on_transition: list[TransitionHook] = []
         self.on_worker_lost: list[WorkerHook] = []
+        self.on_event: list[EventHook] = []
         # Told the kind ("read", "write") and seconds of every transaction (metrics).
         self.on_db_time: Callable[[str, float], None] | None = None
 

@@ -159,3 +159,24 @@ def test_webhooks_need_a_secret(tmp_path: Any) -> None:
         assert "[server] webhooks" in str(exc) and "http://" in str(exc)
     else:
         raise AssertionError("a non-HTTP webhook URL was accepted")
+
+
+def test_autoscaler_decisions_are_queued_with_their_event(tmp_path: Any) -> None:
+    from coalition.joblogs import JobLogs
+    from coalition.store import SqliteStore
+    from coalition.usecases import Context
+    from coalition.usecases.cloudfarm import CloudFarm
+    from coalition.webhooks import WebhookSender, WebhookSettings
+
+    store = SqliteStore(str(tmp_path / "c.db"))
+    store.init()
+    ctx = Context(store, JobLogs(str(tmp_path / "logs"), 1 << 20))
+    sender = WebhookSender(WebhookSettings(("http://127.0.0.1:9/a", "http://127.0.0.1:9/b"), SECRET), store)
+    ctx.on_event.append(sender.queue)
+    CloudFarm(ctx).record_event("cloud: launched 2 instances (aws, linux)")
+    rows = store.read(lambda tx: tx.outbox(10, "webhook"))
+    assert sorted(r["recipient"] for r in rows) == ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]
+    assert {r["subject"] for r in rows} == {"autoscaler.decision"}
+    assert json.loads(rows[0]["body"])["decision"] == "cloud: launched 2 instances (aws, linux)"
+    # Mail is another channel: the mail sender never sees a webhook.
+    assert store.read(lambda tx: tx.due_mail(1e12, 10)) == []
