@@ -13,7 +13,7 @@ from typing import Any
 
 import cherrypy
 
-from .http import ApiError, error_answer, send_error, send_json
+from .http import ApiError, error_answer, send_error, send_json, single_params
 
 log = logging.getLogger("coalition.server")
 
@@ -70,12 +70,12 @@ class Router:
                         f"{method} is not allowed on {path}; use {', '.join(sorted(table))}",
                         {"Allow": ", ".join(sorted(table))},
                     )
-                result = handler(params, *(match.groups() if match is not None else ()))
+                result = handler(single_params(params), *(match.groups() if match is not None else ()))
                 if isinstance(result, Raw):
                     cherrypy.response.headers["Content-Type"] = result.content_type
                     return bytes(result)
                 return send_json(result)
-            raise ApiError(404, f"no such route: {method} {path}")
+            raise ApiError(404, f"no such route: {method} {path}"[:300])
         except cherrypy.HTTPRedirect:
             raise
         except cherrypy.HTTPError as exc:

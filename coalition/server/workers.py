@@ -10,8 +10,9 @@ import hmac
 import json
 from typing import Any
 
+from ..model import ValidationError, check_tags, parse_rule_lines
 from ..usecases.workers import Ping, WorkerProtocol
-from .http import ApiError
+from .http import INT_RANGE, ApiError, parse_form
 from .wsgi import Request, Text, WsgiApp
 
 
@@ -28,12 +29,16 @@ def _opt_int(body: dict[str, Any], key: str, lo: int = 0) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
-        else:
+        # ASCII digits only ("²".isdigit() is true, and int() refuses it), and few enough of
+        # them for int()'s digit limit; the range check below does the rest.
+        text = value.strip() if isinstance(value, str) else ""
+        if text[:1] == "-":
+            text = text[1:]
+        if not (text.isascii() and text.isdigit() and len(text) <= 20):
             raise ApiError(400, f"{key} must be an integer")
-    if value < lo:
-        raise ApiError(400, f"{key} must be >= {lo}")
+        value = int(value)
+    if not lo <= value <= INT_RANGE[1]:
+        raise ApiError(400, f"{key} must be between {lo} and {INT_RANGE[1]}")
     return value
 
 
@@ -83,6 +88,9 @@ class WorkerApi:
     def _check_token(self, req: Request, body: dict[str, Any]) -> None:
         if not self.token:
             return
+        if "token" in parse_form(req.environ.get("QUERY_STRING", "")):
+            # A URL ends up in proxy and access logs: the token goes in a header or a body.
+            raise ApiError(401, "the worker token goes in the X-Coalition-Token header, never in the URL")
         given = req.header("X-Coalition-Token") or body.get("token") or ""
         if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
             raise ApiError(401, "this server needs a worker token (X-Coalition-Token); check [worker] token")
@@ -106,6 +114,11 @@ class WorkerApi:
         affinity = body.get("affinity")
         if affinity is not None and not isinstance(affinity, str):
             raise ApiError(400, "affinity must be a string of rule lines")
+        if affinity:
+            try:
+                check_tags("affinity", (t for line in parse_rule_lines(affinity) for t in line))
+            except ValidationError as exc:
+                raise ApiError(400, str(exc)) from None
         ip = body.get("ip")
         if ip is not None and not isinstance(ip, str):
             raise ApiError(400, "ip must be a string")
