@@ -225,6 +225,10 @@ class ServerApp:
             self.discovery.start()
         cherrypy.engine.start()
         cherrypy.engine.wait(cherrypy.engine.states.STARTED)
+        # Slow clients cost a blocked thread each, not the farm's service (guard.py).
+        from . import guard
+
+        guard.install(cherrypy.server.httpserver, max(1024, 4 * self.settings.threads))
         if self.settings.discovery and not self.settings.port:
             self.discovery = DiscoveryResponder(self.settings.listen, self.bound_port())
             self.discovery.start()

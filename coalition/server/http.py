@@ -18,6 +18,7 @@ import cherrypy
 from ..errors import NotFound
 from ..model import ValidationError
 from ..store.base import StoreError
+from .guard import body_deadline
 
 log = logging.getLogger("coalition.server")
 
@@ -61,23 +62,45 @@ def error_answer(exc: BaseException, method: str, path: str) -> tuple[int, str, 
 def read_stream(stream: Any, content_length: str | None, transfer_encoding: str, limit: int) -> bytes:
     """A request body from its stream: `Content-Length` bytes, or a chunked body (the HTTP
     server has already decoded the chunks) read to its end. Over `limit` bytes (0: no limit)
-    is a 413, checked here rather than by cheroot, whose own 413 is plain text."""
+    is a 413, checked here rather than by cheroot, whose own 413 is plain text. The read has a
+    deadline (guard.body_deadline): a body trickled byte by byte must not hold a thread."""
     try:
         if content_length not in (None, ""):
-            size = int(str(content_length))
-            if size < 0:
+            text = str(content_length).strip()
+            if not (text.isascii() and text.isdigit() and len(text) <= 18):
                 raise ApiError(400, "bad Content-Length")
+            size = int(text)
             if limit and size > limit:
                 raise ApiError(413, f"request body too large (more than {limit} bytes)")
-            return stream.read(size) if size else b""
+            if not size:
+                return b""
+            with body_deadline(size):
+                data = stream.read(size)
+            if len(data) < size:  # the client went away, or was cut off by the deadline
+                raise ApiError(400, "the request body ended before its Content-Length")
+            return bytes(data)
     except ValueError:
         raise ApiError(400, "bad Content-Length") from None
     if "chunked" in transfer_encoding.lower():
-        data = stream.read(limit + 1) if limit else stream.read()
+        with body_deadline(limit or -1):
+            data = stream.read(limit + 1) if limit else stream.read()
         if limit and len(data) > limit:
             raise ApiError(413, f"request body too large (more than {limit} bytes)")
-        return data
+        return bytes(data)
     return b""
+
+
+LEGACY_BODY = 1024 * 1024  # /json/addjob, /xmlrpc/addjob: one job's form fields
+API_BODY = 16 * 1024 * 1024  # /api/: job batches and edits; log chunks go to /workers/
+RELAXED_MAX = 1024 * 1024  # the relaxed reading is for hand-written examples, not for bulk
+
+
+def body_limit(mount: str, max_body: int) -> int:
+    """The largest body a route under `mount` takes: `maxbodysize` bounds them all, and only
+    the worker protocol (log chunks) may use all of it; a form body is parsed into lists and
+    costs tens of times its size in memory, so the legacy routes take the least."""
+    own = LEGACY_BODY if mount in ("/json", "/xmlrpc") else API_BODY
+    return min(own, max_body) if max_body else own
 
 
 def read_body() -> bytes:
@@ -89,7 +112,7 @@ def read_body() -> bytes:
         return cached
     data = b""
     if request.method not in ("GET", "HEAD"):
-        limit = int(cherrypy.config.get("coalition.max_body", 0) or 0)
+        limit = body_limit(request.script_name, int(cherrypy.config.get("coalition.max_body", 0) or 0))
         data = read_stream(
             request.rfile,
             request.headers.get("Content-Length"),
@@ -172,6 +195,8 @@ def loads_relaxed(text: str) -> Any:
         try:
             return check_json(_loads(text))
         except ValueError as first:
+            if len(text) > RELAXED_MAX:
+                raise ApiError(400, clip(f"malformed JSON: {first}")) from None
             try:
                 return check_json(_loads(_relax(text)))
             except ValueError:

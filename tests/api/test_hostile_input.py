@@ -8,11 +8,13 @@ the field (and does not echo a huge input back).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.conftest import ServerProcess
 
@@ -122,3 +124,36 @@ def test_limits_hold_at_their_edge_on_both_backends(farm: ServerProcess) -> None
     got = farm.job(job_id)
     assert got["user"] == "u" * 255 and got["affinity"] == "t" * 255
     assert farm.api("GET", "/api/jobs?changed_since=0")["jobs"]
+
+
+def _peak_rss_mb(server: ServerProcess) -> float:
+    assert server.proc is not None
+    with open(f"/proc/{server.proc.pid}/status") as f:
+        line = next(x for x in f if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "status"),
+    [
+        # A form body costs tens of times its size once parsed: the legacy routes take 1 MB.
+        ("/json/addjob", b"command=x&" + b"a=1&" * (50 * 1024 * 1024 // 4), FORM, 413),
+        # The lenient reading of the 4.0 examples (`{1: 2}`) is for small hand-written bodies.
+        ("/api/jobs", b"{" + b"1:2," * (12 * 1024 * 1024 // 4) + b"1:2}", JSON, 400),
+        ("/api/jobs", b"{" + b"1:2," * (50 * 1024 * 1024 // 4) + b"1:2}", JSON, 413),
+    ],
+    ids=["form-50MB", "lenient-12MB", "lenient-50MB"],
+)
+def test_body_bombs_are_refused_cheaply(
+    farm: ServerProcess, path: str, body: bytes, headers: dict[str, str], status: int
+) -> None:
+    started = time.monotonic()
+    try:
+        r = farm.request("PUT" if path == "/api/jobs" else "POST", path, data=body, headers=headers)
+        assert r.status_code == status, r.text[:200]
+        assert r.json()["error"]
+    except requests.ConnectionError:
+        assert status == 413  # the server may answer 413 and close before the upload ends
+    assert time.monotonic() - started < 5
+    assert farm.api("GET", "/api/ping") is not None
+    assert _peak_rss_mb(farm) < 400

@@ -6,8 +6,12 @@ Every wait is on an observable condition (tests.support.wait_for), never a fixed
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 from typing import Any
+
+import requests
 
 from tests.worker.helpers import wait_state
 
@@ -37,3 +41,48 @@ def test_job_path_and_ld_preload_do_not_reach_the_wrapper(
     assert (workdir / "out.txt").read_text() == f"hi|{evil}:/usr/bin:/bin|{evil}/evil.so|bob|{job_id}\n"
     # ld.so complains in the log of every program started with a missing LD_PRELOAD: none was.
     assert "LD_PRELOAD" not in server.api("GET", f"/api/jobs/{job_id}/log")
+
+
+def test_300_slowloris_connections_starve_neither_the_api_nor_the_workers(
+    server: Any, make_worker: Any
+) -> None:
+    # 300 connections trickling header lines (more than the 32 threads), held for longer
+    # than the heartbeat timeout (3 s here): a real request still gets its answer within 1 s,
+    # and the worker, heartbeating all along, never turns TIMEOUT (its job is not requeued).
+    make_worker(server.url)
+    job_id = server.submit(command="sleep 60")
+    wait_state(server, job_id, "WORKING")
+    attackers = []
+    for _ in range(300):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(b"GET /api/ping HTTP/1.1\r\nHost: victim\r\n")
+        attackers.append(sock)
+    worst = 0.0
+    probes = 0
+    try:
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            for sock in attackers:
+                try:
+                    sock.sendall(b"X-Slow: 1\r\n")
+                except OSError:
+                    pass  # the server cut it off: fine
+            for method, path, body in (
+                ("GET", "/api/ping", None),
+                ("POST", "/workers/heartbeat", {"name": "probe"}),
+            ):
+                started = time.monotonic()
+                r = requests.request(method, server.url + path, json=body, timeout=10)
+                worst = max(worst, time.monotonic() - started)
+                assert r.status_code == 200, r.text[:200]
+            probes += 1
+            states = {w["name"]: w["state"] for w in server.api("GET", "/api/workers")}
+            assert states["w0"] != "TIMEOUT", states
+            time.sleep(0.25)  # the attacker's pace (a header line every 1/4 s), not a wait
+    finally:
+        for sock in attackers:
+            sock.close()
+    assert worst < 1.0, f"a request waited {worst:.2f} s"
+    assert probes > 10
+    job = server.job(job_id)
+    assert job["state"] == "WORKING" and job["requeues"] == 0
