@@ -20,6 +20,7 @@ with Debian 12's cheroot 9 and with newer ones (public attributes only):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import threading
@@ -97,6 +98,21 @@ class GuardedRequest(HTTPRequest):
             super().parse_request()
         finally:
             DEADLINES.disarm(handle)
+
+    def simple_response(self, status: Any, msg: Any = "") -> None:
+        """cheroot's own answers (400 on a malformed request line, 408, 413, 414...) in the
+        house format, `{"error": "..."}`, rather than plain text."""
+        status = str(status)
+        text = msg.decode("latin-1") if isinstance(msg, bytes) else str(msg or status)
+        body = json.dumps({"error": text or status}).encode()
+        head = [f"{self.server.protocol} {status}", f"Content-Length: {len(body)}"]
+        head.append("Content-Type: application/json")
+        if status[:3] in ("413", "414"):
+            self.close_connection = True
+            head.append("Connection: close")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        with contextlib.suppress(OSError):  # the client may be gone: nothing to tell it then
+            self.conn.wfile.write(data)
 
 
 class GuardedConnection(HTTPConnection):

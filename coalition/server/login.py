@@ -35,7 +35,12 @@ PUBLIC_FILES = frozenset({LOGIN_PAGE, "/login.js", "/login.css", "/favicon.svg"}
 
 
 def safe_next(target: str) -> str:
-    """Where to go after login: a path on this site only (never `//evil.example`)."""
+    """Where to go after login: a path on this site only (never `//evil.example`).
+
+    Browsers drop tab, CR and LF from a URL before reading it, so `/<TAB>/evil.example` is
+    `//evil.example` to them: no control or space character passes at all."""
+    if not target.isprintable() or any(c.isspace() for c in target):
+        return "/"
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     parts = urllib.parse.urlsplit(target)

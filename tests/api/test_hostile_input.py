@@ -8,6 +8,7 @@ the field (and does not echo a huge input back).
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,3 +158,51 @@ def test_body_bombs_are_refused_cheaply(
     assert time.monotonic() - started < 5
     assert farm.api("GET", "/api/ping") is not None
     assert _peak_rss_mb(farm) < 400
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"NOT A REQUEST\r\n\r\n",
+        b"GET /api/ping HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /api/ping HTTP/1.1\r\nBroken header line\r\n\r\n",
+        b"GET /api/ping HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
+    ],
+)
+def test_the_http_servers_own_errors_are_json(farm: ServerProcess, raw: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", farm.port), timeout=10) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < int(
+            next(
+                (h.split(b":")[1] for h in answer.split(b"\r\n") if h.lower().startswith(b"content-length")),
+                b"0",
+            )
+        ):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split()[1][:1] == b"4" or head.split()[1] == b"505", head  # 505: HTTP/9.9
+    assert b"application/json" in head, head
+    assert json.loads(body)["error"]
+
+
+def test_hand_backs_are_counted_apart_from_silent_worker_requeues(farm: ServerProcess) -> None:
+    # requeuelimit (3) is for silent workers (docs/protocol.md): a job handed back 4 times by
+    # workers being stopped (systemctl stop, restarts, spot interruptions) stays WAITING.
+    job_id = farm.submit(command="sleep 60", title="handed back")
+    for _ in range(4):
+        picked = None
+        while picked is None or picked["id"] != job_id:  # other tests' jobs may come first
+            picked = farm.worker_call("pickjob", {"name": "hb"})["job"]
+            assert picked is not None
+            if picked["id"] != job_id:
+                farm.worker_call("endjob", {"name": "hb", "job_id": picked["id"], "exit_code": 0})
+        end = {"name": "hb", "job_id": job_id, "exit_code": -15, "interrupted": True}
+        assert farm.worker_call("endjob", end)["ok"]
+    job = farm.job(job_id)
+    assert (job["state"], job["requeues"], job["fail_count"]) == ("WAITING", 0, 0)
+    runs = farm.api("GET", f"/api/jobs/{job_id}/events")
+    assert [e["state"] for e in runs].count("INTERRUPTED") == 4
