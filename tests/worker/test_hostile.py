@@ -86,3 +86,20 @@ def test_300_slowloris_connections_starve_neither_the_api_nor_the_workers(
     assert probes > 10
     job = server.job(job_id)
     assert job["state"] == "WORKING" and job["requeues"] == 0
+
+
+def test_the_worker_token_is_refused_in_a_url(make_server: Any) -> None:
+    # A URL ends up in proxy and access logs; the header (or a POST body) is where it goes.
+    server = make_server(workertoken="s3cret-token-for-tests")
+    url = server.url + "/workers/heartbeat"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    in_query = requests.post(url + "?token=s3cret-token-for-tests", data="name=w1", headers=form, timeout=10)
+    assert in_query.status_code == 401 and "URL" in in_query.json()["error"]
+    as_get = requests.get(url + "?name=w1&token=s3cret-token-for-tests", timeout=10)
+    assert as_get.status_code == 401
+    in_header = requests.post(
+        url, json={"name": "w1"}, headers={"X-Coalition-Token": "s3cret-token-for-tests"}, timeout=10
+    )
+    assert in_header.status_code == 200
+    in_body = requests.post(url, data="name=w1&token=s3cret-token-for-tests", headers=form, timeout=10)
+    assert in_body.status_code == 200
