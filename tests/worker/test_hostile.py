@@ -13,7 +13,8 @@ from typing import Any
 
 import requests
 
-from tests.worker.helpers import wait_state
+from tests.support import wait_for
+from tests.worker.helpers import pid_alive, wait_state
 
 
 def test_job_path_and_ld_preload_do_not_reach_the_wrapper(
@@ -103,3 +104,26 @@ def test_the_worker_token_is_refused_in_a_url(make_server: Any) -> None:
     assert in_header.status_code == 200
     in_body = requests.post(url, data="name=w1&token=s3cret-token-for-tests", headers=form, timeout=10)
     assert in_body.status_code == 200
+
+
+def test_a_replacement_worker_ends_the_jobs_of_one_killed_with_9(
+    server: Any, make_worker: Any, tmp_path: Path
+) -> None:
+    # kill -9 leaves the job's session running; the next worker of that name and config ends
+    # it before taking work, so that the job does not run twice side by side.
+    from tests.worker.conftest import WorkerProcess
+
+    first = make_worker(server.url)
+    marker = tmp_path / "child.pid"
+    job_id = server.submit(command=f"sleep 300 & echo $! > {marker}; wait", dir=str(tmp_path))
+    wait_state(server, job_id, "WORKING")
+    child = int(wait_for(lambda: marker.exists() and marker.read_text().strip(), what="the job's child"))
+    first.kill()
+    assert pid_alive(child)  # orphaned, still running: the bug's first half
+    keys = {"sleep": 0.2, "interruptions": "off", "killgrace": 2, "name": "w0"}
+    second = WorkerProcess(first.root, [server.url], keys)
+    try:
+        wait_for(lambda: not pid_alive(child), timeout=30, what="the orphaned job to be ended")
+        wait_for(lambda: "left by a previous worker" in second.log(), what="the worker to say so")
+    finally:
+        second.stop()
