@@ -6,6 +6,7 @@ Every wait is on an observable condition (tests.support.wait_for), never a fixed
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 from pathlib import Path
@@ -127,3 +128,19 @@ def test_a_replacement_worker_ends_the_jobs_of_one_killed_with_9(
         wait_for(lambda: "left by a previous worker" in second.log(), what="the worker to say so")
     finally:
         second.stop()
+
+
+def test_a_log_cut_on_a_chunk_boundary_still_gets_its_marker(make_server: Any) -> None:
+    server = make_server(maxlogsize=1)
+    cap = 1024 * 1024
+    job_id = server.submit(command="true")
+    job = server.worker_call("pickjob", {"name": "lw"})["job"]
+    assert job["id"] == job_id
+    sent = 0
+    for size in (cap // 2, cap - cap // 2, 1000):  # the first two end exactly on the cap
+        chunk = base64.b64encode(b"x" * size).decode()
+        beat = {"name": "lw", "job_id": job_id, "event": job["event"], "log": chunk, "log_offset": sent}
+        server.worker_call("heartbeat", beat)
+        sent += size
+    text = server.api("GET", f"/api/jobs/{job_id}/log")
+    assert text.startswith("x" * cap) and "log truncated" in text[cap:]
