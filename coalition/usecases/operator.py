@@ -20,6 +20,7 @@ from ..model import (
     ERROR,
     FINISHED,
     PENDING,
+    W_TIMEOUT,
     W_WAITING,
     WAITING,
     WORKING,
@@ -523,6 +524,12 @@ class Operator:
             record_audit(tx, actor, action, "", list(edits), now, {"fields": fields_sent})
             for name, values in edits.items():
                 row = tx.worker(name)
+                if row is None and action == "editworkers":
+                    # Coalition 4 took rules for a worker that has not connected yet and
+                    # applied them when it arrived (its client's editWorkers relies on it):
+                    # the row waits, never heard from (TIMEOUT), with the rules set.
+                    tx.insert_worker({**columns.new_worker_row(name), "state": W_TIMEOUT})
+                    row = tx.worker(name)
                 if row is None:
                     raise NotFound(f"worker {name!r} not found")
                 fields: dict[str, Any] = {}

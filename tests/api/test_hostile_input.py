@@ -206,3 +206,33 @@ def test_hand_backs_are_counted_apart_from_silent_worker_requeues(farm: ServerPr
     assert (job["state"], job["requeues"], job["fail_count"]) == ("WAITING", 0, 0)
     runs = farm.api("GET", f"/api/jobs/{job_id}/events")
     assert [e["state"] for e in runs].count("INTERRUPTED") == 4
+
+
+def test_affinities_answer_every_slot_as_coalition_4_did(farm: ServerProcess) -> None:
+    # Coalition 4: GET /api/affinities is {"1": "name", ... "63": ""}; its client indexes it.
+    assert farm.api("POST", "/api/affinities", {"60": "gpu"}) == 1
+    slots = farm.api("GET", "/api/affinities")
+    assert [int(k) for k in slots][:63] == list(range(1, 64))
+    assert slots["60"] == "gpu" and slots["59"] == "" and slots["63"] == ""
+
+
+def test_rules_for_a_worker_not_yet_connected_wait_for_it(farm: ServerProcess) -> None:
+    # Coalition 4's editWorkers answered 1 for a worker it had not seen, and the worker got
+    # those rules (affinity, active) when it arrived.
+    assert farm.api("POST", "/api/workers", {"early-bird": {"affinity": "gpu-early", "active": True}}) == 1
+    job_id = farm.submit(command="true", affinity="gpu-early")
+    picked = farm.worker_call("pickjob", {"name": "early-bird", "affinity": "cpu-only"})["job"]
+    assert picked is not None and picked["id"] == job_id
+    worker = farm.api("GET", "/api/workers/early-bird")
+    assert worker["affinity"] == "gpu-early" and worker["state"] == "WORKING"
+    assert farm.api("POST", "/api/workers", {"sleepy": {"active": False}}) == 1
+    assert farm.worker_call("pickjob", {"name": "sleepy"})["job"] is None
+
+
+def test_legacy_submissions_ignore_unknown_fields(farm: ServerProcess) -> None:
+    # Coalition 4 ignored fields it did not know on /json/addjob and /xmlrpc/addjob.
+    r = farm.request("GET", "/json/addjob?title=extra&cmd=true&frobnicate=1&submitter=deadline")
+    assert r.status_code == 200 and farm.job(int(r.text))["title"] == "extra"
+    r = farm.request("POST", "/xmlrpc/addjob", data=b"title=x2&cmd=true&host=ws12", headers=FORM)
+    assert r.status_code == 200 and farm.job(int(r.text))["title"] == "x2"
+    assert farm.request("PUT", "/api/jobs", {"title": "t", "frobnicate": 1}).status_code == 400
