@@ -8,12 +8,17 @@ import base64
 import binascii
 import hmac
 import json
+import logging
 from typing import Any
 
 from ..model import ValidationError, check_tags, parse_rule_lines
 from ..usecases.workers import Ping, WorkerProtocol
 from .http import INT_RANGE, ApiError, parse_form
 from .wsgi import Request, Text, WsgiApp
+
+
+log = logging.getLogger("coalition.server")
+MAX_WARNED = 10_000  # old workers remembered for the once-only warning (bounded memory)
 
 
 def _name(value: Any) -> str:
@@ -66,6 +71,7 @@ class WorkerApi:
     def __init__(self, protocol: WorkerProtocol, token: str = ""):
         self.dispatch = protocol
         self.token = token
+        self._warned: set[str] = set()  # Coalition 4 workers refused so far (logged once each)
 
     def app(self, max_body: int) -> WsgiApp:
         """The WSGI application serving /workers/pickjob, /heartbeat and /endjob."""
@@ -93,7 +99,23 @@ class WorkerApi:
             raise ApiError(401, "the worker token goes in the X-Coalition-Token header, never in the URL")
         given = req.header("X-Coalition-Token") or body.get("token") or ""
         if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
+            self._warn_old_worker(req, body)
             raise ApiError(401, "this server needs a worker token (X-Coalition-Token); check [worker] token")
+
+    def _warn_old_worker(self, req: Request, body: dict[str, Any]) -> None:
+        # A Coalition 4 worker cannot send a token and retries for ever without a word on the
+        # server's side: say so once per worker (by default the server logs nothing per request).
+        if "hostname" not in body or "name" in body:
+            return
+        who = f"{str(body.get('hostname'))[:255]} ({req.remote_ip})"
+        if who in self._warned or len(self._warned) >= MAX_WARNED:
+            return
+        self._warned.add(who)
+        log.warning(
+            "refused Coalition 4 worker %s: this server has a workertoken, which Coalition 4 "
+            "workers cannot send; turn the token off until every worker runs Coalition 5",
+            who,
+        )
 
     def _ping(self, req: Request, body: dict[str, Any], legacy: bool) -> Ping:
         if legacy:

@@ -144,3 +144,15 @@ def test_a_log_cut_on_a_chunk_boundary_still_gets_its_marker(make_server: Any) -
         sent += size
     text = server.api("GET", f"/api/jobs/{job_id}/log")
     assert text.startswith("x" * cap) and "log truncated" in text[cap:]
+
+
+def test_a_coalition_4_worker_refused_for_want_of_a_token_is_logged_once(make_server: Any) -> None:
+    server = make_server(workertoken="s3cret-token-for-tests", verbose=0)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for _ in range(3):  # Coalition 4's worker: form fields, `hostname`, no token; it retries
+        r = requests.post(
+            server.url + "/workers/heartbeat", data="hostname=c4box&jobId=-1", headers=form, timeout=10
+        )
+        assert r.status_code == 401
+    wait_for(lambda: "refused Coalition 4 worker c4box" in server.log_path.read_text(), what="the warning")
+    assert server.log_path.read_text().count("refused Coalition 4 worker c4box") == 1
