@@ -16,7 +16,6 @@ from ..usecases.workers import Ping, WorkerProtocol
 from .http import INT_RANGE, ApiError, parse_form
 from .wsgi import Request, Text, WsgiApp
 
-
 log = logging.getLogger("coalition.server")
 MAX_WARNED = 10_000  # old workers remembered for the once-only warning (bounded memory)
 
