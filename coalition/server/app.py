@@ -19,6 +19,7 @@ from ..joblogs import JobLogs
 from ..notify import MailSettings, Notifier
 from ..store.base import Store, StoreError
 from ..usecases import Context, Settings, UseCases
+from . import openapi
 from .api import Api
 from .auth import Auth, LdapAuth, build_auth
 from .discovery import DiscoveryResponder
@@ -83,10 +84,11 @@ class ServerApp:
             self.add_periodic("sessions", 300.0, self.auth.sessions.purge)
 
     # -- assembly ---------------------------------------------------------------------------
-    def mount(self) -> None:
-        """Mount every route and the static page on cherrypy.tree."""
+    def build_router(self) -> Router:
+        """The router of every route but the worker protocol's (see worker_api)."""
         api = Api(self.uc, self.auth, terminate=self._terminate, servermode=self.settings.servermode)
         router = Router()
+        router.add("GET", "/api/openapi.json", lambda params: openapi.spec())
         api.routes(router, "/api")
         api.routes(router, "/api/webfrontend")
         legacy = LegacyApi(self.uc, self.auth)
@@ -95,6 +97,15 @@ class ServerApp:
         login = LoginApi(self.auth, secure_cookie=bool(self.settings.ssl_certificate))
         login.routes(router, "/api")
         login.routes(router, "/api/webfrontend")
+        return router
+
+    def worker_api(self) -> WorkerApi:
+        """The worker protocol's handlers (a WSGI app of its own, mounted at /workers)."""
+        return WorkerApi(self.uc.workers, self.settings.workertoken)
+
+    def mount(self) -> None:
+        """Mount every route and the static page on cherrypy.tree."""
+        router = self.build_router()
         # We read bodies ourselves: curl's default form content type must not turn a JSON
         # body into form fields, and DELETE carries a body here.
         raw = {
@@ -104,7 +115,7 @@ class ServerApp:
             }
         }
         # The worker protocol, the farm's hot path, is a plain WSGI application (wsgi.py).
-        workers = WorkerApi(self.uc.workers, self.settings.workertoken)
+        workers = self.worker_api()
         cherrypy.tree.graft(workers.app(self.settings.maxbodysize * 1024 * 1024), "/workers")
         for prefix in ("/api", "/json", "/xmlrpc"):
             cherrypy.tree.mount(Mount(router, prefix), prefix, raw)

@@ -48,6 +48,12 @@ class Router:
                 return
         self._routes.append((regex, {m: handler for m in methods.split()}))
 
+    def table(self) -> list[tuple[str, str]]:
+        """Every (method, path) routed, path patterns as registered (for the OpenAPI check)."""
+        out = [(m, path) for path, table in self._exact.items() for m in table]
+        out += [(m, regex.pattern[1:-3]) for regex, table in self._routes for m in table]  # ^...$/?
+        return out
+
     def dispatch(self, path: str, params: dict[str, Any]) -> bytes:
         """Run the handler for the current request; every failure becomes a JSON error."""
         method = cherrypy.request.method
