@@ -254,6 +254,11 @@ def _operation(method: str, prefix: str, op: Op, tag: str) -> dict[str, Any]:
             },
         },
     }
+    if path in ("/login", "/logout"):
+        out["responses"]["303"] = {
+            "description": "A form post (or a logout from the page): back to the page",
+            "content": {"text/html": {"schema": _ANY}},
+        }
     if body and method != "GET":
         content = {"application/json": {"schema": _ref(body)}}
         if body in ("Login", "WorkerPing"):
