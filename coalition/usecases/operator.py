@@ -551,7 +551,8 @@ class Operator:
         self.edit_workers({name: {"active": active} for name in names}, actor, action)
 
     def delete_workers(self, names: Sequence[str], actor: Actor = NOBODY) -> None:
-        """Forget workers; their running job goes back to the queue."""
+        """Forget workers; a running job carries on (its worker comes back with its next
+        heartbeat), as in Coalition 4."""
         now = self.ctx.clock()
 
         def fn(tx: Tx, fx: Effects) -> None:
@@ -562,6 +563,11 @@ class Operator:
             if missing:
                 raise NotFound(f"worker(s) {', '.join(missing)} not found")
             for row in rows:
+                job = tx.job(row["current_job"]) if row["current_job"] else None
+                if job is not None and job["state"] == WORKING and job["worker"] == row["name"]:
+                    # Coalition 4 let a busy worker's job finish: the worker's next heartbeat
+                    # brings its row back, and the reaper requeues the job if none comes.
+                    continue
                 release_worker_job(tx, tree, fx, row, "DELETED", now)
             tx.delete_workers(names)
 

@@ -156,3 +156,27 @@ def test_a_coalition_4_worker_refused_for_want_of_a_token_is_logged_once(make_se
         assert r.status_code == 401
     wait_for(lambda: "refused Coalition 4 worker c4box" in server.log_path.read_text(), what="the warning")
     assert server.log_path.read_text().count("refused Coalition 4 worker c4box") == 1
+
+
+def test_deleting_a_busy_worker_lets_its_job_finish(server: Any, make_worker: Any, tmp_path: Path) -> None:
+    # Coalition 4's DELETE /api/workers forgot the worker and let its job run to its end.
+    make_worker(server.url)
+    go = tmp_path / "go"
+    job_id = server.submit(command=f"while [ ! -e {go} ]; do sleep 0.05; done; echo finished-here")
+    wait_state(server, job_id, "WORKING")
+    assert server.api("DELETE", "/api/workers", ["w0"]) == 1
+    # The worker's next heartbeat brings it back, still on its job.
+    wait_for(lambda: server.request("GET", "/api/workers/w0").status_code == 200, what="w0 to come back")
+    assert server.job(job_id)["state"] == "WORKING"
+    go.touch()
+    job = wait_state(server, job_id, "FINISHED")
+    assert (job["requeues"], job["fail_count"]) == (0, 0)
+    assert "finished-here" in server.api("GET", f"/api/jobs/{job_id}/log")
+
+
+def test_the_job_of_a_deleted_worker_that_never_returns_is_requeued(server: Any) -> None:
+    job_id = server.submit(command="sleep 60")
+    assert server.worker_call("pickjob", {"name": "ghost"})["job"]["id"] == job_id
+    assert server.api("DELETE", "/api/workers", ["ghost"]) == 1
+    job = wait_state(server, job_id, "WAITING", timeout=20)  # after the 3 s worker timeout
+    assert job["requeues"] == 1
