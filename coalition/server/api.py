@@ -89,7 +89,7 @@ def _idempotency_key(user: str) -> str | None:
 def _job_id(text: str) -> int:
     # ASCII digits within the ids' range: int() takes "²"-free Unicode digits and "1_0", and
     # an id past a BIGINT failed in the database (a 500) rather than being "not found".
-    if not (text.isascii() and text.isdigit() and len(text) <= 19 and 0 < int(text) <= 2**62):
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= 2**62):
         raise ApiError(404, f"job {text[:64]!r} not found")
     return int(text)
 
