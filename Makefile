@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 19211
 
-.PHONY: run test test-deploy bench lint format clean
+.PHONY: run test test-deploy bench fuzz lint format clean
 
 # A virtual environment with Coalition installed in editable mode, plus the test tools.
 $(VENV)/.installed: pyproject.toml
@@ -27,6 +27,12 @@ test: $(VENV)/.installed
 # real systemd (root, systemd-container, mmdebstrap, reprepro: see .ci/run), and the wheel.
 test-deploy: $(VENV)/.installed
 	$(PY) -m pytest -q tests/packaging $(PYTEST_ARGS)
+
+# The fuzz suite at length (CI runs it with a few examples per operation, as part of `test`):
+# FUZZ_EXAMPLES examples per API operation and 5x that per property, on SQLite and MariaDB.
+FUZZ_EXAMPLES ?= 300
+fuzz: $(VENV)/.installed
+	COALITION_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/fuzz $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	@for b in bench/*.py; do echo "# $$b" >&2; $(PY) $$b || exit 1; done

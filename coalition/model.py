@@ -40,6 +40,9 @@ DEFAULT_PRIORITY = 1000
 MAX_PRIORITY = 2**31 - 1
 DEFAULT_PROGRESS_PATTERN = "PROGRESS:%percent"
 MAX_TEXT = 65536  # longest title/command/dir/env we accept, in characters
+MAX_NAME = 255  # users, tags and worker names live in VARCHAR(255) columns (MariaDB refuses more)
+MAX_ID = 2**62  # job ids, parents and dependencies: well inside a BIGINT
+_ASCII_INT = re.compile(r"\s*(-?)([0-9]+)\s*")  # not \d: "²" and other digits int() refuses
 
 
 class ValidationError(ValueError):
@@ -117,7 +120,9 @@ def _int(name: str, value: Any, *, lo: int = 0, hi: int = MAX_PRIORITY, lenient:
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif lenient and isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+    elif lenient and isinstance(value, str) and (digits := _ASCII_INT.fullmatch(value)):
+        if len(digits.group(2).lstrip("0")) > 19:  # past any range, and past int()'s digit limit
+            raise ValidationError(f"{name} must be between {lo} and {hi}")
         number = int(value)
     elif lenient and isinstance(value, str) and value.strip() == "":
         raise ValidationError(f"{name} is empty")
@@ -147,11 +152,11 @@ def parse_dependencies(value: Any, *, lenient: bool = False) -> tuple[int, ...]:
     if value is None or value == "":
         return ()
     if isinstance(value, str):
-        ids = [int(x) for x in re.findall(r"\d+", value)]
+        ids = [_int("dependencies", x, lo=0, hi=MAX_ID, lenient=True) for x in re.findall(r"[0-9]+", value)]
     elif isinstance(value, (list, tuple)):
-        ids = [_int("dependencies", v, lo=1, hi=2**62, lenient=True) for v in value]
+        ids = [_int("dependencies", v, lo=1, hi=MAX_ID, lenient=True) for v in value]
     elif isinstance(value, int) and not isinstance(value, bool):
-        ids = [_int("dependencies", value, lo=1, hi=2**62)]
+        ids = [_int("dependencies", value, lo=1, hi=MAX_ID)]
     else:
         raise ValidationError('dependencies must be a list of job ids or a string like "1,3,5"')
     seen: dict[int, None] = {}
@@ -169,12 +174,12 @@ def parse_parent(value: Any, *, lenient: bool = False) -> int | str:
     if isinstance(value, bool):
         raise ValidationError("parent must be a job id or a title")
     if isinstance(value, int):
-        if value < 0:
-            raise ValidationError(f"parent must be a job id (>= 0), got {value}")
+        if not 0 <= value <= MAX_ID:
+            raise ValidationError(f"parent must be a job id (0 to {MAX_ID}), got {value}")
         return value
     if isinstance(value, str):
-        if re.fullmatch(r"\s*\d+\s*", value):
-            return int(value)
+        if re.fullmatch(r"\s*[0-9]+\s*", value):
+            return _int("parent", value, lo=0, hi=MAX_ID, lenient=True)
         return _text("parent", value)
     raise ValidationError("parent must be a job id or a title")
 
@@ -255,7 +260,27 @@ def _field(key: str, value: Any, *, lenient: bool) -> Any:
         except progress.PatternError as exc:
             raise ValidationError(f"{key}: {exc}") from None
         return text if text or key != "progress_pattern" else DEFAULT_PROGRESS_PATTERN
+    if key == "user":
+        return check_name(key, _text(key, value))
+    if key == "affinity":
+        text = _text(key, value)
+        check_tags(key, parse_tags(text))
+        return text
     return _text(key, value)
+
+
+def check_name(field: str, text: str) -> str:
+    """A user or worker name: what a VARCHAR(255) holds, on every backend alike."""
+    if len(text) > MAX_NAME:
+        raise ValidationError(f"{field} is longer than {MAX_NAME} characters")
+    return text
+
+
+def check_tags(field: str, tags: Iterable[str]) -> None:
+    """Tag names of an affinity: each what the tag registry's VARCHAR(255) holds."""
+    for tag in tags:
+        if len(tag) > MAX_NAME:
+            raise ValidationError(f"{field}: a tag is longer than {MAX_NAME} characters")
 
 
 def parse_tags(affinity: str) -> list[str]:
@@ -324,7 +349,9 @@ def parse_worker_edit(data: Any) -> dict[str, Any]:
         if key == "name":
             continue
         if key == "affinity":
-            out[key] = format_rule_lines(parse_rule_lines(_text(key, value)))
+            lines = parse_rule_lines(_text(key, value))
+            check_tags(key, (tag for line in lines for tag in line))
+            out[key] = format_rule_lines(lines)
         elif key == "active":
             out[key] = _bool(key, value, lenient=True)
         elif key in WORKER_FIELDS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from .columns import JOB_FIELDS, WORKER_FIELDS
@@ -80,5 +81,10 @@ def cpu_text(cpu: Any) -> str:
     values = []
     for v in cpu[:1024]:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            values.append(round(float(v), 1))
+            try:
+                number = float(v)
+            except OverflowError:  # an int past 1e308 from Coalition 4's `load` field
+                continue
+            if math.isfinite(number):  # json.dumps would write NaN/Infinity: not JSON
+                values.append(round(number, 1))
     return json.dumps(values)

@@ -6,6 +6,12 @@ expression matched against the WHOLE command (`re.fullmatch`: Coalition 4 anchor
 start, so `echo .*` also let `echo; rm -rf ~` through... and `render` let `render; anything`).
 Blank lines are ignored; configparser already drops `#` and `;` comment lines.
 
+The 4.0 documentation writes each rule after a first word naming its set: `global echo .*`
+in the global list, `user1 render .*` under `@user1`. That word is dropped when it is there
+(`global`, or the section's user name, followed by a space); a line without it is a bare
+expression, read whole. To match a command that itself begins with that word, write it twice
+(`global global .*`).
+
 A command is allowed when it matches a global rule or a rule of its user's own set. Once any
 rule is configured, a user with no set of their own is held to the global rules (Coalition 4
 let such users run anything when no global rule existed: a whitelist that lets unknown users
@@ -59,6 +65,7 @@ def parse_whitelist(text: str) -> Whitelist:
     global_rules: list[re.Pattern[str]] = []
     users: dict[str, list[re.Pattern[str]]] = {}
     current: list[re.Pattern[str]] = global_rules
+    owner = "global"  # the first word the documented form gives the current section's rules
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line:
@@ -68,7 +75,11 @@ def parse_whitelist(text: str) -> Whitelist:
             if not name or any(c.isspace() for c in name):
                 raise WhitelistError(f"commandwhitelist line {number}: {line!r} is not an @user header")
             current = users.setdefault(name, [])
+            owner = name
             continue
+        first, _, rest = line.partition(" ")
+        if first == owner and rest.strip():
+            line = rest.strip()
         try:
             current.append(re.compile(line))
         except re.error as exc:

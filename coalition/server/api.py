@@ -5,6 +5,7 @@ check permissions, call the service and return plain data.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ import cherrypy
 from ..audit import Actor
 from ..model import (
     JOB_STATES,
+    MAX_NAME,
     JobEdit,
     ValidationError,
     parse_ids,
@@ -55,12 +57,28 @@ def _int_param(
     value = params.get(key)
     if value is None or value == "":
         return default
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise ApiError(400, f"{key} must be an integer, got {value!r}"[:200]) from None
-    if not lo <= number <= hi:
+    text = str(value).strip()
+    digits = text[1:] if text[:1] == "-" else text
+    # ASCII digits only (int() also takes "1_000" and other scripts' digits), and few enough
+    # for int()'s digit limit: anything longer is out of every range anyway.
+    if not (digits.isascii() and digits.isdigit()):
+        raise ApiError(400, f"{key} must be an integer, got {value!r}"[:200])
+    if len(digits) > 20 or not lo <= int(text) <= hi:
         raise ApiError(400, f"{key} must be between {lo} and {hi}")
+    return int(text)
+
+
+def _float_param(params: dict[str, Any], key: str, what: str) -> float | None:
+    """A finite number from the query string (nan and inf parse as floats; no column holds them)."""
+    value = params.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise ApiError(400, f"{key} must be {what}") from None
+    if not math.isfinite(number):
+        raise ApiError(400, f"{key} must be {what}, not {number}")
     return number
 
 
@@ -76,10 +94,11 @@ def _idempotency_key(user: str) -> str | None:
 
 
 def _job_id(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ApiError(404, f"job {text!r} not found") from None
+    # ASCII digits within the ids' range: int() takes "²"-free Unicode digits and "1_0", and
+    # an id past a BIGINT failed in the database (a 500) rather than being "not found".
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= 2**62):
+        raise ApiError(404, f"job {text[:64]!r} not found")
+    return int(text)
 
 
 class Api:
@@ -200,13 +219,9 @@ class Api:
         hidden = scope is not None and filters.get("user", scope) != scope  # others' jobs asked for
         if scope is not None:
             filters["user"] = scope  # in the query, so that paging and totals stay right
-        if params.get("changed_since"):
-            try:
-                filters["changed_since"] = float(params["changed_since"])
-            except ValueError:
-                raise ApiError(
-                    400, "changed_since must be a number (the `now` of a previous answer)"
-                ) from None
+        changed_since = _float_param(params, "changed_since", "a number (the `now` of a previous answer)")
+        if changed_since is not None:
+            filters["changed_since"] = changed_since
         order = str(params.get("order", "asc")).lower()
         if order not in ("asc", "desc"):
             raise ApiError(400, "order must be asc or desc")
@@ -261,7 +276,7 @@ class Api:
             raise ApiError(400, "expected a JSON object {job id: {field: value}}")
         edits: dict[int, JobEdit] = {}
         for key, values in body.items():
-            job_id = int(_int_param({"id": key}, "id", lo=1) or 0)
+            job_id = int(_int_param({"job id": key}, "job id", lo=1) or 0)
             try:
                 edits[job_id] = parse_job_edit(values)
             except ValidationError as exc:
@@ -412,6 +427,8 @@ class Api:
             raise ApiError(400, "expected a JSON object {worker name: {field: value}}")
         edits = {}
         for name, values in body.items():
+            if not str(name).strip() or len(str(name)) > MAX_NAME:
+                raise ApiError(400, f"worker name must be 1 to {MAX_NAME} characters")
             try:
                 edits[str(name)] = parse_worker_edit(values)
             except ValidationError as exc:
@@ -500,15 +517,9 @@ class Api:
         job = _int_param(params, "job", None, lo=-1)
         if job is not None and job < 0:
             job = None
-        howlong = params.get("howlong")
-        seconds = None
-        if howlong not in (None, ""):
-            try:
-                seconds = float(howlong)
-            except ValueError:
-                raise ApiError(400, "howlong must be a number of seconds") from None
-            if seconds < 0:
-                seconds = None
+        seconds = _float_param(params, "howlong", "a number of seconds")
+        if seconds is not None and seconds < 0:
+            seconds = None
         limit = _int_param(params, "limit", 5000, lo=1, hi=100000) or 5000
         worker = params.get("worker") or None
         return self.uc.reads.events(job, worker, seconds, limit, self.auth.view_scope(who))
@@ -519,12 +530,9 @@ class Api:
         who = self.who()
         self.auth.require(who, VIEW)
         filters: dict[str, Any] = {"viewer": self.auth.view_scope(who)}
-        howlong = params.get("howlong")
-        if howlong not in (None, ""):
-            try:
-                filters["since"] = self.uc.ctx.clock() - float(str(howlong))
-            except ValueError:
-                raise ApiError(400, "howlong must be a number of seconds") from None
+        howlong = _float_param(params, "howlong", "a number of seconds")
+        if howlong is not None:
+            filters["since"] = self.uc.ctx.clock() - howlong
         filters["actor"] = params.get("user") or None
         filters["action"] = params.get("action") or None
         job = _int_param(params, "job", None, lo=1)
@@ -535,7 +543,7 @@ class Api:
     def stats(self, params: dict[str, Any]) -> Any:
         """GET /api/stats: counts and recent history for the overview."""
         self.auth.require(self.who(), VIEW)
-        hours = float(params.get("hours", 6) or 6)
+        hours = _float_param(params, "hours", "a number of hours") or 6.0
         if not 0 < hours <= 24 * 31:
             raise ApiError(400, "hours must be between 0 and 744")
         return self.uc.reads.stats(hours)

@@ -20,6 +20,7 @@ from ..notify import MailSettings, Notifier
 from ..store.base import Store, StoreError
 from ..usecases import Context, Settings, UseCases
 from ..webhooks import WebhookSender, WebhookSettings
+from . import openapi
 from .api import Api
 from .auth import Auth, LdapAuth, build_auth
 from .discovery import DiscoveryResponder
@@ -99,8 +100,8 @@ class ServerApp:
             self.add_periodic("loginfailures", 300.0, self.auth.failures.purge)
 
     # -- assembly ---------------------------------------------------------------------------
-    def mount(self) -> None:
-        """Mount every route and the static page on cherrypy.tree."""
+    def build_router(self) -> Router:
+        """The router of every route but the worker protocol's (see worker_api)."""
         api = Api(
             self.uc,
             self.auth,
@@ -109,6 +110,7 @@ class ServerApp:
             metrics=self.metrics.render,
         )
         router = Router()
+        router.add("GET", "/api/openapi.json", lambda params: openapi.spec())
         api.routes(router, "/api")
         api.routes(router, "/api/webfrontend")
         legacy = LegacyApi(self.uc, self.auth)
@@ -117,6 +119,16 @@ class ServerApp:
         login = LoginApi(self.auth, secure_cookie=bool(self.settings.ssl_certificate))
         login.routes(router, "/api")
         login.routes(router, "/api/webfrontend")
+        router.add("GET", "/metrics", api.metrics)
+        return router
+
+    def worker_api(self) -> WorkerApi:
+        """The worker protocol's handlers (a WSGI app of its own, mounted at /workers)."""
+        return WorkerApi(self.uc.workers, self.settings.workertoken, self.metrics)
+
+    def mount(self) -> None:
+        """Mount every route and the static page on cherrypy.tree."""
+        router = self.build_router()
         # We read bodies ourselves: curl's default form content type must not turn a JSON
         # body into form fields, and DELETE carries a body here.
         raw = {
@@ -126,9 +138,8 @@ class ServerApp:
             }
         }
         # The worker protocol, the farm's hot path, is a plain WSGI application (wsgi.py).
-        workers = WorkerApi(self.uc.workers, self.settings.workertoken, self.metrics)
+        workers = self.worker_api()
         cherrypy.tree.graft(workers.app(self.settings.maxbodysize * 1024 * 1024), "/workers")
-        router.add("GET", "/metrics", api.metrics)
         for prefix in ("/api", "/json", "/xmlrpc"):
             cherrypy.tree.mount(Mount(router, prefix), prefix, raw)
         # /metrics itself is the resource (scrapers ask for it exactly): no trailing-slash redirect.
@@ -252,6 +263,10 @@ class ServerApp:
             self.discovery.start()
         cherrypy.engine.start()
         cherrypy.engine.wait(cherrypy.engine.states.STARTED)
+        # Slow clients cost a blocked thread each, not the farm's service (guard.py).
+        from . import guard
+
+        guard.install(cherrypy.server.httpserver, max(1024, 4 * self.settings.threads))
         if self.settings.discovery and not self.settings.port:
             self.discovery = DiscoveryResponder(self.settings.listen, self.bound_port())
             self.discovery.start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import urllib.parse
 from typing import Any
@@ -17,6 +18,7 @@ import cherrypy
 from ..errors import NotFound
 from ..model import ValidationError
 from ..store.base import StoreError
+from .guard import body_deadline
 
 log = logging.getLogger("coalition.server")
 
@@ -31,18 +33,28 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+MAX_MESSAGE = 300  # an error names the field; it does not echo a 20,000-id list back
+
+
+def clip(message: str, limit: int = MAX_MESSAGE) -> str:
+    """An error message cut to `limit` characters (with a marker when cut)."""
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
 def error_answer(exc: BaseException, method: str, path: str) -> tuple[int, str, dict[str, str]]:
     """(status, message, headers) for an exception raised by a handler: the one table both
-    HTTP fronts (the CherryPy routes and the worker protocol's WSGI app) answer with."""
+    HTTP fronts (the CherryPy routes and the worker protocol's WSGI app) answer with.
+
+    A database error's text stays in the server log: it can quote SQL and values."""
     if isinstance(exc, ApiError):
-        return exc.status, exc.message, exc.headers
+        return exc.status, clip(exc.message), exc.headers
     if isinstance(exc, ValidationError):
-        return 400, str(exc), {}
+        return 400, clip(str(exc)), {}
     if isinstance(exc, NotFound):
-        return 404, str(exc.args[0]) if exc.args else "not found", {}
+        return 404, clip(str(exc.args[0]) if exc.args else "not found"), {}
     if isinstance(exc, StoreError):
         log.error("database error on %s %s: %s", method, path, exc)
-        return 503, f"database unavailable: {exc}", {}
+        return 503, "database unavailable (see the server log)", {}
     log.error("internal error on %s %s", method, path, exc_info=exc)
     return 500, "internal server error (see the server log)", {}
 
@@ -50,23 +62,45 @@ def error_answer(exc: BaseException, method: str, path: str) -> tuple[int, str, 
 def read_stream(stream: Any, content_length: str | None, transfer_encoding: str, limit: int) -> bytes:
     """A request body from its stream: `Content-Length` bytes, or a chunked body (the HTTP
     server has already decoded the chunks) read to its end. Over `limit` bytes (0: no limit)
-    is a 413, checked here rather than by cheroot, whose own 413 is plain text."""
+    is a 413, checked here rather than by cheroot, whose own 413 is plain text. The read has a
+    deadline (guard.body_deadline): a body trickled byte by byte must not hold a thread."""
     try:
         if content_length not in (None, ""):
-            size = int(str(content_length))
-            if size < 0:
+            text = str(content_length).strip()
+            if not (text.isascii() and text.isdigit() and len(text) <= 18):
                 raise ApiError(400, "bad Content-Length")
+            size = int(text)
             if limit and size > limit:
                 raise ApiError(413, f"request body too large (more than {limit} bytes)")
-            return stream.read(size) if size else b""
+            if not size:
+                return b""
+            with body_deadline(size):
+                data = stream.read(size)
+            if len(data) < size:  # the client went away, or was cut off by the deadline
+                raise ApiError(400, "the request body ended before its Content-Length")
+            return bytes(data)
     except ValueError:
         raise ApiError(400, "bad Content-Length") from None
     if "chunked" in transfer_encoding.lower():
-        data = stream.read(limit + 1) if limit else stream.read()
+        with body_deadline(limit or -1):
+            data = stream.read(limit + 1) if limit else stream.read()
         if limit and len(data) > limit:
             raise ApiError(413, f"request body too large (more than {limit} bytes)")
-        return data
+        return bytes(data)
     return b""
+
+
+LEGACY_BODY = 1024 * 1024  # /json/addjob, /xmlrpc/addjob: one job's form fields
+API_BODY = 16 * 1024 * 1024  # /api/: job batches and edits; log chunks go to /workers/
+RELAXED_MAX = 1024 * 1024  # the relaxed reading is for hand-written examples, not for bulk
+
+
+def body_limit(mount: str, max_body: int) -> int:
+    """The largest body a route under `mount` takes: `maxbodysize` bounds them all, and only
+    the worker protocol (log chunks) may use all of it; a form body is parsed into lists and
+    costs tens of times its size in memory, so the legacy routes take the least."""
+    own = LEGACY_BODY if mount in ("/json", "/xmlrpc") else API_BODY
+    return min(own, max_body) if max_body else own
 
 
 def read_body() -> bytes:
@@ -78,7 +112,7 @@ def read_body() -> bytes:
         return cached
     data = b""
     if request.method not in ("GET", "HEAD"):
-        limit = int(cherrypy.config.get("coalition.max_body", 0) or 0)
+        limit = body_limit(request.script_name, int(cherrypy.config.get("coalition.max_body", 0) or 0))
         data = read_stream(
             request.rfile,
             request.headers.get("Content-Length"),
@@ -103,16 +137,72 @@ def json_body(required: bool = True) -> Any:
     return loads_relaxed(text)
 
 
+MAX_DEPTH = 64  # no route takes more than a few levels; deeper is an attack on recursion
+INT_RANGE = (-(2**63), 2**63 - 1)  # what a BIGINT column holds, on SQLite and MariaDB alike
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Huge:
+    """An integer literal too long for Python's int-string limit, kept for check_json to name."""
+
+
+class _NotFinite(float):
+    """NaN or Infinity (json.loads accepts them; no column holds them)."""
+
+
+def _parse_int(text: str) -> int | _Huge:
+    return int(text) if len(text) <= 24 else _Huge()
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_int=_parse_int, parse_constant=lambda c: _NotFinite("nan"))
+
+
+def check_json(value: Any) -> Any:
+    """Refuse what no route can take and what would fail deep inside: nesting deeper than
+    MAX_DEPTH, lone surrogates (they cannot be encoded for the database), integers outside
+    a BIGINT, non-finite numbers. Iterative and linear in the size of the document; the
+    message names the nearest field."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ApiError(400, f"the JSON document is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise ApiError(400, f"{where or 'a string'}: not valid Unicode (a lone surrogate)")
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, _Huge) or (isinstance(item, int) and not INT_RANGE[0] <= item <= INT_RANGE[1]):
+            raise ApiError(400, f"{where or 'a number'}: integer out of range")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ApiError(400, f"{where or 'a number'} must be a finite number")
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if _SURROGATE.search(key):
+                    raise ApiError(400, "a field name is not valid Unicode (a lone surrogate)")
+                stack.append((sub, clip(key, 64), depth + 1))
+        elif isinstance(item, list):
+            stack.extend((sub, where, depth + 1) for sub in item)
+    return value
+
+
 def loads_relaxed(text: str) -> Any:
     """json.loads, falling back to a relaxed reading of the 4.0 documentation's examples,
-    which have unquoted numeric keys (`{123: {...}}`) and trailing commas."""
+    which have unquoted numeric keys (`{123: {...}}`) and trailing commas; then check_json."""
     try:
-        return json.loads(text)
-    except ValueError as first:
         try:
-            return json.loads(_relax(text))
-        except ValueError:
-            raise ApiError(400, f"malformed JSON: {first}") from None
+            return check_json(_loads(text))
+        except ValueError as first:
+            if len(text) > RELAXED_MAX:
+                raise ApiError(400, clip(f"malformed JSON: {first}")) from None
+            try:
+                return check_json(_loads(_relax(text)))
+            except ValueError:
+                raise ApiError(400, clip(f"malformed JSON: {first}")) from None
+    except RecursionError:
+        raise ApiError(400, f"the JSON document is nested deeper than {MAX_DEPTH} levels") from None
 
 
 _BARE_KEY = re.compile(r"([{,]\s*)(-?\d+|[A-Za-z_][A-Za-z0-9_]*)(\s*:)")
@@ -135,18 +225,32 @@ def _relax(text: str) -> str:
     return "".join(parts)
 
 
+def single_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Query parameters, each given once: a repeated one (`?howlong=1&howlong=2`) is a 400
+    naming it, rather than a list reaching a handler that expects a string."""
+    for key, value in params.items():
+        if isinstance(value, list):
+            raise ApiError(400, f"query parameter {clip(key, 64)} is given more than once")
+    return params
+
+
+def parse_form(text: str) -> dict[str, str]:
+    """A query string or form body, each field once (a repeated field is a 400 naming it)."""
+    params: dict[str, str] = {}
+    for key, values in urllib.parse.parse_qs(text, keep_blank_values=True).items():
+        if len(values) > 1:
+            raise ApiError(400, f"field {clip(key, 64)} is given more than once")
+        params[key] = values[0]
+    return params
+
+
 def form_params() -> dict[str, str]:
     """Query string and form-encoded body merged (legacy routes take both)."""
-    params: dict[str, str] = {}
-    for key, value in cherrypy.request.params.items():
-        params[key] = value[-1] if isinstance(value, list) else value
+    params: dict[str, str] = dict(single_params(dict(cherrypy.request.params)))
     ctype = cherrypy.request.headers.get("Content-Type", "")
     raw = read_body()
     if raw and ("form" in ctype or not ctype or raw[:1] not in (b"{", b"[")):
-        for key, values in urllib.parse.parse_qs(
-            raw.decode("utf-8", "replace"), keep_blank_values=True
-        ).items():
-            params[key] = values[-1]
+        params.update(parse_form(raw.decode("utf-8", "replace")))
     elif raw:
         body = loads_relaxed(raw.decode("utf-8", "replace"))
         if not isinstance(body, dict):

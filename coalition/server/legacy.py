@@ -1,20 +1,38 @@
 """Coalition's legacy submission routes: `/json/addjob` (documented in chapter 9, used by
 control.py) and `/xmlrpc/addjob` (Coalition 4), GET or POST, query string or form fields,
 chapter 8 attribute names. Both answer the new job's id as text.
+
+Unknown fields are ignored (logged at debug), as Coalition 4 did: submitters in the wild send
+extras. `PUT /api/jobs` stays strict, where a typo must not create a job with a default.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import cherrypy
 
 from ..audit import Actor
-from ..model import parse_job_spec
+from ..model import JOB_ALIASES, READ_ONLY, SETTABLE, parse_job_spec
 from ..usecases import UseCases
 from .auth import CREATE, EDIT, LEGACY, Auth
 from .http import form_params
 from .router import Raw, Router
+
+log = logging.getLogger("coalition.server")
+
+
+def known_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields a job has (chapter 8 names included); the others are dropped and logged."""
+    kept = {}
+    for key, value in fields.items():
+        name = JOB_ALIASES.get(key, key)
+        if name in SETTABLE or name in READ_ONLY:
+            kept[key] = value
+        else:
+            log.debug("legacy addjob: ignoring unknown field %r", key[:64])
+    return kept
 
 
 class LegacyApi:
@@ -33,7 +51,7 @@ class LegacyApi:
         who = self.auth.identify(LEGACY, cherrypy.request.headers)
         fields = form_params()
         fields.pop("_", None)
-        spec = parse_job_spec(fields, lenient=True)
+        spec = parse_job_spec(known_fields(fields), lenient=True)
         owner = self.auth.owner_for_new_job(who, spec.user)
         if owner != spec.user:
             from dataclasses import replace

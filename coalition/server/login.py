@@ -15,6 +15,7 @@ Each route also exists under `/api/webfrontend`.
 from __future__ import annotations
 
 import json
+import logging
 import urllib.parse
 from typing import Any
 
@@ -26,13 +27,20 @@ from .auth import WEB, Auth, LdapAuth
 from .http import ApiError, form_params
 from .router import Router
 
+log = logging.getLogger("coalition.server")
+
 LOGIN_PAGE = "/login.html"
 # Served without a session: the login page needs them.
 PUBLIC_FILES = frozenset({LOGIN_PAGE, "/login.js", "/login.css", "/favicon.svg"})
 
 
 def safe_next(target: str) -> str:
-    """Where to go after login: a path on this site only (never `//evil.example`)."""
+    """Where to go after login: a path on this site only (never `//evil.example`).
+
+    Browsers drop tab, CR and LF from a URL before reading it, so `/<TAB>/evil.example` is
+    `//evil.example` to them: no control or space character passes at all."""
+    if not target.isprintable() or any(c.isspace() for c in target):
+        return "/"
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     parts = urllib.parse.urlsplit(target)
@@ -144,7 +152,8 @@ def web_gate(auth: Auth) -> cherrypy.Tool:
         try:
             auth.identify(WEB, request.headers)
         except StoreError as exc:  # the sessions live in the database
-            raise cherrypy.HTTPError(503, f"database unavailable: {exc}") from None
+            log.error("database error on the web page's login check: %s", exc)
+            raise cherrypy.HTTPError(503, "database unavailable (see the server log)") from None
         except ApiError as exc:
             if exc.status == 401 and (path == "/" or path.endswith(".html")):
                 target = path + (f"?{request.query_string}" if request.query_string else "")

@@ -13,7 +13,7 @@ from typing import Any
 
 import cherrypy
 
-from .http import ApiError, error_answer, send_error, send_json
+from .http import ApiError, error_answer, send_error, send_json, single_params
 
 log = logging.getLogger("coalition.server")
 
@@ -48,6 +48,12 @@ class Router:
                 return
         self._routes.append((regex, {m: handler for m in methods.split()}))
 
+    def table(self) -> list[tuple[str, str]]:
+        """Every (method, path) routed, path patterns as registered (for the OpenAPI check)."""
+        out = [(m, path) for path, table in self._exact.items() for m in table]
+        out += [(m, regex.pattern[1:-3]) for regex, table in self._routes for m in table]  # ^...$/?
+        return out
+
     def dispatch(self, path: str, params: dict[str, Any]) -> bytes:
         """Run the handler for the current request; every failure becomes a JSON error."""
         method = cherrypy.request.method
@@ -70,12 +76,12 @@ class Router:
                         f"{method} is not allowed on {path}; use {', '.join(sorted(table))}",
                         {"Allow": ", ".join(sorted(table))},
                     )
-                result = handler(params, *(match.groups() if match is not None else ()))
+                result = handler(single_params(params), *(match.groups() if match is not None else ()))
                 if isinstance(result, Raw):
                     cherrypy.response.headers["Content-Type"] = result.content_type
                     return bytes(result)
                 return send_json(result)
-            raise ApiError(404, f"no such route: {method} {path}")
+            raise ApiError(404, f"no such route: {method} {path}"[:300])
         except cherrypy.HTTPRedirect:
             raise
         except cherrypy.HTTPError as exc:

@@ -8,14 +8,19 @@ import base64
 import binascii
 import hmac
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from ..model import ValidationError, check_tags, parse_rule_lines
 from ..usecases.workers import Ping, RunUsage, SlotReport, WorkerProtocol
-from .http import ApiError
+from .http import INT_RANGE, ApiError, parse_form
 from .metrics import ServerMetrics
 from .wsgi import Request, Text, WsgiApp
+
+log = logging.getLogger("coalition.server")
+MAX_WARNED = 10_000  # old workers remembered for the once-only warning (bounded memory)
 
 
 def _name(value: Any) -> str:
@@ -31,12 +36,16 @@ def _opt_int(body: dict[str, Any], key: str, lo: int = 0) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
-        else:
+        # ASCII digits only ("²".isdigit() is true, and int() refuses it), and few enough of
+        # them for int()'s digit limit; the range check below does the rest.
+        text = value.strip() if isinstance(value, str) else ""
+        if text[:1] == "-":
+            text = text[1:]
+        if not (text.isascii() and text.isdigit() and len(text) <= 20):
             raise ApiError(400, f"{key} must be an integer")
-    if value < lo:
-        raise ApiError(400, f"{key} must be >= {lo}")
+        value = int(value)
+    if not lo <= value <= INT_RANGE[1]:
+        raise ApiError(400, f"{key} must be between {lo} and {INT_RANGE[1]}")
     return value
 
 
@@ -105,6 +114,7 @@ class WorkerApi:
         self.dispatch = protocol
         self.token = token
         self.metrics = metrics
+        self._warned: set[str] = set()  # Coalition 4 workers refused so far (logged once each)
 
     def app(self, max_body: int) -> WsgiApp:
         """The WSGI application serving /workers/pickjob, /heartbeat, /endjob and /sync."""
@@ -144,9 +154,28 @@ class WorkerApi:
     def _check_token(self, req: Request, body: dict[str, Any]) -> None:
         if not self.token:
             return
+        if "token" in parse_form(req.environ.get("QUERY_STRING", "")):
+            # A URL ends up in proxy and access logs: the token goes in a header or a body.
+            raise ApiError(401, "the worker token goes in the X-Coalition-Token header, never in the URL")
         given = req.header("X-Coalition-Token") or body.get("token") or ""
         if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
+            self._warn_old_worker(req, body)
             raise ApiError(401, "this server needs a worker token (X-Coalition-Token); check [worker] token")
+
+    def _warn_old_worker(self, req: Request, body: dict[str, Any]) -> None:
+        # A Coalition 4 worker cannot send a token and retries for ever without a word on the
+        # server's side: say so once per worker (by default the server logs nothing per request).
+        if "hostname" not in body or "name" in body:
+            return
+        who = f"{str(body.get('hostname'))[:255]} ({req.remote_ip})"
+        if who in self._warned or len(self._warned) >= MAX_WARNED:
+            return
+        self._warned.add(who)
+        log.warning(
+            "refused Coalition 4 worker %s: this server has a workertoken, which Coalition 4 "
+            "workers cannot send; turn the token off until every worker runs Coalition 5",
+            who,
+        )
 
     def _ping(self, req: Request, body: dict[str, Any], legacy: bool) -> Ping:
         if legacy:
@@ -167,6 +196,11 @@ class WorkerApi:
         affinity = body.get("affinity")
         if affinity is not None and not isinstance(affinity, str):
             raise ApiError(400, "affinity must be a string of rule lines")
+        if affinity:
+            try:
+                check_tags("affinity", (t for line in parse_rule_lines(affinity) for t in line))
+            except ValidationError as exc:
+                raise ApiError(400, str(exc)) from None
         ip = body.get("ip")
         if ip is not None and not isinstance(ip, str):
             raise ApiError(400, "ip must be a string")

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .http import ApiError, error_answer, loads_relaxed, read_stream
+from .http import ApiError, error_answer, loads_relaxed, parse_form, read_stream
 
 log = logging.getLogger("coalition.server")
 
@@ -76,8 +75,7 @@ class Request:
         params: dict[str, Any] = {}
         query = self.environ.get("QUERY_STRING", "")
         for text in (query, raw.decode("utf-8", "replace")):
-            for key, values in urllib.parse.parse_qs(text, keep_blank_values=True).items():
-                params[key] = values[-1]
+            params.update(parse_form(text))
         return params, True
 
 

@@ -221,7 +221,7 @@ def _c4_job(
         "duration": float(j["duration"] or 0),
         "run_done": int(j["run_done"] or 0),
         "timeout": int(j["timeout"] or 0),
-        "priority": max(0, int(j["priority"] or 0)),
+        "priority": c4_priority(j["priority"]),
         "affinity": _c4_affinity(j["affinity"] or "", names),
         "user": j["user"] or "",
         "url": j["url"] or "",
@@ -302,6 +302,21 @@ def _fill_events(tx: SqlTx, old: set[str], names: dict[int, str], now: float) ->
                     float(e["duration"] or 0),
                 ),
             )
+
+
+C4_DEFAULT_PRIORITY = 255  # Coalition 4 clamped priorities to 0..255: its default 1000 became 255
+
+
+def c4_priority(value: Any) -> int:
+    """A Coalition 4 priority on our scale: shifted so that its default (255) is our default
+    (the column's default, 1000) and the old order is kept. Unshifted, the migrated
+    backlog sat below every new default-priority job."""
+    try:
+        number = max(0, int(value or 0))
+    except (TypeError, ValueError):
+        number = 0
+    default = int(next(c.default for c in columns.JOBS if c.name == "priority"))
+    return min(number + default - C4_DEFAULT_PRIORITY, 2**31 - 1)
 
 
 def _c4_affinity(text: str, names: dict[int, str]) -> str:

@@ -20,6 +20,7 @@ from ..model import (
     ERROR,
     FINISHED,
     PENDING,
+    W_TIMEOUT,
     W_WAITING,
     WAITING,
     WORKING,
@@ -536,6 +537,12 @@ class Operator:
             record_audit(tx, actor, action, "", list(edits), now, {"fields": fields_sent})
             for name, values in edits.items():
                 row = tx.worker(name)
+                if row is None and action == "editworkers":
+                    # Coalition 4 took rules for a worker that has not connected yet and
+                    # applied them when it arrived (its client's editWorkers relies on it):
+                    # the row waits, never heard from (TIMEOUT), with the rules set.
+                    tx.insert_worker({**columns.new_worker_row(name), "state": W_TIMEOUT})
+                    row = tx.worker(name)
                 if row is None:
                     raise NotFound(f"worker {name!r} not found")
                 fields: dict[str, Any] = {}
@@ -557,7 +564,8 @@ class Operator:
         self.edit_workers({name: {"active": active} for name in names}, actor, action)
 
     def delete_workers(self, names: Sequence[str], actor: Actor = NOBODY) -> None:
-        """Forget workers; their running job goes back to the queue."""
+        """Forget workers; a running job carries on (its worker comes back with its next
+        heartbeat), as in Coalition 4."""
         now = self.ctx.clock()
 
         def fn(tx: Tx, fx: Effects) -> None:
@@ -568,6 +576,11 @@ class Operator:
             if missing:
                 raise NotFound(f"worker(s) {', '.join(missing)} not found")
             for row in rows:
+                job = tx.job(row["current_job"]) if row["current_job"] else None
+                if job is not None and job["state"] == WORKING and job["worker"] == row["name"]:
+                    # Coalition 4 let a busy worker's job finish: the worker's next heartbeat
+                    # brings its row back, and the reaper requeues the job if none comes.
+                    continue
                 release_worker_job(tx, tree, fx, row, "DELETED", now)
             tx.delete_workers(names)
 

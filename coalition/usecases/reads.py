@@ -16,6 +16,9 @@ from .context import Context
 SORT_DEFAULT = "h_key"
 
 
+C4_AFFINITY_SLOTS = 63  # Coalition 4's registry: bits of a 64-bit mask
+
+
 class Reads:
     """Read-only use cases; one read transaction each."""
 
@@ -219,8 +222,12 @@ class Reads:
         return [audit_view(r) for r in self.ctx.read(lambda tx: tx.audit(filters, limit))]
 
     def affinities(self) -> dict[str, str]:
-        """The numbered registry of affinity names."""
-        return {str(k): v for k, v in self.ctx.read(lambda tx: tx.affinities()).items()}
+        """The numbered registry of affinity names, every slot from 1 to 63 (and any number
+        used above) included, empty names too: Coalition 4 answered all 63 slots, and its
+        client indexes the answer by slot number."""
+        named = self.ctx.read(lambda tx: tx.affinities())
+        top = max([C4_AFFINITY_SLOTS, *named])
+        return {str(n): named.get(n, "") for n in range(1, top + 1)}
 
     def log(self, job_id: int) -> str:
         """The whole log of a job, decoded."""

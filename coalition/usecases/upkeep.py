@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import scheduling
 from ..model import ERROR, PENDING, W_TIMEOUT, W_WAITING, W_WORKING, WAITING, WORKING
-from ..store.base import Tx
+from ..store.base import Row, Tx
 from .context import Context, Effects
 
 
@@ -18,6 +18,36 @@ class Upkeep:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.started = ctx.clock()  # silence is measured from here at the earliest
+
+    def _requeue_silent(
+        self, tx: Tx, tree: Any, fx: Effects, job: Row, name: str, now: float, done: dict[str, int]
+    ) -> None:
+        """The job of a worker gone silent goes back to the queue (at most requeuelimit times)."""
+        settings = self.ctx.settings
+        requeue = scheduling.should_requeue_silent(job["requeues"], settings.requeue_limit)
+        fields: dict[str, Any] = {
+            "requeues": job["requeues"] + 1,
+            "duration": max(0.0, now - job["start_time"]),
+        }
+        if requeue:
+            # Keep run_event: a late endjob or heartbeat of this run is still accepted.
+            target = PENDING if job["pending"] else WAITING
+            done["requeued"] += 1
+            note = (
+                f"\n[coalition] worker {name} went silent for more than "
+                f"{settings.worker_timeout:g}s: job requeued\n"
+            )
+        else:
+            target = ERROR
+            fields.update(fail_count=job["fail_count"] + 1, run_event=0)
+            note = (
+                f"\n[coalition] worker {name} went silent; the job was requeued "
+                f"{job['requeues']} times already: ERROR\n"
+            )
+        if job["run_event"]:
+            tx.update_event(job["run_event"], {"state": W_TIMEOUT, "duration": fields["duration"]})
+        tree.set_leaf_state(job, target, fields)
+        fx.append_log(job["id"], note.encode())
 
     def reap(self) -> dict[str, int]:
         """Handle silent workers and jobs past their timeout. Returns what was done."""
@@ -41,31 +71,19 @@ class Upkeep:
                 job = tx.job(worker["current_job"]) if worker["current_job"] else None
                 if job is None or job["state"] != WORKING or job["worker"] != worker["name"]:
                     continue
-                requeue = scheduling.should_requeue_silent(job["requeues"], settings.requeue_limit)
-                fields: dict[str, Any] = {
-                    "requeues": job["requeues"] + 1,
-                    "duration": max(0.0, now - job["start_time"]),
-                }
-                if requeue:
-                    # Keep run_event: a late endjob or heartbeat of this run is still accepted.
-                    target = PENDING if job["pending"] else WAITING
-                    done["requeued"] += 1
-                    note = (
-                        f"\n[coalition] worker {worker['name']} went silent for more than "
-                        f"{settings.worker_timeout:g}s: job requeued\n"
-                    )
-                else:
-                    target = ERROR
-                    fields.update(fail_count=job["fail_count"] + 1, run_event=0)
-                    note = (
-                        f"\n[coalition] worker {worker['name']} went silent; the job was requeued "
-                        f"{job['requeues']} times already: ERROR\n"
-                    )
-                if job["run_event"]:
-                    tx.update_event(job["run_event"], {"state": W_TIMEOUT, "duration": fields["duration"]})
-                tree.set_leaf_state(job, target, fields)
-                fx.append_log(job["id"], note.encode())
+                self._requeue_silent(tx, tree, fx, job, worker["name"], now, done)
+            known = {w["name"] for w in tx.workers()}
             for job in tx.working_jobs():
+                if job["worker"] not in known:
+                    # Its worker was deleted while busy (Coalition 4 let the job finish: the
+                    # worker's next heartbeat brings its row back). Silent since: requeue.
+                    row = tx.job(job["id"])
+                    if row is not None and scheduling.worker_silent(
+                        row["ping_time"], self.started, settings.worker_timeout, now
+                    ):
+                        done["silent_workers"] += 1
+                        self._requeue_silent(tx, tree, fx, row, job["worker"], now, done)
+                        continue
                 if not scheduling.job_timed_out(
                     job["start_time"], job["timeout"], now, settings.worker_timeout
                 ):

@@ -458,11 +458,11 @@ class WorkerProtocol:
             "ping_time": now,
         }
         if interrupted:
-            requeue = scheduling.should_requeue_silent(job["requeues"], self._requeue_limit())
-            fields["requeues"] = job["requeues"] + 1
-            outcome, event_state = (WAITING, "INTERRUPTED") if requeue else (ERROR, ERROR)
-            if not requeue:
-                fields["fail_count"] = job["fail_count"] + 1
+            # A hand-back (systemctl stop, a restart, a spot interruption) is the worker's own
+            # doing, not the job's: back to the queue, no retry spent, and not counted against
+            # `requeuelimit` either, which is for silent workers (a job that kills its host).
+            # Hand-backs are counted apart, as the job's INTERRUPTED runs (its events).
+            outcome, event_state = WAITING, "INTERRUPTED"
         elif exit_code == 0 and not timed_out:
             outcome, event_state = FINISHED, FINISHED
             fields.update(progress=1.0, run_done=job["run_done"] + 1)
@@ -489,9 +489,6 @@ class WorkerProtocol:
         )
         if event_state == ERROR:
             tree.child_failed(job["parent"])
-
-    def _requeue_limit(self) -> int:
-        return self.ctx.settings.requeue_limit
 
 
 def _lineage(tx: Tx, job: Row) -> list[int]:

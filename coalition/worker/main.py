@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 from coalition import __version__
 from coalition.model import format_rule_lines, parse_rule_lines
 
+from . import process
 from .agent import Control, Slot
 from .courier import Courier
 from .discovery import discover
@@ -190,8 +193,22 @@ def watch_interruptions(settings: WorkerSettings, control: Control, stop: thread
         watch(watchers, control.interrupt, stop, settings.interruption_poll)
 
 
-def serve(settings: WorkerSettings) -> int:
+def end_leftover_jobs(settings: WorkerSettings, config: str | None) -> None:
+    """End the jobs a previous worker of this name and config left when it was killed -9
+    (process.py, GroupLedger): a replacement must not run a second copy next to them."""
+    if os.name != "posix":
+        return
+    key = f"{settings.slot_names()[0]}\0{os.path.abspath(config) if config else ''}"
+    process.LEDGER = process.open_ledger(settings.spooldir or tempfile.gettempdir(), key)
+    if process.LEDGER is not None:
+        ended = process.LEDGER.end_leftovers(settings.killgrace)
+        if ended:
+            log.warning("ended %d job process group(s) left by a previous worker: %s", len(ended), ended)
+
+
+def serve(settings: WorkerSettings, config: str | None = None) -> int:
     """Discover the server if needed, run the startup command, then the slots until stopped."""
+    end_leftover_jobs(settings, config)
     control = Control()
     install_signals(control, settings)
     url: str | None = settings.server_url
@@ -250,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("%s", warning)
     if args.check:
         return check(settings)
-    return serve(settings)
+    return serve(settings, args.config)
 
 
 if __name__ == "__main__":

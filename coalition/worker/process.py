@@ -4,6 +4,11 @@ Each job runs in a new session (hence its own process group), so everything it s
 signalled at once; stdin is /dev/null (Coalition 4 left a pipe open, and a program that read
 stdin hung for ever) and stdout/stderr share one pipe.
 
+A worker killed with -9 cannot end its jobs, and a new session survives it: a replacement
+worker of the same name then started a second copy of the job next to the first. So the
+running groups are written down (GroupLedger, a small file per worker name), and a worker
+starting under that name first ends the groups its predecessor left.
+
 No thread per job: the slot that runs the job waits in `pump()`, which sleeps on the output
 pipe, the leader's pidfd and the slot's wake pipe at once, and takes in whatever output came.
 Starting a reader thread and handing the job's exit back from it cost more wall time per job
@@ -13,16 +18,21 @@ writing while its slot waits on a slow server answer.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import resource
 import select
 import signal
+import stat
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from .spool import RunLog
 from .usage import Usage, UsageMeter
@@ -60,6 +70,116 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot, /proc/<pid>/stat field 22), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _session_members(sid: int) -> list[int]:
+    """The pids of session `sid` (each job is a session of its own)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if len(fields) > 3 and fields[3] == str(sid):
+                members.append(int(entry))
+    return members
+
+
+class GroupLedger:
+    """The process groups of a worker's running jobs, kept in a file (one per worker name)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._groups: dict[int, str] = {}
+
+    def _save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(f"{pgid} {start}\n" for pgid, start in self._groups.items()))
+        os.replace(tmp, self.path)  # never a half-written file for the next worker to read
+
+    def add(self, pgid: int) -> None:
+        """A job's group started."""
+        with self._lock:
+            self._groups[pgid] = _start_time(pgid) or "?"
+            with contextlib.suppress(OSError):
+                self._save()
+
+    def remove(self, pgid: int) -> None:
+        """A job's group is gone."""
+        with self._lock:
+            if self._groups.pop(pgid, None) is not None:
+                with contextlib.suppress(OSError):
+                    self._save()
+
+    def end_leftovers(self, grace: float, clock: Callable[[], float] = time.monotonic) -> list[int]:
+        """End the groups a previous worker of this name left running; returns their ids.
+
+        A group whose leader still runs is ours only if its start time matches what was
+        written (pids are reused); a leaderless group is recognised by its session (a job's
+        session id is its group id, and no one else starts a session with that number)."""
+        try:
+            lines = self.path.read_text().split("\n")
+        except OSError:
+            return []
+        ended = []
+        for line in lines:
+            parts = line.split()
+            if len(parts) != 2 or not parts[0].isdigit():
+                continue
+            pgid, start = int(parts[0]), parts[1]
+            now_start = _start_time(pgid)
+            if now_start is not None and now_start != start:
+                continue  # the number was reused by an unrelated process
+            if now_start is None and not _session_members(pgid):
+                continue
+            if group_alive(pgid):
+                ended.append(pgid)
+                with contextlib.suppress(OSError):
+                    os.killpg(pgid, signal.SIGTERM)
+        deadline = clock() + grace
+        while any(group_alive(g) for g in ended) and clock() < deadline:
+            time.sleep(0.05)  # polling: there is no portable way to wait on a process group
+        for pgid in ended:
+            if group_alive(pgid):
+                with contextlib.suppress(OSError):
+                    os.killpg(pgid, signal.SIGKILL)
+        with self._lock, contextlib.suppress(OSError):
+            self._save()  # what we run now (nothing yet): the leftovers are dealt with
+        return ended
+
+
+LEDGER: GroupLedger | None = None  # set by the worker's main before its slots start
+
+
+def open_ledger(base: str, key: str) -> GroupLedger | None:
+    """The ledger of the worker identified by `key` (its name and config file), in a private
+    directory under `base`; None (with a warning) if that directory is not safely ours: a root
+    worker must not signal process groups named in a file someone else could write."""
+    uid = os.geteuid()
+    folder = Path(base) / f"coalition-worker-{uid}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+    except OSError as exc:
+        log.warning("cannot keep the job ledger in %s: %s", folder, exc)
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o022:
+        log.warning("not keeping the job ledger in %s: not a private directory of ours", folder)
+        return None
+    digest = hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:16]
+    return GroupLedger(folder / f"{digest}.jobs")
+
+
 class JobProcess:
     """A started job. Call `pump()` to wait for it and take in its output."""
 
@@ -84,6 +204,8 @@ class JobProcess:
             umask=0o002,  # as Coalition 4: frames written by a job stay group-writable
         )
         self.pgid = self.proc.pid  # the session leader's pid is its group id
+        if LEDGER is not None:
+            LEDGER.add(self.pgid)
         assert self.proc.stdout is not None
         self._fd = self.proc.stdout.fileno()
         os.set_blocking(self._fd, False)
@@ -184,16 +306,20 @@ class JobProcess:
         the job (SIGTERM, then SIGKILL after `grace`) keeps one job's processes from running
         into the next. Returns whether leftovers had to be signalled.
         """
-        self._pump_until(lambda: self.eof, clock() + 1.0, clock)
-        if not group_alive(self.pgid):
-            return False
-        self.terminate(clock())
-        # Polling: there is no portable way to wait on a process group.
-        self._pump_until(lambda: not group_alive(self.pgid), clock() + grace, clock, step=0.05)
-        if group_alive(self.pgid):
-            self.signal(signal.SIGKILL)
-        self._pump_until(lambda: self.eof, clock() + 1.0, clock)
-        return True
+        try:
+            self._pump_until(lambda: self.eof, clock() + 1.0, clock)
+            if not group_alive(self.pgid):
+                return False
+            self.terminate(clock())
+            # Polling: there is no portable way to wait on a process group.
+            self._pump_until(lambda: not group_alive(self.pgid), clock() + grace, clock, step=0.05)
+            if group_alive(self.pgid):
+                self.signal(signal.SIGKILL)
+            self._pump_until(lambda: self.eof, clock() + 1.0, clock)
+            return True
+        finally:
+            if LEDGER is not None and not group_alive(self.pgid):
+                LEDGER.remove(self.pgid)
 
     def _pump_until(
         self, done: Callable[[], bool], deadline: float, clock: Callable[[], float], step: float = 1.0

@@ -11,7 +11,11 @@ The rules are Coalition 4's, minus its bugs:
   directory become slashes;
 * `runcommand` wraps the command; its placeholders `__user__`, `__dir__` and `__cmd__` are
   shell-quoted for the place where they appear (Coalition 4 pasted them raw: shell injection
-  through a job's dir or user).
+  through a job's dir or user);
+* with a `runcommand`, the job's pairs reach the job's own shell only: the wrapper is looked up
+  and started with the worker's environment, and `__cmd__` begins with `export` statements.
+  Laid over the wrapper's environment, a job's `PATH` chose which `sudo` a root worker ran and
+  its `LD_PRELOAD` was loaded into it: "may submit jobs" became "root on every worker".
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from coalition.model import parse_env
 _VAR = re.compile(r"\$\(([^()]*)\)")
 _DRIVE = re.compile(r"^([A-Za-z]):")
 _PLACEHOLDER = re.compile(r"__(user|dir|cmd)__")
+_SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_EXPANSION_ROUNDS = 32  # a variable that refers to itself must not loop for ever
 
 
@@ -51,6 +56,21 @@ def job_environment(
     if extra:
         env.update(extra)
     return env
+
+
+def export_prefix(pairs: Mapping[str, str], notes: list[str]) -> str:
+    """Shell statements that set `pairs` in the job's own shell, before its command.
+
+    A name that a shell cannot export (`A-B`, `1X`) is left out with a note in the job's log:
+    POSIX shells refuse it, and an `env` program would have to be looked up in a PATH.
+    """
+    parts: list[str] = []
+    for name, value in pairs.items():
+        if _SHELL_NAME.match(name):
+            parts.append(f"export {name}={shlex.quote(value)}; ")
+        else:
+            notes.append(f"environment variable {name!r} not set: not a shell variable name")
+    return "".join(parts)
 
 
 def expand(text: str, env: Mapping[str, str], notes: list[str], posix: bool = True) -> str:
@@ -140,6 +160,7 @@ def prepare(
 ) -> Prepared:
     """Everything needed to start `job` (a pickjob answer), or an error saying why not."""
     notes: list[str] = []
+    pairs = parse_env(str(job.get("environment") or ""))
     env = job_environment(base_env, str(job.get("environment") or ""), extra_env)
     command = expand(str(job.get("command") or ""), env, notes, posix)
     directory = expand(str(job.get("dir") or "."), env, notes, posix) or "."
@@ -150,9 +171,13 @@ def prepare(
     if runcommand:
         # The wrapper changes directory itself (maybe as another user who alone can see it);
         # still start it there when we can, for wrappers that do not.
-        line = fill_runcommand(runcommand, str(job.get("user") or ""), directory, command)
+        # The job's pairs are set by its own shell, inside the wrapper, and the wrapper starts
+        # with the worker's environment (and our COALITION_* variables, which it may pass on).
+        inner = export_prefix({**pairs, **(extra_env or {})}, notes) + command
+        line = fill_runcommand(runcommand, str(job.get("user") or ""), directory, inner)
         cwd = directory if os.path.isdir(directory) else None
-        return Prepared(line, cwd, env, notes)
+        wrapper_env = job_environment(base_env, "", extra_env)
+        return Prepared(line, cwd, wrapper_env, notes)
     if not os.path.isdir(directory):
         # Coalition 4 ran the job in whatever directory the worker was in: a render writing
         # its frames to the wrong place is worse than a clear error.

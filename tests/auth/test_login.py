@@ -50,7 +50,9 @@ def test_form_login_redirects_and_refuses_open_redirects(ldap_farm: Any) -> None
     r = requests.post(url + "/api/login", data=form, allow_redirects=False, timeout=30)
     assert r.status_code == 303 and r.headers["Location"].endswith("/index.html#/jobs")
     assert "coalition_session" in r.cookies
-    for evil in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+    # Browsers drop tab, CR and LF from URLs: `/<TAB>/evil.example` is `//evil.example`.
+    evils = ("//evil.example/", "https://evil.example/", "/\\evil.example", "/\t/evil.example")
+    for evil in (*evils, "/\r/evil.example", "/\n/evil.example", "/ /evil.example"):
         r = requests.post(url + "/api/login", data={**form, "next": evil}, allow_redirects=False, timeout=30)
         assert r.status_code == 303 and r.headers["Location"] in (url + "/", "/"), evil
     bad = requests.post(url + "/api/login", data={**form, "password": "x"}, allow_redirects=False, timeout=30)

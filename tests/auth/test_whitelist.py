@@ -119,3 +119,20 @@ def test_ldap_farm_uses_the_login_not_the_user_field(slapd: Slapd, make_auth_ser
     assert artist1.post(url + "/api/jobs", json={str(jid): {"command": "maya -batch -file b.ma"}}).ok
     assert artist1.post(url + "/api/jobs", json={str(jid): {"command": "maya; id"}}).status_code == 403
     assert artist2.get(url + "/json/addjob", params={"cmd": "maya -batch -file c.ma"}).status_code == 403
+
+
+def test_the_documented_form_names_each_rules_set(make_auth_server: Any) -> None:
+    # The 4.0 documentation's example, word for word in shape: `global <regexp>` in the
+    # global list, `<user> <regexp>` under `@<user>`.
+    documented = (
+        "global echo .*\n  global render -f [0-9]+\n  @user1\n  user1 maya -batch .*\n  user1 nuke -x .*"
+    )
+    farm = make_auth_server(commandwhitelist=documented)
+    put = lambda **job: requests.put(farm.url + "/api/jobs", json=job, timeout=30).status_code  # noqa: E731
+    assert put(command="echo hello") == 200
+    assert put(command="render -f 12") == 200
+    assert put(command="maya -batch scene.ma", user="user1") == 200
+    assert put(command="nuke -x comp.nk", user="user1") == 200
+    assert put(command="maya -batch scene.ma", user="user2") == 403
+    assert put(command="rm -rf /") == 403
+    assert put(command="global echo x") == 403  # the word names the set; it is not the command

@@ -107,6 +107,9 @@ def check_migrated(server: ServerProcess) -> None:
     shot = server.job(1)
     assert (shot["total"], shot["total_finished"], shot["state"], shot["children"]) == (2, 1, "WAITING", 2)
     f1, f2 = server.job(2), server.job(3)
+    # Coalition 4's 255 is its clamped default (1000): equal to a new default-priority job.
+    assert (f2["priority"], server.job(4)["priority"]) == (1000, 845)
+    assert server.job(server.submit(title="new", command="true"))["priority"] == 1000
     assert (f1["state"], f1["affinity"], f1["environment"]) == ("FINISHED", "linux", "A=1\\nB=2")
     assert (f2["state"], f2["affinity"], f2["environment"]) == ("WAITING", "linux,win", "")
     assert server.job(4)["state"] == "PENDING" and server.job(4)["dependencies"] == [3]
@@ -114,7 +117,11 @@ def check_migrated(server: ServerProcess) -> None:
     workers = {w["name"]: w for w in server.api("GET", "/api/workers")}
     assert workers["w2"]["affinity"] == "linux,win\nlinux" and workers["w1"]["state"] == "WAITING"
     assert workers["w2"]["start_time"] > 0
-    assert server.api("GET", "/api/affinities") == {"1": "linux", "2": "win"}
+    assert server.api("GET", "/api/affinities") == {
+        "1": "linux",
+        "2": "win",
+        **{str(n): "" for n in range(3, 64)},
+    }
     events = server.api("GET", "/api/events")
     assert sorted(e["state"] for e in events) == ["FINISHED", "INTERRUPTED"]
     # The migrated queue runs: w2 ("linux,win" first) takes frame 2, then comp is released.
@@ -225,3 +232,14 @@ def test_unknown_key_is_a_warning(make_server: Any) -> None:
     server = make_server(start=False, colour="blue")
     out = run_server_cli(server, "--init")
     assert out.returncode == 0 and "colour: unknown key" in out.stderr
+
+
+def test_migrated_priorities_meet_new_jobs_on_one_scale() -> None:
+    # Coalition 4 clamped priorities to 0..255, so its default (1000) was stored as 255: a
+    # migrated default-priority job and a new one (1000) must be equals, the old order kept.
+    from coalition.model import DEFAULT_PRIORITY
+    from coalition.store.migrations import c4_priority
+
+    assert c4_priority(255) == DEFAULT_PRIORITY
+    assert c4_priority(0) < c4_priority(100) < c4_priority(200) < c4_priority(255)
+    assert c4_priority(None) == c4_priority(0) >= 0

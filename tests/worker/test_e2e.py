@@ -205,7 +205,7 @@ def test_interruption_notice_hands_the_job_back(
     else:
         metadata.gce_preempted = True
     job = wait_state(server, job_id, "WAITING", timeout=15)
-    assert job["requeues"] == 1 and job["fail_count"] == 0  # no retry spent
+    assert job["requeues"] == 0 and job["fail_count"] == 0  # no retry spent, no silent requeue
     assert worker.wait(15) == 0  # and the worker takes no more jobs: it exits
     assert "interruption notice" in worker.log()
 
@@ -217,7 +217,7 @@ def test_sigterm_hands_the_job_back(server: Any, make_worker: Any) -> None:
     worker.signal(signal.SIGTERM)
     assert worker.wait(15) == 0
     job = server.job(job_id)
-    assert job["state"] == "WAITING" and job["requeues"] == 1 and job["fail_count"] == 0
+    assert job["state"] == "WAITING" and job["requeues"] == 0 and job["fail_count"] == 0
 
 
 def test_sigterm_with_shutdown_finish_completes_the_job(

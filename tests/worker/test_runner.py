@@ -99,7 +99,30 @@ def test_prepare(tmp_path: Path) -> None:
     assert missing.error.startswith("directory not found")
     wrapped = prepare({**job, "dir": str(tmp_path / "nope")}, {}, runcommand="sudo -u __user__ sh -c __cmd__")
     assert wrapped.error == "" and wrapped.cwd is None  # the wrapper may see dirs we cannot
-    assert wrapped.command == "sudo -u u sh -c 'render 12'"
+    assert wrapped.command == "sudo -u u sh -c 'export SHOT=12; render 12'"
     assert prepare({**job, "command": "  "}, {}).error == "the job has no command"
     windows = prepare({**job, "dir": "X:\\shots", "environment": f"X_DRIVE={tmp_path}"}, {})
     assert windows.error == f"directory not found: {tmp_path}/shots"
+
+
+def test_the_job_environment_reaches_only_the_job_not_its_wrapper(tmp_path: Path) -> None:
+    # A root worker's `sudo` must be the worker's: a job's PATH or LD_PRELOAD laid over the
+    # wrapper's environment made "may submit jobs" into "root on every worker".
+    job = {
+        "id": 3,
+        "command": 'echo "$MARK|$PATH|$LD_PRELOAD|$COALITION_JOB_ID"',
+        "dir": str(tmp_path),
+        "environment": "PATH=/shared/evil:/usr/bin:/bin\\nLD_PRELOAD=/shared/evil.so\\nMARK=it's\\nA-B=x",
+        "user": "u",
+    }
+    base = {"PATH": "/usr/bin:/bin", "HOME": "/root"}
+    ready = prepare(job, base, "sudo -u __user__ -E -- sh -c __cmd__", {"COALITION_JOB_ID": "3"})
+    assert ready.env == {**base, "COALITION_JOB_ID": "3"}  # the wrapper's: the worker's own
+    assert "not a shell variable name" in ready.notes[0]
+    inner = shlex.split(ready.command)[-1]  # what the job's own shell runs
+    out = subprocess.run(["/bin/sh", "-c", inner], env={}, capture_output=True, text=True).stdout
+    assert out == "it's|/shared/evil:/usr/bin:/bin|/shared/evil.so|3\n"
+    quoted = prepare(job, base, "sudo -u __user__ -E -- sh -c 'cd __dir__; __cmd__'", {})
+    assert "LD_PRELOAD" not in quoted.env and sh(
+        quoted.command.replace("sudo -u u -E -- ", ""), tmp_path
+    ) == ("it's|/shared/evil:/usr/bin:/bin|/shared/evil.so|\n")

@@ -1,0 +1,197 @@
+"""Keeping slow and idle clients from starving the server (issue 12: slowloris).
+
+cheroot serves each request on a thread of a fixed pool, and a thread reading a request's
+headers blocks until they are complete: 40 connections that send a header line every few
+seconds held all 32 threads, and every route stopped, the worker protocol included (an attack
+longer than the heartbeat timeout marked every worker TIMEOUT). Two measures, both working
+with Debian 12's cheroot 9 and with newer ones (public attributes only):
+
+* **An elastic pool.** When fewer than `spare` threads are idle, a helper thread adds a batch
+  (up to `max_threads`), so connections stuck in their headers cost a blocked thread each
+  instead of the farm's service; idle threads above the configured count are retired later.
+  The helper does the growing: cheroot's `grow` waits for each new thread, and the thread
+  that accepts connections must never wait.
+* **Deadlines on reading.** A request's headers must arrive within `header_timeout` seconds
+  in all, and its body at a bounded pace (`body_deadline`); past that, the connection's socket
+  is shut down, which ends the blocked read (cheroot's own timeout is per `recv`, so a client
+  sending a byte every 9 s kept a thread for ever).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from cheroot.server import HTTPConnection, HTTPRequest
+
+log = logging.getLogger("coalition.server")
+
+HEADER_TIMEOUT = 10.0  # seconds for a request line and all its headers
+BODY_MIN_RATE = 64 * 1024  # bytes/s a body must keep up, on top of BODY_GRACE
+BODY_GRACE = 30.0
+SHRINK_AFTER = 60.0  # seconds of calm before idle extra threads are retired
+
+
+class Deadlines:
+    """Sockets to shut down when their read deadline passes (one watchdog thread)."""
+
+    def __init__(self, tick: float = 0.25):
+        self.tick = tick
+        self._lock = threading.Lock()
+        self._armed: dict[int, tuple[float, socket.socket]] = {}
+        self._next = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, sock: Any, seconds: float) -> int:
+        """Shut `sock` down in `seconds` unless disarmed; returns a handle for disarm()."""
+        with self._lock:
+            self._next += 1
+            self._armed[self._next] = (time.monotonic() + seconds, sock)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="read-deadlines", daemon=True)
+                self._thread.start()
+            return self._next
+
+    def disarm(self, handle: int) -> None:
+        """The read finished in time."""
+        with self._lock:
+            self._armed.pop(handle, None)
+
+    def stop(self) -> None:
+        """End the watchdog thread."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick):  # a periodic check, not a synchronisation
+            now = time.monotonic()
+            with self._lock:
+                due = [(h, s) for h, (t, s) in self._armed.items() if t <= now]
+                for handle, _ in due:
+                    del self._armed[handle]
+            for _, sock in due:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # the blocked recv returns: cheroot closes
+
+
+DEADLINES = Deadlines()
+_current = threading.local()  # the socket of the request this thread serves
+
+
+class GuardedRequest(HTTPRequest):
+    """cheroot's request, with a total deadline on its request line and headers."""
+
+    header_timeout = HEADER_TIMEOUT
+
+    def parse_request(self) -> None:
+        """Read the request line and headers, shut down past the deadline."""
+        sock = self.conn.socket
+        _current.sock = sock
+        handle = DEADLINES.arm(sock, self.header_timeout)
+        try:
+            super().parse_request()
+        finally:
+            DEADLINES.disarm(handle)
+
+    def simple_response(self, status: Any, msg: Any = "") -> None:
+        """cheroot's own answers (400 on a malformed request line, 408, 413, 414...) in the
+        house format, `{"error": "..."}`, rather than plain text."""
+        status = str(status)
+        text = msg.decode("latin-1") if isinstance(msg, bytes) else str(msg or status)
+        body = json.dumps({"error": text or status}).encode()
+        head = [f"{self.server.protocol} {status}", f"Content-Length: {len(body)}"]
+        head.append("Content-Type: application/json")
+        if status[:3] in ("413", "414"):
+            self.close_connection = True
+            head.append("Connection: close")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        with contextlib.suppress(OSError):  # the client may be gone: nothing to tell it then
+            self.conn.wfile.write(data)
+
+
+class GuardedConnection(HTTPConnection):
+    """cheroot's connection, reading its requests through GuardedRequest."""
+
+    RequestHandlerClass = GuardedRequest
+
+
+@contextlib.contextmanager
+def body_deadline(size: int) -> Iterator[None]:
+    """Bound the time reading a body of `size` bytes (unknown: -1) on this thread's request."""
+    sock = getattr(_current, "sock", None)
+    if sock is None:  # not under cheroot (a test calling a handler directly)
+        yield
+        return
+    seconds = BODY_GRACE + max(size, 0) / BODY_MIN_RATE
+    handle = DEADLINES.arm(sock, seconds)
+    try:
+        yield
+    finally:
+        DEADLINES.disarm(handle)
+
+
+class ElasticPool:
+    """Grows cheroot's thread pool when idle threads run short; retires extras when calm."""
+
+    def __init__(self, pool: Any, max_threads: int, spare: int = 8, batch: int = 16):
+        self.pool = pool
+        self.base = int(pool.min)
+        self.max_threads = max_threads
+        self.spare = spare
+        self.batch = batch
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._last_growth = time.monotonic()
+        pool.max = max_threads
+        self._put = pool.put
+        pool.put = self.put
+        threading.Thread(target=self._run, name="elastic-pool", daemon=True).start()
+
+    def put(self, conn: Any) -> None:
+        """Queue a connection for a thread; wake the helper if the idle threads run short."""
+        self._put(conn)
+        if self.pool.idle < self.spare:
+            self._wake.set()
+
+    def stop(self) -> None:
+        """End the helper thread."""
+        self._stop.set()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(SHRINK_AFTER / 4)  # woken by put(); the timeout drives shrinking
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._adjust()
+            except Exception:  # noqa: BLE001 - the helper must outlive one bad adjustment
+                log.exception("cannot resize the HTTP thread pool")
+
+    def _adjust(self) -> None:
+        size = len(self.pool._threads)  # noqa: SLF001 - cheroot keeps no public count
+        while self.pool.idle < self.spare and size < self.max_threads:
+            self.pool.grow(min(self.batch, self.max_threads - size))
+            grown = len(self.pool._threads)  # noqa: SLF001
+            if grown == size:
+                break
+            if size == self.base:
+                log.warning("HTTP threads all busy: growing the pool past %d (slow clients?)", self.base)
+            size = grown
+            self._last_growth = time.monotonic()
+        extra = min(self.pool.idle - self.spare, size - self.base)
+        if extra > 0 and time.monotonic() - self._last_growth > SHRINK_AFTER:
+            self.pool.shrink(extra)
+
+
+def install(httpserver: Any, max_threads: int) -> ElasticPool:
+    """Guard a started cheroot server: deadlines on new connections, an elastic pool."""
+    httpserver.ConnectionClass = GuardedConnection
+    return ElasticPool(httpserver.requests, max_threads)
