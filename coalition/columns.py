@@ -91,6 +91,13 @@ JOBS: tuple[Column, ...] = (
     Column("children", INT, 0),
     Column("created_at", REAL, 0.0),
     Column("updated_at", REAL, 0.0),
+    # Studio scheduling (docs/scheduling.md): farm-wide limits the job holds while it runs
+    # ("arnold:2,nuke:1"), the frames it covers (last < first: none known), and the job it
+    # waits for frame by frame (its units wait for the overlapping units of that job).
+    Column("limits", TEXT, "", settable=True, edit="plain"),
+    Column("first_frame", BIG, 0, settable=True, edit="plain"),
+    Column("last_frame", BIG, -1, settable=True, edit="plain"),
+    Column("frame_dep", BIG, 0, settable=True, edit="frame_dep"),
     # Internal: dispatch and tree upkeep.
     Column("child_fail_count", INT, 0, api=False),
     Column("pending", SMALL, 0, api=False),
@@ -102,6 +109,9 @@ JOBS: tuple[Column, ...] = (
     Column("run_event", BIG, 0, api=False),
     Column("has_dependents", SMALL, 0, api=False),
     Column("log_offset", BIG, 0, api=False),
+    # What the running job holds of the farm's limits (released when it stops running, so an
+    # edit of `limits` during a run cannot unbalance the counters).
+    Column("limits_held", TEXT, "", api=False),
 )
 
 WORKERS: tuple[Column, ...] = (

@@ -191,6 +191,9 @@ class ServerSettings:
     templatedir: str = ""
     ssl_certificate: str = ""
     ssl_private_key: str = ""
+    limitsinterval: float = 30.0  # seconds between runs of the limits' counting commands
+    # `[limits]`: (name, capacity, counting command) of each farm-wide limit (docs/scheduling.md).
+    limits: tuple[tuple[str, int, str], ...] = ()
     config_path: str = field(default="", compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -265,6 +268,7 @@ _SERVER_TYPES: dict[str, Callable[[str], Any]] = {
     "templatedir": _text,
     "ssl_certificate": _text,
     "ssl_private_key": _text,
+    "limitsinterval": _float(1.0),
     **{key: _text for key in _LDAP_TEMPLATES},
 }
 # The documented sample spells this key with a double l; both are accepted.
@@ -296,9 +300,37 @@ def load_server_settings(path: str | None, overrides: dict[str, str] | None = No
         values["workertoken"] = _read_token(values["workertokenfile"], where)
     if values.get("webhooks") and not values.get("webhooksecret"):
         raise ConfigError(f"{where}: [server] webhooks: set webhooksecret too (every delivery is signed)")
+    values["limits"] = _limits(parser, where)
     settings = ServerSettings(**values, config_path=path or "", warnings=tuple(warnings))
     _check_security(settings, where)
     return settings
+
+
+_LIMIT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+
+def _limits(parser: configparser.ConfigParser, where: str) -> tuple[tuple[str, int, str], ...]:
+    """`[limits]`: `nuke = 5` gives a limit its capacity; `nuke.command = CMD` counts the
+    licences in use as the licence server sees them (docs/scheduling.md)."""
+    if not parser.has_section("limits"):
+        return ()
+    capacities: dict[str, int] = {}
+    commands: dict[str, str] = {}
+    for key, text in parser.items("limits"):
+        name, _, suffix = key.partition(".command") if key.endswith(".command") else (key, "", "")
+        if not _LIMIT_NAME.fullmatch(name) or suffix:
+            raise ConfigError(f"{where}: [limits] {key}: not a limit name (letters, digits, _ . -)")
+        if key.endswith(".command"):
+            commands[name] = text.strip()
+            continue
+        try:
+            capacities[name] = _int(0, 10**9)(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: [limits] {key}: {exc}") from None
+    for name in commands:
+        if name not in capacities:
+            raise ConfigError(f"{where}: [limits] {name}.command: give {name} a capacity too")
+    return tuple((n, c, commands.get(n, "")) for n, c in sorted(capacities.items()))
 
 
 def _read_token(path: str, where: str) -> str:

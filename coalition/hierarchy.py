@@ -153,6 +153,8 @@ class Tree:
         values = dict(fields or {})
         values["state"] = new_state
         values["updated_at"] = self.now
+        if old == WORKING and new_state != WORKING:
+            self._release_limits(row, values)
         if not written:
             self.tx.update_job(row["id"], values)
         row.update(values)
@@ -161,6 +163,78 @@ class Tree:
         if old != new_state:
             self._transition(Transition(row["id"], row["parent"], old, new_state))
             self._after_state_change(row["id"], old, new_state, row.get("has_dependents", 1))
+            if row.get("has_dependents", 1) and FINISHED in (old, new_state):
+                self.frame_release(row, new_state == FINISHED)
+
+    # -- farm-wide limits -------------------------------------------------------------------
+    def _release_limits(self, row: Row, values: dict[str, Any]) -> None:
+        """A run ends (or is taken back): give back what it held of the farm's limits."""
+        held = row.get("limits_held")
+        if held is None:
+            stored = self.tx.job(row["id"])
+            held = stored["limits_held"] if stored is not None else ""
+        if held:
+            for name, amount in scheduling.limit_amounts(held).items():
+                self.tx.release_limit(name, amount)
+            values["limits_held"] = ""
+
+    # -- frame-to-frame dependencies --------------------------------------------------------
+    def frame_source(self, row: Row) -> int:
+        """The job whose frames this leaf waits for: its own `frame_dep`, else its group's."""
+        if row.get("frame_dep"):
+            return int(row["frame_dep"])
+        if row.get("parent"):
+            prow = self.tx.job(row["parent"])
+            if prow is not None and prow["frame_dep"]:
+                return int(prow["frame_dep"])
+        return 0
+
+    def frame_blocker(self, row: Row) -> Row | None:
+        """The first unit of the frame source not finished that covers a frame of this leaf
+        (a chunk waits for every frame it covers), or None when its frames are all done."""
+        source = self.frame_source(row)
+        if not source:
+            return None
+        src = self.tx.job(source)
+        if src is None:
+            return None  # the source was deleted: nothing to wait for any more
+        span = scheduling.frame_span(row["first_frame"], row["last_frame"])
+        if not src["children"]:
+            own = scheduling.frame_span(src["first_frame"], src["last_frame"])
+            ok = src["state"] == FINISHED or not scheduling.frames_overlap(span, own)
+            return None if ok else src
+        left = self.tx.unfinished_frame_units(source, span)
+        return left[0] if left else None
+
+    def frame_release(self, row: Row, finished: bool) -> None:
+        """A unit finished (or was reset from FINISHED): the overlapping units of the jobs
+        that wait for it (or for its group) frame by frame may start (or wait again)."""
+        if "first_frame" not in row or "frame_dep" not in row:
+            full = self.tx.job(row["id"])
+            if full is None:
+                return
+            row = {**full, **row}
+        span = scheduling.frame_span(row["first_frame"], row["last_frame"])
+        for source in (row["id"], row["parent"]):
+            if not source:
+                continue
+            for waiter in self.tx.frame_dependents(source):
+                wrow = self.tx.job(waiter)
+                if wrow is None:
+                    continue
+                if wrow["children"]:
+                    units = self.tx.frame_units(waiter, span)
+                else:
+                    own = scheduling.frame_span(wrow["first_frame"], wrow["last_frame"])
+                    units = [wrow] if scheduling.frames_overlap(span, own) else []
+                for unit in units:
+                    if unit["children"]:
+                        continue
+                    if finished and unit["pending"]:
+                        if self.tx.unfinished_deps(unit["id"]) == 0 and self.frame_blocker(unit) is None:
+                            self.set_pending(unit["id"], False)
+                    elif not finished and not unit["pending"] and unit["state"] == WAITING:
+                        self.set_pending(unit["id"], True)
 
     def _transition(self, t: Transition) -> None:
         self.transitions.append(t)
@@ -229,6 +303,8 @@ class Tree:
         row = self.tx.job(job_id)
         if row is None or bool(row["pending"]) == pending:
             return
+        if not pending and not row["children"] and self.frame_blocker(row) is not None:
+            return  # its own dependencies are met, but not yet the frames it waits for
         if row["children"]:
             self.tx.update_job(job_id, {"pending": int(pending), "updated_at": self.now})
             row["pending"] = int(pending)

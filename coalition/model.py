@@ -90,6 +90,10 @@ class JobSpec:
     output: str = ""  # the job's output files (`f_####.png`): thumbnails of the newest
     progress_pattern: str = DEFAULT_PROGRESS_PATTERN
     local_progress_pattern: str = ""
+    limits: str = ""  # farm-wide limits it needs while running: "arnold:2,nuke:1"
+    first_frame: int = 0  # the frames it covers (last < first: none known)
+    last_frame: int = -1
+    frame_dep: int = 0  # the job it waits for frame by frame (0: none)
     dependencies: tuple[int, ...] = ()
 
 
@@ -167,6 +171,43 @@ def parse_dependencies(value: Any, *, lenient: bool = False) -> tuple[int, ...]:
     return tuple(seen)
 
 
+FRAME_MAX = 2**40
+LIMIT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+MAX_LIMIT_AMOUNT = 1_000_000
+
+
+def parse_limits(value: Any) -> str:
+    """Farm-wide limits a job needs: "nuke:1,arnold:2" (an amount of 1 may be left out), a
+    list of such strings, or {"nuke": 1}. Returns the canonical text: lower-case names in
+    order, each once ("arnold:2,nuke:1"); "" for none."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, Mapping):
+        parts = [f"{k}:{v}" for k, v in value.items()]
+    elif isinstance(value, str):
+        parts = value.split(",")
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        parts = list(value)
+    else:
+        raise ValidationError('limits must be a string like "nuke:1,arnold:2"')
+    out: dict[str, int] = {}
+    for part in parts:
+        part = str(part).strip()
+        if not part:
+            continue
+        name, sep, amount = part.partition(":")
+        name = name.strip().lower()
+        if not LIMIT_NAME.fullmatch(name):
+            raise ValidationError(
+                f"limits: {name[:80]!r} is not a limit name (letters, digits, _ . -; 64 at most)"
+            )
+        number = _int("limits", amount.strip(), lo=1, hi=MAX_LIMIT_AMOUNT, lenient=True) if sep else 1
+        out[name] = out.get(name, 0) + number
+    if len(out) > 32:
+        raise ValidationError("limits: 32 limits at most")
+    return ",".join(f"{k}:{v}" for k, v in sorted(out.items()))
+
+
 def parse_parent(value: Any, *, lenient: bool = False) -> int | str:
     """An id, or a title / `a|b` path of titles (resolved later against the store)."""
     if value is None or value == "":
@@ -214,6 +255,8 @@ def parse_job_spec(data: Any, *, lenient: bool = False) -> JobSpec:
     state = kw.pop("state", None)
     if state == PAUSED:
         kw["paused"] = True
+    if "first_frame" in kw and "last_frame" not in kw:
+        kw["last_frame"] = kw["first_frame"]  # one frame
     return JobSpec(**kw)
 
 
@@ -239,6 +282,12 @@ def _field(key: str, value: Any, *, lenient: bool) -> Any:
         return parse_parent(value, lenient=lenient)
     if key == "dependencies":
         return parse_dependencies(value, lenient=lenient)
+    if key == "limits":
+        return parse_limits(value)
+    if key in ("first_frame", "last_frame"):
+        return _int(key, value, lo=-FRAME_MAX, hi=FRAME_MAX, lenient=lenient)
+    if key == "frame_dep":
+        return _int(key, value, lo=0, hi=MAX_ID, lenient=lenient)
     if key in ("retry", "timeout"):
         return _int(key, value, lo=0, hi=2**31 - 1, lenient=lenient)
     if key == "priority":

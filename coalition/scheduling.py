@@ -169,3 +169,79 @@ def next_sync(
     else:
         wanted = min(asked, SYNC_KILL_BOUND)
     return round(max(SYNC_MIN, min(wanted, ceiling)), 3)
+
+
+# -- farm-wide limits (docs/scheduling.md) ----------------------------------------------------
+def limit_amounts(text: str) -> dict[str, int]:
+    """A job's canonical limit text ("arnold:2,nuke:1", as model.parse_limits writes it) as
+    {name: amount}, in name order (the order the pick takes them in, so two servers never
+    wait on each other's limit rows in opposite orders)."""
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        name, _, amount = part.partition(":")
+        if name:
+            out[name] = out.get(name, 0) + int(amount or 1)
+    return dict(sorted(out.items()))
+
+
+def limit_room(capacity: int, in_use: int, external: int, amount: int) -> bool:
+    """Whether `amount` more of a limit fits: what running jobs hold plus what its command
+    counted outside the farm stays within its capacity."""
+    return in_use + external + amount <= capacity
+
+
+# -- frame-to-frame dependencies ----------------------------------------------------------------
+def frame_span(first: int, last: int) -> tuple[int, int] | None:
+    """The frames a job covers (inclusive), or None when it covers no known frame (its last
+    frame before its first): such a job is taken to cover every frame."""
+    return (first, last) if last >= first else None
+
+
+def frames_overlap(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:
+    """Whether two spans share a frame (an unknown span overlaps everything)."""
+    if a is None or b is None:
+        return True
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+# -- fair share ---------------------------------------------------------------------------------
+def fair_share_order(
+    running: Mapping[str, int],
+    weights: Mapping[str, float],
+    waiting: Iterable[str],
+    default_weight: float = 1.0,
+) -> list[str]:
+    """The users with waiting work (at the same priority) in the order the next slot should
+    serve them: fewest running slots per unit of weight first, ties by name.
+
+    Served one slot at a time, this converges to shares proportional to the weights among the
+    users who have work (a user with little work takes what it needs, the rest is shared by
+    the others): a user who submits 10,000 frames does not starve one who submits 10.
+    """
+
+    def deficit(user: str) -> tuple[float, str]:
+        weight = weights.get(user, default_weight)
+        if weight <= 0:
+            return (float("inf"), user)
+        return (running.get(user, 0) / weight, user)
+
+    return sorted(set(waiting), key=deficit)
+
+
+def fair_shares(
+    slots: int,
+    queued: Mapping[str, int],
+    weights: Mapping[str, float],
+    default_weight: float = 1.0,
+) -> dict[str, int]:
+    """How many of `slots` each user gets when slots are handed out one by one in
+    fair_share_order, each user taking at most what it has queued: the share a farm
+    reaches at steady state (the bench's simulated farm checks the pick reaches it)."""
+    running = dict.fromkeys(queued, 0)
+    for _ in range(slots):
+        waiting = [u for u, n in queued.items() if running[u] < n]
+        order = fair_share_order(running, weights, waiting, default_weight)
+        if not order or weights.get(order[0], default_weight) <= 0:
+            break
+        running[order[0]] += 1
+    return running

@@ -19,6 +19,7 @@ from ..joblogs import DbLogs, JobLogs, LogStore
 from ..notify import MailSettings, Notifier
 from ..store.base import Store, StoreError
 from ..usecases import Context, Settings, UseCases
+from ..usecases.limits import LimitConfig, Limits
 from ..webhooks import WebhookSender, WebhookSettings
 from . import openapi
 from .api import Api
@@ -26,6 +27,7 @@ from .auth import Auth, LdapAuth, build_auth
 from .discovery import DiscoveryResponder
 from .http import error_page
 from .legacy import LegacyApi
+from .limits import LimitsApi
 from .login import LoginApi, unavailable_page, web_gate
 from .metrics import ServerMetrics
 from .router import Mount, Router
@@ -73,6 +75,7 @@ class ServerApp:
             clock,
         )
         self.uc = UseCases.over(self.ctx)
+        self.limits = Limits(self.ctx, [LimitConfig(*entry) for entry in settings.limits])
         self.metrics = ServerMetrics(f"{socket.gethostname()}:{settings.port}", self.uc.reads.farm_counts)
         self.ctx.on_db_time = self.metrics.db_time
         self.auth: Auth = auth or build_auth(settings, self.ctx, _remote_ip)
@@ -95,6 +98,9 @@ class ServerApp:
             self.ctx.on_worker_lost.append(self.webhooks.on_worker_lost)
             self.ctx.on_event.append(self.webhooks.queue)
             self.add_periodic("webhooks", hooks.interval, self.webhooks.drain)
+        if any(c.command for c in self.limits.configured.values()):
+            # Licences used outside the farm: one server counts them, under a lease.
+            self.add_periodic("limits", settings.limitsinterval, self.limits.refresh)
         if isinstance(self.auth, LdapAuth):
             self.add_periodic("sessions", 300.0, self.auth.sessions.purge)
             self.add_periodic("loginfailures", 300.0, self.auth.failures.purge)
@@ -113,6 +119,9 @@ class ServerApp:
         router.add("GET", "/api/openapi.json", lambda params: openapi.spec())
         api.routes(router, "/api")
         api.routes(router, "/api/webfrontend")
+        limits = LimitsApi(self.limits, self.auth, api.who, api.actor, api._viewable)
+        limits.routes(router, "/api")
+        limits.routes(router, "/api/webfrontend")
         legacy = LegacyApi(self.uc, self.auth)
         legacy.routes(router, "/json")
         legacy.routes(router, "/xmlrpc")
@@ -248,6 +257,7 @@ class ServerApp:
         """Start serving (returns once the port is bound)."""
         # A database just upgraded from Coalition 4 gets its derived fields before any pick.
         self.uc.upkeep.rebuild_tree()
+        self.limits.seed()  # the ini's limits the database lacks
         if handle_signals:
             # Before the port opens: a SIGTERM right after start must still stop us cleanly.
             cherrypy.engine.signals.subscribe()

@@ -87,9 +87,12 @@ class Tx(Protocol):
     def working_jobs(self) -> list[Row]:
         """Leaves in WORKING state: id, worker, start_time, timeout, run_event."""
 
-    def first_ready(self, tagsets: Sequence[int]) -> tuple[int, str, str] | None:
-        """(id, h_key, title) of the first dispatchable leaf among these tag sets, in
-        dispatch order, locked for us where the dialect can (MySQL: FOR UPDATE SKIP LOCKED)."""
+    def first_ready(
+        self, tagsets: Sequence[int], skip_limits: Sequence[str] = ()
+    ) -> tuple[int, str, str, str] | None:
+        """(id, h_key, title, limits) of the first dispatchable leaf among these tag sets, in
+        dispatch order, locked for us where the dialect can (MySQL: FOR UPDATE SKIP LOCKED);
+        leaves whose `limits` text is in `skip_limits` (full) are passed over."""
 
     def claim(self, job_id: int, worker: str, event: int, now: float) -> Row | None:
         """Compare-and-set a ready leaf to WORKING for `worker`: the row as claimed (at least
@@ -257,6 +260,55 @@ class Tx(Protocol):
     # -- coordination ---------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         """Take or renew a named lease; True if `holder` holds it until now + ttl."""
+
+    # -- studio scheduling (store/sqlsched.py) ------------------------------------------
+    def limits(self) -> list[Row]:
+        """Every farm-wide limit, by name."""
+        ...
+
+    def limit(self, name: str) -> Row | None:
+        """One limit, or None."""
+        ...
+
+    def put_limit(self, name: str, capacity: int, now: float, create_only: bool = False) -> None:
+        """Create a limit or set its capacity."""
+        ...
+
+    def delete_limit(self, name: str) -> int:
+        """Remove a limit."""
+        ...
+
+    def acquire_limit(self, name: str, amount: int) -> bool:
+        """Take `amount` of a limit if it has room (a compare-and-set)."""
+        ...
+
+    def release_limit(self, name: str, amount: int) -> None:
+        """Give back `amount` of a limit."""
+        ...
+
+    def set_limit_external(self, name: str, external: int, now: float) -> None:
+        """What the limit's command counted outside the farm."""
+        ...
+
+    def limit_users(self, name: str, limit: int = 100) -> list[Row]:
+        """Running jobs holding a limit."""
+        ...
+
+    def frame_dependents(self, job_id: int) -> list[int]:
+        """Jobs that wait for `job_id` frame by frame."""
+        ...
+
+    def frame_units(self, job_id: int, span: tuple[int, int] | None) -> list[Row]:
+        """Children of `job_id` overlapping `span` (None: all)."""
+        ...
+
+    def unfinished_frame_units(self, job_id: int, span: tuple[int, int] | None, limit: int = 1) -> list[Row]:
+        """Unfinished children of `job_id` overlapping `span`."""
+        ...
+
+    def mark_has_dependents(self, job_id: int) -> None:
+        """Flag a job and its children as having dependents."""
+        ...
 
 
 class Store(Protocol):

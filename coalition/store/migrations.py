@@ -434,9 +434,41 @@ def _run_usage(store: _SqlStore) -> None:
     store.write(step)
 
 
+def _studio_scheduling(store: _SqlStore) -> None:
+    """Version 6: farm-wide limits (the farm_limits table, jobs' `limits` and `limits_held`)
+    and frame-to-frame dependencies (jobs' `first_frame`, `last_frame`, `frame_dep` and
+    their index). Additive and idempotent: only what is missing is created."""
+    tables = store.table_names()
+
+    def step(tx: SqlTx) -> None:
+        jobs = store.real_name("jobs")
+        have = _column_names(tx, store.dialect, jobs)
+        text = "MEDIUMTEXT NOT NULL" if store.dialect == "mysql" else "TEXT NOT NULL DEFAULT ''"
+        big = "BIGINT" if store.dialect == "mysql" else "INTEGER"
+        added = {
+            "limits": text,
+            "first_frame": f"{big} NOT NULL DEFAULT 0",
+            "last_frame": f"{big} NOT NULL DEFAULT -1",
+            "frame_dep": f"{big} NOT NULL DEFAULT 0",
+            "limits_held": text,
+        }
+        for name, sql in added.items():
+            if name not in have:
+                tx.execute(f"ALTER TABLE {jobs} ADD COLUMN {name} {sql}")
+        for stmt in ddl(store.dialect):
+            if _table_of(stmt) == "farm_limits" and "farm_limits" not in tables:
+                tx.execute(stmt)
+            elif "c5_jobs_frame_dep" in stmt and not _has_index(tx, store.dialect, "c5_jobs_frame_dep"):
+                tx.execute(stmt)
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (6,))
+
+    store.write(step)
+
+
 STEPS: list[tuple[int, str, Callable[[Any], None]]] = [
     (2, "Coalition 4 to Coalition 5 (tags, hierarchical keys, retries, run events)", _coalition4_to_2),
     (3, "idempotency keys of submissions", _add_submissions),
     (4, "shared state of several servers: unique affinity names, job logs, login failures", _shared_state),
     (5, "CPU time and peak memory of each run; webhook deliveries; output thumbnails", _run_usage),
+    (6, "studio scheduling: farm-wide limits, frame-to-frame dependencies", _studio_scheduling),
 ]

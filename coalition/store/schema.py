@@ -10,7 +10,7 @@ from .. import columns
 
 # Coalition 4 used schema versions 0 and 1 and the `Migrations` table; we keep counting there
 # so that `--migrate` recognises a Coalition 4 database.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 JOB_COLUMNS = columns.JOB_COLUMNS
 WORKER_COLUMNS = columns.WORKER_COLUMNS
@@ -27,6 +27,8 @@ _TABLES = [
     # The pick index: equality on the first four columns, then already in dispatch order.
     "CREATE INDEX c5_jobs_pick ON jobs (state, h_blocked, leaf, tagset, h_key)",
     "CREATE INDEX c5_jobs_parent ON jobs (parent, h_key)",
+    # Who waits frame by frame for a job (hierarchy.Tree.frame_release).
+    "CREATE INDEX c5_jobs_frame_dep ON jobs (frame_dep)",
     # No index on updated_at or worker: every dispatch changes both, and each index is more
     # pages written per commit; the lists that filter on them are scoped by parent.
     """CREATE TABLE job_deps (
@@ -139,6 +141,15 @@ _TABLES = [
     expires DOUBLE NOT NULL DEFAULT 0
 ){table_opts}""",
     "CREATE INDEX c5_login_failures_expires ON login_failures (expires)",
+    # Farm-wide limits (licences, shared resources): `in_use` is what running jobs hold,
+    # `external` what the limit's command last counted outside the farm (docs/scheduling.md).
+    """CREATE TABLE farm_limits (
+    name VARCHAR(255) NOT NULL PRIMARY KEY,
+    capacity INTEGER NOT NULL DEFAULT 0,
+    in_use INTEGER NOT NULL DEFAULT 0,
+    external INTEGER NOT NULL DEFAULT 0,
+    updated_at DOUBLE NOT NULL DEFAULT 0
+){table_opts}""",
     """CREATE TABLE Migrations (
     database_version INTEGER NOT NULL
 ){table_opts}""",
@@ -159,6 +170,7 @@ TABLES = (
     "submissions",
     "job_logs",
     "login_failures",
+    "farm_limits",
     "Migrations",
 )
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from .base import SORTABLE, Row, StoreError
 from .schema import JOB_COLUMNS, JOB_PICK, WORKER_COLUMNS
+from .sqlsched import SchedulingSql
 from .sqlshared import SharedStateSql
 
 _JOB_COLS = frozenset(JOB_COLUMNS)
@@ -70,7 +71,7 @@ def _check(cols: Iterable[str], allowed: frozenset[str]) -> None:
             raise ValueError(f"unknown column {col!r}")  # a programming error, never user input
 
 
-class SqlTx(SharedStateSql):
+class SqlTx(SharedStateSql, SchedulingSql):
     """One transaction over a DB-API cursor."""
 
     def __init__(self, cursor: Any, dialect: str, names: dict[str, tuple[str, ...]] | None = None):
@@ -289,13 +290,20 @@ class SqlTx(SharedStateSql):
             "WHERE state = 'WORKING' AND leaf = 1 ORDER BY id"
         )
 
-    def first_ready(self, tagsets: Sequence[int]) -> tuple[int, str, str] | None:
+    def first_ready(
+        self, tagsets: Sequence[int], skip_limits: Sequence[str] = ()
+    ) -> tuple[int, str, str, str] | None:
         one = (
-            "SELECT id, h_key, title FROM jobs WHERE state = 'WAITING' AND h_blocked = 0 AND leaf = 1 "
-            "AND tagset = ? ORDER BY h_key LIMIT 1"
+            "SELECT id, h_key, title, limits FROM jobs "
+            "WHERE state = 'WAITING' AND h_blocked = 0 AND leaf = 1 AND tagset = ?"
         )
         if not tagsets:
             return None
+        skip = list(dict.fromkeys(skip_limits))
+        if skip:
+            # Jobs whose limits are full are passed over (scanned in the index, not picked).
+            one += f" AND limits NOT IN ({self._marks(len(skip))})"
+        one += " ORDER BY h_key LIMIT 1"
         # Each probe is an index seek on (state, h_blocked, leaf, tagset, h_key). (A UNION of
         # the probes is much slower on SQLite: it sorts every matching row.) On MySQL each
         # probe also locks the row it returns and skips rows other servers hold, so two
@@ -304,11 +312,11 @@ class SqlTx(SharedStateSql):
         sql = self._sql(one + lock)
         best = None
         for tagset in tagsets:
-            self.cur.execute(sql, (tagset,))
+            self.cur.execute(sql, (tagset, *skip))
             row = self.cur.fetchone()
             if row is not None and (best is None or row[1] < best[1]):
                 best = row
-        return (int(best[0]), best[1], best[2]) if best is not None else None
+        return (int(best[0]), best[1], best[2], best[3]) if best is not None else None
 
     def claim(self, job_id: int, worker: str, event: int, now: float) -> Row | None:
         sql = (

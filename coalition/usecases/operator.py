@@ -33,6 +33,7 @@ from ..model import (
 )
 from ..store.base import Row, Tx
 from .context import Context, Effects
+from .limits import check_limits_exist, release_held
 from .runs import abort_run, release_worker_job
 
 # Called with a job row when a job is about to be put under it (a new child, or a move):
@@ -160,6 +161,10 @@ class Operator:
                 raise ValidationError(f"dependencies: a job cannot depend on its own group ({bad[0]})")
         affinity = self._resolve_affinity(tx, spec.affinity)
         pending = any(r["state"] != FINISHED for r in dep_rows)
+        if spec.frame_dep:
+            self._check_frame_dep(tx, tree, 0, parent_id, spec.frame_dep)
+        if spec.limits:
+            check_limits_exist(tx, spec.limits)
         row = columns.new_job_row()
         # The settable columns come from the spec as given; the rest is decided here.
         row.update({name: getattr(spec, name) for name in _SPEC_COLUMNS})
@@ -175,6 +180,11 @@ class Operator:
             created_at=now,
             updated_at=now,
         )
+        if prow is not None and prow["has_dependents"]:
+            row["has_dependents"] = 1  # a frame source's new unit may release its dependents
+        if not pending and row["leaf"] and (spec.frame_dep or (prow is not None and prow["frame_dep"])):
+            if tree.frame_blocker({**row, "id": 0}) is not None:
+                row.update(pending=1, state=PENDING)
         job_id = tx.insert_job(row)
         row.update(id=job_id, h_depth=0, h_blocked=0, tagset=0)
         parent_d = tree.derived_of(prow) if prow is not None else tree.parent_derived(0)
@@ -260,6 +270,8 @@ class Operator:
         if row is None:
             raise NotFound(f"job {job_id} not found")
         plain = {k: values[k] for k in self._PLAIN if k in values}
+        if plain.get("limits"):
+            check_limits_exist(tx, plain["limits"])
         if "progress_pattern" in plain and not plain["progress_pattern"]:
             plain["progress_pattern"] = DEFAULT_PROGRESS_PATTERN
         if "command" in values:
@@ -283,6 +295,10 @@ class Operator:
             self._move(tx, tree, job_id, self._resolve_parent(tx, values["parent"]), now, parent_guard)
         if "dependencies" in values:
             self._set_deps(tx, tree, job_id, list(values["dependencies"]))
+        if "frame_dep" in values and values["frame_dep"] != row["frame_dep"]:
+            self._set_frame_dep(tx, tree, row, int(values["frame_dep"]))
+        elif any(k in values for k in ("first_frame", "last_frame")):
+            self._refresh_frame_waits(tx, tree, job_id)
         pause = values.get("paused")
         state = values.get("state")
         if state == "PAUSED":
@@ -322,6 +338,64 @@ class Operator:
             )
         tx.set_deps(job_id, deps)
         tree.set_pending(job_id, tx.unfinished_deps(job_id) > 0)
+
+    # -- frame-to-frame dependencies ---------------------------------------------------------
+    def _check_frame_dep(self, tx: Tx, tree: Tree, job_id: int, parent_id: int, target: int) -> None:
+        """Refuse a frame dependency on a missing job, on the job itself or its own group,
+        or one that closes a wait cycle (the target already waits for this job)."""
+        if target == job_id:
+            raise ValidationError(f"frame_dep: job {job_id} cannot depend on itself")
+        if tx.job(target) is None:
+            raise ValidationError(f"frame_dep: job {target} does not exist")
+        chain = {parent_id, *tree.ancestors(parent_id)} - {0} if parent_id else set()
+        if target in chain:
+            raise ValidationError(
+                f"frame_dep: a job cannot depend frame by frame on its own group ({target})"
+            )
+        if not job_id:
+            return  # a new job: nothing waits for it yet, so no cycle can close
+        if job_id in tree.ancestors(target):
+            raise ValidationError(
+                f"frame_dep: job {job_id} cannot depend frame by frame on its own child {target}"
+            )
+        # Walk what the target waits for (its frame source, its dependencies, its groups'):
+        # reaching this job means a cycle.
+        seen: set[int] = set()
+        stack = [target]
+        while stack and len(seen) < 10000:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            nrow = tx.job(node)
+            if nrow is None:
+                continue
+            nxt = [*tx.deps(node), nrow["frame_dep"], nrow["parent"]]
+            if job_id in nxt[:-1]:
+                raise ValidationError(
+                    f"frame_dep: job {job_id} cannot depend on job {target}: "
+                    f"job {node} already waits for job {job_id} (a cycle)"
+                )
+            stack.extend(n for n in nxt if n and n not in seen)
+
+    def _set_frame_dep(self, tx: Tx, tree: Tree, row: Row, target: int) -> None:
+        if target:
+            self._check_frame_dep(tx, tree, row["id"], row["parent"], target)
+            tx.mark_has_dependents(target)
+        tx.update_job(row["id"], {"frame_dep": target, "updated_at": tree.now})
+        self._refresh_frame_waits(tx, tree, row["id"])
+
+    def _refresh_frame_waits(self, tx: Tx, tree: Tree, job_id: int) -> None:
+        """Recompute whether the job's waiting units wait for frames (after an edit)."""
+        row = tx.job(job_id)
+        if row is None:
+            return
+        units = [row] if not row["children"] else tx.frame_units(job_id, None)
+        for unit in units:
+            if unit["children"] or unit["state"] not in (WAITING, PENDING):
+                continue
+            blocked = tree.frame_blocker(unit) is not None or tx.unfinished_deps(unit["id"]) > 0
+            tree.set_pending(unit["id"], blocked)
 
     def _deadlock(self, tx: Tx, tree: Tree, job_id: int, deps: Iterable[int]) -> tuple[int, int] | None:
         """Would making `job_id` wait for `deps` create a wait cycle? Returns (dep, culprit).
@@ -516,8 +590,15 @@ class Operator:
             tx.delete_jobs(list(doomed))
             for job_id in doomed:
                 fx.delete_log(job_id)
+            for row in doomed.values():
+                if row["state"] == WORKING and row.get("limits_held"):
+                    release_held(tx, row["limits_held"])
             for dep in sorted(outside):
                 tree.set_pending(dep, tx.unfinished_deps(dep) > 0)
+            frame_waiters = {w for j in doomed for w in tx.frame_dependents(j) if w not in doomed}
+            for waiter in sorted(frame_waiters):
+                tx.update_job(waiter, {"frame_dep": 0, "updated_at": now})  # its source is gone
+                self._refresh_frame_waits(tx, tree, waiter)
             for parent in sorted(parents):
                 tree.recount(parent)
             return sorted(doomed)

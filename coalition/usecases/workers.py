@@ -26,6 +26,7 @@ from ..model import (
 )
 from ..store.base import Row, Tx
 from ..views import cpu_text
+from . import limits
 from .context import Context, Effects
 from .runs import abort_run
 
@@ -209,11 +210,17 @@ class WorkerProtocol:
             return None
         tagsets, generation = tree.tags.current()
         for line in self._plan(worker["affinity"], tagsets, generation):
-            for _attempt in range(4):
-                candidate = tx.first_ready(line)
+            full: list[str] = []  # limit texts found without room in this pick
+            attempts = 0
+            while attempts < 4:
+                candidate = tx.first_ready(line, full)
                 if candidate is None:
                     break
-                job_id, _, title = candidate
+                job_id, _, title, needs = candidate
+                if needs and limits.acquire(tx, needs):
+                    full.append(needs)  # pass over every job needing these limits, this pick
+                    continue
+                attempts += 1
                 event = tx.insert_event(
                     {
                         "worker": name,
@@ -227,9 +234,14 @@ class WorkerProtocol:
                 job = tx.claim(job_id, name, event, now)
                 if job is not None:
                     fx.run_started(job_id, event)
+                    if needs:
+                        tx.update_job(job_id, {"limits_held": needs})
+                        job["limits_held"] = needs
                     return self._start_run(tree, job, event, worker)
                 # Another server won this job between our read and our write: look again.
                 tx.delete_event(event)
+                if needs:
+                    limits.release_held(tx, needs)
         worker.set(state=W_WAITING)
         return None
 
@@ -372,7 +384,13 @@ class WorkerProtocol:
 
     def _readopt(self, tx: Tx, fx: Effects, job: Row, worker: WorkerDraft, now: float) -> None:
         tree = self.ctx.tree(tx, fx, now)
-        tree.set_leaf_state(job, WORKING, {"requeues": max(0, job["requeues"] - 1)})
+        held: dict[str, Any] = {}
+        if job["limits"]:
+            # The requeue gave its limits back; the run kept them all along: count them again.
+            for limit_name, amount in scheduling.limit_amounts(job["limits"]).items():
+                tx.release_limit(limit_name, -amount)
+            held["limits_held"] = job["limits"]
+        tree.set_leaf_state(job, WORKING, {"requeues": max(0, job["requeues"] - 1), **held})
         tx.update_event(job["run_event"], {"state": WORKING})
         worker.set(current_job=job["id"], state=W_WORKING)
         fx.note(f"worker {worker['name']}: re-adopted job {job['id']} after a silence")

@@ -64,9 +64,9 @@ def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any, t
     )
     store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 4"))
     assert store.version() == 4
-    assert store.migrate() == [
+    assert store.migrate()[0] == (
         "version 5: CPU time and peak memory of each run; webhook deliveries; output thumbnails"
-    ]
+    )
     assert store.migrate() == []
     store.check_schema()
     [event] = store.read(lambda tx: tx.events(None, None, None, 10))
@@ -77,3 +77,26 @@ def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any, t
     assert store.read(lambda tx: tx.job(old))["output"] == ""  # a job from before has no output
     # Mail queued before the upgrade stays mail.
     assert store.read(lambda tx: tx.due_mail(1e12, 10, "webhook")) == []
+
+
+def test_version_6_adds_limits_and_frame_columns_idempotently(store: Any) -> None:
+    jobs = store.real_name("jobs")
+    if store.dialect == "sqlite":  # (MariaDB drops the index with its column)
+        store.write(lambda tx: tx.execute("DROP INDEX IF EXISTS c5_jobs_frame_dep"))
+    for column in ("limits", "first_frame", "last_frame", "frame_dep", "limits_held"):
+        store.write(lambda tx, c=column: tx.execute(f"ALTER TABLE {jobs} DROP COLUMN {c}"))
+    store.write(lambda tx: tx.execute("DROP TABLE farm_limits"))
+    old_job = {
+        k: v
+        for k, v in columns.new_job_row().items()
+        if k not in ("limits", "first_frame", "last_frame", "frame_dep", "limits_held")
+    }
+    old = store.write(lambda tx: tx.insert_job({**old_job, "title": "old", "command": "x", "h_key": "k"}))
+    store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 5"))
+    assert store.migrate() == ["version 6: studio scheduling: farm-wide limits, frame-to-frame dependencies"]
+    assert store.migrate() == []
+    store.check_schema()
+    row = store.read(lambda tx: tx.job(old))
+    assert (row["limits"], row["first_frame"], row["last_frame"], row["frame_dep"]) == ("", 0, -1, 0)
+    store.write(lambda tx: tx.put_limit("nuke", 1, 1.0))
+    assert store.write(lambda tx: tx.acquire_limit("nuke", 1))

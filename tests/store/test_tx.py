@@ -84,7 +84,11 @@ def test_pick_primitives(store: Any) -> None:
     store.write(lambda tx: tx.insert_job(job(title="other", tagset=linux + 1, h_key="00")))
     assert store.read(lambda tx: tx.ready_counts())[linux] == 2
     found = store.write(lambda tx: tx.first_ready([linux]))
-    assert found is not None and found[0] == first and found[2] == "first"
+    assert found is not None and found[0] == first and found[2] == "first" and found[3] == ""
+    # Jobs whose limits are full are passed over.
+    store.write(lambda tx: tx.update_job(first, {"limits": "nuke:1"}))
+    assert store.write(lambda tx: tx.first_ready([linux], ["nuke:1"]))[0] == late
+    store.write(lambda tx: tx.update_job(first, {"limits": ""}))
     row = store.write(lambda tx: tx.claim(first, "w1", 7, 100.0))
     assert row is not None and (row["state"], row["worker"], row["run_event"]) == ("WORKING", "w1", 7)
     assert store.write(lambda tx: tx.claim(first, "w2", 8, 101.0)) is None  # compare-and-set
@@ -265,6 +269,60 @@ def test_finished_runs_of_a_groups_children(store: Any) -> None:
         (kid, 4.0, 2.0, 300)
     ]
     assert store.read(lambda tx: tx.finished_runs(kid)) == []
+
+
+@covers("limits", "limit", "put_limit", "delete_limit", "acquire_limit", "release_limit")
+@covers("set_limit_external", "limit_users")
+def test_limits_are_compare_and_set_counters(store: Any) -> None:
+    store.write(lambda tx: tx.put_limit("nuke", 2, 1.0))
+    store.write(lambda tx: tx.put_limit("nuke", 9, 2.0, create_only=True))  # kept as it is
+    assert store.read(lambda tx: tx.limit("nuke"))["capacity"] == 2
+    assert store.write(lambda tx: tx.acquire_limit("nuke", 1))
+    assert store.write(lambda tx: tx.acquire_limit("nuke", 1))
+    assert not store.write(lambda tx: tx.acquire_limit("nuke", 1))  # full: nothing taken
+    assert store.read(lambda tx: tx.limit("nuke"))["in_use"] == 2
+    store.write(lambda tx: tx.release_limit("nuke", 1))
+    store.write(lambda tx: tx.set_limit_external("nuke", 1, 3.0))  # a licence used elsewhere
+    assert not store.write(lambda tx: tx.acquire_limit("nuke", 1))
+    store.write(lambda tx: tx.release_limit("nuke", 5))  # never below zero
+    assert store.read(lambda tx: tx.limit("nuke"))["in_use"] == 0
+    store.write(lambda tx: tx.release_limit("nuke", -1))  # a forced take (a re-adopted run)
+    assert store.read(lambda tx: tx.limit("nuke"))["in_use"] == 1
+    assert not store.write(lambda tx: tx.acquire_limit("unknown", 1))
+    store.write(lambda tx: tx.put_limit("arnold", 5, 4.0))
+    assert [r["name"] for r in store.read(lambda tx: tx.limits())] == ["arnold", "nuke"]
+    held = store.write(
+        lambda tx: tx.insert_job(job(state="WORKING", limits_held="arnold:2,nuke:1", h_key="01"))
+    )
+    store.write(lambda tx: tx.insert_job(job(state="WORKING", limits_held="nukex:1", h_key="02")))
+    assert [r["id"] for r in store.read(lambda tx: tx.limit_users("nuke"))] == [held]
+    assert store.write(lambda tx: tx.delete_limit("arnold")) == 1
+    assert store.read(lambda tx: tx.limit("arnold")) is None
+
+
+@covers("frame_dependents", "frame_units", "unfinished_frame_units", "mark_has_dependents")
+def test_frame_dependency_lookups(store: Any) -> None:
+    render = store.write(lambda tx: tx.insert_job(job(title="render", command="", leaf=0, h_key="01")))
+    units = [
+        store.write(
+            lambda tx, a=a: tx.insert_job(job(parent=render, first_frame=a, last_frame=a + 4, h_key=f"01{a:04}"))
+        )
+        for a in (1, 6, 11)
+    ]
+    comp = store.write(lambda tx: tx.insert_job(job(title="comp", frame_dep=render, h_key="02")))
+    assert store.read(lambda tx: tx.frame_dependents(render)) == [comp]
+    assert [r["id"] for r in store.read(lambda tx: tx.frame_units(render, (5, 6)))] == units[:2]
+    assert len(store.read(lambda tx: tx.frame_units(render, None))) == 3
+    store.write(lambda tx: tx.update_job(units[0], {"state": "FINISHED"}))
+    left = store.read(lambda tx: tx.unfinished_frame_units(render, (1, 7), 10))
+    assert [r["id"] for r in left] == [units[1]]
+    # A unit that covers no known frame (last < first) overlaps every span.
+    store.write(lambda tx: tx.update_job(units[2], {"first_frame": 0, "last_frame": -1}))
+    assert [r["id"] for r in store.read(lambda tx: tx.unfinished_frame_units(render, (1, 2), 10))] == [
+        units[2]
+    ]
+    store.write(lambda tx: tx.mark_has_dependents(render))
+    assert all(r["has_dependents"] for r in store.read(lambda tx: tx.jobs([render, *units])))
 
 
 def test_every_tx_method_is_covered() -> None:
