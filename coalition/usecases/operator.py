@@ -163,6 +163,8 @@ class Operator:
         pending = any(r["state"] != FINISHED for r in dep_rows)
         if spec.frame_dep:
             self._check_frame_dep(tx, tree, 0, parent_id, spec.frame_dep)
+            tx.mark_has_dependents(spec.frame_dep)
+            batch.rows.pop(spec.frame_dep, None)  # its row changed: read it again
         if spec.limits:
             check_limits_exist(tx, spec.limits)
         row = columns.new_job_row()

@@ -305,7 +305,9 @@ def test_frame_dependency_lookups(store: Any) -> None:
     render = store.write(lambda tx: tx.insert_job(job(title="render", command="", leaf=0, h_key="01")))
     units = [
         store.write(
-            lambda tx, a=a: tx.insert_job(job(parent=render, first_frame=a, last_frame=a + 4, h_key=f"01{a:04}"))
+            lambda tx, a=a: tx.insert_job(
+                job(parent=render, first_frame=a, last_frame=a + 4, h_key=f"01{a:04}")
+            )
         )
         for a in (1, 6, 11)
     ]
