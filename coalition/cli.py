@@ -78,6 +78,8 @@ LEGACY_VALUE_OPTIONS = {
     "--env",
     "--frames",
     "--chunk",
+    "--limits",
+    "--frame-deps",
 }
 GLOBAL_VALUE_OPTIONS = {"--server", "--config", "--auth", "--cacert"}
 
@@ -137,6 +139,14 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paused", action="store_true", help="create the job paused")
     p.add_argument("--frames", help="frame ranges, e.g. 1-1000: one child job per chunk")
     p.add_argument("--chunk", type=int, default=1, help="frames per child with --frames (default: 1)")
+    p.add_argument("--limits", default="", help='farm-wide limits each run needs, e.g. "nuke:1,arnold:2"')
+    p.add_argument(
+        "--frame-deps",
+        type=int,
+        default=0,
+        metavar="ID",
+        help="wait for job ID frame by frame (with --frames)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_wait)
 
+    from coalition import cli_scheduling
+
+    cli_scheduling.register(sub, common)
     try:  # the cloud subcommand is optional: its provider SDKs may not be installed
         from coalition.cloud import cli as cloud_cli
 
@@ -327,6 +340,10 @@ def _job_body(
         body["progress_pattern"] = f"@{args.progress}" + (f"[{frames[0]}-{frames[1]}]" if frames else "")
     if args.localprogress:
         body["local_progress_pattern"] = args.localprogress
+    if getattr(args, "limits", ""):
+        body["limits"] = args.limits
+    if frames:
+        body.update(first_frame=frames[0], last_frame=frames[1])
     return body
 
 
@@ -354,6 +371,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     if not args.frames:
         body = _job_body(args, command, title, parent)
         body.update(affinity=args.affinity, dependencies=args.dependencies, paused=args.paused)
+        if getattr(args, "frame_deps", 0):
+            body["frame_dep"] = args.frame_deps
         job_id = _put(conn, body)
         emit(args, {"id": job_id}, lambda: str(job_id))
         return 0
@@ -369,6 +388,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         "dependencies": args.dependencies,
         "paused": True,
     }
+    if getattr(args, "frame_deps", 0):
+        group["frame_dep"] = args.frame_deps  # each chunk waits for the frames it covers
     group_id = _put(conn, group)
     children = []
     for start, end in chunks:

@@ -29,6 +29,13 @@ _JOB_FIELD_TYPES: dict[str, dict[str, Any]] = {
     "paused": {"type": "boolean"},
     "state": {"type": "string", "enum": ["WAITING", "PAUSED"]},
     "user": {"type": "string", "maxLength": 255},
+    "limits": {
+        "type": ["string", "object"],
+        "description": 'farm-wide limits it needs, e.g. "nuke:1,arnold:2"',
+    },
+    "first_frame": {"type": "integer"},
+    "last_frame": {"type": "integer"},
+    "frame_dep": {"type": "integer", "minimum": 0, "maximum": 2**62},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -52,6 +59,11 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": {"type": "object"},
     },
     "Ids": {"type": "array", "items": _ID},
+    "Limits": {
+        "type": "object",
+        "description": "Limit name -> capacity (created if missing).",
+        "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 10**9},
+    },
     "Names": {"type": "array", "items": _NAME},
     "WorkerEdit": {
         "type": "object",
@@ -261,6 +273,10 @@ API: list[Op] = [
     ("POST", "/terminateworkers", "Terminate cloud instances (cloud mode)", [], "Names"),
     ("GET", "/cloud/backoff", "The autoscaler's failed-boot back-off", [], None),
     ("POST", "/cloud/clearbackoff", "Clear the failed-boot back-off", [], None),
+    ("GET", "/jobs/{id}/why", "Why a job is not running (limits, frame dependencies, ...)", [], None),
+    ("GET", "/limits", "The farm-wide limits and their use", [], None),
+    ("POST", "/limits", "Create limits or set their capacities", [], "Limits"),
+    ("DELETE", "/limits/{name}", "Remove a limit", [], None),
     ("GET", "/affinities", "The tag registry, every slot from 1 to 63", [], None),
     ("POST", "/affinities", "Name registry slots", [], "Affinities"),
     (

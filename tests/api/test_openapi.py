@@ -14,9 +14,9 @@ from tests.conftest import ServerProcess
 
 
 def _template(pattern: str) -> str:
-    # The router's `([^/]+)` groups: a job id under /jobs/, a worker name under /workers/.
+    # The router's `([^/]+)` groups: a job id under /jobs/, a worker (or limit) name elsewhere.
     return re.sub(
-        r"/(jobs|workers)/\(\[\^/\]\+\)",
+        r"/(jobs|workers|limits)/\(\[\^/\]\+\)",
         lambda m: f"/{m.group(1)}/{{{'id' if m.group(1) == 'jobs' else 'name'}}}",
         pattern,
     )
