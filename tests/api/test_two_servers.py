@@ -237,3 +237,75 @@ def test_leases_move_to_the_survivor_when_a_server_dies(make_server: Any, mariad
         )["job"]
     assert sorted(handed) == sorted(ids)  # the lost job included, none twice
     assert survivor.api("GET", "/api/jobs?state=FINISHED&limit=1")["total"] == 20
+
+
+def test_a_limit_is_never_oversubscribed_by_two_servers(make_server: Any, mariadb: Any) -> None:
+    """40 scripted workers alternate between the two servers, picking jobs that need `nuke:1`
+    of a limit of 3 and ending them: never more than 3 such jobs run at once (seen by the
+    workers and by a sampler reading the database), every job runs once, nothing is left held."""
+    a, b, db = two_servers(make_server, mariadb, threads=32)
+    base = db["db_mysql_base"]
+    a.api("POST", "/api/limits", {"nuke": 3})
+    ids = a.api(
+        "PUT", "/api/jobs", [{"title": f"n{i}", "command": "true", "limits": "nuke:1"} for i in range(120)]
+    )
+    holding = 0
+    peak = 0
+    sampled = 0
+    lock = threading.Lock()
+    errors: list[str] = []
+    ran: list[int] = []
+    done = threading.Event()
+
+    def work(k: int) -> None:
+        nonlocal holding, peak
+        servers = [a.view(), b.view()]
+        name = f"lw-{k}"
+        for j in range(400):
+            if done.is_set():
+                return
+            server = servers[(j + k) % 2]
+            r = server.request("POST", "/workers/pickjob", {"name": name})
+            if r.status_code != 200:
+                errors.append(f"pick {r.status_code} {r.text[:200]}")
+                return
+            job = r.json()["job"]
+            if job is None:
+                if len(ran) >= len(ids):
+                    return
+                continue
+            with lock:
+                holding += 1  # after the grant: never above what the servers have granted
+                peak = max(peak, holding)
+                ran.append(job["id"])
+            other = servers[(j + k + 1) % 2]
+            other.request(
+                "POST", "/workers/heartbeat", {"name": name, "job_id": job["id"], "event": job["event"]}
+            )
+            with lock:
+                holding -= 1  # before the release: never below what is held
+            body = {"name": name, "job_id": job["id"], "event": job["event"], "exit_code": 0}
+            r = other.request("POST", "/workers/endjob", body)
+            if r.status_code != 200:
+                errors.append(f"end {r.status_code} {r.text[:200]}")
+
+    def sample() -> None:
+        nonlocal sampled
+        while not done.is_set():
+            rows = _sql(mariadb, base, "SELECT COUNT(*) FROM jobs WHERE state = 'WORKING' AND limits <> ''")
+            sampled = max(sampled, int(rows[0][0]))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(40)]
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    done.set()
+    sampler.join(30)
+    assert not errors, errors[:5]
+    assert sorted(ran) == sorted(ids)  # each job ran once
+    assert peak <= 3 and sampled <= 3, (peak, sampled)
+    assert peak == 3  # the limit was actually reached: the test did contend
+    assert a.api("GET", "/api/limits")[0]["in_use"] == 0
