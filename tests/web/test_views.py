@@ -150,6 +150,34 @@ def test_affinities_registry(ui, server):
     assert (registry["1"], registry["2"], registry["3"]) == ("linux64", "gpu", "nuke")
 
 
+def test_limits_view_shows_use_and_edits_capacities(ui, server):
+    server.api("POST", "/api/limits", {"nuke": 1})
+    job = server.submit(title="comp", command="true", limits="nuke:1")
+    assert server.worker_call("pickjob", {"name": "holder"})["job"]["id"] == job
+    page = ui.goto("limits")
+    row = page.locator("tr[data-limit=nuke]")
+    expect()(row).to_have_class(re.compile("is-full"))
+    expect()(row.locator("td").nth(2)).to_have_text("1")  # in use
+    page.locator("input[aria-label='Capacity of nuke']").fill("4")
+    page.locator("input[aria-label='Capacity of nuke']").press("Enter")
+    expect()(page.locator(".toast-ok")).to_contain_text("Limit nuke: 4")
+    page.locator("input[aria-label='New limit name']").fill("arnold")
+    page.locator("input[aria-label='New limit capacity']").fill("10")
+    page.get_by_role("button", name="Set", exact=True).click()
+    expect()(page.locator("tr[data-limit=arnold]")).to_be_visible()
+    ui.shot("view-limits")
+    limits = {r["name"]: r for r in server.api("GET", "/api/limits")}
+    assert (limits["nuke"]["capacity"], limits["nuke"]["in_use"], limits["arnold"]["capacity"]) == (4, 1, 10)
+    page.locator("tr[data-limit=arnold]").get_by_role("button", name="Delete").click()
+    expect()(page.locator("tr[data-limit=arnold]")).to_have_count(0)
+    # The jobs list shows what each job needs and whom it waits for frame by frame.
+    waiter = server.submit(title="after", command="true", frame_dep=job)
+    page = ui.goto("jobs")
+    tr = page.locator(f"tr[data-id='{waiter}']")
+    expect()(tr.locator("td[data-col=dependencies]")).to_have_text(f"frames of {job}")
+    expect()(page.locator(f"tr[data-id='{job}'] td[data-col=limits]")).to_have_text("nuke:1")
+
+
 def test_overview_counts_chart_and_throughput(ui, server, worker):
     run_jobs(
         server,

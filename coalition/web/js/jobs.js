@@ -78,8 +78,16 @@ export const COLUMNS = [
   { key: "run_done", label: "Runs", title: "Runs done", sort: "run_done", cls: "num", render: (j) => String(j.run_done ?? "") },
   { key: "command", label: "Command", sort: "command", cls: "mono clip", render: (j) => j.command || "" },
   { key: "dir", label: "Dir", title: "Working directory", sort: "dir", cls: "mono clip", render: (j) => j.dir || "" },
-  { key: "dependencies", label: "Deps", title: "Dependencies", sort: null, cls: "clip", render: null },
+  { key: "limits", label: "Limits", title: "Farm-wide limits a run needs", sort: null, cls: "clip", render: (j) => j.limits || "" },
+  { key: "dependencies", label: "Deps", title: "Dependencies (and the job waited for frame by frame)", sort: null, cls: "clip", render: null },
 ];
+
+/** The dependencies cell: the jobs waited for, then the one waited for frame by frame. */
+function depsText(job, deps) {
+  const parts = (deps || []).map(String);
+  if (job && job.frame_dep) parts.push(`frames of ${job.frame_dep}`);
+  return parts.join(", ");
+}
 
 /** Would `job` appear under the current filters? (Used to patch rows in place.) */
 function matches(job, f) {
@@ -622,8 +630,7 @@ export class JobsView {
     for (const col of cols) {
       const td = h("td", { class: col.cls || "", dataset: { col: col.key } });
       if (col.key === "dependencies") {
-        const deps = this.deps.get(job.id);
-        td.textContent = deps ? deps.join(", ") : "";
+        td.textContent = depsText(job, this.deps.get(job.id));
       } else {
         const content = col.render(job);
         if (content instanceof Node) td.append(content);
@@ -658,8 +665,7 @@ export class JobsView {
   renderDepsCells() {
     for (const td of this.tbody.querySelectorAll('td[data-col="dependencies"]')) {
       const id = Number(td.parentElement.dataset.id);
-      const deps = this.deps.get(id) || [];
-      td.textContent = deps.join(", ");
+      td.textContent = depsText(this.byId.get(id), this.deps.get(id));
       td.title = td.textContent;
     }
   }

@@ -10,6 +10,7 @@ import { WorkersView } from "./workers.js";
 import { ActivitiesView } from "./activities.js";
 import { LogView } from "./log.js";
 import { AffinitiesView } from "./affinities.js";
+import { LimitsView } from "./limits.js";
 import { OverviewView, takeSample, SAMPLE_PERIOD } from "./overview.js";
 
 const TABS = [
@@ -19,6 +20,7 @@ const TABS = [
   ["activities", "Activities"],
   ["log", "Log"],
   ["affinities", "Affinities"],
+  ["limits", "Limits"],
 ];
 const INTERVALS = [2, 4, 10, 30];
 
@@ -45,6 +47,7 @@ const views = {
   activities: new ActivitiesView(app),
   log: new LogView(app),
   affinities: new AffinitiesView(app),
+  limits: new LimitsView(app),
 };
 
 // ---- header -------------------------------------------------------------------------------
