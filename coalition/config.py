@@ -317,6 +317,7 @@ def _limits(parser: configparser.ConfigParser, where: str) -> tuple[tuple[str, i
     capacities: dict[str, int] = {}
     commands: dict[str, str] = {}
     for key, text in parser.items("limits"):
+        key = key.strip().lower()  # limit names are case-insensitive, as in jobs' `limits`
         name, _, suffix = key.partition(".command") if key.endswith(".command") else (key, "", "")
         if not _LIMIT_NAME.fullmatch(name) or suffix:
             raise ConfigError(f"{where}: [limits] {key}: not a limit name (letters, digits, _ . -)")
