@@ -22,9 +22,8 @@ def limited_server(make_server: Any, tmp_path: Any, **keys: Any) -> ServerProces
     count.write_text("0\n")
     server = make_server(start=False, limitsinterval=1, **keys)
     with open(server.ini_path, "a") as ini:
-        ini.write(
-            f"[limits]\nnuke = 2\narnold = 3\narnold.command = {sys.executable} -c \"print(open('{count}').read())\"\n"
-        )
+        command = f"{sys.executable} -c \"print(open('{count}').read())\""
+        ini.write(f"[limits]\nnuke = 2\narnold = 3\narnold.command = {command}\n")
     server.count_file = count
     return server.start()
 
