@@ -192,6 +192,9 @@ class ServerSettings:
     ssl_certificate: str = ""
     ssl_private_key: str = ""
     limitsinterval: float = 30.0  # seconds between runs of the limits' counting commands
+    fairshare: str = "off"  # "user": slots shared between users at the same priority
+    # `[fairshare]`: (user, weight) of the users whose share is not 1.
+    fairshare_weights: tuple[tuple[str, float], ...] = ()
     # `[limits]`: (name, capacity, counting command) of each farm-wide limit (docs/scheduling.md).
     limits: tuple[tuple[str, int, str], ...] = ()
     config_path: str = field(default="", compare=False)
@@ -269,6 +272,7 @@ _SERVER_TYPES: dict[str, Callable[[str], Any]] = {
     "ssl_certificate": _text,
     "ssl_private_key": _text,
     "limitsinterval": _float(1.0),
+    "fairshare": _choice("off", "user"),
     **{key: _text for key in _LDAP_TEMPLATES},
 }
 # The documented sample spells this key with a double l; both are accepted.
@@ -301,6 +305,7 @@ def load_server_settings(path: str | None, overrides: dict[str, str] | None = No
     if values.get("webhooks") and not values.get("webhooksecret"):
         raise ConfigError(f"{where}: [server] webhooks: set webhooksecret too (every delivery is signed)")
     values["limits"] = _limits(parser, where)
+    values["fairshare_weights"] = _weights(parser, where)
     settings = ServerSettings(**values, config_path=path or "", warnings=tuple(warnings))
     _check_security(settings, where)
     return settings
@@ -332,6 +337,19 @@ def _limits(parser: configparser.ConfigParser, where: str) -> tuple[tuple[str, i
         if name not in capacities:
             raise ConfigError(f"{where}: [limits] {name}.command: give {name} a capacity too")
     return tuple((n, c, commands.get(n, "")) for n, c in sorted(capacities.items()))
+
+
+def _weights(parser: configparser.ConfigParser, where: str) -> tuple[tuple[str, float], ...]:
+    """`[fairshare]`: `alice = 2` gives alice twice the share of a user not named (1)."""
+    if not parser.has_section("fairshare"):
+        return ()
+    out = []
+    for user, text in parser.items("fairshare"):
+        try:
+            out.append((user.strip(), _float(0)(text)))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: [fairshare] {user}: {exc}") from None
+    return tuple(sorted(out))
 
 
 def _read_token(path: str, where: str) -> str:

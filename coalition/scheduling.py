@@ -15,6 +15,7 @@ from dataclasses import dataclass
 _PRIO_DIGITS = 8  # priorities 0 .. 2**31-1
 _ID_DIGITS = 11  # ids up to 2**44
 PART_LEN = _PRIO_DIGITS + _ID_DIGITS
+PRIO_LEN = _PRIO_DIGITS  # the inverted priority that starts each level's part
 MAX_DEPTH = 100  # keeps the key within an indexable 1900 bytes on MySQL
 _PRIO_MAX = 2**31 - 1
 

@@ -71,6 +71,7 @@ class ServerApp:
                 requeue_limit=settings.requeuelimit,
                 decrease_priority_after=settings.decreasepriorityafter,
                 event_retention_days=settings.eventretention,
+                fair_share=settings.fairshare_weights if settings.fairshare == "user" else None,
             ),
             clock,
         )

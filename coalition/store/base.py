@@ -294,6 +294,20 @@ class Tx(Protocol):
         """Running jobs holding a limit."""
         ...
 
+    def ready_users(self) -> list[str]:
+        """Users who own dispatchable leaves."""
+        ...
+
+    def running_by_user(self) -> dict[str, int]:
+        """Running leaves counted by owner."""
+        ...
+
+    def first_ready_of(
+        self, tagsets: Sequence[int], user: str, skip_limits: Sequence[str] = ()
+    ) -> tuple[int, str, str, str] | None:
+        """first_ready among one user's leaves."""
+        ...
+
     def frame_dependents(self, job_id: int) -> list[int]:
         """Jobs that wait for `job_id` frame by frame."""
         ...

@@ -437,7 +437,7 @@ def _run_usage(store: _SqlStore) -> None:
 def _studio_scheduling(store: _SqlStore) -> None:
     """Version 6: farm-wide limits (the farm_limits table, jobs' `limits` and `limits_held`)
     and frame-to-frame dependencies (jobs' `first_frame`, `last_frame`, `frame_dep` and
-    their index). Additive and idempotent: only what is missing is created."""
+    their index); the fair-share index. Additive and idempotent: only what is missing is created."""
     tables = store.table_names()
 
     def step(tx: SqlTx) -> None:
@@ -459,6 +459,8 @@ def _studio_scheduling(store: _SqlStore) -> None:
             if _table_of(stmt) == "farm_limits" and "farm_limits" not in tables:
                 tx.execute(stmt)
             elif "c5_jobs_frame_dep" in stmt and not _has_index(tx, store.dialect, "c5_jobs_frame_dep"):
+                tx.execute(stmt)
+            elif "c5_jobs_share" in stmt and not _has_index(tx, store.dialect, "c5_jobs_share"):
                 tx.execute(stmt)
         tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (6,))
 

@@ -27,6 +27,8 @@ _TABLES = [
     # The pick index: equality on the first four columns, then already in dispatch order.
     "CREATE INDEX c5_jobs_pick ON jobs (state, h_blocked, leaf, tagset, h_key)",
     "CREATE INDEX c5_jobs_parent ON jobs (parent, h_key)",
+    # Fair share (usecases/fairshare.py): a user's first dispatchable job of a tag set, a seek.
+    "CREATE INDEX c5_jobs_share ON jobs (state, h_blocked, leaf, tagset, user, h_key)",
     # Who waits frame by frame for a job (hierarchy.Tree.frame_release).
     "CREATE INDEX c5_jobs_frame_dep ON jobs (frame_dep)",
     # No index on updated_at or worker: every dispatch changes both, and each index is more

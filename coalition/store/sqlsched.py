@@ -102,6 +102,42 @@ class SchedulingSql:
         held = [r for r in rows if any(p.split(":")[0] == name for p in str(r["limits_held"]).split(","))]
         return held[:limit]
 
+    # -- fair share -----------------------------------------------------------------------
+    def ready_users(self) -> list[str]:
+        """The users who own dispatchable leaves (a scan of the queue: callers cache it)."""
+        rows = self._all(
+            "SELECT DISTINCT user FROM jobs WHERE state = 'WAITING' AND h_blocked = 0 AND leaf = 1"
+        )
+        return sorted(str(r["user"]) for r in rows)
+
+    def running_by_user(self) -> dict[str, int]:
+        """Running leaves counted by owner."""
+        rows = self._all(
+            "SELECT user, COUNT(*) AS n FROM jobs WHERE state = 'WORKING' AND leaf = 1 GROUP BY user"
+        )
+        return {str(r["user"]): int(r["n"]) for r in rows}
+
+    def first_ready_of(
+        self, tagsets: Sequence[int], user: str, skip_limits: Sequence[str] = ()
+    ) -> tuple[int, str, str, str] | None:
+        """first_ready among one user's leaves (an index seek per tag set on c5_jobs_share)."""
+        sql = (
+            "SELECT id, h_key, title, limits FROM jobs WHERE state = 'WAITING' AND h_blocked = 0 "
+            "AND leaf = 1 AND tagset = ? AND user = ?"
+        )
+        skip = list(dict.fromkeys(skip_limits))
+        if skip:
+            sql += f" AND limits NOT IN ({','.join('?' * len(skip))})"
+        sql += " ORDER BY h_key LIMIT 1" + (" FOR UPDATE SKIP LOCKED" if self._mysql else "")
+        best = None
+        for tagset in tagsets:
+            row = self._one(sql, (tagset, user, *skip))
+            if row is not None and (best is None or row["h_key"] < best["h_key"]):
+                best = row
+        if best is None:
+            return None
+        return (int(best["id"]), str(best["h_key"]), str(best["title"]), str(best["limits"]))
+
     # -- frame-to-frame dependencies -------------------------------------------------------
     def frame_dependents(self, job_id: int) -> list[int]:
         """Jobs that wait for `job_id` frame by frame."""

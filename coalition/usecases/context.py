@@ -44,6 +44,9 @@ class Settings:
     decrease_priority_after: int = 10
     event_retention_days: float = 90.0
     submission_key_days: float = 1.0  # how long a submission's idempotency key is remembered
+    # Fair share between users at the same priority (usecases/fairshare.py): None is off,
+    # else each user's weight (users not named weigh 1).
+    fair_share: tuple[tuple[str, float], ...] | None = None
 
 
 @dataclass

@@ -28,6 +28,7 @@ from ..store.base import Row, Tx
 from ..views import cpu_text
 from . import limits
 from .context import Context, Effects
+from .fairshare import FairShare
 from .runs import abort_run
 
 
@@ -137,6 +138,8 @@ class WorkerProtocol:
         self.clock = ctx.clock
         # Rule plans by (rule lines, tag-cache generation): pure results over committed data.
         self._plans: dict[tuple[str, int], list[list[int]]] = {}
+        shares = ctx.settings.fair_share
+        self.shares = FairShare(dict(shares), ctx.clock) if shares is not None else None
 
     # -- worker rows ------------------------------------------------------------------------
     def _touch(self, tx: Tx, ping: Ping, now: float) -> WorkerDraft:
@@ -216,6 +219,8 @@ class WorkerProtocol:
                 candidate = tx.first_ready(line, full)
                 if candidate is None:
                     break
+                if self.shares is not None:
+                    candidate = self.shares.choose(tx, line, full, candidate)
                 job_id, _, title, needs = candidate
                 if needs and limits.acquire(tx, needs):
                     full.append(needs)  # pass over every job needing these limits, this pick

@@ -202,3 +202,25 @@ def test_deleting_the_frame_source_releases_its_waiters(farm: Any) -> None:
     farm.uc.operator.delete([render])
     assert state(farm, c[0]) == "WAITING"
     assert farm.uc.reads.job(comp)["frame_dep"] == 0
+
+
+def test_fair_share_between_users_at_the_same_priority(farm: Any) -> None:
+    from coalition.usecases import Context, Settings, UseCases
+
+    ctx = Context(
+        farm.store, farm.logs, Settings(worker_timeout=10, fair_share=(("ann", 3.0),)), farm.clock
+    )
+    uc = UseCases.over(ctx)
+    # bob submitted 40 frames first, ann 40 after, cat 2 at a higher priority.
+    for user in ("bob", "ann"):
+        group = uc.operator.submit(JobSpec(title=user, user=user))
+        uc.operator.submit_many([JobSpec(parent=group, command="true", user=user) for _ in range(40)])
+    urgent = [uc.operator.submit(JobSpec(command="true", user="cat", priority=2000)) for _ in range(2)]
+    got = [uc.workers.pick(Ping(name=f"w{i}")) for i in range(22)]
+    owners = [uc.reads.job(j["id"])["user"] for j in got if j]
+    assert [j["id"] for j in got[:2] if j] == urgent  # priority first: fair share does not reorder it
+    # Then the 20 other slots in proportion to the weights: ann 3, bob 1.
+    assert owners.count("ann") == 15 and owners.count("bob") == 5, owners
+    # Without fair share, the older submission takes every slot.
+    plain = [pick(farm, f"p{i}") for i in range(4)]
+    assert {farm.uc.reads.job(j["id"])["user"] for j in plain if j} == {"bob"}

@@ -327,6 +327,19 @@ def test_frame_dependency_lookups(store: Any) -> None:
     assert all(r["has_dependents"] for r in store.read(lambda tx: tx.jobs([render, *units])))
 
 
+@covers("ready_users", "running_by_user", "first_ready_of")
+def test_fair_share_lookups(store: Any) -> None:
+    a1 = store.write(lambda tx: tx.insert_job(job(user="ann", tagset=1, h_key="01")))
+    b1 = store.write(lambda tx: tx.insert_job(job(user="bob", tagset=1, h_key="03")))
+    store.write(lambda tx: tx.insert_job(job(user="bob", tagset=1, h_key="02", limits="nuke:1")))
+    store.write(lambda tx: tx.insert_job(job(user="cat", state="WORKING", tagset=1, h_key="00")))
+    assert store.read(lambda tx: tx.ready_users()) == ["ann", "bob"]
+    assert store.read(lambda tx: tx.running_by_user()) == {"cat": 1}
+    assert store.write(lambda tx: tx.first_ready_of([1], "bob", ["nuke:1"]))[0] == b1
+    assert store.write(lambda tx: tx.first_ready_of([1, 2], "ann"))[0] == a1
+    assert store.write(lambda tx: tx.first_ready_of([1], "dan")) is None
+
+
 def test_every_tx_method_is_covered() -> None:
     methods = {n for n in dir(Tx) if not n.startswith("_")}
     assert methods - TESTED == set(), "Tx methods without a contract test"
