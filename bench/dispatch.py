@@ -7,7 +7,12 @@ Baseline, in the same run and with the same client: the server's trivial route
 (`GET /api/ping`). Also measured: pick latency with 1,000 vs 100,000 jobs queued.
 
     python bench/dispatch.py [--jobs 100000] [--workers 8] [--seconds 10] [--mysql]
-                             [--mysql-driver pymysql|mysqlclient] [--skip-sqlite]
+                             [--mysql-driver pymysql|mysqlclient] [--skip-sqlite] [--studio]
+
+With --studio the queue also has studio scheduling (docs/scheduling.md): the frames of every
+4th group need `nuke:1` of a limit of 4 (so the limit is full most of the time and the pick
+passes those frames over), every 10th group waits for the one before frame by frame instead
+of as a whole, and fair share is on (seven users, one of weight 3).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ def free_port() -> int:
 class Server:
     """A coalition-server process in a temporary directory."""
 
-    def __init__(self, keys: dict[str, Any]):
+    def __init__(self, keys: dict[str, Any], extra_ini: str = ""):
         self.dir = tempfile.mkdtemp(prefix="coal-bench-")
         self.port = free_port()
         ini = os.path.join(self.dir, "coalition.ini")
@@ -59,7 +64,7 @@ class Server:
             **keys,
         }
         with open(ini, "w") as f:
-            f.write("[server]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
+            f.write("[server]\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()) + extra_ini)
         if keys.get("db_type") == "mysql":  # one database for the whole run: each phase starts empty
             for flag in ("--init-if-needed", "--reset"):
                 subprocess.run(
@@ -108,7 +113,11 @@ def call(conn: http.client.HTTPConnection, method: str, path: str, body: Any = N
     return resp.status, json.loads(raw) if raw else None
 
 
-def fill(server: Server, jobs: int, rng: random.Random) -> float:
+STUDIO_INI = "[limits]\nnuke = 4\n[fairshare]\nartist0 = 3\n"
+STUDIO_KEYS = {"fairshare": "user"}
+
+
+def fill(server: Server, jobs: int, rng: random.Random, studio: bool = False) -> float:
     """Queue `jobs` frames in groups of 100; returns the seconds it took."""
     conn = server.conn()
     start = time.perf_counter()
@@ -123,7 +132,10 @@ def fill(server: Server, jobs: int, rng: random.Random) -> float:
             "user": f"artist{g % 7}",
         }
         if previous is not None and g % 10 == 9:
-            group["dependencies"] = [previous]
+            if studio:
+                group["frame_dep"] = previous  # frame i waits for frame i of the group before
+            else:
+                group["dependencies"] = [previous]
         status, gid = call(conn, "PUT", "/api/jobs", group)
         assert status == 200, gid
         frames = [
@@ -133,6 +145,8 @@ def fill(server: Server, jobs: int, rng: random.Random) -> float:
                 "parent": gid,
                 "priority": rng.randint(0, 2000),
                 "affinity": "gpu" if i % 10 == 0 else "",
+                **({"first_frame": i, "last_frame": i} if studio else {}),
+                **({"limits": "nuke:1"} if studio and g % 4 == 2 else {}),
             }
             for i in range(min(100, jobs - g * 100))
         ]
@@ -215,15 +229,17 @@ def dispatch(server: Server, workers: int, seconds: float, max_jobs: int | None 
 
 def run(label: str, keys: dict[str, Any], args: argparse.Namespace) -> None:
     rng = random.Random(7)
-    small = Server(keys)
+    extra = STUDIO_INI if args.studio else ""
+    keys = {**keys, **(STUDIO_KEYS if args.studio else {})}
+    small = Server(keys, extra)
     try:
-        fill(small, 1000, rng)
+        fill(small, 1000, rng, args.studio)
         small_run = dispatch(small, args.workers, seconds=60, max_jobs=600)
     finally:
         small.stop()
-    big = Server(keys)
+    big = Server(keys, extra)
     try:
-        fill_s = fill(big, args.jobs, rng)
+        fill_s = fill(big, args.jobs, rng, args.studio)
         print(
             json.dumps(
                 {
@@ -256,6 +272,7 @@ def run(label: str, keys: dict[str, Any], args: argparse.Namespace) -> None:
             {
                 "bench": "dispatch",
                 "db": label,
+                "studio": args.studio,
                 "workers": args.workers,
                 "queued": args.jobs,
                 "completed_jobs_per_s": steady["jobs_per_s"],
@@ -298,6 +315,7 @@ def main() -> int:
         help="db_mysql_driver of the MariaDB run (mysqlclient: the optional C client)",
     )
     p.add_argument("--skip-sqlite", action="store_true", help="only the MariaDB run")
+    p.add_argument("--studio", action="store_true", help="limits, frame dependencies and fair share too")
     args = p.parse_args()
     if not args.skip_sqlite:
         run("sqlite", {}, args)
