@@ -207,9 +207,7 @@ def test_deleting_the_frame_source_releases_its_waiters(farm: Any) -> None:
 def test_fair_share_between_users_at_the_same_priority(farm: Any) -> None:
     from coalition.usecases import Context, Settings, UseCases
 
-    ctx = Context(
-        farm.store, farm.logs, Settings(worker_timeout=10, fair_share=(("ann", 3.0),)), farm.clock
-    )
+    ctx = Context(farm.store, farm.logs, Settings(worker_timeout=10, fair_share=(("ann", 3.0),)), farm.clock)
     uc = UseCases.over(ctx)
     # bob submitted 40 frames first, ann 40 after, cat 2 at a higher priority.
     for user in ("bob", "ann"):
