@@ -62,6 +62,7 @@ def event_view(row: Row, now: float) -> dict[str, Any]:
         "state": row["state"],
         "start": int(row["start"] or 0),
         "duration": round(duration, 3),
+        "reason": row.get("reason") or "",
     }
 
 

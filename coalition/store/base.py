@@ -79,9 +79,12 @@ class Tx(Protocol):
     def working_jobs(self) -> list[Row]:
         """Leaves in WORKING state: id, worker, start_time, timeout, run_event."""
 
-    def first_ready(self, tagsets: Sequence[int]) -> tuple[int, str, str] | None:
+    def first_ready(
+        self, tagsets: Sequence[int], skip: Sequence[tuple[str, str]] = ()
+    ) -> tuple[int, str, str] | None:
         """(id, h_key, title) of the first dispatchable leaf among these tag sets, in
-        dispatch order, locked for us where the dialect can (MySQL: FOR UPDATE SKIP LOCKED)."""
+        dispatch order, locked for us where the dialect can (MySQL: FOR UPDATE SKIP LOCKED);
+        leaves whose h_key falls in a `skip` range [lo, hi) are passed over."""
 
     def claim(self, job_id: int, worker: str, event: int, now: float) -> Row | None:
         """Compare-and-set a ready leaf to WORKING for `worker`: the row as claimed, or None
@@ -160,6 +163,30 @@ class Tx(Protocol):
         self, job: int | None, worker: str | None, since: float | None, limit: int, user: str | None = None
     ) -> list[Row]:
         """Events, newest first, filtered (`user`: only runs of that user's jobs)."""
+
+    # -- host failures and blocks (store/blocks.py) ------------------------------------------
+    def count_host_failure(
+        self, job_id: int, worker: str, grp: int, now: float, forgotten: float, reason: str
+    ) -> Row:
+        """Count a failed run of a job on a worker; returns the row after the count."""
+
+    def block_host(self, job_id: int, worker: str, until: float) -> None:
+        """Block a worker from a job until `until`."""
+
+    def failed_jobs_on(self, worker: str, since: float) -> int:
+        """How many different jobs failed on a worker since `since`."""
+
+    def host_blocks(self, now: float, worker: str | None = None, job_id: int | None = None) -> list[Row]:
+        """Blocks in force at `now`."""
+
+    def lift_host_blocks(self, job_id: int, worker: str | None = None) -> int:
+        """Forget a job's failures (and blocks) on one worker or all; returns rows removed."""
+
+    def job_keys(self, job_ids: Sequence[int]) -> dict[int, str]:
+        """The ordering keys of some jobs, by id."""
+
+    def purge_host_failures(self, before: float) -> int:
+        """Forget old counts that block nothing."""
 
     # -- audit, login sessions, mail outbox ----------------------------------------------
     def insert_audit(self, fields: Mapping[str, Any]) -> int:

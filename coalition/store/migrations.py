@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import columns
 from .base import SchemaError
-from .schema import SCHEMA_VERSION, TABLES, ddl
+from .schema import MYSQL_TYPES, SCHEMA_VERSION, SQLITE_TYPES, TABLES, ddl
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import _SqlStore
@@ -343,7 +343,66 @@ def _add_submissions(store: _SqlStore) -> None:
     store.write(step)
 
 
+def _placeholder(version: int) -> Callable[[Any], None]:
+    """Placeholder, replaced at merge: versions 4 and 5 belong to other branches (issue 11,
+    per-run statistics). It only records its version, so that step 6 runs from version 3."""
+
+    def step(store: _SqlStore) -> None:
+        store.write(lambda tx: tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (version,)))
+
+    return step
+
+
+def _column_names(store: _SqlStore, table: str) -> set[str]:
+    def read(tx: SqlTx) -> set[str]:
+        if store.dialect == "sqlite":
+            tx.cur.execute(f"PRAGMA table_info({table})")  # table: one of ours, not input
+            return {str(r[1]).lower() for r in tx.cur.fetchall()}
+        tx.cur.execute(f"SHOW COLUMNS FROM {table}")
+        return {str(r[0]).lower() for r in tx.cur.fetchall()}
+
+    return store.read(read)
+
+
+# Version 6's new columns: (table, column definition with dialect placeholders).
+_FAILURE_COLUMNS: list[tuple[str, columns.Column]] = [
+    *(
+        ("jobs", c)
+        for c in columns.JOBS
+        if c.name in ("stalltimeout", "minruntime", "hostfails", "logrules", "reason", "rule_hit")
+    ),
+    *(("workers", c) for c in columns.WORKERS if c.name in ("reason", "blocked_until")),
+    ("events", columns.Column("reason", "VARCHAR(255) NOT NULL DEFAULT {default}", "")),
+]
+
+
+def _add_failure_handling(store: _SqlStore) -> None:
+    """Version 6: failure handling (docs/failures.md): the jobs' stall, minimum run time,
+    host-failure and log-rule settings, run reasons, and the host_failures table.
+
+    Additive and idempotent (what exists is left alone), so that it does not depend on the
+    steps numbered before it and can be renumbered when branches merge."""
+    types = SQLITE_TYPES if store.dialect == "sqlite" else MYSQL_TYPES
+    have = {table: _column_names(store, table) for table in ("jobs", "workers", "events")}
+    tables = store.table_names()
+
+    def step(tx: SqlTx) -> None:
+        for table, column in _FAILURE_COLUMNS:
+            if column.name not in have[table]:
+                tx.execute(f"ALTER TABLE {table} ADD COLUMN {column.ddl().format(**types)}")
+        if "host_failures" not in tables:
+            for stmt in ddl(store.dialect):
+                if _table_of(stmt) == "host_failures":
+                    tx.execute(stmt)
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (6,))
+
+    store.write(step)
+
+
 STEPS: list[tuple[int, str, Callable[[Any], None]]] = [
     (2, "Coalition 4 to Coalition 5 (tags, hierarchical keys, retries, run events)", _coalition4_to_2),
     (3, "idempotency keys of submissions", _add_submissions),
+    (4, "placeholder, replaced at merge (issue 11)", _placeholder(4)),
+    (5, "placeholder, replaced at merge (per-run statistics)", _placeholder(5)),
+    (6, "failure handling: stall and log-rule settings, run reasons, host blocklists", _add_failure_handling),
 ]

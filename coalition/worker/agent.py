@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import failures
 from .courier import Report
 from .link import Backoff, Refused, ServerLink, Unreachable
 from .metrics import Metrics
@@ -128,6 +129,8 @@ class Run:
     interrupted: bool = False
     killed_by_server: bool = False
     kill_requested: bool = False  # the server said kill (set by the courier's thread)
+    reason: str = ""  # why the run was ended on this side (timeout, stall, handback), if it was
+    elapsed: float = 0.0  # seconds the job's process ran (the server's minruntime check)
 
     @property
     def job_id(self) -> int:
@@ -259,6 +262,7 @@ class Slot:
     def give_back(self, job: Mapping[str, Any]) -> None:
         """Return a job we were handed while stopping, without running it."""
         run = Run(job, RunLog(self.settings.spooldir or None), self.clock(), interrupted=True)
+        run.reason = "handed back unstarted (the worker is stopping)"
         log.info("%s: handing job %d back unstarted (stopping)", self.name, run.job_id)
         self._deliver(run, exit_code=-1)
         run.output.close()
@@ -292,6 +296,7 @@ class Slot:
                 self._note(run, f"cannot start the job: {exc}")
             else:
                 exit_code = self._supervise(run, proc)
+        run.elapsed = max(0.0, self.clock() - run.started)
         if run.output.dropped:
             self._note(run, f"{run.output.dropped} bytes of output dropped (the spool limit was reached)")
         log.info(
@@ -312,19 +317,31 @@ class Slot:
         its heartbeats and brings the server's kill)."""
         timeout = int(run.job.get("timeout") or 0)
         deadline = run.started + timeout if timeout > 0 else None
+        # Stall: no output for `stalltimeout` seconds (the server sends the job's own value or
+        # the farm's). Output is counted where it arrives, so dropped bytes count too.
+        stall = float(run.job.get("stalltimeout") or 0)
+        seen, last_output = run.output.size + run.output.dropped, run.started
         grace = self.settings.killgrace
         sigkill_sent = False
         while True:
             if proc.returncode is not None:
                 break
             now = self.clock()
+            if run.output.size + run.output.dropped != seen:
+                seen, last_output = run.output.size + run.output.dropped, now
             if deadline is not None and now >= deadline and not proc.terminating:
                 run.timed_out = True
+                run.reason = failures.timeout_reason(timeout)
                 self._note(run, f"job timeout ({timeout}s) exceeded: killing its processes")
+                proc.terminate(now)
+            if failures.stalled(last_output, stall, now) and not proc.terminating:
+                run.reason = failures.stall_reason(stall)
+                self._note(run, f"{run.reason}: killing its processes")
                 proc.terminate(now)
             if self.control.must_hand_back and not proc.terminating:
                 run.interrupted = True
                 reason = self.control.interruption or "the worker is shutting down"
+                run.reason = f"handed back ({reason})"
                 self._note(run, f"handing the job back ({reason}): killing its processes")
                 proc.terminate(now)
             due = proc.kill_due(grace)
@@ -339,6 +356,8 @@ class Slot:
             wake = [now + 5.0]  # the pipe, the pidfd and the wake pipe bring every event sooner
             if deadline is not None and not proc.terminating:
                 wake.append(deadline)
+            if stall > 0 and not proc.terminating:
+                wake.append(last_output + stall)
             if due is not None and not sigkill_sent:
                 wake.append(due)
             # An event after this point leaves a byte in the wake pipe: none is missed.
@@ -394,6 +413,8 @@ class Slot:
                 log_offset=offset,
                 timed_out=run.timed_out,
                 interrupted=run.interrupted,
+                reason=run.reason,
+                elapsed=round(run.elapsed, 3),
                 pick=not self.control.draining,
             )
             try:
