@@ -34,3 +34,31 @@ def test_a_newer_schema_is_refused(store: Any) -> None:
     store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = ?", (SCHEMA_VERSION + 1,)))
     with pytest.raises(SchemaError, match="newer"):
         store.check_schema()
+
+
+def test_a_version_3_database_gets_failure_handling(store: Any) -> None:
+    """Step 6 is additive: from a version-3 schema (no failure columns, no host_failures) it
+    adds what is missing, keeps the rows, and running it again changes nothing."""
+    from coalition.store.migrations import _FAILURE_COLUMNS
+
+    def downgrade(tx: Any) -> None:
+        tx.execute("INSERT INTO workers (name, affinity, state, cpu) VALUES ('old', '', 'WAITING', '[]')")
+        for table, column in _FAILURE_COLUMNS:
+            tx.execute(f"ALTER TABLE {table} DROP COLUMN {column.name}")
+        tx.execute("DROP TABLE host_failures")
+        tx.execute("DELETE FROM Migrations")
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (3)")
+
+    store.write(downgrade)
+    with pytest.raises(SchemaError, match="version 3"):
+        store.check_schema()
+    done = store.migrate()
+    assert [line.split(":")[0] for line in done] == ["version 4", "version 5", "version 6"]
+    store.check_schema()
+    row = store.read(lambda tx: tx.worker("old"))
+    assert (row["reason"], row["blocked_until"]) == ("", 0.0)
+    assert store.read(lambda tx: tx.host_blocks(0.0)) == []
+    # Rerun (the lead renumbers the step at merge): nothing is added twice.
+    store.write(lambda tx: tx.execute("DELETE FROM Migrations WHERE database_version = 6"))
+    assert store.migrate() == ["version 6: " + done[2].split(": ", 1)[1]]
+    store.check_schema()
