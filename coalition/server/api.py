@@ -24,6 +24,7 @@ from ..model import (
 from ..store.base import Row
 from ..usecases import UseCases
 from .auth import CREATE, DELETE, EDIT, OWNER, VIEW, WEB, WORKERS, Auth, Identity
+from .blocks import BlocksApi
 from .http import ApiError, json_body
 from .router import Router
 
@@ -75,7 +76,7 @@ def _job_id(text: str) -> int:
         raise ApiError(404, f"job {text!r} not found") from None
 
 
-class Api:
+class Api(BlocksApi):
     """Handlers of the user API."""
 
     def __init__(
@@ -142,6 +143,7 @@ class Api:
         router.add("GET", f"{p}/events", self.events)
         router.add("GET", f"{p}/audit", self.audit)
         router.add("GET", f"{p}/stats", self.stats)
+        self.block_routes(router, p)
 
     def ping(self, params: dict[str, Any]) -> Any:
         """GET /api/ping: the server answers (to those it would answer anything)."""

@@ -16,6 +16,7 @@ import logging
 import os
 import select
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -174,6 +175,8 @@ class Slot:
         self._run: Run | None = None
         self._offer: dict[str, Any] | None = None  # a job the courier brought
         self._asking = False  # a sync asking a job for this slot is on its way
+        self._sick = False  # the server says this slot is SICK: run the check command
+        self._next_check = 0.0
 
     # -- what the courier reads and brings (its thread) ------------------------------------
     def report(self, limit: int) -> Report | None:
@@ -189,6 +192,8 @@ class Slot:
     def synced(self, report: Report, answer: Mapping[str, Any] | None) -> None:
         """Apply this slot's part of a sync's answer (None: the sync failed)."""
         with self._lock:
+            if answer is not None and report.run is None:
+                self._sick = bool(answer.get("sick"))
             if report.body.get("pick"):
                 self._asking = False
                 job = answer.get("job") if answer else None
@@ -256,8 +261,39 @@ class Slot:
                     self._state = STOPPED
                     return None
                 self._state = IDLE
-            select.select([self._wake], [], [], 5.0)
+                check = self._sick and bool(self.settings.checkcommand)
+            wait = 5.0
+            if check:
+                wait = self._next_check - self.clock()
+                if wait <= 0:
+                    self.check()
+                    wait = self.settings.checkinterval
+            select.select([self._wake], [], [], min(5.0, max(0.0, wait)))
             self.control.drain_wake(self._wake)
+
+    def check(self) -> None:
+        """Run the check command of a SICK slot and tell the server (a pass clears it)."""
+        self._next_check = self.clock() + self.settings.checkinterval
+        try:
+            done = subprocess.run(
+                self.settings.checkcommand,
+                shell=True,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=max(1.0, min(300.0, self.settings.checkinterval)),
+                check=False,
+            )
+            passed, detail = done.returncode == 0, f"exit code {done.returncode}"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            passed, detail = False, f"{type(exc).__name__}: {exc}"[:200]
+        log.info("%s: SICK; check command %s (%s)", self.name, "passed" if passed else "failed", detail)
+        try:
+            answer = self.link.call("checked", {**self._ping(), "passed": passed, "detail": detail})
+        except (Unreachable, Refused) as exc:
+            log.warning("%s: could not report the check: %s", self.name, exc)
+            return
+        with self._lock:
+            self._sick = bool(answer.get("sick"))
 
     def give_back(self, job: Mapping[str, Any]) -> None:
         """Return a job we were handed while stopping, without running it."""
@@ -351,7 +387,10 @@ class Slot:
             if run.kill_requested and not run.killed_by_server and not proc.terminating:
                 run.killed_by_server = True
                 log.info("%s: the server asks to kill job %d", self.name, run.job_id)
-                self._note(run, "killed at the server's request (paused, reset, deleted, or worker stopped)")
+                self._note(
+                    run,
+                    "killed at the server's request (paused, reset, deleted, worker stopped, or a log rule)",
+                )
                 proc.terminate(now)
             wake = [now + 5.0]  # the pipe, the pidfd and the wake pipe bring every event sooner
             if deadline is not None and not proc.terminating:
@@ -432,6 +471,9 @@ class Slot:
                 return None
             self._reachable()
             run.output.ack(offset + len(chunk))
+            if answer.get("sick"):
+                with self._lock:
+                    self._sick = True
             if answer.get("ignored"):
                 log.info(
                     "%s: result of job %d ignored by the server: %s", self.name, run.job_id, answer["ignored"]

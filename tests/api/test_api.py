@@ -109,7 +109,7 @@ def test_worker_protocol_round_trip_with_log_and_next_job(api: ServerProcess) ->
     assert any(w["name"] == name for w in api.api("GET", "/api/workers"))
     events = api.api("GET", f"/api/events?job={first}&worker={name}&howlong=3600")
     assert [(e["state"], e["job_id"]) for e in events] == [("FINISHED", first)]
-    assert set(events[0]) == {"id", "worker", "job_id", "job_title", "state", "start", "duration"}
+    assert set(events[0]) == {"id", "worker", "job_id", "job_title", "state", "start", "duration", "reason"}
 
 
 def test_legacy_worker_form_protocol(make_server: Any) -> None:
