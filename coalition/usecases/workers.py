@@ -424,9 +424,9 @@ class WorkerProtocol:
             tree = self.ctx.tree(tx, fx, now)
             result = End()
             job = tx.job(job_id)
-            reason = self._end_refusal(job, ping.name, event)
-            if reason:
-                result.ignored = reason
+            refusal = self._end_refusal(job, ping.name, event)
+            if refusal:
+                result.ignored = refusal
                 if worker["current_job"] == job_id:
                     worker.set(current_job=0, state=W_WAITING)
             else:
