@@ -19,7 +19,8 @@ Row = dict[str, Any]
 # Columns a job list may be sorted by (h_key is the dispatch order).
 SORTABLE = frozenset(
     "id title user state priority affinity worker start_time duration run_done timeout command dir "
-    "progress total total_finished total_errors total_working url retry updated_at created_at h_key".split()
+    "progress total total_finished total_errors total_working url retry updated_at created_at h_key "
+    "reason".split()
 )
 
 
@@ -174,7 +175,7 @@ class Tx(Protocol):
         """Block a worker from a job until `until`."""
 
     def failed_jobs_on(self, worker: str, since: float) -> int:
-        """How many different jobs failed on a worker since `since`."""
+        """How many different jobs failed on a worker since `since` and on no other."""
 
     def host_blocks(self, now: float, worker: str | None = None, job_id: int | None = None) -> list[Row]:
         """Blocks in force at `now`."""

@@ -61,11 +61,14 @@ class HostFailuresSql:
         )
 
     def failed_jobs_on(self, worker: str, since: float) -> int:
-        """How many different jobs (their `grp`) failed on `worker` since `since`."""
+        """How many different jobs (their `grp`) failed on `worker` since `since` and on no
+        other worker since then (a job failing everywhere is the job's fault, not the host's)."""
         return int(
             self._scalar(
-                "SELECT COUNT(DISTINCT grp) FROM host_failures WHERE worker = ? AND last_at >= ?",
-                (worker, since),
+                "SELECT COUNT(DISTINCT a.grp) FROM host_failures a WHERE a.worker = ? AND a.last_at >= ? "
+                "AND NOT EXISTS (SELECT 1 FROM host_failures b "
+                "WHERE b.grp = a.grp AND b.worker <> a.worker AND b.last_at >= ?)",
+                (worker, since, since),
             )
             or 0
         )

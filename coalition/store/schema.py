@@ -61,6 +61,7 @@ _TABLES = [
     PRIMARY KEY (job_id, worker)
 ){table_opts}""",
     "CREATE INDEX c5_host_failures_worker ON host_failures (worker, last_at)",
+    "CREATE INDEX c5_host_failures_grp ON host_failures (grp, last_at)",
     """CREATE TABLE affinities (
     id INTEGER NOT NULL PRIMARY KEY,
     name VARCHAR(255) NOT NULL

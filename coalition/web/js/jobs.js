@@ -76,6 +76,8 @@ export const COLUMNS = [
   { key: "start_time", label: "Started", sort: "start_time", cls: "time", render: (j) => fmtTime(j.start_time) },
   { key: "duration", label: "Duration", sort: "duration", cls: "num", render: (j) => (j.start_time ? fmtDuration(j.duration) : "") },
   { key: "run_done", label: "Runs", title: "Runs done", sort: "run_done", cls: "num", render: (j) => String(j.run_done ?? "") },
+  // Why the last run ended: exit code, signal, timeout, stall, log rule, lost worker, handback.
+  { key: "reason", label: "Reason", title: "Why the last run ended", sort: "reason", cls: "reason", render: (j) => j.reason || "" },
   { key: "command", label: "Command", sort: "command", cls: "mono clip", render: (j) => j.command || "" },
   { key: "dir", label: "Dir", title: "Working directory", sort: "dir", cls: "mono clip", render: (j) => j.dir || "" },
   { key: "dependencies", label: "Deps", title: "Dependencies", sort: null, cls: "clip", render: null },
