@@ -21,7 +21,7 @@ const COLUMNS = [
   { key: "worker", label: "Worker", sort: "worker", render: (e) => e.worker || "" },
   { key: "duration", label: "Duration", sort: "duration", cls: "num", render: (e) => fmtDuration(e.duration) },
   // Why the run ended (exit code, signal, timeout, stall, log rule, lost worker, handback).
-  { key: "reason", label: "Reason", sort: "reason", cls: "reason", render: (e) => e.reason || "" },
+  { key: "reason", label: "Reason", sort: "reason", cls: "reason", render: (e) => (e.reason ? h("span", { title: e.reason, text: e.reason }) : "") },
 ];
 
 export class ActivitiesView {

@@ -44,6 +44,11 @@ function urlCell(job) {
   return job.url ? h("span", { class: "muted", title: `not a web link: ${job.url}`, text: "—" }) : "";
 }
 
+// A reason, whole in its tooltip (the cell is cut to its width).
+function reasonCell(reason) {
+  return reason ? h("span", { title: reason, text: reason }) : "";
+}
+
 function titleCell(job) {
   const group = isGroup(job);
   return h("span", { class: group ? "job-title group" : "job-title" },
@@ -70,14 +75,14 @@ export const COLUMNS = [
   { key: "errors", label: "Err", title: "Errors", sort: "total_errors", cls: "num c-err", render: (j) => String(counters(j).err ?? "") },
   { key: "total", label: "Total", sort: "total", cls: "num", render: (j) => String(counters(j).tot ?? "") },
   { key: "progress", label: "Progress", sort: "progress", cls: "progress", render: progressCell },
+  // Why the last run ended: exit code, signal, timeout, stall, log rule, lost worker, handback.
+  { key: "reason", label: "Reason", title: "Why the last run ended", sort: "reason", cls: "reason", render: (j) => reasonCell(j.reason) },
   { key: "affinity", label: "Affinity", sort: "affinity", render: (j) => j.affinity || "" },
   { key: "timeout", label: "Timeout", sort: "timeout", cls: "num", render: (j) => (j.timeout ? fmtDuration(j.timeout) : "") },
   { key: "worker", label: "Worker", sort: "worker", render: (j) => j.worker || "" },
   { key: "start_time", label: "Started", sort: "start_time", cls: "time", render: (j) => fmtTime(j.start_time) },
   { key: "duration", label: "Duration", sort: "duration", cls: "num", render: (j) => (j.start_time ? fmtDuration(j.duration) : "") },
   { key: "run_done", label: "Runs", title: "Runs done", sort: "run_done", cls: "num", render: (j) => String(j.run_done ?? "") },
-  // Why the last run ended: exit code, signal, timeout, stall, log rule, lost worker, handback.
-  { key: "reason", label: "Reason", title: "Why the last run ended", sort: "reason", cls: "reason", render: (j) => j.reason || "" },
   { key: "command", label: "Command", sort: "command", cls: "mono clip", render: (j) => j.command || "" },
   { key: "dir", label: "Dir", title: "Working directory", sort: "dir", cls: "mono clip", render: (j) => j.dir || "" },
   { key: "dependencies", label: "Deps", title: "Dependencies", sort: null, cls: "clip", render: null },

@@ -48,7 +48,7 @@ const COLUMNS = [
     h("span", { class: w.active ? "on-dot" : "off-dot", title: w.active ? "takes jobs" : "stopped: takes no job", text: w.active ? "on" : "stopped" }) },
   { key: "state", label: "State", sort: "state", cls: "narrow", render: (w) => stateBadge(w.state) },
   // Why a SICK worker takes no jobs (docs/failures.md).
-  { key: "reason", label: "Why", sort: "reason", cls: "reason", render: (w) => w.reason || "" },
+  { key: "reason", label: "Why", sort: "reason", cls: "reason", render: (w) => (w.reason ? h("span", { title: w.reason, text: w.reason }) : "") },
   { key: "affinity", label: "Affinity rules", sort: "affinity", render: rulesCell },
   { key: "ping_time", label: "Last ping", sort: "ping_time", cls: "time", render: (w) => {
     const el = h("span", { text: fmtAgo(w.ping_time), title: fmtFullTime(w.ping_time) });
