@@ -165,3 +165,86 @@ def test_bad_farm_rules_stop_the_server_with_one_line(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "[server] logrules: line 2: rule ok: bad regex" in done.stderr, done.stderr
+
+
+def run_once(server: Any, worker: str, job_id: int, exit_code: int = 1, log: str = "") -> dict[str, Any]:
+    """Pick `job_id` as `worker` and end the run; returns the endjob answer."""
+    job = server.worker_call("pickjob", {"name": worker})["job"]
+    assert job is not None and job["id"] == job_id, job
+    body = {"name": worker, "job_id": job_id, "event": job["event"], "exit_code": exit_code}
+    if log:
+        body["log"] = b64(log)
+    return server.worker_call("endjob", body)
+
+
+def test_a_jobs_own_hostfails_and_the_forgive_time(make_server: Any) -> None:
+    from tests.support import wait_for
+
+    server = make_server(forgive=1, sickjobs=0)
+    strict = server.submit(command="x", retry=9, hostfails=1)
+    run_once(server, "w1", strict)
+    [block] = server.api("GET", f"/api/jobs/{strict}/blocks")
+    assert (block["worker"], block["failures"]) == ("w1", 1)
+    assert server.worker_call("pickjob", {"name": "w1"})["job"] is None  # blocked
+    # The block lifts by itself a forgive time (1 s) after the failure: w1 may take it again.
+    wait_for(lambda: server.api("GET", f"/api/jobs/{strict}/blocks") == [], timeout=10, what="forgiven")
+    run_once(server, "w1", strict, exit_code=0)
+    never = server.submit(command="y", retry=9, hostfails=-1)
+    for _ in range(4):
+        run_once(server, "w1", never)
+    assert server.api("GET", f"/api/jobs/{never}/blocks") == []
+
+
+def test_one_failing_job_or_a_job_failing_everywhere_makes_no_host_sick(make_server: Any) -> None:
+    server = make_server(sickjobs=2, hostfails=0)
+    same = server.submit(command="x", retry=2, title="one job")  # three runs, then ERROR
+    for _ in range(3):
+        run_once(server, "w1", same)
+    assert server.api("GET", "/api/workers/w1")["state"] == "WAITING"
+    broken = server.submit(command="x", retry=1, title="fails everywhere")
+    run_once(server, "w2", broken)
+    run_once(server, "w1", broken)
+    # w1 failed two different jobs, but "fails everywhere" failed on w2 too: not w1's fault.
+    assert server.api("GET", "/api/workers/w1")["state"] == "WAITING"
+    mine = server.submit(command="x", title="fails only on w1")
+    assert run_once(server, "w1", mine)["ok"]
+    assert server.api("GET", "/api/workers/w1")["state"] == "SICK"
+
+
+def test_sick_and_limit_rules(server: Any) -> None:
+    gpu = server.submit(command="x", logrules="gpu sick (?i)GPU has fallen off the bus")
+    end = run_once(server, "w1", gpu, exit_code=-15, log="frame 1\nNVRM: GPU has fallen off the bus\n")
+    assert end["sick"] is True
+    assert server.job(gpu)["state"] == "WAITING" and server.job(gpu)["reason"] == "log rule gpu: sick"
+    assert server.api("GET", "/api/workers/w1")["reason"] == "sick: log rule gpu: sick"
+    seats = server.submit(command="x", logrules=["seats limit:nuke:600 out of seats"], priority=2000)
+    run_once(server, "w2", seats, exit_code=1, log="error: out of seats\n")
+    job = server.job(seats)
+    assert (job["state"], job["errors"], job["reason"]) == ("WAITING", 0, "log rule seats: limit:nuke:600")
+
+
+def test_lost_worker_paused_and_server_timeout_reasons(server: Any) -> None:
+    from tests.support import wait_for
+
+    lost = server.submit(command="x")
+    server.worker_call("pickjob", {"name": "gone"})  # and never heard from again
+    wait_for(lambda: server.job(lost)["reason"], timeout=20, what="the reaper")
+    assert server.job(lost)["reason"] == "lost worker (silent for more than 3 s)"
+    [event] = server.api("GET", f"/api/events?job={lost}")
+    assert (event["state"], event["reason"]) == ("TIMEOUT", "lost worker (silent for more than 3 s)")
+    server.api("DELETE", "/api/jobs", [lost])
+    paused = server.submit(command="x")
+    job = server.worker_call("pickjob", {"name": "w1"})["job"]
+    server.api("POST", "/api/pausejobs", [paused])
+    assert server.job(paused)["reason"] == "paused by an operator"
+    server.worker_call("endjob", {"name": "w1", "job_id": paused, "event": job["event"], "exit_code": -15})
+    server.api("DELETE", "/api/jobs", [paused])
+    slow = server.submit(command="x", timeout=1)
+    job = server.worker_call("pickjob", {"name": "w2"})["job"]
+
+    def timed_out() -> bool:  # w2 keeps beating (not lost) but never reports the end
+        server.worker_call("heartbeat", {"name": "w2", "job_id": slow, "event": job["event"]})
+        return server.job(slow)["state"] == "ERROR"
+
+    wait_for(timed_out, timeout=20, interval=0.3, what="the server's timeout")
+    assert server.job(slow)["reason"] == "timeout (1 s, by the server)"
