@@ -55,7 +55,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _when(stamp: int) -> str:
-    if stamp >= 2**52:
+    if stamp >= 10**15:  # forgive = 0: the server stores "never" as 1e15
         return "never"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 

@@ -233,6 +233,15 @@ def test_lost_worker_paused_and_server_timeout_reasons(server: Any) -> None:
     [event] = server.api("GET", f"/api/events?job={lost}")
     assert (event["state"], event["reason"]) == ("TIMEOUT", "lost worker (silent for more than 3 s)")
     server.api("DELETE", "/api/jobs", [lost])
+    restarted = server.submit(command="x")
+    server.worker_call("pickjob", {"name": "w3"})
+    server.worker_call("pickjob", {"name": "w3"})  # asks again: it lost the run (a restart)
+    first = min(server.api("GET", f"/api/events?job={restarted}"), key=lambda e: e["id"])
+    assert (first["state"], first["reason"]) == (
+        "LOST",
+        "lost worker (it asked for work while it was running this job)",
+    )
+    server.api("DELETE", "/api/jobs", [restarted])
     paused = server.submit(command="x")
     job = server.worker_call("pickjob", {"name": "w1"})["job"]
     server.api("POST", "/api/pausejobs", [paused])
