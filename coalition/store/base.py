@@ -183,8 +183,8 @@ class Tx(Protocol):
     def lift_host_blocks(self, job_id: int, worker: str | None = None) -> int:
         """Forget a job's failures (and blocks) on one worker or all; returns rows removed."""
 
-    def job_keys(self, job_ids: Sequence[int]) -> dict[int, str]:
-        """The ordering keys of some jobs, by id."""
+    def blocked_keys(self, worker: str, now: float) -> list[str]:
+        """The ordering keys of the jobs a worker is blocked from, in key order."""
 
     def purge_host_failures(self, before: float) -> int:
         """Forget old counts that block nothing."""

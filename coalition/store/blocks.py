@@ -94,13 +94,15 @@ class HostFailuresSql:
             return self.execute("DELETE FROM host_failures WHERE job_id = ?", (job_id,))
         return self.execute("DELETE FROM host_failures WHERE job_id = ? AND worker = ?", (job_id, worker))
 
-    def job_keys(self, job_ids: Sequence[int]) -> dict[int, str]:
-        """The ordering keys (h_key) of some jobs, by id (missing ids are left out)."""
-        ids = list(job_ids)
-        if not ids:
-            return {}
-        rows = self._all(f"SELECT id, h_key FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids)
-        return {int(r["id"]): str(r["h_key"]) for r in rows}
+    def blocked_keys(self, worker: str, now: float) -> list[str]:
+        """The ordering keys (h_key) of the jobs `worker` is blocked from at `now`, in one
+        query (a key changes with priorities, so it is read at each pick, not stored)."""
+        rows = self._all(
+            "SELECT j.h_key FROM host_failures b JOIN jobs j ON j.id = b.job_id "
+            "WHERE b.worker = ? AND b.blocked_until > ? ORDER BY j.h_key",
+            (worker, now),
+        )
+        return [str(r["h_key"]) for r in rows]
 
     def purge_host_failures(self, before: float) -> int:
         """Forget counts whose last failure is older than `before` and that block nothing."""

@@ -101,12 +101,10 @@ class Failures:
         a worker without blocks (workers.blocked_until says whether it may have any)."""
         if float(worker["blocked_until"] or 0) <= now:
             return []
-        blocks = tx.host_blocks(now, worker=worker["name"])
-        if not blocks:
-            worker.set(blocked_until=0.0)
-            return []
-        keys = tx.job_keys(sorted({int(b["job_id"]) for b in blocks}))
-        return sorted(failures.key_range(k) for k in keys.values())
+        keys = tx.blocked_keys(worker["name"], now)
+        if not keys:
+            worker.set(blocked_until=0.0)  # lifted or deleted: no more lookups until the next block
+        return [failures.key_range(k) for k in keys]
 
     # -- failed runs ----------------------------------------------------------------------------
     def count(self, tx: Tx, fx: Effects, job: Row, worker: Any, reason: str, now: float) -> None:

@@ -219,7 +219,7 @@ def test_leases(store: Any) -> None:
 
 
 @covers("count_host_failure", "block_host", "failed_jobs_on", "host_blocks", "lift_host_blocks")
-@covers("job_keys", "purge_host_failures")
+@covers("blocked_keys", "purge_host_failures")
 def test_host_failures_and_blocks(store: Any) -> None:
     row = store.write(lambda tx: tx.count_host_failure(7, "w1", 1, 10.0, 0.0, "exit code 1"))
     assert (row["failures"], row["grp"], row["blocked_until"], row["reason"]) == (1, 1, 0.0, "exit code 1")
@@ -247,8 +247,15 @@ def test_host_failures_and_blocks(store: Any) -> None:
     assert store.write(lambda tx: tx.lift_host_blocks(999)) == 0
     assert store.write(lambda tx: tx.purge_host_failures(150.0)) == 1  # 9 (8 is blocked to 200)
     a = store.write(lambda tx: tx.insert_job(job(h_key="0a")))
-    assert store.read(lambda tx: tx.job_keys([a, 999999])) == {a: "0a"}
-    assert store.read(lambda tx: tx.job_keys([])) == {}
+    b = store.write(lambda tx: tx.insert_job(job(h_key="09")))
+    store.write(lambda tx: tx.count_host_failure(a, "w3", a, 100.0, 0.0, "x"))
+    store.write(lambda tx: tx.count_host_failure(b, "w3", b, 100.0, 0.0, "x"))
+    store.write(lambda tx: tx.count_host_failure(999999, "w3", 1, 100.0, 0.0, "x"))  # a deleted job
+    for job_id in (a, b, 999999):
+        store.write(lambda tx, job_id=job_id: tx.block_host(job_id, "w3", 300.0))
+    assert store.read(lambda tx: tx.blocked_keys("w3", 200.0)) == ["09", "0a"]
+    assert store.read(lambda tx: tx.blocked_keys("w3", 300.0)) == []
+    assert store.read(lambda tx: tx.blocked_keys("w1", 0.0)) == []
 
 
 @covers("first_ready")
