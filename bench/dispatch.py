@@ -6,7 +6,8 @@ before. N simulated workers loop `endjob(pick=true)` over keep-alive HTTP, runni
 Baseline, in the same run and with the same client: the server's trivial route
 (`GET /api/ping`). Also measured: pick latency with 1,000 vs 100,000 jobs queued.
 
-    python bench/dispatch.py [--jobs 100000] [--workers 8] [--seconds 10] [--mysql] [--blocked N]
+    python bench/dispatch.py [--jobs 100000] [--workers 8] [--seconds 10] [--mysql]
+                             [--mysql-driver pymysql|mysqlclient] [--skip-sqlite] [--blocked N]
 
 With `--blocked N` each simulated worker first fails N frames (hostfails = 1, blockscope =
 group), so it is blocked from the N groups first in dispatch order and every later pick
@@ -324,8 +325,16 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--blocked", type=int, default=0, help="groups each worker is blocked from first")
     p.add_argument("--mysql", action="store_true", help="also run on a private MariaDB (needs mariadbd)")
+    p.add_argument(
+        "--mysql-driver",
+        choices=["pymysql", "mysqlclient"],
+        default="pymysql",
+        help="db_mysql_driver of the MariaDB run (mysqlclient: the optional C client)",
+    )
+    p.add_argument("--skip-sqlite", action="store_true", help="only the MariaDB run")
     args = p.parse_args()
-    run("sqlite", {}, args)
+    if not args.skip_sqlite:
+        run("sqlite", {}, args)
     if args.mysql:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         from tests.support import private_mariadb
@@ -343,8 +352,9 @@ def main() -> int:
                 "db_mysql_user": "coal",
                 "db_mysql_password": "coalpw",
                 "db_mysql_base": "coalition",
+                "db_mysql_driver": args.mysql_driver,
             }
-            run("mysql", db, args)
+            run("mysql" if args.mysql_driver == "pymysql" else "mysql+mysqlclient", db, args)
     return 0
 
 

@@ -72,6 +72,7 @@ LEGACY_VALUE_OPTIONS = {
     "--localprogress",
     "--globalprogress",
     "--progress",
+    "--output",
     "--user",
     "--url",
     "--env",
@@ -121,6 +122,12 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
         default="",
         metavar="PRESET",
         help=f"read progress as this renderer prints it: {', '.join(sorted(PRESETS))} (docs/jobs.md)",
+    )
+    p.add_argument(
+        "--output",
+        default="",
+        metavar="PATH",
+        help="the job's output files, e.g. /render/f_####.png (thumbnails)",
     )
     p.add_argument("--user", default="", help="owner of the job (default: your login name)")
     p.add_argument("--url", default="", help="URL shown with the job (e.g. its output)")
@@ -314,6 +321,8 @@ def _job_body(
         body["environment"] = "\\n".join(args.env)  # chapter 8: pairs joined by backslash-n
     if args.url:
         body["url"] = args.url
+    if args.output:
+        body["output"] = args.output
     if args.globalprogress:
         body["progress_pattern"] = args.globalprogress
     elif args.progress:
@@ -404,10 +413,43 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def duration_text(seconds: float | None) -> str:
+    """`45 s`, `12 min`, `3 h 20 min`; `unknown` for None."""
+    if seconds is None:
+        return "unknown"
+    seconds = max(0, round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def _stats_lines(stats: dict[str, Any]) -> list[str]:
+    time, peak = stats["time"], stats["peak_memory"]
+    lines = [f"frames: {stats['frame_count']} ({time['count']} finished, {stats['running']} running, "
+             f"{stats['waiting']} waiting)"]  # fmt: skip
+    if time["count"]:
+        lines.append(
+            f"frame time: min {time['min']:.1f} s, mean {time['mean']:.1f} s, max {time['max']:.1f} s"
+        )
+        lines.append(
+            f"peak memory: min {peak['min']:.0f} MB, mean {peak['mean']:.0f} MB, max {peak['max']:.0f} MB"
+        )
+    lines.append(f"time left: {duration_text(stats['time_left'])}")
+    return lines
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    """Show one job, field by field."""
-    job = connect(args).request("GET", f"/api/jobs/{args.id}")
-    emit(args, job, lambda: "\n".join(f"{k}: {v}" for k, v in job.items()))
+    """Show one job, field by field, then its frames' figures and its time left."""
+    conn = connect(args)
+    job = conn.request("GET", f"/api/jobs/{args.id}")
+    job["stats"] = conn.request("GET", f"/api/jobs/{args.id}/stats")
+    stats = {k: v for k, v in job["stats"].items() if k != "frames"}
+    emit(
+        args,
+        job,
+        lambda: "\n".join([*(f"{k}: {v}" for k, v in job.items() if k != "stats"), *_stats_lines(stats)]),
+    )
     return 0
 
 

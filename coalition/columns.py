@@ -80,6 +80,8 @@ JOBS: tuple[Column, ...] = (
     Column("total_errors", INT, 0),
     Column("total_working", INT, 0),
     Column("url", TEXT, "", settable=True, edit="plain"),
+    # Where the job writes its frames (`/render/out/f_####.png`): the worker thumbnails the newest.
+    Column("output", TEXT, "", settable=True, edit="plain", pick=True),
     Column("progress", REAL, 0.0),
     Column("progress_pattern", TEXT, "PROGRESS:%percent", settable=True, edit="plain", pick=True),
     Column("local_progress", REAL, 0.0),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -96,6 +97,14 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _urls(text: str) -> tuple[str, ...]:
+    urls = tuple(text.replace(",", " ").split())
+    for url in urls:
+        if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url) or len(url) > 320:
+            raise ValueError(f"{url[:80]!r} is not an http:// or https:// URL of at most 320 characters")
+    return urls
+
+
 def _raw(text: str) -> str:
     return text  # multi-line values (commandwhitelist) keep their lines
 
@@ -122,6 +131,9 @@ class ServerSettings:
     db_mysql_password: str = ""
     db_mysql_base: str = "base"
     db_mysql_install: bool = True  # documented by Coalition 4; the schema is made by --init
+    # New in Coalition 5: "pymysql" (pure Python, the default) or "mysqlclient" (the C client,
+    # Debian's python3-mysqldb: less CPU per statement, the faster choice for a busy farm).
+    db_mysql_driver: str = "pymysql"
     servermode: str = "normal"
     timeout: float = 10.0
     service: bool = False  # Windows service mode in Coalition 4; systemd does this now
@@ -157,12 +169,18 @@ class ServerSettings:
     sessionlifetime: float = 43200.0  # seconds a web login lasts
     smtpcacert: str = ""  # CA bundle for the SMTP server's certificate (STARTTLS)
     notifyinterval: float = 5.0  # seconds between passes of the mail sender
+    webhooks: tuple[str, ...] = ()  # URLs told of job, group and worker events (docs/webhooks.md)
+    webhooksecret: str = ""  # HMAC-SHA256 key of their signatures
     workertoken: str = ""
     # A file holding the token, read when workertoken is empty: the Debian package makes
     # one at install, so a fresh server is closed to strangers without a secret in a
     # conffile.
     workertokenfile: str = ""
     maxlogsize: int = 64  # MB kept per job log
+    # Where job logs live: "files" (<datadir>/logs/<id>.log), "database" (the job_logs table,
+    # read and appended by every server), or "auto": the database with MySQL (several
+    # servers may share it), files with SQLite (one server).
+    logstore: str = "auto"
     requeuelimit: int = 3  # silent-worker requeues before a job turns ERROR
     # Failure handling (docs/failures.md).
     hostfails: int = 3  # failed runs of a job on one worker before it is blocked for the job (0: never)
@@ -192,6 +210,11 @@ class ServerSettings:
         return os.path.join(self.datadir, self.db_sqlite_file)
 
     @property
+    def logs_in_database(self) -> bool:
+        """Whether job logs are kept in the database (see `logstore`)."""
+        return self.logstore == "database" or (self.logstore == "auto" and self.db_type == "mysql")
+
+    @property
     def logs_dir(self) -> str:
         """Where job logs live: `<datadir>/logs`."""
         return os.path.join(self.datadir, "logs")
@@ -209,6 +232,7 @@ _SERVER_TYPES: dict[str, Callable[[str], Any]] = {
     "db_mysql_password": _raw,
     "db_mysql_base": _text,
     "db_mysql_install": parse_bool,
+    "db_mysql_driver": _choice("pymysql", "mysqlclient"),
     "servermode": _choice("normal", "aws", "gcloud"),
     "timeout": _float(0.1),
     "service": parse_bool,
@@ -235,9 +259,12 @@ _SERVER_TYPES: dict[str, Callable[[str], Any]] = {
     "sessionlifetime": _float(60),
     "smtpcacert": _text,
     "notifyinterval": _float(0.05),
+    "webhooks": _urls,
+    "webhooksecret": _text,
     "workertoken": _text,
     "workertokenfile": _text,
     "maxlogsize": _int(1, 1024 * 1024),
+    "logstore": _choice("auto", "files", "database"),
     "requeuelimit": _int(0, 1000),
     "hostfails": _int(0, 10**6),
     "blockscope": _choice("job", "group"),
@@ -286,6 +313,8 @@ def load_server_settings(path: str | None, overrides: dict[str, str] | None = No
     assert set(values) <= known
     if not values.get("workertoken") and values.get("workertokenfile"):
         values["workertoken"] = _read_token(values["workertokenfile"], where)
+    if values.get("webhooks") and not values.get("webhooksecret"):
+        raise ConfigError(f"{where}: [server] webhooks: set webhooksecret too (every delivery is signed)")
     settings = ServerSettings(**values, config_path=path or "", warnings=tuple(warnings))
     _check_security(settings, where)
     return settings

@@ -1,8 +1,14 @@
-"""Job logs as files: `<datadir>/logs/<id>.log`, appended by heartbeats, read by range.
+"""Job logs: appended by heartbeats, read by range, in one of two stores.
 
-Files, not database rows, as in Coalition 4: logs are big, append-only and read rarely. Each
-file is capped; past the cap one marker line is written and the rest of the output dropped,
-so a runaway job cannot fill the server's disk.
+* `JobLogs`, files `<datadir>/logs/<id>.log` as in Coalition 4: logs are big, append-only and
+  read rarely. Right for one server (SQLite); written after the commit (Effects).
+* `DbLogs`, rows of the `job_logs` table: every server appends to and reads the same log, so
+  a worker whose heartbeats reach several servers still has one complete log. Written inside
+  the transaction that received the output (a rerun transaction rewrites it, a rolled-back
+  one leaves nothing), so the log and the byte count the database keeps never disagree.
+
+Both cap each log; past the cap one marker line is written and the rest of the output
+dropped, so a runaway job cannot fill the disk (or the database).
 """
 
 from __future__ import annotations
@@ -10,14 +16,16 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from .scheduling import log_slice
+from .store.base import Store, Tx
 
 TRUNCATED = b"\n[coalition: log truncated: the server keeps %d bytes per job (maxlogsize)]\n"
 
 
 class JobLogs:
-    """The per-job log files under one directory."""
+    """The per-job log files under one directory (written after the commit, from Effects)."""
 
     def __init__(self, directory: str, max_bytes: int):
         self.directory = directory
@@ -107,3 +115,90 @@ class JobLogs:
             os.remove(self.path(job_id))
         except FileNotFoundError:
             pass
+
+
+class DbLogs:
+    """Job logs in the database (`logstore = database`), shared by every server.
+
+    Appends happen inside the writing transaction (`write_in`); reads are read transactions.
+    Logs written to files before the switch stay readable: a job with no rows in the database
+    is read from `legacy`, the file store (and deleting the job deletes that file too)."""
+
+    def __init__(self, store: Store, max_bytes: int, legacy: JobLogs | None = None):
+        self.store = store
+        self.max_bytes = max_bytes
+        self.legacy = legacy
+        self._marker = TRUNCATED % max_bytes
+
+    # -- inside a write transaction ------------------------------------------------------------
+    def write_in(
+        self,
+        tx: Tx,
+        run_output: Sequence[tuple[int, int, int, bytes, int]],
+        appends: Sequence[tuple[int, bytes]],
+        deletes: Sequence[int],
+    ) -> None:
+        """Write a transaction's log effects through the transaction itself. For run output,
+        `received` (what the database counts as received of the run) is the truth: it
+        commits or rolls back with the chunk."""
+        for job_id, _event, offset, chunk, received in run_output:
+            data, _ = log_slice(received, offset, chunk)
+            tx.log_append(job_id, data, self.max_bytes, self._marker)
+        for job_id, data in appends:
+            tx.log_append(job_id, data, self.max_bytes, self._marker)
+        if deletes:
+            tx.log_delete(deletes)
+
+    # -- after the commit (the file store's interface: nothing left to do but legacy files) ---
+    def start_run(self, job_id: int, event: int) -> None:
+        """Nothing to remember: the database counts a run's bytes."""
+
+    def append_run(self, job_id: int, event: int, offset: int, chunk: bytes, received: int) -> None:
+        """Never called: run output was written in the transaction."""
+
+    def append(self, job_id: int, data: bytes) -> None:
+        """Append in a transaction of its own (callers outside a use-case transaction)."""
+        self.store.write(lambda tx: tx.log_append(job_id, data, self.max_bytes, self._marker))
+
+    def delete(self, job_id: int) -> None:
+        """The rows went with the job's transaction; remove a legacy file if there is one."""
+        if self.legacy is not None:
+            self.legacy.delete(job_id)
+
+    # -- reads ------------------------------------------------------------------------------
+    def size(self, job_id: int) -> int:
+        """Bytes stored for a job's log."""
+        size = self.store.read(lambda tx: tx.log_size(job_id))
+        if size == 0 and self.legacy is not None:
+            return self.legacy.size(job_id)
+        return size
+
+    def read(self, job_id: int, offset: int = 0, limit: int | None = None) -> bytes:
+        """A byte range of a job's log (empty past the end or without a log)."""
+
+        def fn(tx: Tx) -> bytes | None:
+            data = tx.log_read(job_id, offset, limit)
+            return data if data or tx.log_size(job_id) else None
+
+        data = self.store.read(fn)
+        if data is None:
+            return self.legacy.read(job_id, offset, limit) if self.legacy is not None else b""
+        return data
+
+    def tail(self, job_id: int, nbytes: int) -> tuple[bytes, int]:
+        """The last `nbytes` of a job's log and the offset they start at (one transaction)."""
+
+        def fn(tx: Tx) -> tuple[bytes, int] | None:
+            size = tx.log_size(job_id)
+            if size == 0:
+                return None
+            start = max(0, size - max(0, nbytes))
+            return tx.log_read(job_id, start, size - start), start
+
+        found = self.store.read(fn)
+        if found is None:
+            return self.legacy.tail(job_id, nbytes) if self.legacy is not None else (b"", 0)
+        return found
+
+
+LogStore = JobLogs | DbLogs

@@ -85,6 +85,7 @@ class JobSpec:
     affinity: str = ""
     user: str = ""
     url: str = ""
+    output: str = ""  # the job's output files (`f_####.png`): thumbnails of the newest
     progress_pattern: str = DEFAULT_PROGRESS_PATTERN
     local_progress_pattern: str = ""
     stalltimeout: int = 0

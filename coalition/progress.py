@@ -1,6 +1,7 @@
 """Progress patterns: how a job's log output becomes a progress figure (0..1). Pure functions.
 
-A pattern is literal text around placeholders; the last match in the output wins:
+A pattern is literal text around placeholders; the last match in the output wins (for a
+preset's several patterns: the last line any of them matches, read by the first that does):
 
 * `%percent` a number 0..100, `%one` a number 0..1 (Coalition 4's two placeholders);
 * `%current` and `%total` a ratio (`Sample %current/%total` reads `Sample 8/16` as 0.5);
@@ -22,13 +23,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Alternatives per preset, most specific first: at the same place in the output, the first
-# alternative that matches there wins.
+# Alternatives per preset, most specific first: the last line any of them matches wins, and
+# on that line the first alternative that matches it.
 PRESETS: dict[str, tuple[str, ...]] = {
     # Blender: "Fra:4 Mem:... | Time:00:01.23 | ... | Scene, ViewLayer | Sample 8/16" (Cycles),
     # "Fra:4 Mem:... | Rendering 3 / 64 samples" (Eevee).
+    # With tiles (Cycles' auto tiling): "Fra:4 ... | Rendered 3/20 Tiles, Sample 256/256".
     "blender": (
         "Fra:%frame%*| Finished%done",
+        "Fra:%frame%*| Rendered %current/%total Tiles",
         "Fra:%frame%*| Sample %current/%total",
         "Fra:%frame%*| Rendering %current / %total samples",
         "Fra:%frame",
@@ -159,13 +162,14 @@ def parse_progress(pattern: str, text: str) -> float | None:
         alternatives = _compile(pattern)
     except PatternError:
         return None
-    best: tuple[int, int, float] | None = None  # (end of the match, -alternative, value)
+    best: tuple[int, int, float] | None = None  # (end of the match's line, -alternative, value)
     for rank, compiled in enumerate(alternatives):
         for match in compiled.regex.finditer(text):
             value = _value(compiled, match)
             if value is None:
                 continue
-            key = (match.end(), -rank, value)
+            line_end = text.find("\n", match.end())
+            key = (len(text) if line_end < 0 else line_end, -rank, value)
             if best is None or key[:2] > best[:2]:
                 best = key
     if best is None:

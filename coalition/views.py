@@ -62,6 +62,9 @@ def event_view(row: Row, now: float) -> dict[str, Any]:
         "state": row["state"],
         "start": int(row["start"] or 0),
         "duration": round(duration, 3),
+        # New in Coalition 5: what the run used, as its worker measured it (0: not known).
+        "cpu_time": round(float(row.get("cpu_time") or 0.0), 3),
+        "peak_memory": int(row.get("peak_memory") or 0),
         "reason": row.get("reason") or "",
     }
 

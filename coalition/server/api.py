@@ -26,7 +26,14 @@ from ..usecases import UseCases
 from .auth import CREATE, DELETE, EDIT, OWNER, VIEW, WEB, WORKERS, Auth, Identity
 from .blocks import BlocksApi
 from .http import ApiError, json_body
-from .router import Router
+from .router import Raw, Router
+
+
+class MetricsText(Raw):
+    """Prometheus's exposition format."""
+
+    content_type = "text/plain; version=0.0.4; charset=utf-8"
+
 
 _LIST_PARAMS = (
     "parent",
@@ -85,11 +92,13 @@ class Api(BlocksApi):
         auth: Auth,
         terminate: Callable[[list[str]], None] | None = None,
         servermode: str = "normal",
+        metrics: Callable[[], str] | None = None,
     ):
         self.uc = uc
         self.auth = auth
         self.terminate = terminate  # set in cloud mode
         self.servermode = servermode
+        self._metrics = metrics
 
     def who(self) -> Identity:
         """The identity of the current request (looked up once per request; /api/webfrontend
@@ -125,6 +134,8 @@ class Api(BlocksApi):
         router.add("GET", rf"{p}/jobs/([^/]+)/childrendependencies", self.children_dependencies)
         router.add("GET", rf"{p}/jobs/([^/]+)/log", self.log)
         router.add("GET", rf"{p}/jobs/([^/]+)/events", self.job_events)
+        router.add("GET", rf"{p}/jobs/([^/]+)/stats", self.job_stats)
+        router.add("GET", rf"{p}/jobs/([^/]+)/thumbnail", self.job_thumbnail)
         router.add("POST", f"{p}/resetjobs", self.state_command("reset"))
         router.add("POST", f"{p}/reseterrorjobs", self.state_command("reset_errors"))
         router.add("POST", f"{p}/startjobs", self.state_command("start"))
@@ -141,9 +152,23 @@ class Api(BlocksApi):
         router.add("GET", f"{p}/affinities", self.affinities)
         router.add("POST", f"{p}/affinities", self.set_affinities)
         router.add("GET", f"{p}/events", self.events)
+        router.add("GET", f"{p}/webhooks", self.webhook_deliveries)
         router.add("GET", f"{p}/audit", self.audit)
         router.add("GET", f"{p}/stats", self.stats)
         self.block_routes(router, p)
+
+    def webhook_deliveries(self, params: dict[str, Any]) -> Any:
+        """GET /api/webhooks: the newest deliveries and their status (for operators: the URLs
+        may hold secrets)."""
+        self.auth.require(self.who(), WORKERS)
+        return self.uc.reads.webhook_deliveries(_int_param(params, "limit", 200, lo=1, hi=5000) or 200)
+
+    def metrics(self, params: dict[str, Any]) -> Any:
+        """GET /metrics: Prometheus's text format (server/metrics.py); the API's read access."""
+        self.auth.require(self.who(), VIEW)
+        if self._metrics is None:
+            raise ApiError(404, "no metrics in this server")
+        return MetricsText(self._metrics().encode())
 
     def ping(self, params: dict[str, Any]) -> Any:
         """GET /api/ping: the server answers (to those it would answer anything)."""
@@ -342,6 +367,21 @@ class Api(BlocksApi):
         jid = _job_id(job_id)
         self._viewable(jid)
         return self.uc.reads.events(jid, None, None)
+
+    def job_stats(self, params: dict[str, Any], job_id: str) -> Any:
+        """GET /api/jobs/<id>/stats: per-frame time, CPU and memory, and the time left."""
+        jid = _job_id(job_id)
+        self._viewable(jid)
+        return self.uc.reads.frame_stats(jid)
+
+    def job_thumbnail(self, params: dict[str, Any], job_id: str) -> Any:
+        """GET /api/jobs/<id>/thumbnail: the newest image of the job's (or group's) output."""
+        jid = _job_id(job_id)
+        self._viewable(jid)
+        mime, data = self.uc.reads.thumbnail(jid)
+        image = Raw(data)
+        image.content_type = mime  # only image/jpeg or image/png are ever stored
+        return image
 
     def state_command(self, name: str) -> Callable[[dict[str, Any]], Any]:
         """POST /api/{reset,reseterror,start,pause}jobs taking a list of ids."""

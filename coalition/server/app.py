@@ -16,16 +16,18 @@ from cherrypy.process.plugins import Monitor
 
 from ..config import ServerSettings
 from ..failures import FailurePolicy, parse_rules
-from ..joblogs import JobLogs
+from ..joblogs import DbLogs, JobLogs, LogStore
 from ..notify import MailSettings, Notifier
 from ..store.base import Store, StoreError
 from ..usecases import Context, Settings, UseCases
+from ..webhooks import WebhookSender, WebhookSettings
 from .api import Api
 from .auth import Auth, LdapAuth, build_auth
 from .discovery import DiscoveryResponder
 from .http import error_page
 from .legacy import LegacyApi
 from .login import LoginApi, unavailable_page, web_gate
+from .metrics import ServerMetrics
 from .router import Mount, Router
 from .workers import WorkerApi
 
@@ -69,7 +71,10 @@ class ServerApp:
         self.settings = settings
         self.store = store
         self.clock = clock
-        self.logs = JobLogs(settings.logs_dir, settings.maxlogsize * 1024 * 1024)
+        cap = settings.maxlogsize * 1024 * 1024
+        files = JobLogs(settings.logs_dir, cap)
+        # Several servers on one database read and append the same logs (docs/deploy.md).
+        self.logs: LogStore = DbLogs(store, cap, legacy=files) if settings.logs_in_database else files
         self.ctx = Context(
             store,
             self.logs,
@@ -84,6 +89,8 @@ class ServerApp:
             clock,
         )
         self.uc = UseCases.over(self.ctx)
+        self.metrics = ServerMetrics(f"{socket.gethostname()}:{settings.port}", self.uc.reads.farm_counts)
+        self.ctx.on_db_time = self.metrics.db_time
         self.auth: Auth = auth or build_auth(settings, self.ctx, _remote_ip)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.discovery: DiscoveryResponder | None = None
@@ -96,13 +103,27 @@ class ServerApp:
             self.notifier = Notifier(mail, store, clock)
             self.ctx.on_transition.append(self.notifier.on_transition)
             self.add_periodic("notifier", mail.interval, self.notifier.drain)
+        hooks = WebhookSettings(settings.webhooks, settings.webhooksecret, settings.notifyinterval)
+        self.webhooks: WebhookSender | None = None
+        if hooks.enabled:
+            self.webhooks = WebhookSender(hooks, store, clock)
+            self.ctx.on_transition.append(self.webhooks.on_transition)
+            self.ctx.on_worker_lost.append(self.webhooks.on_worker_lost)
+            self.add_periodic("webhooks", hooks.interval, self.webhooks.drain)
         if isinstance(self.auth, LdapAuth):
             self.add_periodic("sessions", 300.0, self.auth.sessions.purge)
+            self.add_periodic("loginfailures", 300.0, self.auth.failures.purge)
 
     # -- assembly ---------------------------------------------------------------------------
     def mount(self) -> None:
         """Mount every route and the static page on cherrypy.tree."""
-        api = Api(self.uc, self.auth, terminate=self._terminate, servermode=self.settings.servermode)
+        api = Api(
+            self.uc,
+            self.auth,
+            terminate=self._terminate,
+            servermode=self.settings.servermode,
+            metrics=self.metrics.render,
+        )
         router = Router()
         api.routes(router, "/api")
         api.routes(router, "/api/webfrontend")
@@ -121,10 +142,15 @@ class ServerApp:
             }
         }
         # The worker protocol, the farm's hot path, is a plain WSGI application (wsgi.py).
-        workers = WorkerApi(self.uc.workers, self.settings.workertoken)
+        workers = WorkerApi(self.uc.workers, self.settings.workertoken, self.metrics)
         cherrypy.tree.graft(workers.app(self.settings.maxbodysize * 1024 * 1024), "/workers")
+        router.add("GET", "/metrics", api.metrics)
         for prefix in ("/api", "/json", "/xmlrpc"):
             cherrypy.tree.mount(Mount(router, prefix), prefix, raw)
+        # /metrics itself is the resource (scrapers ask for it exactly): no trailing-slash redirect.
+        cherrypy.tree.mount(
+            Mount(router, "/metrics"), "/metrics", {"/": {**raw["/"], "tools.trailing_slash.on": False}}
+        )
         web = find_web_dir(self.settings.webdir)
         page: dict[str, Any] = {
             "tools.response_headers.on": True,

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..auth import policy
-from ..auth.cache import TTLCache
 from ..auth.credentials import basic_credentials, cross_site, session_token, valid_login
 from ..auth.directory import DirectoryDown, LdapDirectory, LdapSettings
 from ..auth.whitelist import Whitelist, parse_whitelist
-from ..usecases.access import Sessions
+from ..usecases.access import LoginFailures, Sessions
 from ..usecases.context import Context
 from .http import ApiError
 
@@ -140,7 +139,7 @@ class LdapAuth(_Whitelisted):
         unsafe_api: bool = False,
         remote: Callable[[], str] = lambda: "",
         max_failures: int = 10,
-        failure_window: float = 300.0,
+        failures: LoginFailures | None = None,
     ):
         self.directory = directory
         self.sessions = sessions
@@ -149,8 +148,9 @@ class LdapAuth(_Whitelisted):
         self.remote = remote
         self.max_failures = max_failures
         # Failed passwords per (client address, login): slows password guessing through the
-        # API without letting a stranger lock a user out from elsewhere.
-        self._failures: TTLCache[int] = TTLCache(failure_window, 10000)
+        # API without letting a stranger lock a user out from elsewhere. In the database, so
+        # that every server counts the same failures.
+        self.failures = failures or LoginFailures(sessions.ctx)
 
     # -- who ------------------------------------------------------------------------------------
     def identify(self, kind: str, headers: Mapping[str, str]) -> Identity:
@@ -182,8 +182,8 @@ class LdapAuth(_Whitelisted):
 
     def verify_password(self, login: str, password: str, headers: Mapping[str, str]) -> None:
         """Raise ApiError 401 (wrong), 429 (too many wrong) or 503 (LDAP down)."""
-        key = (self.remote(), login)
-        failures = self._failures.get(key) or 0
+        address = self.remote()
+        failures = self.failures.count(address, login)  # a StoreError is a 503 (http.py)
         if failures >= self.max_failures:
             raise ApiError(429, f"too many failed logins for {login}: wait a few minutes")
         try:
@@ -191,7 +191,7 @@ class LdapAuth(_Whitelisted):
         except DirectoryDown as exc:
             raise _down(exc) from None
         if not ok:
-            self._failures.put(key, failures + 1)
+            self.failures.add(address, login)
             raise self._unauthorized(headers, "wrong user name or password")
 
     def _grants(self, login: str) -> frozenset[str]:

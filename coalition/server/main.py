@@ -68,6 +68,7 @@ def open_store(settings: ServerSettings) -> Store:
             settings.db_mysql_user,
             settings.db_mysql_password,
             settings.db_mysql_base,
+            settings.db_mysql_driver,
         )
     return open_sqlite(settings.sqlite_path)
 
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(
             f"coalition-server: missing Python package: {exc.name} (for MySQL: pip install "
-            "'coalition[mysql]' or apt install python3-pymysql)",
+            "'coalition[mysql]' or apt install python3-pymysql; db_mysql_driver = mysqlclient: "
+            "apt install python3-mysqldb)",
             file=sys.stderr,
         )
         return 2
@@ -183,8 +185,10 @@ def _run(args: argparse.Namespace, settings: ServerSettings, store: Store) -> in
         version = store.version() if args.init_if_needed else None
         if version is not None:
             if FIRST_C5_VERSION <= version < SCHEMA_VERSION:
-                # An earlier Coalition 5 schema: our own steps only add tables and columns,
-                # so the unit applies them (a package upgrade must not leave the server down).
+                # An earlier Coalition 5 schema: our own steps only add tables, columns and
+                # indexes (version 4 also merges an affinity name numbered twice into its
+                # first number), so the unit applies them (a package upgrade must not leave
+                # the server down).
                 # A Coalition 4 database still needs an explicit --migrate after a backup.
                 for step in store.migrate():
                     print(f"coalition-server: migrated {where} to {step}")

@@ -8,10 +8,13 @@ import base64
 import binascii
 import hmac
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
-from ..usecases.workers import Ping, SlotReport, WorkerProtocol
+from ..usecases.workers import Ping, RunUsage, SlotReport, WorkerProtocol
 from .http import ApiError
+from .metrics import ServerMetrics
 from .wsgi import Request, Text, WsgiApp
 
 
@@ -49,6 +52,43 @@ def _b64(value: Any) -> bytes:
 
 
 MAX_SLOTS = 256  # slots one sync may carry
+MAX_THUMBNAIL = 128 * 1024  # bytes of one thumbnail image
+_IMAGE_MAGIC = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}
+
+
+def _thumbnail(value: Any) -> tuple[str, bytes] | None:
+    """An endjob's `thumbnail`: {"mime": "image/jpeg" | "image/png", "data": base64}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.get("mime") not in _IMAGE_MAGIC:
+        raise ApiError(400, "thumbnail must be {mime: image/jpeg or image/png, data: base64}")
+    data = value.get("data")
+    if not isinstance(data, str) or len(data) > MAX_THUMBNAIL * 4 // 3 + 4:
+        raise ApiError(400, f"thumbnail.data must be base64 of at most {MAX_THUMBNAIL} bytes")
+    try:
+        image = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "thumbnail.data is not valid base64") from None
+    if not image.startswith(_IMAGE_MAGIC[value["mime"]]):
+        raise ApiError(400, f"thumbnail.data is not a {value['mime']} image")
+    return value["mime"], image
+
+
+def _usage(value: Any) -> RunUsage | None:
+    """An endjob's `usage` object: {"cpu_s": s, "peak_memory_mb": n, "wall_s": s}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ApiError(400, "usage must be an object {cpu_s, peak_memory_mb, wall_s}")
+    cpu = value.get("cpu_s", 0.0)
+    wall = value.get("wall_s", 0.0)
+    memory = value.get("peak_memory_mb", 0)
+    for key, seconds in (("cpu_s", cpu), ("wall_s", wall)):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 1e9:
+            raise ApiError(400, f"usage.{key} must be a number of seconds between 0 and 1e9")
+    if isinstance(memory, bool) or not isinstance(memory, int) or not 0 <= memory <= 2**40:
+        raise ApiError(400, "usage.peak_memory_mb must be an integer between 0 and 2**40")
+    return RunUsage(float(cpu), memory, float(wall))
 
 
 def _reason(body: dict[str, Any]) -> str:
@@ -77,22 +117,39 @@ def _flag(body: dict[str, Any], key: str) -> bool:
 class WorkerApi:
     """Handlers of the worker protocol."""
 
-    def __init__(self, protocol: WorkerProtocol, token: str = ""):
+    def __init__(self, protocol: WorkerProtocol, token: str = "", metrics: ServerMetrics | None = None):
         self.dispatch = protocol
         self.token = token
+        self.metrics = metrics
 
     def app(self, max_body: int) -> WsgiApp:
-        """The WSGI application serving /workers/pickjob, /heartbeat and /endjob."""
-        return WsgiApp(
-            {
-                "/workers/pickjob": self.pickjob,
-                "/workers/heartbeat": self.heartbeat,
-                "/workers/endjob": self.endjob,
-                "/workers/sync": self.sync,
-                "/workers/checked": self.checked,
-            },
-            max_body,
-        )
+        """The WSGI application serving /workers/pickjob, /heartbeat, /endjob and /sync."""
+        routes = {
+            "pickjob": self.pickjob,
+            "heartbeat": self.heartbeat,
+            "endjob": self.endjob,
+            "sync": self.sync,
+            "checked": self.checked,
+        }
+        return WsgiApp({f"/workers/{name}": self._timed(name, fn) for name, fn in routes.items()}, max_body)
+
+    def _timed(self, route: str, fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        metrics = self.metrics
+        if metrics is None:
+            return fn
+
+        def timed(req: Request) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(req)
+            finally:
+                metrics.requests.observe(time.perf_counter() - started, route=route)
+
+        return timed
+
+    def _handed(self, count: int) -> None:
+        if self.metrics is not None and count:
+            self.metrics.dispatches.inc(count)
 
     def _body(self, req: Request) -> tuple[dict[str, Any], bool]:
         """The request as a dict, and whether it speaks the legacy form protocol."""
@@ -143,6 +200,7 @@ class WorkerApi:
         """Hand out the next job."""
         body, legacy = self._body(req)
         job = self.dispatch.pick(self._ping(req, body, legacy))
+        self._handed(job is not None)
         if legacy:
             if job is None:
                 return Text(b"(-1, '', '', '', None)")
@@ -185,6 +243,8 @@ class WorkerApi:
         code = body.get("exit_code")
         if isinstance(code, bool) or not isinstance(code, int):
             raise ApiError(400, "exit_code must be an integer")
+        usage = _usage(body.get("usage"))
+        interrupted = _flag(body, "interrupted")
         end = self.dispatch.end(
             ping,
             job_id,
@@ -193,11 +253,17 @@ class WorkerApi:
             _b64(body.get("log")),
             _opt_int(body, "log_offset"),
             timed_out=_flag(body, "timed_out"),
-            interrupted=_flag(body, "interrupted"),
+            interrupted=interrupted,
             pick=_flag(body, "pick"),
+            usage=usage,
+            thumbnail=_thumbnail(body.get("thumbnail")),
             reason=_reason(body),
             elapsed=_elapsed(body),
         )
+        self._handed(end.next_job is not None)
+        if self.metrics is not None and usage is not None and not end.ignored:
+            outcome = "interrupted" if interrupted else "finished" if code == 0 else "error"
+            self.metrics.runs.observe(usage.wall_s, outcome=outcome)
         out: dict[str, Any] = {"ok": True, "job": end.next_job}
         if end.ignored:
             out["ignored"] = end.ignored
@@ -252,6 +318,7 @@ class WorkerApi:
             raise ApiError(400, "interval must be a number of seconds, 0 < interval <= 3600")
         host = self._ping(req, {**body, "name": reports[0].name}, False)
         result = self.dispatch.sync(host, reports, float(interval))
+        self._handed(sum(1 for a in result.slots if a.job is not None))
         answers = []
         for answer in result.slots:
             out: dict[str, Any] = {"name": answer.name, "kill": answer.kill, "stop": answer.stop}

@@ -24,9 +24,12 @@ def open_sqlite(path: str) -> SqliteStore:
     return SqliteStore(path)
 
 
-def open_mysql(host: str, port: int, user: str, password: str, database: str) -> MysqlStore:
-    """A MySQL/MariaDB store (needs PyMySQL: the `mysql` extra, or python3-pymysql)."""
-    return MysqlStore(host, port, user, password, database)
+def open_mysql(
+    host: str, port: int, user: str, password: str, database: str, driver: str = "pymysql"
+) -> MysqlStore:
+    """A MySQL/MariaDB store (needs PyMySQL: the `mysql` extra, or python3-pymysql; or, with
+    driver="mysqlclient", mysqlclient: python3-mysqldb)."""
+    return MysqlStore(host, port, user, password, database, driver)
 
 
 if TYPE_CHECKING:  # the type checker holds the engines to the interfaces (make lint)

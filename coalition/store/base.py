@@ -55,7 +55,9 @@ class Tx(Protocol):
         self, job_id: int, deltas: Mapping[str, int | float], now: float, returning: bool = False
     ) -> Row | None:
         """Atomically add to counters of one job (safe under concurrent servers); with
-        `returning`, the row as it is afterwards."""
+        `returning`, the row as it is afterwards (at least id parent children total
+        total_finished total_errors total_working pending state start_time has_dependents, the bumped
+        columns and updated_at)."""
 
     def children(self, parent: int, columns: Sequence[str] | None = None) -> list[Row]:
         """Direct children of `parent`, in dispatch order."""
@@ -75,7 +77,13 @@ class Tx(Protocol):
         text, affinity, worker, changed_since."""
 
     def delete_jobs(self, ids: Sequence[int]) -> None:
-        """Delete the jobs and their dependency rows (both directions)."""
+        """Delete the jobs, their dependency rows (both directions) and their thumbnails."""
+
+    def put_thumbnail(self, job_ids: Sequence[int], source: int, mime: str, data: bytes, now: float) -> None:
+        """Make `data` (an image of job `source`'s output) the thumbnail of each of `job_ids`."""
+
+    def thumbnail(self, job_id: int) -> Row | None:
+        """A job's thumbnail row (job_id, source, mime, data, updated_at), or None."""
 
     def working_jobs(self) -> list[Row]:
         """Leaves in WORKING state: id, worker, start_time, timeout, run_event."""
@@ -88,8 +96,9 @@ class Tx(Protocol):
         leaves whose h_key falls in a `skip` range [lo, hi) are passed over."""
 
     def claim(self, job_id: int, worker: str, event: int, now: float) -> Row | None:
-        """Compare-and-set a ready leaf to WORKING for `worker`: the row as claimed, or None
-        if another server won it."""
+        """Compare-and-set a ready leaf to WORKING for `worker`: the row as claimed (at least
+        the pick columns and parent state worker run_event start_time has_dependents paused
+        leaf), or None if another server won it."""
 
     def ready_counts(self) -> dict[int, int]:
         """Dispatchable leaves counted by tag-set id."""
@@ -165,6 +174,10 @@ class Tx(Protocol):
     ) -> list[Row]:
         """Events, newest first, filtered (`user`: only runs of that user's jobs)."""
 
+    def finished_runs(self, parent: int) -> list[Row]:
+        """The FINISHED runs of a job's direct children, oldest first: job_id, duration,
+        cpu_time, peak_memory."""
+
     # -- host failures and blocks (store/blocks.py) ------------------------------------------
     def count_host_failure(
         self, job_id: int, worker: str, grp: int, now: float, forgotten: float, reason: str
@@ -212,13 +225,14 @@ class Tx(Protocol):
     def enqueue_mail(self, fields: Mapping[str, Any]) -> bool:
         """Queue a mail; False when its `dedupe` key was queued before."""
 
-    def due_mail(self, now: float, limit: int) -> list[Row]:
-        """Queued mails whose next try is due, oldest first (locked where the dialect can)."""
+    def due_mail(self, now: float, limit: int, channel: str = "mail") -> list[Row]:
+        """Queued messages of a channel ("mail", "webhook") whose next try is due, oldest
+        first (locked where the dialect can)."""
 
     def update_mail(self, mail_id: int, fields: Mapping[str, Any]) -> None:
         """Record a delivery attempt's outcome."""
 
-    def outbox(self, limit: int = 1000) -> list[Row]:
+    def outbox(self, limit: int = 1000, channel: str | None = None) -> list[Row]:
         """Every outbox row, oldest first (tests and diagnostics)."""
 
     def purge_mail(self, before: float) -> int:
@@ -243,6 +257,30 @@ class Tx(Protocol):
 
     def groups(self) -> list[Row]:
         """id, parent, h_depth of every job with children."""
+
+    # -- job logs in the database (logstore = database) -------------------------------------
+    def log_size(self, job_id: int) -> int:
+        """Bytes stored for a job's log (0 without one)."""
+
+    def log_append(self, job_id: int, data: bytes, max_bytes: int, marker: bytes = b"") -> int:
+        """Append to a job's log, keeping at most `max_bytes` (then `marker` once, the rest
+        dropped), safe against another server appending at once; returns bytes stored."""
+
+    def log_read(self, job_id: int, offset: int = 0, limit: int | None = None) -> bytes:
+        """A byte range of a job's log (empty past its end or without a log)."""
+
+    def log_delete(self, job_ids: Sequence[int]) -> None:
+        """Delete the logs of these jobs."""
+
+    # -- failed logins ----------------------------------------------------------------------
+    def login_failures(self, key: str, now: float) -> int:
+        """Failed logins counted under `key` in its current window."""
+
+    def add_login_failure(self, key: str, now: float, window: float) -> int:
+        """Count one more failed login under `key` (atomic across servers); returns the count."""
+
+    def purge_login_failures(self, now: float) -> int:
+        """Forget counters whose window is over."""
 
     # -- coordination ---------------------------------------------------------------------
     def acquire_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:

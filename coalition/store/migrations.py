@@ -155,8 +155,10 @@ def _pages(tx: SqlTx, sql: str, key: str = "id") -> Iterator[list[dict[str, Any]
 
 
 def _fill_affinities(tx: SqlTx, old: set[str], names: dict[int, str], now: float) -> None:
+    seen: set[str] = set()
     for num, name in sorted(names.items()):
-        if name:
+        if name and name not in seen:  # a name Coalition 4 numbered twice keeps its first number
+            seen.add(name)
             tx.execute("INSERT INTO affinities (id, name) VALUES (?, ?)", (num, name))
 
 
@@ -343,25 +345,78 @@ def _add_submissions(store: _SqlStore) -> None:
     store.write(step)
 
 
-def _placeholder(version: int) -> Callable[[Any], None]:
-    """Placeholder, replaced at merge: versions 4 and 5 belong to other branches (issue 11,
-    per-run statistics). It only records its version, so that step 6 runs from version 3."""
+def _has_index(tx: SqlTx, dialect: str, name: str) -> bool:
+    if dialect == "mysql":
+        sql = (
+            "SELECT COUNT(*) FROM information_schema.statistics "
+            "WHERE table_schema = DATABASE() AND index_name = ?"
+        )
+    else:
+        sql = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = ?"
+    return bool(tx._scalar(sql, (name,)))
 
-    def step(store: _SqlStore) -> None:
-        store.write(lambda tx: tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (version,)))
 
-    return step
+def _shared_state(store: _SqlStore) -> None:
+    """Version 4: one number per affinity name (duplicates a race once made are merged into
+    the lowest number), job logs in the database, login failures in the database."""
+    names = store.table_names()
+
+    def step(tx: SqlTx) -> None:
+        tx.execute(
+            "DELETE FROM affinities WHERE id NOT IN "
+            "(SELECT keep FROM (SELECT MIN(id) AS keep FROM affinities GROUP BY name) AS firsts)"
+        )
+        for stmt in ddl(store.dialect):
+            table = _table_of(stmt)
+            if table in ("job_logs", "login_failures") and table not in names:
+                tx.execute(stmt)
+            elif "c5_affinities_name" in stmt and not _has_index(tx, store.dialect, "c5_affinities_name"):
+                tx.execute(stmt)
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (4,))
+
+    store.write(step)
 
 
-def _column_names(store: _SqlStore, table: str) -> set[str]:
-    def read(tx: SqlTx) -> set[str]:
-        if store.dialect == "sqlite":
-            tx.cur.execute(f"PRAGMA table_info({table})")  # table: one of ours, not input
-            return {str(r[1]).lower() for r in tx.cur.fetchall()}
-        tx.cur.execute(f"SHOW COLUMNS FROM {table}")
+def _column_names(tx: SqlTx, dialect: str, table: str) -> set[str]:
+    if dialect == "mysql":
+        tx.cur.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND LOWER(table_name) = %s",
+            (table,),
+        )
         return {str(r[0]).lower() for r in tx.cur.fetchall()}
+    tx.cur.execute(f"PRAGMA table_info({table})")
+    return {str(r[1]).lower() for r in tx.cur.fetchall()}
 
-    return store.read(read)
+
+def _run_usage(store: _SqlStore) -> None:
+    """Version 5: what each run used (CPU seconds, peak memory in MB) on its event; the
+    outbox's channel (mail, webhook); jobs' output and their thumbnails."""
+    tables = store.table_names()
+
+    def step(tx: SqlTx) -> None:
+        table = store.real_name("events")
+        have = _column_names(tx, store.dialect, table)
+        big = "BIGINT" if store.dialect == "mysql" else "INTEGER"
+        if "cpu_time" not in have:
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN cpu_time DOUBLE NOT NULL DEFAULT 0")
+        if "peak_memory" not in have:
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN peak_memory {big} NOT NULL DEFAULT 0")
+        outbox = store.real_name("outbox")
+        if "channel" not in _column_names(tx, store.dialect, outbox):
+            tx.execute(f"ALTER TABLE {outbox} ADD COLUMN channel VARCHAR(16) NOT NULL DEFAULT 'mail'")
+        jobs = store.real_name("jobs")
+        if "output" not in _column_names(tx, store.dialect, jobs):
+            # MySQL gives a new NOT NULL text column '' in existing rows; SQLite needs it said.
+            text = "MEDIUMTEXT NOT NULL" if store.dialect == "mysql" else "TEXT NOT NULL DEFAULT ''"
+            tx.execute(f"ALTER TABLE {jobs} ADD COLUMN output {text}")
+        if "thumbnails" not in tables:
+            for stmt in ddl(store.dialect):
+                if _table_of(stmt) == "thumbnails":
+                    tx.execute(stmt)
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (5,))
+
+    store.write(step)
 
 
 # Version 6's new columns: (table, column definition with dialect placeholders).
@@ -383,13 +438,18 @@ def _add_failure_handling(store: _SqlStore) -> None:
     Additive and idempotent (what exists is left alone), so that it does not depend on the
     steps numbered before it and can be renumbered when branches merge."""
     types = SQLITE_TYPES if store.dialect == "sqlite" else MYSQL_TYPES
-    have = {table: _column_names(store, table) for table in ("jobs", "workers", "events")}
     tables = store.table_names()
 
     def step(tx: SqlTx) -> None:
+        tables_ = ("jobs", "workers", "events")
+        have = {t: _column_names(tx, store.dialect, store.real_name(t)) for t in tables_}
         for table, column in _FAILURE_COLUMNS:
             if column.name not in have[table]:
-                tx.execute(f"ALTER TABLE {table} ADD COLUMN {column.ddl().format(**types)}")
+                definition = column.ddl().format(**types)
+                if store.dialect == "sqlite" and column.sql == columns.TEXT:
+                    # MySQL gives a new NOT NULL text column '' in existing rows; SQLite needs it said.
+                    definition += " DEFAULT ''"
+                tx.execute(f"ALTER TABLE {store.real_name(table)} ADD COLUMN {definition}")
         if "host_failures" not in tables:
             for stmt in ddl(store.dialect):
                 if _table_of(stmt) == "host_failures":
@@ -402,7 +462,7 @@ def _add_failure_handling(store: _SqlStore) -> None:
 STEPS: list[tuple[int, str, Callable[[Any], None]]] = [
     (2, "Coalition 4 to Coalition 5 (tags, hierarchical keys, retries, run events)", _coalition4_to_2),
     (3, "idempotency keys of submissions", _add_submissions),
-    (4, "placeholder, replaced at merge (issue 11)", _placeholder(4)),
-    (5, "placeholder, replaced at merge (per-run statistics)", _placeholder(5)),
+    (4, "shared state of several servers: unique affinity names, job logs, login failures", _shared_state),
+    (5, "CPU time and peak memory of each run; webhook deliveries; output thumbnails", _run_usage),
     (6, "failure handling: stall and log-rule settings, run reasons, host blocklists", _add_failure_handling),
 ]

@@ -1,4 +1,4 @@
-"""The schema of Coalition 5 (database version 2), written once for both dialects.
+"""The schema of Coalition 5 (database version 4), written once for both dialects.
 
 Types are spelled with placeholders that each dialect fills in, so SQLite and MySQL/MariaDB
 get the same columns and the same indexes.
@@ -14,6 +14,7 @@ SCHEMA_VERSION = 6
 
 JOB_COLUMNS = columns.JOB_COLUMNS
 WORKER_COLUMNS = columns.WORKER_COLUMNS
+JOB_PICK = columns.JOB_PICK
 
 
 def _table(name: str, cols: tuple[columns.Column, ...]) -> str:
@@ -43,6 +44,8 @@ _TABLES = [
     state VARCHAR(16) NOT NULL,
     start DOUBLE NOT NULL DEFAULT 0,
     duration DOUBLE NOT NULL DEFAULT 0,
+    cpu_time DOUBLE NOT NULL DEFAULT 0,
+    peak_memory {big} NOT NULL DEFAULT 0,
     reason VARCHAR(255) NOT NULL DEFAULT ''
 ){table_opts}""",
     "CREATE INDEX c5_events_job ON events (job_id)",
@@ -66,6 +69,9 @@ _TABLES = [
     id INTEGER NOT NULL PRIMARY KEY,
     name VARCHAR(255) NOT NULL
 ){table_opts}""",
+    # One number per name: registrations from several servers at once are upserts that read
+    # the winner back (SqlTx.register_affinities), never a second number for the same name.
+    "CREATE UNIQUE INDEX c5_affinities_name ON affinities (name)",
     """CREATE TABLE tagsets (
     id {pk},
     tags VARCHAR(512) NOT NULL UNIQUE
@@ -96,11 +102,13 @@ _TABLES = [
     detail {text} NOT NULL
 ){table_opts}""",
     "CREATE INDEX c5_audit_at ON audit (at)",
-    # Mail waiting for the background sender; `dedupe` makes a once-only mail once only.
+    # Mail and webhook deliveries waiting for their background senders (`channel`); `dedupe`
+    # makes a once-only message once only.
     """CREATE TABLE outbox (
     id {pk},
     created_at DOUBLE NOT NULL DEFAULT 0,
     dedupe VARCHAR(191) NULL UNIQUE,
+    channel VARCHAR(16) NOT NULL DEFAULT 'mail',
     recipient VARCHAR(320) NOT NULL,
     subject {text} NOT NULL,
     body {text} NOT NULL,
@@ -111,6 +119,15 @@ _TABLES = [
     sent_at DOUBLE NOT NULL DEFAULT 0
 ){table_opts}""",
     "CREATE INDEX c5_outbox_due ON outbox (status, next_try)",
+    # The newest thumbnail of each job's output, and of each group's (any descendant's):
+    # in the database so that every server has it; bounded in size by the worker protocol.
+    """CREATE TABLE thumbnails (
+    job_id {big} NOT NULL PRIMARY KEY,
+    source {big} NOT NULL DEFAULT 0,
+    mime VARCHAR(32) NOT NULL,
+    data {blob} NOT NULL,
+    updated_at DOUBLE NOT NULL DEFAULT 0
+){table_opts}""",
     # Idempotency keys of recent submissions and the ids they created: a submission rerun
     # after a COMMIT whose answer was lost (or sent again by a client with the same
     # Idempotency-Key) returns the jobs it made instead of making them twice.
@@ -120,6 +137,24 @@ _TABLES = [
     created_at DOUBLE NOT NULL DEFAULT 0
 ){table_opts}""",
     "CREATE INDEX c5_submissions_created ON submissions (created_at)",
+    # Job logs in the database, so that every server reads and appends the same log (the
+    # `logstore = database` default with MySQL; docs/deploy.md says why). Append-only: a
+    # chunk's `pos` is its byte offset in the job's log, so a range or a tail is an index seek.
+    """CREATE TABLE job_logs (
+    job_id {big} NOT NULL,
+    pos {big} NOT NULL,
+    bytes INTEGER NOT NULL,
+    data {blob} NOT NULL,
+    PRIMARY KEY (job_id, pos)
+){table_opts}""",
+    # Failed passwords per (client address, login), shared by every server (the key is a
+    # SHA-256, so the table names neither the address nor the login).
+    """CREATE TABLE login_failures (
+    id VARCHAR(64) NOT NULL PRIMARY KEY,
+    failures INTEGER NOT NULL DEFAULT 0,
+    expires DOUBLE NOT NULL DEFAULT 0
+){table_opts}""",
+    "CREATE INDEX c5_login_failures_expires ON login_failures (expires)",
     """CREATE TABLE Migrations (
     database_version INTEGER NOT NULL
 ){table_opts}""",
@@ -137,7 +172,10 @@ TABLES = (
     "sessions",
     "audit",
     "outbox",
+    "thumbnails",
     "submissions",
+    "job_logs",
+    "login_failures",
     "Migrations",
 )
 
@@ -147,6 +185,7 @@ SQLITE_TYPES = {
     "small": "INTEGER",
     "text": "TEXT",
     "key": "TEXT",
+    "blob": "BLOB",
     "table_opts": "",
 }
 MYSQL_TYPES = {
@@ -154,6 +193,7 @@ MYSQL_TYPES = {
     "big": "BIGINT",
     "small": "TINYINT",
     "text": "MEDIUMTEXT",
+    "blob": "MEDIUMBLOB",
     # Byte-wise ordering, and short enough to index (ascii: one byte a character).
     "key": "VARCHAR(1900) CHARACTER SET ascii COLLATE ascii_bin",
     "table_opts": " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",

@@ -10,21 +10,46 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .base import SORTABLE, Row
+from .base import SORTABLE, Row, StoreError
 from .blocks import HostFailuresSql
-from .schema import JOB_COLUMNS, WORKER_COLUMNS
+from .schema import JOB_COLUMNS, JOB_PICK, WORKER_COLUMNS
+from .sqlshared import SharedStateSql
 
 _JOB_COLS = frozenset(JOB_COLUMNS)
 _WORKER_COLS = frozenset(WORKER_COLUMNS)
-_EVENT_COLS = frozenset("worker job_id job_title state start duration reason".split())
+_EVENT_COLS = frozenset("worker job_id job_title state start duration cpu_time peak_memory reason".split())
 _AUDIT_COLS = frozenset("at actor address action owner target detail".split())
 _OUTBOX_COLS = frozenset(
-    "created_at dedupe recipient subject body status attempts next_try last_error sent_at".split()
+    "created_at dedupe channel recipient subject body status attempts next_try last_error sent_at".split()
 )
 
 
+# The columns of a group that tree upkeep reads after bumping its counters (Tx.bump_job).
+_BUMPED = tuple(
+    "id parent children total total_finished total_errors total_working pending state start_time "
+    "has_dependents".split()
+)
+
+# What a claim on MySQL reads back: the pick payload and what tree upkeep reads (Tx.claim).
+_CLAIMED = "SELECT {} FROM jobs WHERE id = ?".format(
+    ",".join(
+        dict.fromkeys(
+            (
+                *JOB_PICK,
+                "parent",
+                "state",
+                "worker",
+                "run_event",
+                "start_time",
+                "has_dependents",
+                "paused",
+                "leaf",
+            )
+        )
+    )
+)
+
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], str] = {}
-_NAMES: dict[str, tuple[str, ...]] = {}  # result column names by statement text
 
 
 def _statement(template: str, cols: tuple[str, ...], allowed: frozenset[str], each: str) -> str:
@@ -46,13 +71,17 @@ def _check(cols: Iterable[str], allowed: frozenset[str]) -> None:
             raise ValueError(f"unknown column {col!r}")  # a programming error, never user input
 
 
-class SqlTx(HostFailuresSql):
+class SqlTx(SharedStateSql, HostFailuresSql):
     """One transaction over a DB-API cursor."""
 
-    def __init__(self, cursor: Any, dialect: str):
+    def __init__(self, cursor: Any, dialect: str, names: dict[str, tuple[str, ...]] | None = None):
         self.cur = cursor
         self.dialect = dialect
         self._mysql = dialect == "mysql"
+        # Result column names by statement text, shared by the transactions of one store:
+        # `SELECT *` columns are in the database's own order, which a migrated database (its
+        # columns added at the end) does not share with a fresh one.
+        self._names: dict[str, tuple[str, ...]] = {} if names is None else names
 
     # -- plumbing -------------------------------------------------------------------------
     def _sql(self, sql: str) -> str:
@@ -73,11 +102,11 @@ class SqlTx(HostFailuresSql):
         row = self.cur.fetchone()
         if row is None:
             return None
-        names = _NAMES.get(sql)
+        names = self._names.get(sql)
         if names is None:  # a statement's result columns are fixed: read them once
             names = tuple(d[0] for d in self.cur.description)
-            if len(_NAMES) < 1000:
-                _NAMES[sql] = names
+            if len(self._names) < 1000:
+                self._names[sql] = names
         if self.cur.fetchone() is not None:  # drain (RETURNING statements finish when drained)
             self.cur.fetchall()
         return dict(zip(names, row, strict=False))  # same statement, same columns
@@ -148,7 +177,12 @@ class SqlTx(HostFailuresSql):
             # One round trip on SQLite (3.35+): the hot path bumps a group and reads it back.
             return self._one(sql + " RETURNING *", params)
         self.execute(sql, params)
-        return self.job(job_id) if returning else None
+        if not returning:
+            return None
+        # MySQL reads back only what tree upkeep uses and what was bumped: PyMySQL parses
+        # every column's description of every result, and a whole job row is 45 of them.
+        cols = tuple(dict.fromkeys((*_BUMPED, *deltas, "updated_at")))
+        return self._one(_statement("SELECT {} FROM jobs WHERE id = ?", cols, _JOB_COLS, "{c}"), (job_id,))
 
     def children(self, parent: int, columns: Sequence[str] | None = None) -> list[Row]:
         cols = "*"
@@ -225,7 +259,30 @@ class SqlTx(HostFailuresSql):
             marks = self._marks(len(chunk))
             self.execute(f"DELETE FROM job_deps WHERE job_id IN ({marks})", chunk)
             self.execute(f"DELETE FROM job_deps WHERE dependency IN ({marks})", chunk)
+            self.execute(f"DELETE FROM thumbnails WHERE job_id IN ({marks})", chunk)
             self.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
+
+    def put_thumbnail(self, job_ids: Sequence[int], source: int, mime: str, data: bytes, now: float) -> None:
+        # One row per job, replaced in place (an upsert: no read-then-write race between servers).
+        if self._mysql:
+            upsert = (
+                "ON DUPLICATE KEY UPDATE source = VALUES(source), mime = VALUES(mime), "
+                "data = VALUES(data), updated_at = VALUES(updated_at)"
+            )
+        else:
+            upsert = (
+                "ON CONFLICT (job_id) DO UPDATE SET source = excluded.source, mime = excluded.mime, "
+                "data = excluded.data, updated_at = excluded.updated_at"
+            )
+        for job_id in job_ids:
+            self.execute(
+                "INSERT INTO thumbnails (job_id, source, mime, data, updated_at) "
+                f"VALUES (?, ?, ?, ?, ?) {upsert}",
+                (job_id, source, mime, data, now),
+            )
+
+    def thumbnail(self, job_id: int) -> Row | None:
+        return self._one("SELECT * FROM thumbnails WHERE job_id = ?", (job_id,))
 
     def working_jobs(self) -> list[Row]:
         return self._all(
@@ -277,7 +334,8 @@ class SqlTx(HostFailuresSql):
             return self._one(sql + " RETURNING *", params)  # the claimed row, in one round trip
         if self.execute(sql, params) != 1:
             return None
-        return self.job(job_id)
+        # The pick payload and what tree upkeep reads, not the whole row (see _BUMPED).
+        return self._one(_CLAIMED, (job_id,))
 
     def ready_counts(self) -> dict[int, int]:
         """Dispatchable leaves counted by tag set (what the cloud autoscaler scales on)."""
@@ -356,19 +414,37 @@ class SqlTx(HostFailuresSql):
 
     def set_affinities(self, names: Mapping[int, str]) -> None:
         for num, name in names.items():
-            self.execute("DELETE FROM affinities WHERE id = ?", (num,))
+            # A name has one number: naming a number moves the name there.
+            self.execute("DELETE FROM affinities WHERE id = ? OR name = ?", (num, name))
             if name:
                 self.execute("INSERT INTO affinities (id, name) VALUES (?, ?)", (num, name))
 
     def register_affinities(self, names: Iterable[str]) -> None:
-        known = self.affinities()
-        have = set(known.values())
-        nxt = max(known, default=0) + 1
-        for name in names:
-            if name and name not in have:
-                self.execute("INSERT INTO affinities (id, name) VALUES (?, ?)", (nxt, name))
-                have.add(name)
-                nxt += 1
+        wanted = list(dict.fromkeys(n for n in names if n))
+        have: set[str] = set()
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            rows = self._all(f"SELECT name FROM affinities WHERE name IN ({self._marks(len(chunk))})", chunk)
+            have.update(r["name"] for r in rows)
+        # Another server may register the same name, or take the number computed here, at the
+        # same moment: the insert is an upsert that does nothing on either conflict (after
+        # waiting for the other transaction), and the read-back says whether the name has a
+        # number now; if not, the number was taken and the next one is tried.
+        upsert = (
+            "INSERT INTO affinities (id, name) VALUES (?, ?) ON DUPLICATE KEY UPDATE id = id"
+            if self._mysql
+            else "INSERT OR IGNORE INTO affinities (id, name) VALUES (?, ?)"
+        )
+        for name in wanted:
+            if name in have:
+                continue
+            for _ in range(1000):
+                nxt = int(self._scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM affinities"))
+                self.execute(upsert, (nxt, name))
+                if self._scalar("SELECT id FROM affinities WHERE name = ?", (name,)) is not None:
+                    break
+            else:  # pragma: no cover - a thousand servers racing for one number
+                raise StoreError(f"could not number the affinity {name!r}: try again")
 
     # -- workers ----------------------------------------------------------------------------
     def worker(self, name: str) -> Row | None:
@@ -459,6 +535,13 @@ class SqlTx(HostFailuresSql):
             f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT {int(limit)}", params
         )
 
+    def finished_runs(self, parent: int) -> list[Row]:
+        return self._all(
+            "SELECT e.job_id, e.duration, e.cpu_time, e.peak_memory FROM events e "
+            "JOIN jobs j ON j.id = e.job_id WHERE j.parent = ? AND e.state = 'FINISHED' ORDER BY e.id",
+            (parent,),
+        )
+
     def purge_events(self, before: float) -> int:
         """Delete closed events that started before `before`."""
         return self.execute("DELETE FROM events WHERE start < ? AND state <> 'WORKING'", (before,))
@@ -521,20 +604,24 @@ class SqlTx(HostFailuresSql):
             == 1
         )
 
-    def due_mail(self, now: float, limit: int) -> list[Row]:
+    def due_mail(self, now: float, limit: int, channel: str = "mail") -> list[Row]:
         lock = " FOR UPDATE SKIP LOCKED" if self._mysql else ""
         return self._all(
-            "SELECT * FROM outbox WHERE status = 'queued' AND next_try <= ? "
+            "SELECT * FROM outbox WHERE status = 'queued' AND channel = ? AND next_try <= ? "
             f"ORDER BY next_try, id LIMIT {int(limit)}{lock}",
-            (now,),
+            (channel, now),
         )
 
     def update_mail(self, mail_id: int, fields: Mapping[str, Any]) -> None:
         sql = _statement("UPDATE outbox SET {} WHERE id = ?", tuple(fields), _OUTBOX_COLS, "{c} = ?")
         self.execute(sql, (*fields.values(), mail_id))
 
-    def outbox(self, limit: int = 1000) -> list[Row]:
-        return self._all(f"SELECT * FROM outbox ORDER BY id LIMIT {int(limit)}")
+    def outbox(self, limit: int = 1000, channel: str | None = None) -> list[Row]:
+        if channel is None:
+            return self._all(f"SELECT * FROM outbox ORDER BY id LIMIT {int(limit)}")
+        return self._all(
+            f"SELECT * FROM outbox WHERE channel = ? ORDER BY id DESC LIMIT {int(limit)}", (channel,)
+        )
 
     def purge_mail(self, before: float) -> int:
         return self.execute("DELETE FROM outbox WHERE status <> 'queued' AND created_at < ?", (before,))

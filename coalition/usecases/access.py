@@ -65,3 +65,32 @@ class Sessions:
         """Delete expired sessions (a periodic task)."""
         now = self.ctx.clock()
         return self.ctx.write(lambda tx, fx: tx.purge_sessions(now))
+
+
+class LoginFailures:
+    """Failed passwords counted per (client address, login) in the database, so that every
+    server behind a load balancer sees the same count: password guessing spread over the
+    servers is slowed just as much as against one. Keyed by a SHA-256 of the pair."""
+
+    def __init__(self, ctx: Context, window: float = 300.0):
+        self.ctx = ctx
+        self.window = window
+
+    @staticmethod
+    def _key(address: str, login: str) -> str:
+        return hashlib.sha256(f"{address}\0{login}".encode()).hexdigest()
+
+    def count(self, address: str, login: str) -> int:
+        """Failures of this pair in the current window."""
+        key, now = self._key(address, login), self.ctx.clock()
+        return self.ctx.read(lambda tx: tx.login_failures(key, now))
+
+    def add(self, address: str, login: str) -> int:
+        """Count one more failure (atomic across servers); returns the count."""
+        key, now = self._key(address, login), self.ctx.clock()
+        return self.ctx.write(lambda tx, fx: tx.add_login_failure(key, now, self.window))
+
+    def purge(self) -> int:
+        """Forget counters whose window is over (a periodic task)."""
+        now = self.ctx.clock()
+        return self.ctx.write(lambda tx, fx: tx.purge_login_failures(now))

@@ -18,8 +18,8 @@ from typing import TypeVar
 
 from ..failures import FailurePolicy
 from ..hierarchy import Transition, Tree
-from ..joblogs import JobLogs
-from ..store.base import Store, Tx
+from ..joblogs import DbLogs, LogStore
+from ..store.base import Row, Store, Tx
 from .tagcache import TagCache, TagView
 
 T = TypeVar("T")
@@ -28,6 +28,9 @@ log = logging.getLogger("coalition.usecases")
 # A hook that sees every job state change inside its transaction; it may write through the
 # transaction (the notifier queues its mail in the same commit) and nowhere else.
 TransitionHook = Callable[[Tx, Transition], None]
+# A hook told, inside the reaper's transaction, of a worker just marked TIMEOUT (its row
+# as it was); it may write through the transaction (webhooks queue their delivery).
+WorkerHook = Callable[[Tx, Row], None]
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ class Context:
     def __init__(
         self,
         store: Store,
-        logs: JobLogs,
+        logs: LogStore,
         settings: Settings = Settings(),
         clock: Callable[[], float] = time.time,
         tags: TagCache | None = None,
@@ -96,22 +99,42 @@ class Context:
         self.clock = clock
         self.tags = tags or TagCache()
         self.on_transition: list[TransitionHook] = []
+        self.on_worker_lost: list[WorkerHook] = []
+        # Told the kind ("read", "write") and seconds of every transaction (metrics).
+        self.on_db_time: Callable[[str, float], None] | None = None
 
     def write(self, fn: Callable[[Tx, Effects], T]) -> T:
         """Run `fn(tx, effects)` in a write transaction (maybe more than once); after the
         commit, apply the effects of the attempt that committed and return its result."""
 
+        logs = self.logs
+
         def attempt(tx: Tx) -> tuple[T, Effects]:
             fx = Effects()
-            return fn(tx, fx), fx
+            result = fn(tx, fx)
+            if isinstance(logs, DbLogs):
+                # Logs in the database are written by this same attempt, so a rerun or a
+                # rollback takes them along; only a legacy file's removal is left for later.
+                logs.write_in(tx, fx.run_output, fx.log_appends, fx.log_deletes)
+                fx.runs_started, fx.run_output, fx.log_appends = [], [], []
+            return result, fx
 
+        started = time.perf_counter()
         result, fx = self.store.write(attempt)
+        if self.on_db_time is not None:
+            self.on_db_time("write", time.perf_counter() - started)
         self.apply(fx)
         return result
 
     def read(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn(tx)` in a read transaction."""
-        return self.store.read(fn)
+        if self.on_db_time is None:
+            return self.store.read(fn)
+        started = time.perf_counter()
+        try:
+            return self.store.read(fn)
+        finally:
+            self.on_db_time("read", time.perf_counter() - started)
 
     def apply(self, fx: Effects) -> None:
         """Carry out the effects of a committed transaction."""

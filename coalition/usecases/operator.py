@@ -113,7 +113,12 @@ class Operator:
             if done is not None:
                 return done
             tree = self.ctx.tree(tx, fx, now)
-            ids = [self._insert(tx, tree, spec, now, parent_guard) for spec in specs]
+            batch = _Batch()
+            ids = [self._insert(tx, tree, spec, now, parent_guard, batch) for spec in specs]
+            # Each group's counters move once for all its new children (one round trip per
+            # group, not per frame: the bulk submission of a shot is one statement's worth).
+            for pid, n in batch.children.items():
+                tree.bump_chain(pid, {"children": n}, {"total": n})
             by_owner: dict[str, list[int]] = {}
             for spec, job_id in zip(specs, ids, strict=True):
                 by_owner.setdefault(spec.user, []).append(job_id)
@@ -125,10 +130,17 @@ class Operator:
         return self.ctx.write(fn)
 
     def _insert(
-        self, tx: Tx, tree: Tree, spec: JobSpec, now: float, parent_guard: ParentGuard | None = None
+        self,
+        tx: Tx,
+        tree: Tree,
+        spec: JobSpec,
+        now: float,
+        parent_guard: ParentGuard | None = None,
+        batch: _Batch | None = None,
     ) -> int:
         parent_id = self._resolve_parent(tx, spec.parent)
-        prow = tx.job(parent_id) if parent_id else None
+        batch = batch or _Batch()
+        prow = batch.parent(tx, parent_id) if parent_id else None
         if parent_id and prow is None:
             raise ValidationError(f"parent job {parent_id} does not exist")
         if prow is not None and parent_guard is not None:
@@ -140,7 +152,7 @@ class Operator:
         missing = sorted(set(deps) - {r["id"] for r in dep_rows})
         if missing:
             raise ValidationError(f"dependencies: job(s) {', '.join(map(str, missing))} do not exist")
-        if parent_id:
+        if parent_id and deps:
             chain = {parent_id, *tree.ancestors(parent_id)}
             bad = sorted(chain & set(deps))
             if bad:
@@ -171,9 +183,10 @@ class Operator:
             tx.set_deps(job_id, deps)
         if prow is not None:
             if prow["children"]:
-                tree.bump_chain(parent_id, {"children": 1}, {"total": 1})
+                batch.children[parent_id] = batch.children.get(parent_id, 0) + 1  # bumped at the end
             else:
                 tree.recount(parent_id)  # a plain job becomes a group
+                batch.rows.pop(parent_id, None)  # its row changed: read it again
         return job_id
 
     def _resolve_parent(self, tx: Tx, parent: int | str) -> int:
@@ -559,3 +572,19 @@ class Operator:
             tx.delete_workers(names)
 
         self.ctx.write(fn)
+
+
+class _Batch:
+    """What one submission's jobs share: the rows of their parents (read once; a parent's
+    derived fields do not change while its children are inserted) and each group's count of
+    new children, added to its counters once at the end."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, Row | None] = {}
+        self.children: dict[int, int] = {}
+
+    def parent(self, tx: Tx, parent_id: int) -> Row | None:
+        """The parent's row (None: it does not exist)."""
+        if parent_id not in self.rows:
+            self.rows[parent_id] = tx.job(parent_id)
+        return self.rows[parent_id]

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import views
+from .. import estimates, views, webhooks
 from ..audit import audit_view
 from ..errors import NotFound
-from ..model import ERROR, FINISHED, WORKING, ValidationError
+from ..model import ERROR, FINISHED, PENDING, WAITING, WORKING, ValidationError
 from ..store.base import SORTABLE, Row, Tx
 from .context import Context
 
@@ -35,11 +35,11 @@ class Reads:
                 raise NotFound(f"job {job_id} not found")
             return views.job_view(row, now, tx.deps(job_id))
 
-        return self.store.read(fn)
+        return self.ctx.read(fn)
 
     def job_rows(self, ids: Sequence[int]) -> list[Row]:
         """Raw rows (for permission checks by the auth layer)."""
-        return self.store.read(lambda tx: tx.jobs(ids))
+        return self.ctx.read(lambda tx: tx.jobs(ids))
 
     def children(self, job_id: int) -> list[dict[str, Any]]:
         """The direct children of a job (0: the root jobs), in dispatch order."""
@@ -50,7 +50,7 @@ class Reads:
                 raise NotFound(f"job {job_id} not found")
             return [views.job_view(r, now) for r in tx.children(job_id)]
 
-        return self.store.read(fn)
+        return self.ctx.read(fn)
 
     def list_jobs(
         self,
@@ -77,7 +77,7 @@ class Reads:
                     deps.setdefault(job_id, []).append(dep)
             return rows, total, deps
 
-        rows, total, deps = self.store.read(fn)
+        rows, total, deps = self.ctx.read(fn)
         if with_dependencies:
             return [views.job_view(r, now, deps.get(r["id"], [])) for r in rows], total, now
         return [views.job_view(r, now) for r in rows], total, now
@@ -91,7 +91,7 @@ class Reads:
                 raise NotFound(f"job {job_id} not found")
             return [views.job_view(r, now) for r in tx.jobs(tx.deps(job_id))]
 
-        return self.store.read(fn)
+        return self.ctx.read(fn)
 
     def children_dependencies(self, job_id: int) -> list[dict[str, int]]:
         """`[{id, dependency}]` for every child of a job."""
@@ -102,7 +102,84 @@ class Reads:
             ids = [r["id"] for r in tx.children(job_id, ("id",))]
             return [{"id": a, "dependency": b} for a, b in tx.deps_of(ids)]
 
-        return self.store.read(fn)
+        return self.ctx.read(fn)
+
+    def frame_stats(self, job_id: int, frames_shown: int = 5000) -> dict[str, Any]:
+        """Per-frame figures of a group (each child a frame; a job alone is its own frame):
+        time, CPU and peak memory of each frame's last finished run, their min/mean/max, and
+        the time left (estimates.time_left; None when it cannot be told yet)."""
+        now = self.clock()
+
+        def fn(tx: Tx) -> dict[str, Any]:
+            job = tx.job(job_id)
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            kids = tx.children(job_id, ("id", "title", "state", "start_time", "paused"))
+            if kids:
+                runs = {r["job_id"]: r for r in tx.finished_runs(job_id)}
+            else:  # a job alone: its own runs
+                kids = [job]
+                mine = [r for r in tx.events(job_id, None, None, 1000) if r["state"] == FINISHED]
+                runs = {job_id: mine[0]} if mine else {}
+            thumb = tx.thumbnail(job_id)
+            return {"kids": kids, "runs": runs, "thumb": thumb}
+
+        found = self.ctx.read(fn)
+        frames, times, cpus, peaks = [], [], [], []
+        waiting, running_for = 0, []
+        for kid in found["kids"]:
+            run = found["runs"].get(kid["id"])
+            if kid["state"] == WORKING:
+                running_for.append(max(0.0, now - (kid["start_time"] or now)))
+            elif kid["state"] in (WAITING, PENDING) and not kid["paused"]:
+                waiting += 1
+            frame: dict[str, Any] = {"id": kid["id"], "title": kid["title"], "state": kid["state"]}
+            if run is not None and kid["state"] == FINISHED:
+                times.append(float(run["duration"] or 0))
+                cpus.append(float(run["cpu_time"] or 0))
+                peaks.append(float(run["peak_memory"] or 0))
+                frame.update(
+                    time=round(times[-1], 3), cpu_time=round(cpus[-1], 3), peak_memory=int(peaks[-1])
+                )
+            frames.append(frame)
+        left = estimates.time_left(times, waiting, running_for)
+        return {
+            "id": job_id,
+            "frames": frames[:frames_shown],
+            "frame_count": len(frames),
+            "time": estimates.spread(times).as_dict(),
+            "cpu_time": estimates.spread(cpus).as_dict(),
+            "peak_memory": estimates.spread(peaks).as_dict(),
+            "waiting": waiting,
+            "running": len(running_for),
+            "time_left": None if left is None else round(left, 1),
+            # The newest image of the job's output (GET /api/jobs/ID/thumbnail), if any.
+            "thumbnail": None
+            if found["thumb"] is None
+            else {"source": found["thumb"]["source"], "updated_at": found["thumb"]["updated_at"]},
+        }
+
+    def thumbnail(self, job_id: int) -> tuple[str, bytes]:
+        """The newest thumbnail of a job (or of anything in a group): (mime, image)."""
+        row = self.ctx.read(lambda tx: tx.thumbnail(job_id))
+        if row is None:
+            raise NotFound(f"job {job_id} has no thumbnail")
+        return str(row["mime"]), bytes(row["data"])
+
+    def webhook_deliveries(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The newest webhook deliveries and their status, newest first."""
+        return [webhooks.delivery_view(r) for r in self.ctx.read(lambda tx: tx.outbox(limit, "webhook"))]
+
+    def farm_counts(self) -> dict[str, dict[str, int]]:
+        """Leaf jobs by state (PAUSED apart) and worker slots by state: cheap, for metrics."""
+
+        def fn(tx: Tx) -> dict[str, dict[str, int]]:
+            workers: dict[str, int] = {}
+            for w in tx.workers():
+                workers[w["state"]] = workers.get(w["state"], 0) + 1
+            return {"jobs": tx.count_jobs_by_state(), "workers": workers}
+
+        return self.ctx.read(fn)
 
     def require_job(self, job_id: int) -> Row:
         """The row of a job, or NotFound."""
@@ -113,11 +190,11 @@ class Reads:
 
     def workers(self) -> list[dict[str, Any]]:
         """Every worker."""
-        return [views.worker_view(r) for r in self.store.read(lambda tx: tx.workers())]
+        return [views.worker_view(r) for r in self.ctx.read(lambda tx: tx.workers())]
 
     def worker(self, name: str) -> dict[str, Any]:
         """One worker."""
-        row = self.store.read(lambda tx: tx.worker(name))
+        row = self.ctx.read(lambda tx: tx.worker(name))
         if row is None:
             raise NotFound(f"worker {name!r} not found")
         return views.worker_view(row)
@@ -134,16 +211,16 @@ class Reads:
         runs of that user's jobs."""
         now = self.clock()
         since = now - howlong if howlong is not None and howlong >= 0 else None
-        rows = self.store.read(lambda tx: tx.events(job, worker, since, limit, user))
+        rows = self.ctx.read(lambda tx: tx.events(job, worker, since, limit, user))
         return [views.event_view(r, now) for r in rows]
 
     def audit(self, filters: Mapping[str, Any], limit: int = 500) -> list[dict[str, Any]]:
         """Audit records, newest first (filters: see Tx.audit)."""
-        return [audit_view(r) for r in self.store.read(lambda tx: tx.audit(filters, limit))]
+        return [audit_view(r) for r in self.ctx.read(lambda tx: tx.audit(filters, limit))]
 
     def affinities(self) -> dict[str, str]:
         """The numbered registry of affinity names."""
-        return {str(k): v for k, v in self.store.read(lambda tx: tx.affinities()).items()}
+        return {str(k): v for k, v in self.ctx.read(lambda tx: tx.affinities()).items()}
 
     def log(self, job_id: int) -> str:
         """The whole log of a job, decoded."""
@@ -173,7 +250,7 @@ class Reads:
         def fn(tx: Tx) -> tuple[dict[str, int], list[Row], list[Row]]:
             return tx.count_jobs_by_state(), tx.workers(), tx.events(None, None, since, 200000)
 
-        counts, workers, events = self.store.read(fn)
+        counts, workers, events = self.ctx.read(fn)
         by_state: dict[str, int] = {}
         for w in workers:
             by_state[w["state"]] = by_state.get(w["state"], 0) + 1

@@ -36,6 +36,8 @@ class Upkeep:
                     continue
                 done["silent_workers"] += 1
                 tx.update_worker(worker["name"], {"state": W_TIMEOUT, "current_job": 0})
+                for hook in self.ctx.on_worker_lost:
+                    hook(tx, worker)
                 job = tx.job(worker["current_job"]) if worker["current_job"] else None
                 if job is None or job["state"] != WORKING or job["worker"] != worker["name"]:
                     continue

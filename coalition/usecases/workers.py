@@ -54,6 +54,15 @@ class Beat:
 
 
 @dataclass(frozen=True)
+class RunUsage:
+    """What a run used, as its worker measured it."""
+
+    cpu_s: float = 0.0
+    peak_memory_mb: int = 0
+    wall_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class SlotReport:
     """One slot's part of a sync: the run it reports (if any), or whether it wants a job."""
 
@@ -94,6 +103,7 @@ class RunEnd:
     interrupted: bool = False
     reason: str = ""  # the worker's own account (timeout, stall, handback)
     elapsed: float | None = None  # seconds by the worker's clock
+    usage: RunUsage | None = None  # what the run used (usage.wall_s: its run time too)
 
 
 @dataclass
@@ -410,6 +420,8 @@ class WorkerProtocol:
         timed_out: bool = False,
         interrupted: bool = False,
         pick: bool = False,
+        usage: RunUsage | None = None,
+        thumbnail: tuple[str, bytes] | None = None,
         reason: str = "",
         elapsed: float | None = None,
     ) -> End:
@@ -439,8 +451,11 @@ class WorkerProtocol:
                     hit = self.failing.match(job, data.decode("utf-8", "replace"))
                     if hit:
                         job["rule_hit"] = hit
-                run = RunEnd(exit_code, timed_out, interrupted, reason, elapsed)
+                run = RunEnd(exit_code, timed_out, interrupted, reason, elapsed, usage)
                 self._finish_run(tx, fx, tree, job, worker, run, now)
+                if thumbnail is not None:
+                    # The newest image of the job is also its groups' newest, up to the root.
+                    tx.put_thumbnail(_lineage(tx, job), job_id, thumbnail[0], thumbnail[1], now)
                 result.transitions = tree.transitions
             if pick:
                 result.next_job = self._pick(tx, fx, tree, worker, now)
@@ -498,7 +513,9 @@ class WorkerProtocol:
                 # rule requeues and says which limit it would have lowered.
                 fx.note(f"job {job['id']}: log rule {verdict.name} would lower limit {verdict.action[6:]}")
         else:
-            elapsed = duration if run.elapsed is None else run.elapsed
+            elapsed = run.elapsed
+            if elapsed is None:
+                elapsed = run.usage.wall_s if run.usage is not None and run.usage.wall_s > 0 else duration
             ok = run.exit_code == 0 and not run.timed_out and not run.reason
             if verdict is not None and verdict.kind == failures.SUCCEED:
                 ok, why = True, verdict.reason  # e.g. "render complete" from a renderer that then hangs
@@ -530,7 +547,10 @@ class WorkerProtocol:
         if outcome == WAITING and job["pending"]:
             outcome = PENDING
         if job["run_event"]:
-            tx.update_event(job["run_event"], {"state": event_state, "duration": duration, "reason": why})
+            fields_of_event: dict[str, Any] = {"state": event_state, "duration": duration, "reason": why}
+            if run.usage is not None:
+                fields_of_event.update(cpu_time=run.usage.cpu_s, peak_memory=run.usage.peak_memory_mb)
+            tx.update_event(job["run_event"], fields_of_event)
         counter = "finished" if event_state == FINISHED else "error" if event_state == ERROR else ""
         if counter:
             worker.bump(counter, 1)
@@ -569,3 +589,14 @@ class WorkerProtocol:
 
     def _requeue_limit(self) -> int:
         return self.ctx.settings.requeue_limit
+
+
+def _lineage(tx: Tx, job: Row) -> list[int]:
+    """A job's id and its ancestors' ids, the job first."""
+    ids = [job["id"]]
+    parent = job["parent"]
+    while parent and parent not in ids and len(ids) <= 128:
+        ids.append(parent)
+        row = tx.job(parent)
+        parent = row["parent"] if row is not None else 0
+    return ids

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import failures
+from . import thumbs
 from .courier import Report
 from .link import Backoff, Refused, ServerLink, Unreachable
 from .metrics import Metrics
@@ -32,6 +33,7 @@ from .process import JobProcess
 from .runner import prepare
 from .settings import WorkerSettings
 from .spool import RunLog
+from .thumbs import ScanningLog
 
 log = logging.getLogger("coalition.worker")
 
@@ -311,7 +313,8 @@ class Slot:
 
     def run_job(self, job: Mapping[str, Any]) -> dict[str, Any] | None:
         """Run one job to its end and report it; returns the next job if the server gave one."""
-        run = Run(job, RunLog(self.settings.spooldir or None), self.clock())
+        run = Run(job, ScanningLog(self.settings.spooldir or None), self.clock())
+        started_wall = time.time()  # file times are wall-clock times
         self._set(RUNNING, run)
         extra = {
             "COALITION_JOB_ID": str(run.job_id),
@@ -323,6 +326,8 @@ class Slot:
         for note in prepared.notes:
             self._note(run, note)
         exit_code = -1
+        usage: dict[str, Any] | None = None
+        thumbnail: dict[str, str] | None = None
         if prepared.error:
             self._note(run, f"cannot run the job: {prepared.error}")
         else:
@@ -332,7 +337,11 @@ class Slot:
                 self._note(run, f"cannot start the job: {exc}")
             else:
                 exit_code = self._supervise(run, proc)
-        run.elapsed = max(0.0, self.clock() - run.started)
+                run.elapsed = max(0.0, self.clock() - run.started)
+                usage = proc.usage().as_dict()
+                saved = run.output.saved if isinstance(run.output, ScanningLog) else ""
+                # 2 s of slack: file times on a network share may lag the worker's clock.
+                thumbnail = thumbs.for_run(str(job.get("output") or ""), saved, started_wall - 2.0)
         if run.output.dropped:
             self._note(run, f"{run.output.dropped} bytes of output dropped (the spool limit was reached)")
         log.info(
@@ -342,7 +351,7 @@ class Slot:
             exit_code,
             " (timed out)" if run.timed_out else " (interrupted)" if run.interrupted else "",
         )
-        next_job = self._deliver(run, exit_code)
+        next_job = self._deliver(run, exit_code, usage, thumbnail)
         self._set(ENDING)
         run.output.close()
         self.runs += 1
@@ -392,7 +401,9 @@ class Slot:
                     "killed at the server's request (paused, reset, deleted, worker stopped, or a log rule)",
                 )
                 proc.terminate(now)
-            wake = [now + 5.0]  # the pipe, the pidfd and the wake pipe bring every event sooner
+            proc.meter.sample(now)
+            # The pipe, the pidfd and the wake pipe bring every event sooner.
+            wake = [now + 5.0, proc.meter.next_sample]
             if deadline is not None and not proc.terminating:
                 wake.append(deadline)
             if stall > 0 and not proc.terminating:
@@ -432,7 +443,13 @@ class Slot:
             proc.terminate(self.clock())
         return True
 
-    def _deliver(self, run: Run, exit_code: int) -> dict[str, Any] | None:
+    def _deliver(
+        self,
+        run: Run,
+        exit_code: int,
+        usage: dict[str, Any] | None = None,
+        thumbnail: dict[str, str] | None = None,
+    ) -> dict[str, Any] | None:
         """Send the rest of the output and the result, until the server has them."""
         self._set(ENDING, run)
         backoff = Backoff(cap=max(30.0, self.settings.sleep))
@@ -456,6 +473,10 @@ class Slot:
                 elapsed=round(run.elapsed, 3),
                 pick=not self.control.draining,
             )
+            if usage:
+                body["usage"] = usage
+            if thumbnail:
+                body["thumbnail"] = thumbnail
             try:
                 answer = self.link.endjob(body)
             except Unreachable as exc:

@@ -17,6 +17,7 @@ import errno
 import fcntl
 import logging
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from .spool import RunLog
+from .usage import Usage, UsageMeter
 
 log = logging.getLogger("coalition.worker")
 
@@ -88,6 +90,8 @@ class JobProcess:
         _grow_pipe(self._fd)
         self._pidfd = _pidfd(self.proc.pid)
         self.eof = False  # the output pipe is closed at the other end (no process holds it)
+        self.meter = UsageMeter(self.proc.pid, time.monotonic)
+        self._rusage: resource.struct_rusage | None = None
 
     def pump(self, timeout: float, wake: int | None = None) -> None:
         """Wait up to `timeout` seconds for output, the leader's exit or a byte on `wake` (not
@@ -108,7 +112,24 @@ class JobProcess:
             pass
         self._drain()
         if running:
+            self._reap()
+
+    def _reap(self) -> None:
+        # wait4 instead of Popen.poll: the kernel's CPU and memory figures come with the exit.
+        if self.proc.returncode is not None:
+            return
+        try:
+            pid, status, rusage = os.wait4(self.proc.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere: the status is Popen's to find
             self.proc.poll()
+            return
+        if pid:
+            self._rusage = rusage
+            self.proc.returncode = os.waitstatus_to_exitcode(status)
+
+    def usage(self) -> Usage:
+        """Wall time, CPU time and peak memory of the run (after the leader exited)."""
+        return self.meter.finish(self._rusage)
 
     def _drain(self) -> None:
         while not self.eof:
@@ -129,7 +150,8 @@ class JobProcess:
     @property
     def returncode(self) -> int | None:
         """The leader's exit status (negative: killed by that signal), None while it runs."""
-        return self.proc.poll()
+        self._reap()
+        return self.proc.returncode
 
     def signal(self, signum: int) -> None:
         """Send a signal to the whole group; a group already gone is not an error."""

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServerProcess
+from tests.worker.conftest import make_worker  # noqa: F401 - a fixture, re-exported
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,10 @@ def test_worker_protocol_round_trip_with_log_and_next_job(api: ServerProcess) ->
     assert any(w["name"] == name for w in api.api("GET", "/api/workers"))
     events = api.api("GET", f"/api/events?job={first}&worker={name}&howlong=3600")
     assert [(e["state"], e["job_id"]) for e in events] == [("FINISHED", first)]
-    assert set(events[0]) == {"id", "worker", "job_id", "job_title", "state", "start", "duration", "reason"}
+    assert set(events[0]) == {
+        "id", "worker", "job_id", "job_title", "state", "start", "duration", "cpu_time", "peak_memory",
+        "reason",
+    }  # fmt: skip
 
 
 def test_legacy_worker_form_protocol(make_server: Any) -> None:
@@ -282,6 +285,58 @@ def test_legacy_submission_routes(api: ServerProcess) -> None:
         ("POST", "/workers/heartbeat", {"name": "w", "job_id": "x"}, 400, "job_id must be an integer"),
         ("POST", "/workers/heartbeat", {"name": "w", "job_id": 1, "log": 5}, 400, "base64"),
         ("POST", "/workers/endjob", {"name": "w", "job_id": 1}, 400, "exit_code"),
+        (
+            "POST",
+            "/workers/endjob",
+            {"name": "w", "job_id": 1, "exit_code": 0, "usage": [1]},
+            400,
+            "usage must",
+        ),
+        (
+            "POST",
+            "/workers/endjob",
+            {"name": "w", "job_id": 1, "exit_code": 0, "usage": {"cpu_s": -1}},
+            400,
+            "usage.cpu_s",
+        ),
+        (
+            "POST",
+            "/workers/endjob",
+            {"name": "w", "job_id": 1, "exit_code": 0, "usage": {"peak_memory_mb": 1.5}},
+            400,
+            "usage.peak_memory_mb",
+        ),
+        (
+            "POST",
+            "/workers/endjob",
+            {"name": "w", "job_id": 1, "exit_code": 0, "thumbnail": {"mime": "image/gif", "data": ""}},
+            400,
+            "thumbnail must be",
+        ),
+        (
+            "POST",
+            "/workers/endjob",
+            {
+                "name": "w",
+                "job_id": 1,
+                "exit_code": 0,
+                "thumbnail": {"mime": "image/png", "data": "aGVsbG8="},
+            },
+            400,
+            "not a image/png",
+        ),
+        (
+            "POST",
+            "/workers/endjob",
+            {
+                "name": "w",
+                "job_id": 1,
+                "exit_code": 0,
+                "thumbnail": {"mime": "image/png", "data": "x" * 200000},
+            },
+            400,
+            "at most",
+        ),
         ("GET", "/json/addjob?title=x&priority=abc", None, 400, "priority must be an integer"),
         ("GET", "/json/addjob?title=x&frobnicate=1", None, 400, "unknown field"),
     ],

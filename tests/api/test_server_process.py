@@ -84,6 +84,10 @@ def test_the_unit_brings_an_earlier_coalition5_schema_up_to_date(make_server: An
     server.terminate()
     db = sqlite3.connect(server.datadir / "coalition.db")
     db.execute("DROP TABLE submissions")
+    for column in ("cpu_time", "peak_memory"):  # events before runs reported their usage
+        db.execute(f"ALTER TABLE events DROP COLUMN {column}")
+    db.execute("INSERT INTO events (worker, job_id, job_title, state, start, duration) "
+               f"VALUES ('old', {jid}, 'kept', 'FINISHED', 1, 2)")  # fmt: skip
     db.execute("UPDATE Migrations SET database_version = 2")  # as the previous release made it
     db.commit()
     db.close()
@@ -94,3 +98,5 @@ def test_the_unit_brings_an_earlier_coalition5_schema_up_to_date(make_server: An
     server.start()
     assert server.job(jid)["title"] == "kept"
     assert server.api("PUT", "/api/jobs", {"title": "new", "command": "true"}) > jid
+    [old] = server.api("GET", f"/api/events?job={jid}")
+    assert (old["worker"], old["duration"], old["cpu_time"], old["peak_memory"]) == ("old", 2, 0, 0)

@@ -278,3 +278,39 @@ def test_progress_preset_mistakes_are_one_line(server: Any) -> None:
     # Through the API, an unknown preset is a 400 that names the field.
     answer = run("--server", server.url, "add", "-c", "true", "--globalprogress", "@maya")
     assert answer.returncode == 1 and "progress_pattern: unknown progress preset @maya" in answer.stderr
+
+
+def test_show_gives_frame_figures_and_time_left_with_a_worker(
+    server: Any, make_worker: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Frame 1 ends at once; frames 2-4 wait for a file, so the group is seen half-way.
+    gate = tmp_path / "gate"
+    cmd = f"[ {{start}} = 1 ] || while [ ! -e {shlex.quote(str(gate))} ]; do sleep 0.02; done; sleep 0.2"
+    out = cli(capsys, "--server", server.url, "add", "--frames", "1-4", "--cmd", cmd)
+    make_worker(server.url, name="stats")
+    group = out["id"]
+
+    def halfway() -> dict[str, Any] | None:
+        stats = server.api("GET", f"/api/jobs/{group}/stats")
+        return stats if stats["time"]["count"] == 1 and stats["running"] == 1 else None
+
+    stats = wait_for(halfway, what="one frame done and one running")
+    # One slot, frames of about 0.2 s: frame 2 runs (up to the gate), 3 and 4 wait.
+    assert stats["waiting"] == 2 and stats["time_left"] is not None and stats["time_left"] >= 0.2
+    assert [f["state"] for f in stats["frames"]] == ["FINISHED", "WORKING", "WAITING", "WAITING"]
+    gate.write_text("")
+    assert main(["--server", server.url, "wait", str(group), "--interval", "0.1"]) == 0
+    capsys.readouterr()
+    stats = server.api("GET", f"/api/jobs/{group}/stats")
+    assert stats["frame_count"] == 4 and stats["time"]["count"] == 4 and stats["time_left"] == 0
+    spread = stats["time"]
+    assert 0.2 <= spread["min"] <= spread["mean"] <= spread["max"]
+    assert all(f["peak_memory"] >= 1 for f in stats["frames"])
+    # The same in `coalition show`, for people.
+    assert main(["--server", server.url, "show", str(group)]) == 0
+    text = capsys.readouterr().out
+    assert "frames: 4 (4 finished, 0 running, 0 waiting)" in text and "time left: 0 s" in text
+    assert "frame time: min " in text and "peak memory: " in text
+    # A job alone is its own frame; an unknown id is a clear 404.
+    assert server.api("GET", f"/api/jobs/{stats['frames'][0]['id']}/stats")["frame_count"] == 1
+    assert server.api("GET", "/api/jobs/999999/stats", expect=404)["error"] == "job 999999 not found"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,17 +11,25 @@ import pytest
 from coalition.joblogs import JobLogs
 from coalition.store import MysqlStore, SqliteStore
 from coalition.usecases import Context, Settings, UseCases
-from tests.support import Clock
+from tests.support import Clock, require
 
 
-@pytest.fixture(params=["sqlite", "mysql"])
+@pytest.fixture(params=["sqlite", "mysql", "mysqlclient"])
 def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
-    """An empty store of each kind (not yet initialised)."""
+    """An empty store of each kind (not yet initialised): SQLite, MariaDB through PyMySQL (the
+    default driver) and MariaDB through mysqlclient (the optional C driver)."""
     if request.param == "sqlite":
         store = SqliteStore(str(tmp_path / "coalition.db"))
     else:
+        driver = "pymysql" if request.param == "mysql" else "mysqlclient"
+        if driver == "mysqlclient":
+            require(
+                importlib.util.find_spec("MySQLdb") is not None,
+                "mysqlclient not installed: apt-get install libmariadb-dev pkg-config, "
+                "then pip install mysqlclient (Debian: python3-mysqldb)",
+            )
         db = request.getfixturevalue("mariadb")
-        store = MysqlStore(db.host, db.port, db.user, db.password, db.new_database())
+        store = MysqlStore(db.host, db.port, db.user, db.password, db.new_database(), driver)
     yield store
     store.close()
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from coalition import columns
 from coalition.store import SchemaError
 from coalition.store.schema import SCHEMA_VERSION
 
@@ -36,16 +37,68 @@ def test_a_newer_schema_is_refused(store: Any) -> None:
         store.check_schema()
 
 
+def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any, tmp_path: Any) -> None:
+    # A fresh database read first in this process: its column order must not be taken for
+    # the migrated one's (whose added columns come last).
+    from coalition.store import SqliteStore
+
+    fresh = SqliteStore(str(tmp_path / "fresh.db"))
+    fresh.init()
+    new = fresh.write(lambda tx: tx.insert_job({**columns.new_job_row(), "title": "f", "h_key": "k"}))
+    assert fresh.read(lambda tx: tx.job(new))["output"] == ""
+    # A version 4 database: events without cpu_time and peak_memory, one old run in it.
+    table = store.real_name("events")
+    for column in ("cpu_time", "peak_memory"):
+        store.write(lambda tx, c=column: tx.execute(f"ALTER TABLE {table} DROP COLUMN {c}"))
+    outbox = store.real_name("outbox")
+    store.write(lambda tx: tx.execute(f"ALTER TABLE {outbox} DROP COLUMN channel"))
+    store.write(lambda tx: tx.execute(f"ALTER TABLE {store.real_name('jobs')} DROP COLUMN output"))
+    store.write(lambda tx: tx.execute("DROP TABLE thumbnails"))
+    old_job = {k: v for k, v in columns.new_job_row().items() if k != "output"}
+    old = store.write(lambda tx: tx.insert_job({**old_job, "title": "old", "command": "x", "h_key": "k"}))
+    store.write(
+        lambda tx: tx.execute(
+            f"INSERT INTO {table} (worker, job_id, job_title, state, start, duration) "
+            "VALUES ('old', 1, 't', 'FINISHED', 1, 2)"
+        )
+    )
+    store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 4"))
+    assert store.version() == 4
+    assert store.migrate() == [
+        "version 5: CPU time and peak memory of each run; webhook deliveries; output thumbnails",
+        "version 6: failure handling: stall and log-rule settings, run reasons, host blocklists",
+    ]
+    assert store.migrate() == []
+    store.check_schema()
+    [event] = store.read(lambda tx: tx.events(None, None, None, 10))
+    assert (event["worker"], event["cpu_time"], event["peak_memory"]) == ("old", 0, 0)
+    store.write(lambda tx: tx.update_event(event["id"], {"cpu_time": 1.5, "peak_memory": 2**33}))
+    [event] = store.read(lambda tx: tx.events(None, None, None, 10))
+    assert (event["cpu_time"], event["peak_memory"]) == (1.5, 2**33)
+    assert store.read(lambda tx: tx.job(old))["output"] == ""  # a job from before has no output
+    # Mail queued before the upgrade stays mail.
+    assert store.read(lambda tx: tx.due_mail(1e12, 10, "webhook")) == []
+
+
 def test_a_version_3_database_gets_failure_handling(store: Any) -> None:
     """Step 6 is additive: from a version-3 schema (no failure columns, no host_failures) it
     adds what is missing, keeps the rows, and running it again changes nothing."""
     from coalition.store.migrations import _FAILURE_COLUMNS
+
+    added = {c.name for table, c in _FAILURE_COLUMNS if table == "jobs"}
+    old_job = {k: v for k, v in columns.new_job_row().items() if k not in added}
 
     def downgrade(tx: Any) -> None:
         tx.execute("INSERT INTO workers (name, affinity, state, cpu) VALUES ('old', '', 'WAITING', '[]')")
         for table, column in _FAILURE_COLUMNS:
             tx.execute(f"ALTER TABLE {table} DROP COLUMN {column.name}")
         tx.execute("DROP TABLE host_failures")
+        # A job row from before: SQLite adds a NOT NULL text column to a non-empty table
+        # only with a default.
+        row = {**old_job, "title": "old", "h_key": "k"}
+        tx.execute(
+            f"INSERT INTO jobs ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values())
+        )
         tx.execute("DELETE FROM Migrations")
         tx.execute("INSERT INTO Migrations (database_version) VALUES (3)")
 
@@ -59,6 +112,8 @@ def test_a_version_3_database_gets_failure_handling(store: Any) -> None:
     # cached per process, from the fresh databases of the other tests.)
     [row] = store.read(lambda tx: tx._all("SELECT reason, blocked_until FROM workers WHERE name = 'old'"))
     assert (row["reason"], row["blocked_until"]) == ("", 0.0)
+    [job] = store.read(lambda tx: tx._all("SELECT logrules, reason, rule_hit, stalltimeout FROM jobs"))
+    assert job == {"logrules": "", "reason": "", "rule_hit": "", "stalltimeout": 0}
     assert store.read(lambda tx: tx.host_blocks(0.0)) == []
     # Rerun (the lead renumbers the step at merge): nothing is added twice.
     store.write(lambda tx: tx.execute("DELETE FROM Migrations WHERE database_version = 6"))

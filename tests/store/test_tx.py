@@ -284,6 +284,43 @@ def test_a_failed_write_leaves_nothing(store: Any) -> None:
     assert store.read(lambda tx: tx.list_jobs({}, "id", False, 0, None))[1] == 0
 
 
+@covers("put_thumbnail", "thumbnail")
+def test_thumbnails_one_per_job_replaced_and_deleted_with_the_job(store: Any) -> None:
+    group = store.write(lambda tx: tx.insert_job(job(title="g", leaf=0)))
+    kid = store.write(lambda tx: tx.insert_job(job(parent=group)))
+    store.write(lambda tx: tx.put_thumbnail([kid, group], kid, "image/jpeg", b"\xff\xd8one", 1.0))
+    store.write(lambda tx: tx.put_thumbnail([kid, group], kid, "image/png", b"\x89PNG two\x00", 2.0))
+    row = store.read(lambda tx: tx.thumbnail(group))
+    assert (row["source"], row["mime"], bytes(row["data"]), row["updated_at"]) == (
+        kid,
+        "image/png",
+        b"\x89PNG two\x00",
+        2.0,
+    )
+    assert store.read(lambda tx: tx.thumbnail(999)) is None
+    store.write(lambda tx: tx.delete_jobs([kid]))
+    assert store.read(lambda tx: tx.thumbnail(kid)) is None and store.read(lambda tx: tx.thumbnail(group))
+
+
+@covers("finished_runs")
+def test_finished_runs_of_a_groups_children(store: Any) -> None:
+    group = store.write(lambda tx: tx.insert_job(job(title="g", leaf=0)))
+    kid = store.write(lambda tx: tx.insert_job(job(parent=group)))
+    other = store.write(lambda tx: tx.insert_job(job()))
+
+    def run(job_id: int, state: str, duration: float) -> dict[str, Any]:
+        return {"worker": "w", "job_id": job_id, "job_title": "t", "state": state, "start": 1.0,
+                "duration": duration, "cpu_time": duration / 2, "peak_memory": 300}  # fmt: skip
+
+    for job_id, state, duration in ((kid, "ERROR", 1.0), (kid, "FINISHED", 4.0), (other, "FINISHED", 9.0)):
+        store.write(lambda tx, j=job_id, s=state, d=duration: tx.insert_event(run(j, s, d)))
+    rows = store.read(lambda tx: tx.finished_runs(group))
+    assert [(r["job_id"], r["duration"], r["cpu_time"], r["peak_memory"]) for r in rows] == [
+        (kid, 4.0, 2.0, 300)
+    ]
+    assert store.read(lambda tx: tx.finished_runs(kid)) == []
+
+
 def test_every_tx_method_is_covered() -> None:
     methods = {n for n in dir(Tx) if not n.startswith("_")}
     assert methods - TESTED == set(), "Tx methods without a contract test"

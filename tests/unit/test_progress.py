@@ -25,6 +25,12 @@ Fra:2 Mem:13.07M (Peak 20.04M) | Time:00:00.05 | Mem:0.00M, Peak:0.00M | Scene, 
 Fra:2 Mem:20.04M (Peak 20.04M) | Time:00:00.12 | Remaining:00:00.30 | Mem:6.85M, Peak:6.85M | Scene, ViewLayer | Sample 4/16
 """
 
+# Blender, Cycles with tiles: the tiles count, not each tile's own samples.
+BLENDER_TILES = """\
+Fra:3 Mem:10.41M (Peak 10.83M) | Time:00:00.41 | Mem:1.26M, Peak:1.26M | Scene, ViewLayer | Rendered 2/20 Tiles, Sample 256/256
+Fra:3 Mem:10.41M (Peak 10.83M) | Time:00:00.41 | Mem:1.26M, Peak:1.26M | Scene, ViewLayer | Rendered 3/20 Tiles, Sample 1/256
+"""
+
 # Blender, Eevee.
 BLENDER_EEVEE = """\
 Fra:7 Mem:52.11M (Peak 52.11M) | Time:00:00.40 | Mem:0.00M, Peak:0.00M | Scene, ViewLayer | Rendering 16 / 64 samples
@@ -95,6 +101,11 @@ def test_blender_cycles_chunk() -> None:
     assert seen == sorted(seen) and seen[-1] > seen[0]
     # Without a chunk range, the samples of the current frame.
     assert parse_progress("@blender", BLENDER_CYCLES) == pytest.approx(4 / 16)
+
+
+def test_blender_tiles() -> None:
+    assert parse_progress("@blender[3-4]", BLENDER_TILES) == pytest.approx((0 + 3 / 20) / 2)
+    assert parse_progress("@blender", BLENDER_TILES) == pytest.approx(3 / 20)
 
 
 def test_blender_eevee() -> None:

@@ -392,3 +392,26 @@ def test_select_by_state_and_csv_export(ui, server, tmp_path):
     assert lines[0].startswith("id,parent,title,state")
     assert len(lines) == 4
     assert '"\'=HYPERLINK(""x"")"' in lines[1]  # a formula stays text in a spreadsheet
+
+
+def test_frames_tab_charts_frame_times_and_memory_with_the_time_left(ui, server, worker, tmp_path):
+    # A group of four frames run by the real worker; the Frames tab shows each finished frame
+    # as a bar (time) and a dot (peak memory), the min/mean/max, and the time left.
+    group = server.submit(title="comp shot 10", command="", paused=True)
+    for frame in range(1, 5):
+        server.submit(title=f"frame {frame}", command=f"sleep 0.{frame}", parent=group)
+    server.api("POST", "/api/startjobs", [group])
+    wait_for(lambda: server.job(group)["state"] == "FINISHED", timeout=60, what="the group to finish")
+    page = ui.goto("jobs")
+    ui.row("comp shot 10").click()
+    page.keyboard.press("f")
+    panel = page.locator(".frames-stats")
+    expect()(panel.locator(".frames-summary")).to_contain_text("4 frames")
+    expect()(panel.locator(".frames-summary")).to_contain_text("4 finished, 0 running, 0 waiting")
+    expect()(panel.locator(".time-left")).to_have_text("Time left: 0 s")
+    expect()(panel.locator("svg.frames-chart .frame-time rect")).to_have_count(4)
+    expect()(panel.locator("svg.frames-chart .frame-memory circle")).to_have_count(4)
+    stats = server.api("GET", f"/api/jobs/{group}/stats")
+    row = panel.locator("table.spread tbody tr").first
+    expect()(row).to_contain_text(f"{round(stats['time']['max'] * 10) / 10:g} s")
+    ui.shot("frames-tab")

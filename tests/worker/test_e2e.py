@@ -5,7 +5,9 @@ Every wait is on an observable condition (tests.support.wait_for), never a fixed
 
 from __future__ import annotations
 
+import io
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -311,3 +313,67 @@ def test_bad_setting_is_one_clear_line(tmp_path: Path) -> None:
         bad.stderr.strip()
         == "coalition-worker: error: [worker] sleep: expected a number of seconds, got 'soon'"
     )
+
+
+def test_each_run_reports_its_cpu_time_and_peak_memory(server: Any, make_worker: Any, tmp_path: Path) -> None:
+    # Two processes of the job hold 80 MB each at the same time (a renderer and its helper):
+    # the run's peak counts both. The job also spends about half a second of CPU.
+    hold = tmp_path / "hold.py"
+    hold.write_text(
+        "import sys, time\n"
+        "block = bytearray(80 * 2**20)\n"
+        "for i in range(0, len(block), 4096): block[i] = 1\n"  # resident, not just reserved
+        "open(sys.argv[1], 'w').close()\n"
+        "time.sleep(4)\n"
+    )
+    py = shlex.quote(sys.executable)
+    command = (
+        f"{py} {hold} {tmp_path}/a & {py} {hold} {tmp_path}/b & "
+        f"{py} -c 'import time; t = time.process_time()\nwhile time.process_time() - t < 0.5: pass'; wait"
+    )
+    make_worker(server.url)
+    job_id = server.submit(command=command)
+    wait_state(server, job_id, "FINISHED", timeout=60)
+    [event] = server.api("GET", f"/api/events?job={job_id}&howlong=3600")
+    assert event["cpu_time"] >= 0.4, event
+    assert 160 <= event["peak_memory"] < 2000
+
+
+def test_the_newest_output_becomes_the_job_and_group_thumbnail(
+    server: Any, make_worker: Any, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / "f_0099.png"
+    Image.new("RGB", (640, 360), "blue").save(stale)
+    os.utime(stale, (1, 1))  # an old render's frame: not this run's
+    # The job "renders" frames 1 and 2 (red, then green) as a renderer would.
+    script = tmp_path / "render.py"
+    script.write_text(
+        "import sys, time\nfrom PIL import Image\n"
+        "for n, colour in ((1, 'red'), (2, 'green')):\n"
+        f"    Image.new('RGB', (640, 360), colour).save('{out}/f_%04d.png' % n)\n"
+        "    time.sleep(0.05)\n"
+    )
+    make_worker(server.url)
+    group = server.submit(title="shot", command="", paused=True)
+    job_id = server.submit(
+        command=f"{shlex.quote(sys.executable)} {script}", output=f"{out}/f_####.png", parent=group
+    )
+    server.api("POST", "/api/startjobs", [group])
+    wait_state(server, job_id, "FINISHED")
+    for target in (job_id, group):
+        r = server.request("GET", f"/api/jobs/{target}/thumbnail")
+        assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
+        with Image.open(io.BytesIO(r.content)) as thumb:
+            assert max(thumb.size) == 256 and thumb.size == (256, 144)
+            red, green, blue = thumb.convert("RGB").getpixel((128, 72))
+            assert green > 100 and red < 60 and blue < 60  # frame 2, the newest of this run
+    stats = server.api("GET", f"/api/jobs/{group}/stats")
+    assert stats["thumbnail"]["source"] == job_id
+    none = server.submit(command="true")
+    wait_state(server, none, "FINISHED")
+    missing = server.request("GET", f"/api/jobs/{none}/thumbnail")
+    assert missing.status_code == 404 and "no thumbnail" in missing.json()["error"]

@@ -5,6 +5,7 @@ import * as API from "./api.js";
 import { h, clear, fill, debounce } from "./dom.js";
 import { envToLines, linesToEnv, parseIdList, fmtCount } from "./format.js";
 import * as prefs from "./prefs.js";
+import { fillFrames } from "./framestats.js";
 import { notify, guarded } from "./ui.js";
 
 const EDIT_FIELDS = [
@@ -87,10 +88,11 @@ export class JobPanel {
     this.tabs = {
       edit: h("button", { role: "tab", class: "tab", text: "Edit selected", dataset: { needs: "edit" }, onclick: () => this.open("edit") }),
       add: h("button", { role: "tab", class: "tab", text: "Add job", dataset: { needs: "create" }, onclick: () => this.open("add") }),
+      frames: h("button", { role: "tab", class: "tab", text: "Frames", title: "Frame times, memory and time left of the selected job (f)", onclick: () => this.open("frames") }),
     };
     this.bodyEl = h("div", { class: "panel-body" });
     this.el = h("aside", { class: "panel", hidden: true, "aria-label": "Job editor" },
-      h("div", { class: "panel-head", role: "tablist" }, this.tabs.edit, this.tabs.add,
+      h("div", { class: "panel-head", role: "tablist" }, this.tabs.edit, this.tabs.add, this.tabs.frames,
         h("span", { class: "spacer" }),
         h("button", { class: "btn icon", title: "Close (Esc)", "aria-label": "Close the panel", text: "×", onclick: () => this.close() })),
       this.bodyEl);
@@ -112,6 +114,7 @@ export class JobPanel {
 
   detach() {
     this.loadSeq++;
+    this.stopFrames();
   }
 
   isOpen() {
@@ -127,12 +130,15 @@ export class JobPanel {
       el.classList.toggle("active", name === tab);
       el.setAttribute("aria-selected", String(name === tab));
     }
+    this.stopFrames();
     if (tab === "edit") this.buildEdit();
+    else if (tab === "frames") this.buildFrames();
     else this.buildAdd();
     if (focus) this.bodyEl.querySelector("input, textarea")?.focus();
   }
 
   close() {
+    this.stopFrames();
     this.tab = "";
     this.view.prefs.panel = "";
     this.view.savePrefs();
@@ -141,6 +147,29 @@ export class JobPanel {
 
   selectionChanged() {
     if (this.tab === "edit") this.reload();
+    if (this.tab === "frames") this.loadFrames();
+  }
+
+  // ---- frames: figures of the selected job, refreshed while the tab is open ------------------
+
+  buildFrames() {
+    this.framesEl = h("div", { class: "panel-form frames-panel" });
+    fill(this.bodyEl, this.framesEl);
+    this.loadFrames();
+    this.framesTimer = setInterval(() => this.loadFrames(), 5000);
+  }
+
+  stopFrames() {
+    if (this.framesTimer) clearInterval(this.framesTimer);
+    this.framesTimer = null;
+  }
+
+  async loadFrames() {
+    if (this.tab !== "frames" || !this.framesEl) return;
+    const seq = ++this.loadSeq;
+    const el = h("div");
+    await guarded(() => fillFrames(el, this.view.selection.list()));
+    if (seq === this.loadSeq && this.tab === "frames") fill(this.framesEl, ...el.childNodes);
   }
 
   // ---- edit ---------------------------------------------------------------------------------

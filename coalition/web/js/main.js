@@ -241,7 +241,7 @@ const SHORTCUTS = [
     ["Enter, double-click", "open a group, or a job's log"],
     ["Backspace, Alt+↑", "up to the parent group"],
     ["[ ]", "previous, next page"],
-    ["a / e", "add a job / edit the selection"],
+    ["a / e / f", "add a job / edit the selection / its frames and time left"],
     ["s / p", "start / pause"],
     ["Shift+R / Shift+E", "reset / reset errors"],
     ["x / v", "cut / paste into this group"],

@@ -1,0 +1,95 @@
+"""What a run's processes used: wall time, CPU time and peak memory, reported with endjob.
+
+CPU time comes from the kernel's accounting of the job's leader when the slot reaps it
+(wait4): it includes every descendant the leader waited for, which is how shells and render
+wrappers run their work. Peak memory is the larger of the biggest single process the kernel
+saw (ru_maxrss) and the largest sum of resident memory over the job's live processes at a
+sample (the slot samples while it waits), so a renderer that forks workers is counted whole.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+SAMPLE_EVERY = 2.0  # seconds between memory samples of a running job
+FIRST_SAMPLE = 1.0  # seconds after the start
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One run's figures."""
+
+    wall_s: float
+    cpu_s: float
+    peak_memory_mb: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        """The endjob body's `usage` object."""
+        return {
+            "wall_s": round(self.wall_s, 3),
+            "cpu_s": round(self.cpu_s, 3),
+            "peak_memory_mb": self.peak_memory_mb,
+        }
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and the processes below it that are still its descendants (Linux /proc)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo and len(found) < 10000:
+        current = todo.pop()
+        found.append(current)
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo.extend(int(child) for child in f.read().split())
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def resident_bytes(pids: list[int]) -> int:
+    """The sum of the resident memory of `pids` (those still alive)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+class UsageMeter:
+    """Samples a running job's memory; turns the reaped leader's rusage into a Usage."""
+
+    def __init__(self, pid: int, clock: Callable[[], float]) -> None:
+        self.pid = pid
+        self.clock = clock
+        self.started = clock()
+        self.peak = 0  # bytes, the largest sample
+        # Not at once: until it execs, the new process shares the worker's own memory.
+        self.next_sample = self.started + FIRST_SAMPLE
+
+    def sample(self, now: float) -> None:
+        """Take a memory sample if one is due."""
+        if now >= self.next_sample:
+            self.next_sample = now + SAMPLE_EVERY
+            self.peak = max(self.peak, resident_bytes(descendants(self.pid)))
+
+    def finish(self, rusage: resource.struct_rusage | None) -> Usage:
+        """The run's figures, given the leader's rusage (None if another reaped it)."""
+        cpu = 0.0
+        peak = self.peak
+        if rusage is not None:
+            cpu = rusage.ru_utime + rusage.ru_stime
+            peak = max(peak, rusage.ru_maxrss * 1024)  # Linux counts ru_maxrss in KB
+        return Usage(max(0.0, self.clock() - self.started), cpu, (peak + (1 << 20) - 1) >> 20)

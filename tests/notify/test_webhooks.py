@@ -1,0 +1,161 @@
+"""Webhooks: which changes call for a delivery (pure), and signed deliveries from a real
+server (and a real worker) to a local receiver that checks every signature, retried while
+the receiver fails, given up when it refuses for good."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from coalition.hierarchy import Transition
+from coalition.webhooks import events_for, sign
+from tests.support import wait_for
+from tests.worker.helpers import wait_state
+
+SECRET = "hook-secret"
+
+
+def _row(**kw: Any) -> dict[str, Any]:
+    row = {"id": 7, "parent": 0, "title": "shot", "user": "artist1", "state": "FINISHED", "children": 0}
+    row.update(total=0, total_finished=0, total_errors=0, run_done=1, fail_count=0)
+    row.update(kw)
+    return row
+
+
+def test_which_changes_call_for_a_webhook() -> None:
+    def names(t: Transition, row: dict[str, Any]) -> list[str]:
+        return [event for event, _ in events_for(t, row)]
+
+    assert names(Transition(7, 0, "WORKING", "FINISHED"), _row()) == ["job.finished"]
+    assert names(Transition(7, 0, "WORKING", "ERROR"), _row(state="ERROR")) == ["job.failed"]
+    group = _row(children=4, total=4, total_finished=4)
+    assert names(Transition(7, 0, "WORKING", "FINISHED"), group) == ["job.finished", "group.finished"]
+    assert names(Transition(8, 3, "WORKING", "FINISHED"), _row(id=8, parent=3, children=2)) == [
+        "group.finished"
+    ]
+    assert names(Transition(9, 3, "WORKING", "FINISHED"), _row(id=9, parent=3)) == []  # a frame: none
+    assert names(Transition(7, 0, "WAITING", "WORKING"), _row()) == []
+    assert names(Transition(7, 0, "FINISHED", "FINISHED"), _row()) == []
+
+
+def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
+    body = b'{"event":"job.finished"}'
+    expected = hmac.new(b"k", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert sign("k", 1700000000, body) == f"sha256={expected}"
+
+
+class Receiver:
+    """A local webhook receiver: checks each signature; answers from `script` (then 200)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.bad: list[str] = []
+        self.script: list[int] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                stamp = self.headers["X-Coalition-Timestamp"]
+                mac = hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+                with outer.lock:
+                    status = outer.script.pop(0) if outer.script else 200
+                    if not hmac.compare_digest(self.headers["X-Coalition-Signature"], f"sha256={mac}"):
+                        outer.bad.append(self.headers["X-Coalition-Signature"])
+                        status = 401
+                    elif abs(time.time() - int(stamp)) > 300:
+                        outer.bad.append(f"stale timestamp {stamp}")
+                        status = 401
+                    elif status == 200:
+                        event = json.loads(body)
+                        assert event["event"] == self.headers["X-Coalition-Event"]
+                        outer.received.append(event)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/coalition"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [e for e in self.received if e["event"] == name]
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_signed_deliveries_from_a_real_farm(make_server: Any, make_worker: Any) -> None:
+    receiver = Receiver()
+    refusing = Receiver()  # a URL that answers 410 Gone: given up at once
+    refusing.script = [410] * 100
+    try:
+        server = make_server(
+            webhooks=f"{receiver.url} {refusing.url}", webhooksecret=SECRET, notifyinterval=0.1, timeout=3
+        )
+        receiver.script = [503]  # the first delivery fails: it must come again
+        worker = make_worker(server.url, name="hookw")
+        ok = server.submit(title="ok", command="true", user="artist1")
+        bad = server.submit(title="bad", command="exit 2", retry=0)
+        group = server.submit(title="shot 10", command="", paused=True)
+        for frame in range(3):
+            server.submit(title=f"f{frame}", command="true", parent=group)
+        server.api("POST", "/api/startjobs", [group])
+        wait_state(server, group, "FINISHED")
+        wait_for(lambda: receiver.events("group.finished"), what="group.finished")
+        [done] = wait_for(lambda: [e for e in receiver.events("job.finished") if e["job"]["id"] == ok])
+        assert done["job"]["user"] == "artist1" and done["job"]["state"] == "FINISHED"
+        [failed] = wait_for(lambda: receiver.events("job.failed"), what="job.failed")
+        assert failed["job"]["id"] == bad and failed["job"]["fail_count"] == 1
+        [finished_group] = receiver.events("group.finished")
+        assert finished_group["job"]["total_finished"] == 3
+        # One delivery per change, none per frame.
+        assert sorted(e["job"]["id"] for e in receiver.events("job.finished")) == [ok, group]
+        # A worker killed with -9 falls silent: worker.lost.
+        worker.proc.send_signal(signal.SIGKILL)
+        [lost] = wait_for(lambda: receiver.events("worker.lost"), timeout=30, what="worker.lost")
+        assert lost["worker"]["name"] == "hookw"
+        assert receiver.bad == [] and refusing.bad == []
+        # The delivery status is visible: sent after a retry here, given up there.
+        deliveries = server.api("GET", "/api/webhooks")
+        mine = [d for d in deliveries if d["url"] == receiver.url]
+        assert mine and all(d["status"] == "sent" for d in mine)
+        assert max(d["attempts"] for d in mine) == 2  # the one that met the 503 went twice
+        gone = [d for d in deliveries if d["url"] == refusing.url]
+        assert gone and all(d["status"] == "failed" and "410" in d["last_error"] for d in gone)
+        assert all(d["attempts"] == 1 for d in gone)
+    finally:
+        receiver.stop()
+        refusing.stop()
+
+
+def test_webhooks_need_a_secret(tmp_path: Any) -> None:
+    from coalition.config import ConfigError, load_server_settings
+
+    ini = tmp_path / "c.ini"
+    ini.write_text("[server]\nwebhooks = http://127.0.0.1:9/h\n")
+    try:
+        load_server_settings(str(ini))
+    except ConfigError as exc:
+        assert "webhooksecret" in str(exc)
+    else:
+        raise AssertionError("webhooks without a secret were accepted")
+    ini.write_text("[server]\nwebhooks = ftp://x\nwebhooksecret = s\n")
+    try:
+        load_server_settings(str(ini))
+    except ConfigError as exc:
+        assert "[server] webhooks" in str(exc) and "http://" in str(exc)
+    else:
+        raise AssertionError("a non-HTTP webhook URL was accepted")
