@@ -91,6 +91,12 @@ JOBS: tuple[Column, ...] = (
     Column("children", INT, 0),
     Column("created_at", REAL, 0.0),
     Column("updated_at", REAL, 0.0),
+    # Failure handling (docs/failures.md): 0 takes the farm's [server] value, -1 turns it off.
+    Column("stalltimeout", INT, 0, settable=True, edit="plain", pick=True),
+    Column("minruntime", INT, 0, settable=True, edit="plain"),
+    Column("hostfails", INT, 0, settable=True, edit="plain"),
+    Column("logrules", TEXT, "", settable=True, edit="plain"),
+    Column("reason", NAME, ""),  # why the last run ended (the run's event says it too)
     # Internal: dispatch and tree upkeep.
     Column("child_fail_count", INT, 0, api=False),
     Column("pending", SMALL, 0, api=False),
@@ -102,6 +108,7 @@ JOBS: tuple[Column, ...] = (
     Column("run_event", BIG, 0, api=False),
     Column("has_dependents", SMALL, 0, api=False),
     Column("log_offset", BIG, 0, api=False),
+    Column("rule_hit", NAME, "", api=False),  # the log rule that decided the current run
 )
 
 WORKERS: tuple[Column, ...] = (
@@ -120,7 +127,9 @@ WORKERS: tuple[Column, ...] = (
     Column("total_memory", BIG, 0),
     Column("active", SMALL, 1),
     Column("start_time", REAL, 0.0),
+    Column("reason", NAME, ""),  # why the worker is SICK
     Column("affinity_set", SMALL, 0, api=False),
+    Column("blocked_until", REAL, 0.0, api=False),  # the end of its last job block (pick skips)
 )
 
 JOB_COLUMNS = tuple(c.name for c in JOBS)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import columns
 from .base import SchemaError
-from .schema import SCHEMA_VERSION, TABLES, ddl
+from .schema import MYSQL_TYPES, SCHEMA_VERSION, SQLITE_TYPES, TABLES, ddl
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import _SqlStore
@@ -434,9 +434,50 @@ def _run_usage(store: _SqlStore) -> None:
     store.write(step)
 
 
+# Version 6's new columns: (table, column definition with dialect placeholders).
+_FAILURE_COLUMNS: list[tuple[str, columns.Column]] = [
+    *(
+        ("jobs", c)
+        for c in columns.JOBS
+        if c.name in ("stalltimeout", "minruntime", "hostfails", "logrules", "reason", "rule_hit")
+    ),
+    *(("workers", c) for c in columns.WORKERS if c.name in ("reason", "blocked_until")),
+    ("events", columns.Column("reason", "VARCHAR(255) NOT NULL DEFAULT {default}", "")),
+]
+
+
+def _add_failure_handling(store: _SqlStore) -> None:
+    """Version 6: failure handling (docs/failures.md): the jobs' stall, minimum run time,
+    host-failure and log-rule settings, run reasons, and the host_failures table.
+
+    Additive and idempotent (what exists is left alone), so that it does not depend on the
+    steps numbered before it and can be renumbered when branches merge."""
+    types = SQLITE_TYPES if store.dialect == "sqlite" else MYSQL_TYPES
+    tables = store.table_names()
+
+    def step(tx: SqlTx) -> None:
+        tables_ = ("jobs", "workers", "events")
+        have = {t: _column_names(tx, store.dialect, store.real_name(t)) for t in tables_}
+        for table, column in _FAILURE_COLUMNS:
+            if column.name not in have[table]:
+                definition = column.ddl().format(**types)
+                if store.dialect == "sqlite" and column.sql == columns.TEXT:
+                    # MySQL gives a new NOT NULL text column '' in existing rows; SQLite needs it said.
+                    definition += " DEFAULT ''"
+                tx.execute(f"ALTER TABLE {store.real_name(table)} ADD COLUMN {definition}")
+        if "host_failures" not in tables:
+            for stmt in ddl(store.dialect):
+                if _table_of(stmt) == "host_failures":
+                    tx.execute(stmt)
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (6,))
+
+    store.write(step)
+
+
 STEPS: list[tuple[int, str, Callable[[Any], None]]] = [
     (2, "Coalition 4 to Coalition 5 (tags, hierarchical keys, retries, run events)", _coalition4_to_2),
     (3, "idempotency keys of submissions", _add_submissions),
     (4, "shared state of several servers: unique affinity names, job logs, login failures", _shared_state),
     (5, "CPU time and peak memory of each run; webhook deliveries; output thumbnails", _run_usage),
+    (6, "failure handling: stall and log-rule settings, run reasons, host blocklists", _add_failure_handling),
 ]
