@@ -23,9 +23,9 @@ from coalition.config import _SERVER_TYPES  # noqa: E402
 from coalition.worker.settings import KEYS as WORKER_KEYS  # noqa: E402
 
 # Secrets: never shown by Ansible (no_log).
-SECRET = re.compile(r"password|passwd|token$")
+SECRET = re.compile(r"password|passwd|token$|secret$")
 # Values the templates accept as a string or a list of lines.
-LINES = ("_commandwhitelist",)
+LINES = ("_commandwhitelist", "_logrules")
 
 
 class Indented(yaml.SafeDumper):

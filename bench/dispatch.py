@@ -7,7 +7,12 @@ Baseline, in the same run and with the same client: the server's trivial route
 (`GET /api/ping`). Also measured: pick latency with 1,000 vs 100,000 jobs queued.
 
     python bench/dispatch.py [--jobs 100000] [--workers 8] [--seconds 10] [--mysql]
-                             [--mysql-driver pymysql|mysqlclient] [--skip-sqlite] [--studio]
+                             [--mysql-driver pymysql|mysqlclient] [--skip-sqlite] [--blocked N]
+                             [--studio]
+
+With `--blocked N` each simulated worker first fails N frames (hostfails = 1, blockscope =
+group), so it is blocked from the N groups first in dispatch order and every later pick
+skips them (docs/failures.md): the cost of a blocklist on the pick.
 
 With --studio the queue also has studio scheduling (docs/scheduling.md): the frames of every
 4th group need `nuke:1` of a limit of 4 (so the limit is full most of the time and the pick
@@ -227,8 +232,34 @@ def dispatch(server: Server, workers: int, seconds: float, max_jobs: int | None 
     }
 
 
+def block(server: Server, workers: int, groups: int) -> None:
+    """Each simulated worker fails `groups` frames, one per group (hostfails = 1)."""
+
+    def loop(i: int) -> None:
+        conn = server.conn()
+        name = f"bench-{i}"
+        for _ in range(groups):
+            status, out = call(
+                conn, "POST", "/workers/pickjob", {"name": name, "affinity": RULES[i % len(RULES)]}
+            )
+            job = out["job"]
+            if job is None:
+                return
+            body = {"name": name, "job_id": job["id"], "event": job["event"], "exit_code": 1}
+            status, out = call(conn, "POST", "/workers/endjob", body)
+            assert status == 200, out
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def run(label: str, keys: dict[str, Any], args: argparse.Namespace) -> None:
     rng = random.Random(7)
+    if args.blocked:
+        keys = {**keys, "hostfails": 1, "blockscope": "group", "sickjobs": 0}
     extra = STUDIO_INI if args.studio else ""
     keys = {**keys, **(STUDIO_KEYS if args.studio else {})}
     small = Server(keys, extra)
@@ -253,6 +284,8 @@ def run(label: str, keys: dict[str, Any], args: argparse.Namespace) -> None:
             ),
             flush=True,
         )
+        if args.blocked:
+            block(big, args.workers, args.blocked)
         cpu0 = big.cpu()
         baseline = trivial_rate(big, args.workers, 3.0)
         cpu1 = big.cpu()
@@ -275,6 +308,7 @@ def run(label: str, keys: dict[str, Any], args: argparse.Namespace) -> None:
                 "studio": args.studio,
                 "workers": args.workers,
                 "queued": args.jobs,
+                "blocked_groups_per_worker": args.blocked,
                 "completed_jobs_per_s": steady["jobs_per_s"],
                 "pick_p50_ms": steady["pick_p50_ms"],
                 "pick_p99_ms": steady["pick_p99_ms"],
@@ -307,6 +341,7 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=100000)
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--blocked", type=int, default=0, help="groups each worker is blocked from first")
     p.add_argument("--mysql", action="store_true", help="also run on a private MariaDB (needs mariadbd)")
     p.add_argument(
         "--mysql-driver",

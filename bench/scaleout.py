@@ -19,12 +19,13 @@ Prints JSON lines. Phases:
 Every phase counts double dispatches (a job handed out twice) and lost jobs (not FINISHED
 at the end): both must be 0.
 
-The simulated workers speak today's per-slot protocol (one request per slot). `--protocol`
-is the hook for a per-host protocol (one request per worker process carrying all its
-slots): add its request shape to `REQUESTS` when the server speaks it.
+The simulated heartbeats speak `--protocol per-host` by default: one POST /workers/sync per
+worker process of `--per-host` slots, as the Coalition 5 worker does; `per-slot` is the
+per-slot heartbeat of Coalition 4 workers (and of Coalition 5 before the sync).
 
     python bench/scaleout.py [--jobs 3000] [--workers 16] [--hb-workers 5000] [--hb-seconds 10]
                              [--driver pymysql|mysqlclient] [--skip-heartbeats]
+                             [--protocol per-host|per-slot] [--per-host 4]
 """
 
 from __future__ import annotations
@@ -319,18 +320,26 @@ def heartbeat_phase(db: dict[str, Any], args: argparse.Namespace) -> dict[str, A
             job = out["job"]
             runs.append((job["id"], job["event"]))
         request = REQUESTS[args.protocol]
+        units: list[Any] = list(runs)
+        if args.protocol == "per-host":
+            # Hosts of --per-host slots: one sync per host carries every slot's heartbeat.
+            step = max(1, args.per_host)
+            units = [[(j, *runs[j]) for j in range(h, min(h + step, n))] for h in range(0, n, step)]
+        figures = fixed_cadence(servers, units, request, args)
         return {
             "bench": "scaleout",
             "phase": "heartbeats",
             "servers": 2,
-            **fixed_cadence(servers, runs, request, args),
+            "slots": n,
+            "per_host": args.per_host if args.protocol == "per-host" else 1,
+            **figures,
         }
     finally:
         for s in servers:
             s.stop()
 
 
-def per_slot_heartbeat(i: int, k: int, run: tuple[int, int], offset: int) -> tuple[str, dict[str, Any], int]:
+def per_slot_heartbeat(i: int, k: int, run: Any, offset: Any) -> tuple[str, dict[str, Any], Any]:
     """Today's protocol: one heartbeat per slot, with its job, a log chunk and metrics."""
     chunk = f"frame {k} tile {i}\nPROGRESS:{k % 100}\n".encode()
     body = {
@@ -343,18 +352,34 @@ def per_slot_heartbeat(i: int, k: int, run: tuple[int, int], offset: int) -> tup
         "free_memory": 8000,
         "total_memory": 16000,
     }
-    return "/workers/heartbeat", body, len(chunk)
+    return "/workers/heartbeat", body, offset + len(chunk)
 
 
-# The hook for a per-host protocol: a function (worker index, round, run, log offset) ->
-# (route, body, bytes of log sent).
-REQUESTS: dict[str, Callable[[int, int, tuple[int, int], int], tuple[str, dict[str, Any], int]]] = {
+def per_host_sync(i: int, k: int, host: Any, offset: Any) -> tuple[str, dict[str, Any], Any]:
+    """The Coalition 5 worker's protocol: one POST /workers/sync per worker process, carrying
+    every slot's heartbeat (`host` is its slots' (index, job, event); `offset` their log
+    offsets, kept in a dict by slot index)."""
+    offsets = offset if isinstance(offset, dict) else {}
+    slots = []
+    for j, job_id, event in host:
+        chunk = f"frame {k} tile {j}\nPROGRESS:{k % 100}\n".encode()
+        slots.append({"name": f"hb{j:05d}", "job_id": job_id, "event": event,
+                      "log_offset": offsets.get(j, 0), "log": base64.b64encode(chunk).decode()})  # fmt: skip
+        offsets[j] = offsets.get(j, 0) + len(chunk)
+    body = {"slots": slots, "interval": 2.0, "cpu": [12.5] * 8, "free_memory": 8000, "total_memory": 16000}
+    return "/workers/sync", body, offsets
+
+
+# A function (unit index, round, unit, log offset state) -> (route, body, new offset state):
+# a unit is one slot (per-slot) or one worker process's slots (per-host).
+REQUESTS: dict[str, Callable[[int, int, Any, Any], tuple[str, dict[str, Any], Any]]] = {
     "per-slot": per_slot_heartbeat,
+    "per-host": per_host_sync,
 }
 
 
 def fixed_cadence(
-    servers: list[Server], runs: list[tuple[int, int]], request: Any, args: argparse.Namespace
+    servers: list[Server], runs: list[Any], request: Any, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Each worker heartbeats every `interval` s on its server (half on each), evenly spread."""
     import queue
@@ -366,15 +391,14 @@ def fixed_cadence(
     lateness: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
-    offsets = [0] * n
+    offsets: list[Any] = [0] * n
     start = time.perf_counter() + 0.5
 
     def sender() -> None:
         conns = [s.conn() for s in servers]
         while (item := due.get()) is not None:
             at, i, k = item
-            route, body, sent = request(i, k, runs[i], offsets[i])
-            offsets[i] += sent
+            route, body, offsets[i] = request(i, k, runs[i], offsets[i])
             t0 = time.perf_counter()
             try:
                 status, _ = call(conns[i % 2], "POST", route, body)
@@ -433,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hb-seconds", type=float, default=10.0)
     p.add_argument("--hb-threads", type=int, default=64)
     p.add_argument("--interval", type=float, default=2.0)
-    p.add_argument("--protocol", choices=sorted(REQUESTS), default="per-slot")
+    p.add_argument("--protocol", choices=sorted(REQUESTS), default="per-host")
+    p.add_argument("--per-host", type=int, default=4, help="slots per worker process (per-host)")
     p.add_argument("--skip-heartbeats", action="store_true")
     args = p.parse_args(argv)
     with private_mariadb("512M") as server:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from coalition import __version__
+from coalition import __version__, cli_failures
 from coalition.client import CoalitionError, Connection, NotFound, owner
 from coalition.frames import UsageError, chunk_frames, fill_frames, parse_frames
 from coalition.progress import PRESETS
@@ -139,6 +139,7 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paused", action="store_true", help="create the job paused")
     p.add_argument("--frames", help="frame ranges, e.g. 1-1000: one child job per chunk")
     p.add_argument("--chunk", type=int, default=1, help="frames per child with --frames (default: 1)")
+    cli_failures.add_options(p)
     p.add_argument("--limits", default="", help='farm-wide limits each run needs, e.g. "nuke:1,arnold:2"')
     p.add_argument(
         "--frame-deps",
@@ -194,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_state, action=name)
 
     p = sub.add_parser("workers", parents=[common], help="list workers, or stop/start/delete/terminate some")
-    p.add_argument("action", nargs="?", choices=("stop", "start", "delete", "terminate"))
+    p.add_argument("action", nargs="?", choices=("stop", "start", "delete", "terminate", "clearsick"))
     p.add_argument("names", nargs="*", metavar="NAME")
     p.set_defaults(func=cmd_workers)
 
@@ -203,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker")
     p.add_argument("--howlong", type=float, help="only the last N seconds")
     p.set_defaults(func=cmd_events)
+
+    cli_failures.register(sub, common)
 
     p = sub.add_parser("wait", parents=[common], help="wait for a job or group to end, with a progress bar")
     p.add_argument("id", type=int)
@@ -340,6 +343,7 @@ def _job_body(
         body["progress_pattern"] = f"@{args.progress}" + (f"[{frames[0]}-{frames[1]}]" if frames else "")
     if args.localprogress:
         body["local_progress_pattern"] = args.localprogress
+    body.update(cli_failures.job_fields(args))
     if getattr(args, "limits", ""):
         body["limits"] = args.limits
     if frames:
@@ -557,10 +561,12 @@ def cmd_events(args: argparse.Namespace) -> int:
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["start"])),
             f"{e['duration']:.1f}s",
             e.get("job_title", ""),
+            e.get("reason", ""),
         ]
         for e in events
     ]
-    emit(args, events, lambda: table(rows, ["EVENT", "JOB", "WORKER", "STATE", "START", "DURATION", "TITLE"]))
+    header = ["EVENT", "JOB", "WORKER", "STATE", "START", "DURATION", "TITLE", "REASON"]
+    emit(args, events, lambda: table(rows, header))
     return 0
 
 

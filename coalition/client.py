@@ -318,10 +318,12 @@ class Connection:
         return self.request("GET", f"/api/workers/{quote(name, safe='')}")
 
     def workers_action(self, action: str, names: Iterable[str]) -> Any:
-        """`stop`, `start`, `terminate` or `delete` workers by name."""
+        """`stop`, `start`, `terminate`, `delete` or `clearsick` workers by name."""
         names = [str(n) for n in names]
         if action == "delete":
             return self.request("DELETE", "/api/workers", names)
+        if action == "clearsick":
+            return self.request("POST", "/api/clearsickworkers", names)
         if action not in ("stop", "start", "terminate"):
             raise ValueError(f"unknown worker action: {action}")
         return self.request("POST", f"/api/{action}workers", names)

@@ -91,6 +91,12 @@ JOBS: tuple[Column, ...] = (
     Column("children", INT, 0),
     Column("created_at", REAL, 0.0),
     Column("updated_at", REAL, 0.0),
+    # Failure handling (docs/failures.md): 0 takes the farm's [server] value, -1 turns it off.
+    Column("stalltimeout", INT, 0, settable=True, edit="plain", pick=True),
+    Column("minruntime", INT, 0, settable=True, edit="plain"),
+    Column("hostfails", INT, 0, settable=True, edit="plain"),
+    Column("logrules", TEXT, "", settable=True, edit="plain"),
+    Column("reason", NAME, ""),  # why the last run ended (the run's event says it too)
     # Studio scheduling (docs/scheduling.md): farm-wide limits the job holds while it runs
     # ("arnold:2,nuke:1"), the frames it covers (last < first: none known), and the job it
     # waits for frame by frame (its units wait for the overlapping units of that job).
@@ -109,6 +115,7 @@ JOBS: tuple[Column, ...] = (
     Column("run_event", BIG, 0, api=False),
     Column("has_dependents", SMALL, 0, api=False),
     Column("log_offset", BIG, 0, api=False),
+    Column("rule_hit", NAME, "", api=False),  # the log rule that decided the current run
     # What the running job holds of the farm's limits (released when it stops running, so an
     # edit of `limits` during a run cannot unbalance the counters).
     Column("limits_held", TEXT, "", api=False),
@@ -130,7 +137,9 @@ WORKERS: tuple[Column, ...] = (
     Column("total_memory", BIG, 0),
     Column("active", SMALL, 1),
     Column("start_time", REAL, 0.0),
+    Column("reason", NAME, ""),  # why the worker is SICK
     Column("affinity_set", SMALL, 0, api=False),
+    Column("blocked_until", REAL, 0.0, api=False),  # the end of its last job block (pick skips)
 )
 
 JOB_COLUMNS = tuple(c.name for c in JOBS)

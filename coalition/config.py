@@ -182,6 +182,16 @@ class ServerSettings:
     # servers may share it), files with SQLite (one server).
     logstore: str = "auto"
     requeuelimit: int = 3  # silent-worker requeues before a job turns ERROR
+    # Failure handling (docs/failures.md).
+    hostfails: int = 3  # failed runs of a job on one worker before it is blocked for the job (0: never)
+    blockscope: str = "job"  # "group": a block covers every job of the failing job's group
+    forgive: float = 3600.0  # seconds after its last failure a block lifts by itself
+    sickjobs: int = 3  # different jobs failing on one worker within sickwindow: SICK (0: never)
+    sickwindow: float = 900.0
+    sickmail: str = ""  # who is told when a worker turns SICK (comma-separated addresses)
+    stalltimeout: int = 0  # seconds without output before a run is killed (0: no stall detection)
+    minruntime: int = 0  # a run exiting 0 faster than this is a failure (0: off)
+    logrules: str = ""  # farm-wide log rules, one a line, after each job's own
     eventretention: float = 90.0  # days of run events kept (0: forever)
     maxbodysize: int = 64  # MB per request body
     threads: int = 32  # HTTP worker threads
@@ -262,6 +272,15 @@ _SERVER_TYPES: dict[str, Callable[[str], Any]] = {
     "maxlogsize": _int(1, 1024 * 1024),
     "logstore": _choice("auto", "files", "database"),
     "requeuelimit": _int(0, 1000),
+    "hostfails": _int(0, 10**6),
+    "blockscope": _choice("job", "group"),
+    "forgive": _float(0),
+    "sickjobs": _int(0, 10**6),
+    "sickwindow": _float(1),
+    "sickmail": _text,
+    "stalltimeout": _int(0, 2**31 - 1),
+    "minruntime": _int(0, 2**31 - 1),
+    "logrules": _raw,
     "eventretention": _float(0),
     "maxbodysize": _int(1, 4096),
     "threads": _int(2, 1000),
@@ -390,6 +409,12 @@ def _check_security(s: ServerSettings, where: str) -> None:
                 f"{where}: [server] ldaphost is set but workertoken is empty: the worker routes "
                 "would be open to anyone. Set workertoken (and the same [worker] token on workers)"
             )
+    from .failures import RuleError, parse_rules
+
+    try:
+        parse_rules(s.logrules)
+    except RuleError as exc:
+        raise ConfigError(f"{where}: [server] logrules: {exc}") from None
     try:
         parse_whitelist(s.commandwhitelist)
     except WhitelistError as exc:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import columns, progress
+from . import columns, failures, progress
 
 # Job states (stored). PAUSED is only *reported*: a paused job keeps its stored state.
 WAITING, PENDING, WORKING, FINISHED, ERROR, PAUSED = (
@@ -27,14 +27,15 @@ WAITING, PENDING, WORKING, FINISHED, ERROR, PAUSED = (
 JOB_STATES = (WAITING, PENDING, WORKING, FINISHED, ERROR, PAUSED)
 
 # Worker states.
-W_WAITING, W_WORKING, W_TIMEOUT, W_STARTING, W_TERMINATED = (
+W_WAITING, W_WORKING, W_TIMEOUT, W_STARTING, W_TERMINATED, W_SICK = (
     "WAITING",
     "WORKING",
     "TIMEOUT",
     "STARTING",
     "TERMINATED",
+    "SICK",  # failed runs of several jobs: takes none until checked or cleared (docs/failures.md)
 )
-WORKER_STATES = (W_WAITING, W_WORKING, W_TIMEOUT, W_STARTING, W_TERMINATED)
+WORKER_STATES = (W_WAITING, W_WORKING, W_TIMEOUT, W_STARTING, W_TERMINATED, W_SICK)
 
 DEFAULT_PRIORITY = 1000
 MAX_PRIORITY = 2**31 - 1
@@ -90,6 +91,10 @@ class JobSpec:
     output: str = ""  # the job's output files (`f_####.png`): thumbnails of the newest
     progress_pattern: str = DEFAULT_PROGRESS_PATTERN
     local_progress_pattern: str = ""
+    stalltimeout: int = 0
+    minruntime: int = 0
+    hostfails: int = 0
+    logrules: str = ""
     limits: str = ""  # farm-wide limits it needs while running: "arnold:2,nuke:1"
     first_frame: int = 0  # the frames it covers (last < first: none known)
     last_frame: int = -1
@@ -292,6 +297,15 @@ def _field(key: str, value: Any, *, lenient: bool) -> Any:
         return _int(key, value, lo=0, hi=2**31 - 1, lenient=lenient)
     if key == "priority":
         return _int(key, value, lo=0, hi=MAX_PRIORITY, lenient=lenient)
+    if key in ("stalltimeout", "minruntime", "hostfails"):  # -1: off for this job
+        return _int(key, value, lo=-1, hi=2**31 - 1, lenient=lenient)
+    if key == "logrules":
+        text = "\n".join(_text(key, v) for v in value) if isinstance(value, list) else _text(key, value)
+        try:
+            failures.parse_rules(text)
+        except failures.RuleError as exc:
+            raise ValidationError(f"logrules: {exc}") from None
+        return text
     if key == "paused":
         return _bool(key, value, lenient=lenient)
     if key == "state":

@@ -66,6 +66,7 @@ def event_view(row: Row, now: float) -> dict[str, Any]:
         # New in Coalition 5: what the run used, as its worker measured it (0: not known).
         "cpu_time": round(float(row.get("cpu_time") or 0.0), 3),
         "peak_memory": int(row.get("peak_memory") or 0),
+        "reason": row.get("reason") or "",
     }
 
 

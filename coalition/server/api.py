@@ -26,6 +26,7 @@ from ..model import (
 from ..store.base import Row
 from ..usecases import UseCases
 from .auth import CREATE, DELETE, EDIT, OWNER, VIEW, WEB, WORKERS, Auth, Identity
+from .blocks import BlocksApi
 from .http import ApiError, json_body
 from .router import Raw, Router
 
@@ -101,7 +102,7 @@ def _job_id(text: str) -> int:
     return int(text)
 
 
-class Api:
+class Api(BlocksApi):
     """Handlers of the user API."""
 
     def __init__(
@@ -173,6 +174,7 @@ class Api:
         router.add("GET", f"{p}/webhooks", self.webhook_deliveries)
         router.add("GET", f"{p}/audit", self.audit)
         router.add("GET", f"{p}/stats", self.stats)
+        self.block_routes(router, p)
 
     def webhook_deliveries(self, params: dict[str, Any]) -> Any:
         """GET /api/webhooks: the newest deliveries and their status (for operators: the URLs

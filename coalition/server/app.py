@@ -15,6 +15,7 @@ import cherrypy
 from cherrypy.process.plugins import Monitor
 
 from ..config import ServerSettings
+from ..failures import FailurePolicy, parse_rules
 from ..joblogs import DbLogs, JobLogs, LogStore
 from ..notify import MailSettings, Notifier
 from ..store.base import Store, StoreError
@@ -46,6 +47,20 @@ def find_web_dir(configured: str) -> str | None:
     return None
 
 
+def failure_policy(s: ServerSettings) -> FailurePolicy:
+    """The farm's failure settings, from `[server]` (validated by config.py)."""
+    return FailurePolicy(
+        hostfails=s.hostfails,
+        blockscope=s.blockscope,
+        forgive=s.forgive,
+        sickjobs=s.sickjobs,
+        sickwindow=s.sickwindow,
+        stalltimeout=s.stalltimeout,
+        minruntime=s.minruntime,
+        rules=parse_rules(s.logrules, where="[server] logrules"),
+    )
+
+
 class ServerApp:
     """One Coalition server process."""
 
@@ -71,6 +86,8 @@ class ServerApp:
                 requeue_limit=settings.requeuelimit,
                 decrease_priority_after=settings.decreasepriorityafter,
                 event_retention_days=settings.eventretention,
+                failures=failure_policy(settings),
+                sick_mail=tuple(a.strip() for a in settings.sickmail.split(",") if a.strip()),
                 fair_share=settings.fairshare_weights if settings.fairshare == "user" else None,
             ),
             clock,

@@ -121,6 +121,11 @@ SCHEMAS: dict[str, Any] = {
         },
         "required": ["name"],
     },
+    "WorkerCheck": {
+        "type": "object",
+        "properties": {"name": _NAME, "passed": {"type": "boolean"}, "detail": {"type": "string"}},
+        "required": ["name", "passed"],
+    },
     "WorkerSync": {
         "type": "object",
         "description": "Every slot of one worker process: heartbeats and picks (docs/protocol.md)",
@@ -301,6 +306,10 @@ API: list[Op] = [
         _query("limit", ints=("limit",)),
         None,
     ),
+    ("GET", "/blocks", "The host blocks in force (docs/failures.md)", _query("job", "worker"), None),
+    ("GET", "/jobs/{id}/blocks", "The hosts blocked from a job", _query("worker"), None),
+    ("DELETE", "/jobs/{id}/blocks", "Lift a job's host blocks (all, or the names sent)", [], "Names"),
+    ("POST", "/clearsickworkers", "Clear SICK workers", [], "Names"),
     ("POST", "/login", "Open a web session (JSON or form)", [], "Login"),
     ("GET POST", "/logout", "End the web session", [], None),
     ("GET", "/whoami", "The current user and what they may do", [], None),
@@ -336,6 +345,7 @@ WORKERS: list[Op] = [
     ("GET POST", "/heartbeat", "A worker reports liveness, output and progress", [], "WorkerPing"),
     ("GET POST", "/endjob", "A worker reports the end of a run", [], "WorkerPing"),
     ("GET POST", "/sync", "A worker process syncs all its slots (heartbeats, picks)", [], "WorkerSync"),
+    ("GET POST", "/checked", "A SICK worker's check command ran", [], "WorkerCheck"),
 ]
 METRICS: list[Op] = [("GET", "/metrics", "Prometheus metrics (text format 0.0.4)", [], None)]
 

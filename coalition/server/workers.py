@@ -100,6 +100,22 @@ def _usage(value: Any) -> RunUsage | None:
     return RunUsage(float(cpu), memory, float(wall))
 
 
+def _reason(body: dict[str, Any]) -> str:
+    value = body.get("reason", "")
+    if not isinstance(value, str):
+        raise ApiError(400, "reason must be a string")
+    return value[:255]
+
+
+def _elapsed(body: dict[str, Any]) -> float | None:
+    value = body.get("elapsed")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e9:
+        raise ApiError(400, "elapsed must be a number of seconds >= 0")
+    return float(value)
+
+
 def _flag(body: dict[str, Any], key: str) -> bool:
     value = body.get(key, False)
     if not isinstance(value, (bool, int)):
@@ -123,6 +139,7 @@ class WorkerApi:
             "heartbeat": self.heartbeat,
             "endjob": self.endjob,
             "sync": self.sync,
+            "checked": self.checked,
         }
         return WsgiApp({f"/workers/{name}": self._timed(name, fn) for name, fn in routes.items()}, max_body)
 
@@ -274,6 +291,8 @@ class WorkerApi:
             pick=_flag(body, "pick"),
             usage=usage,
             thumbnail=_thumbnail(body.get("thumbnail")),
+            reason=_reason(body),
+            elapsed=_elapsed(body),
         )
         self._handed(end.next_job is not None)
         if self.metrics is not None and usage is not None and not end.ignored:
@@ -282,7 +301,23 @@ class WorkerApi:
         out: dict[str, Any] = {"ok": True, "job": end.next_job}
         if end.ignored:
             out["ignored"] = end.ignored
+        if end.sick:
+            out["sick"] = True
         return out
+
+    def checked(self, req: Request) -> Any:
+        """A SICK worker's check command ran: `passed` clears it (docs/failures.md)."""
+        body, legacy = self._body(req)
+        if legacy:
+            raise ApiError(400, "checked speaks JSON only")
+        passed = body.get("passed")
+        if not isinstance(passed, bool):
+            raise ApiError(400, "passed must be true or false")
+        detail = body.get("detail", "")
+        if not isinstance(detail, str):
+            raise ApiError(400, "detail must be a string")
+        sick = self.dispatch.checked(self._ping(req, body, False), passed, detail[:200])
+        return {"ok": True, "sick": sick}
 
     def sync(self, req: Request) -> Any:
         """Every slot of one worker process in one request: heartbeats of the running slots,
@@ -325,5 +360,7 @@ class WorkerApi:
                 out["job_id"] = answer.job_id
             if answer.job is not None:
                 out["job"] = answer.job
+            if answer.sick:
+                out["sick"] = True
             answers.append(out)
         return {"ok": True, "slots": answers, "next": result.next}

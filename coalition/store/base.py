@@ -19,7 +19,8 @@ Row = dict[str, Any]
 # Columns a job list may be sorted by (h_key is the dispatch order).
 SORTABLE = frozenset(
     "id title user state priority affinity worker start_time duration run_done timeout command dir "
-    "progress total total_finished total_errors total_working url retry updated_at created_at h_key".split()
+    "progress total total_finished total_errors total_working url retry updated_at created_at h_key "
+    "reason".split()
 )
 
 
@@ -88,11 +89,15 @@ class Tx(Protocol):
         """Leaves in WORKING state: id, worker, start_time, timeout, run_event."""
 
     def first_ready(
-        self, tagsets: Sequence[int], skip_limits: Sequence[str] = ()
+        self,
+        tagsets: Sequence[int],
+        skip: Sequence[tuple[str, str]] = (),
+        skip_limits: Sequence[str] = (),
     ) -> tuple[int, str, str, str] | None:
         """(id, h_key, title, limits) of the first dispatchable leaf among these tag sets, in
         dispatch order, locked for us where the dialect can (MySQL: FOR UPDATE SKIP LOCKED);
-        leaves whose `limits` text is in `skip_limits` (full) are passed over."""
+        leaves whose h_key falls in a `skip` range [lo, hi) are passed over, and so are
+        leaves whose `limits` text is in `skip_limits` (limits without room)."""
 
     def claim(self, job_id: int, worker: str, event: int, now: float) -> Row | None:
         """Compare-and-set a ready leaf to WORKING for `worker`: the row as claimed (at least
@@ -176,6 +181,30 @@ class Tx(Protocol):
     def finished_runs(self, parent: int) -> list[Row]:
         """The FINISHED runs of a job's direct children, oldest first: job_id, duration,
         cpu_time, peak_memory."""
+
+    # -- host failures and blocks (store/blocks.py) ------------------------------------------
+    def count_host_failure(
+        self, job_id: int, worker: str, grp: int, now: float, forgotten: float, reason: str
+    ) -> Row:
+        """Count a failed run of a job on a worker; returns the row after the count."""
+
+    def block_host(self, job_id: int, worker: str, until: float) -> None:
+        """Block a worker from a job until `until`."""
+
+    def failed_jobs_on(self, worker: str, since: float) -> int:
+        """How many different jobs failed on a worker since `since` and on no other."""
+
+    def host_blocks(self, now: float, worker: str | None = None, job_id: int | None = None) -> list[Row]:
+        """Blocks in force at `now`."""
+
+    def lift_host_blocks(self, job_id: int, worker: str | None = None) -> int:
+        """Forget a job's failures (and blocks) on one worker or all; returns rows removed."""
+
+    def blocked_keys(self, worker: str, now: float) -> list[str]:
+        """The ordering keys of the jobs a worker is blocked from, in key order."""
+
+    def purge_host_failures(self, before: float) -> int:
+        """Forget old counts that block nothing."""
 
     # -- audit, login sessions, mail outbox ----------------------------------------------
     def insert_audit(self, fields: Mapping[str, Any]) -> int:

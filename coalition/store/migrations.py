@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import columns
 from .base import SchemaError
-from .schema import SCHEMA_VERSION, TABLES, ddl
+from .schema import MYSQL_TYPES, SCHEMA_VERSION, SQLITE_TYPES, TABLES, ddl
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import _SqlStore
@@ -434,8 +434,48 @@ def _run_usage(store: _SqlStore) -> None:
     store.write(step)
 
 
+# Version 6's new columns: (table, column definition with dialect placeholders).
+_FAILURE_COLUMNS: list[tuple[str, columns.Column]] = [
+    *(
+        ("jobs", c)
+        for c in columns.JOBS
+        if c.name in ("stalltimeout", "minruntime", "hostfails", "logrules", "reason", "rule_hit")
+    ),
+    *(("workers", c) for c in columns.WORKERS if c.name in ("reason", "blocked_until")),
+    ("events", columns.Column("reason", "VARCHAR(255) NOT NULL DEFAULT {default}", "")),
+]
+
+
+def _add_failure_handling(store: _SqlStore) -> None:
+    """Version 6: failure handling (docs/failures.md): the jobs' stall, minimum run time,
+    host-failure and log-rule settings, run reasons, and the host_failures table.
+
+    Additive and idempotent (what exists is left alone), so that it does not depend on the
+    steps numbered before it and can be renumbered when branches merge."""
+    types = SQLITE_TYPES if store.dialect == "sqlite" else MYSQL_TYPES
+    tables = store.table_names()
+
+    def step(tx: SqlTx) -> None:
+        tables_ = ("jobs", "workers", "events")
+        have = {t: _column_names(tx, store.dialect, store.real_name(t)) for t in tables_}
+        for table, column in _FAILURE_COLUMNS:
+            if column.name not in have[table]:
+                definition = column.ddl().format(**types)
+                if store.dialect == "sqlite" and column.sql == columns.TEXT:
+                    # MySQL gives a new NOT NULL text column '' in existing rows; SQLite needs it said.
+                    definition += " DEFAULT ''"
+                tx.execute(f"ALTER TABLE {store.real_name(table)} ADD COLUMN {definition}")
+        if "host_failures" not in tables:
+            for stmt in ddl(store.dialect):
+                if _table_of(stmt) == "host_failures":
+                    tx.execute(stmt)
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (6,))
+
+    store.write(step)
+
+
 def _studio_scheduling(store: _SqlStore) -> None:
-    """Version 6: farm-wide limits (the farm_limits table, jobs' `limits` and `limits_held`)
+    """Version 7: farm-wide limits (the farm_limits table, jobs' `limits` and `limits_held`)
     and frame-to-frame dependencies (jobs' `first_frame`, `last_frame`, `frame_dep` and
     their index); the fair-share index. Additive and idempotent: only what is missing is created."""
     tables = store.table_names()
@@ -462,7 +502,7 @@ def _studio_scheduling(store: _SqlStore) -> None:
                 tx.execute(stmt)
             elif "c5_jobs_share" in stmt and not _has_index(tx, store.dialect, "c5_jobs_share"):
                 tx.execute(stmt)
-        tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (6,))
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (7,))
 
     store.write(step)
 
@@ -472,5 +512,6 @@ STEPS: list[tuple[int, str, Callable[[Any], None]]] = [
     (3, "idempotency keys of submissions", _add_submissions),
     (4, "shared state of several servers: unique affinity names, job logs, login failures", _shared_state),
     (5, "CPU time and peak memory of each run; webhook deliveries; output thumbnails", _run_usage),
-    (6, "studio scheduling: farm-wide limits, frame-to-frame dependencies", _studio_scheduling),
+    (6, "failure handling: stall and log-rule settings, run reasons, host blocklists", _add_failure_handling),
+    (7, "studio scheduling: farm-wide limits, frame-to-frame dependencies", _studio_scheduling),
 ]

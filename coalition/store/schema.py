@@ -10,7 +10,7 @@ from .. import columns
 
 # Coalition 4 used schema versions 0 and 1 and the `Migrations` table; we keep counting there
 # so that `--migrate` recognises a Coalition 4 database.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 JOB_COLUMNS = columns.JOB_COLUMNS
 WORKER_COLUMNS = columns.WORKER_COLUMNS
@@ -49,10 +49,26 @@ _TABLES = [
     start DOUBLE NOT NULL DEFAULT 0,
     duration DOUBLE NOT NULL DEFAULT 0,
     cpu_time DOUBLE NOT NULL DEFAULT 0,
-    peak_memory {big} NOT NULL DEFAULT 0
+    peak_memory {big} NOT NULL DEFAULT 0,
+    reason VARCHAR(255) NOT NULL DEFAULT ''
 ){table_opts}""",
     "CREATE INDEX c5_events_job ON events (job_id)",
     "CREATE INDEX c5_events_start ON events (start)",
+    # Failed runs of a job (or of its group: [server] blockscope) on one host, and the block
+    # they led to (docs/failures.md). `grp` is the top job the failures belong to, so that
+    # sick-host detection counts different jobs, not frames of one job.
+    """CREATE TABLE host_failures (
+    job_id {big} NOT NULL,
+    worker VARCHAR(255) NOT NULL,
+    grp {big} NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_at DOUBLE NOT NULL DEFAULT 0,
+    blocked_until DOUBLE NOT NULL DEFAULT 0,
+    reason VARCHAR(255) NOT NULL DEFAULT '',
+    PRIMARY KEY (job_id, worker)
+){table_opts}""",
+    "CREATE INDEX c5_host_failures_worker ON host_failures (worker, last_at)",
+    "CREATE INDEX c5_host_failures_grp ON host_failures (grp, last_at)",
     """CREATE TABLE affinities (
     id INTEGER NOT NULL PRIMARY KEY,
     name VARCHAR(255) NOT NULL
@@ -162,6 +178,7 @@ TABLES = (
     "job_deps",
     "workers",
     "events",
+    "host_failures",
     "affinities",
     "tagsets",
     "leases",

@@ -11,13 +11,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .base import SORTABLE, Row, StoreError
+from .blocks import HostFailuresSql
 from .schema import JOB_COLUMNS, JOB_PICK, WORKER_COLUMNS
 from .sqlsched import SchedulingSql
 from .sqlshared import SharedStateSql
 
 _JOB_COLS = frozenset(JOB_COLUMNS)
 _WORKER_COLS = frozenset(WORKER_COLUMNS)
-_EVENT_COLS = frozenset("worker job_id job_title state start duration cpu_time peak_memory".split())
+_EVENT_COLS = frozenset("worker job_id job_title state start duration cpu_time peak_memory reason".split())
 _AUDIT_COLS = frozenset("at actor address action owner target detail".split())
 _OUTBOX_COLS = frozenset(
     "created_at dedupe channel recipient subject body status attempts next_try last_error sent_at".split()
@@ -71,7 +72,7 @@ def _check(cols: Iterable[str], allowed: frozenset[str]) -> None:
             raise ValueError(f"unknown column {col!r}")  # a programming error, never user input
 
 
-class SqlTx(SharedStateSql, SchedulingSql):
+class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql):
     """One transaction over a DB-API cursor."""
 
     def __init__(self, cursor: Any, dialect: str, names: dict[str, tuple[str, ...]] | None = None):
@@ -291,7 +292,10 @@ class SqlTx(SharedStateSql, SchedulingSql):
         )
 
     def first_ready(
-        self, tagsets: Sequence[int], skip_limits: Sequence[str] = ()
+        self,
+        tagsets: Sequence[int],
+        skip: Sequence[tuple[str, str]] = (),
+        skip_limits: Sequence[str] = (),
     ) -> tuple[int, str, str, str] | None:
         one = (
             "SELECT id, h_key, title, limits FROM jobs "
@@ -299,10 +303,10 @@ class SqlTx(SharedStateSql, SchedulingSql):
         )
         if not tagsets:
             return None
-        skip = list(dict.fromkeys(skip_limits))
-        if skip:
+        full = list(dict.fromkeys(skip_limits))
+        if full:
             # Jobs whose limits are full are passed over (scanned in the index, not picked).
-            one += f" AND limits NOT IN ({self._marks(len(skip))})"
+            one += f" AND limits NOT IN ({self._marks(len(full))})"
         one += " ORDER BY h_key LIMIT 1"
         # Each probe is an index seek on (state, h_blocked, leaf, tagset, h_key). (A UNION of
         # the probes is much slower on SQLite: it sorts every matching row.) On MySQL each
@@ -310,10 +314,19 @@ class SqlTx(SharedStateSql, SchedulingSql):
         # servers never wait on, nor take, the same job.
         lock = " FOR UPDATE SKIP LOCKED" if self._mysql else ""
         sql = self._sql(one + lock)
+        after = self._sql(one.replace("tagset = ?", "tagset = ? AND h_key >= ?") + lock)
         best = None
         for tagset in tagsets:
-            self.cur.execute(sql, (tagset, *skip))
+            self.cur.execute(sql, (tagset, *full))
             row = self.cur.fetchone()
+            # A key in a skipped range (a job or group this worker is blocked from): seek past
+            # the range, one probe per blocked job ahead, however many frames it holds.
+            while row is not None and skip:
+                end = next((hi for lo, hi in skip if lo <= row[1] < hi), None)
+                if end is None:
+                    break
+                self.cur.execute(after, (tagset, end, *full))
+                row = self.cur.fetchone()
             if row is not None and (best is None or row[1] < best[1]):
                 best = row
         return (int(best[0]), best[1], best[2], best[3]) if best is not None else None
@@ -321,7 +334,7 @@ class SqlTx(SharedStateSql, SchedulingSql):
     def claim(self, job_id: int, worker: str, event: int, now: float) -> Row | None:
         sql = (
             "UPDATE jobs SET state = 'WORKING', worker = ?, run_event = ?, start_time = ?, "
-            "ping_time = ?, duration = 0, progress = 0, local_progress = 0, log_offset = 0, "
+            "ping_time = ?, duration = 0, progress = 0, local_progress = 0, log_offset = 0, rule_hit = '', "
             "updated_at = ? "
             "WHERE id = ? AND state = 'WAITING' AND h_blocked = 0 AND leaf = 1"
         )

@@ -7,6 +7,8 @@
     reads.py      everything the API and the web page read: jobs, workers, events, audit,
                   logs, statistics
     workers.py    the worker protocol: pickjob, heartbeat, endjob
+    failing.py    failure bookkeeping inside those: log-rule verdicts, host blocks, SICK workers
+    hostblocks.py what operators see and do about them: list and lift blocks, clear SICK
     upkeep.py     periodic work under a lease: the reaper, purges
     cloudfarm.py  the cloud autoscaler's view of the farm (cloud.base.Farm)
     access.py     web login sessions
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 from .cloudfarm import CloudFarm
 from .context import Context, Effects, Settings
+from .hostblocks import HostBlocks
 from .operator import Operator
 from .reads import Reads
 from .upkeep import Upkeep
@@ -39,11 +42,14 @@ class UseCases:
     workers: WorkerProtocol
     upkeep: Upkeep
     cloud: CloudFarm
+    blocks: HostBlocks
 
     @classmethod
     def over(cls, ctx: Context) -> UseCases:
         """All use cases over `ctx`."""
-        return cls(ctx, Operator(ctx), Reads(ctx), WorkerProtocol(ctx), Upkeep(ctx), CloudFarm(ctx))
+        return cls(
+            ctx, Operator(ctx), Reads(ctx), WorkerProtocol(ctx), Upkeep(ctx), CloudFarm(ctx), HostBlocks(ctx)
+        )
 
 
 __all__ = ["Context", "Effects", "Settings", "UseCases"]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..failures import FailurePolicy
 from ..hierarchy import Transition, Tree
 from ..joblogs import DbLogs, LogStore
 from ..store.base import Row, Store, Tx
@@ -44,6 +45,8 @@ class Settings:
     decrease_priority_after: int = 10
     event_retention_days: float = 90.0
     submission_key_days: float = 1.0  # how long a submission's idempotency key is remembered
+    failures: FailurePolicy = FailurePolicy()  # blocklists, sick hosts, stalls, log rules
+    sick_mail: tuple[str, ...] = ()  # who is told when a worker turns SICK
     # Fair share between users at the same priority (usecases/fairshare.py): None is off,
     # else each user's weight (users not named weigh 1).
     fair_share: tuple[tuple[str, float], ...] | None = None

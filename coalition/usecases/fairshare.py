@@ -46,8 +46,17 @@ class FairShare:
             self._read_at = now
         return self._users
 
-    def choose(self, tx: Tx, line: Sequence[int], skip: Sequence[str], first: Candidate) -> Candidate:
-        """The candidate to take instead of `first` (the plain pick's), or `first`."""
+    def choose(
+        self,
+        tx: Tx,
+        line: Sequence[int],
+        full: Sequence[str],
+        first: Candidate,
+        blocked: Sequence[tuple[str, str]] = (),
+    ) -> Candidate:
+        """The candidate to take instead of `first` (the plain pick's), or `first`. `full`:
+        limit texts without room; `blocked`: h_key ranges this worker may not take (a
+        user whose first job there is blocked keeps the plain order)."""
         users = self.users_with_work(tx)
         if len(users) < 2:
             return first
@@ -55,7 +64,10 @@ class FairShare:
         running = tx.running_by_user()
         order = scheduling.fair_share_order(running, self.weights, users, self.default_weight)
         for user in order[: self.max_probes]:
-            found = tx.first_ready_of(line, user, skip)
-            if found is not None and found[1][: len(level)] == level:
-                return found  # the most deserving user with work at this priority
+            found = tx.first_ready_of(line, user, full)
+            if found is None or found[1][: len(level)] != level:
+                continue
+            if any(lo <= found[1] < hi for lo, hi in blocked):
+                continue
+            return found  # the most deserving user with work at this priority
         return first

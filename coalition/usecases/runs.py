@@ -10,12 +10,25 @@ from ..model import PENDING, W_WAITING, WAITING, WORKING
 from ..store.base import Row, Tx
 from .context import Effects
 
+# What an aborted run's event says (its state is the short form).
+_REASONS = {
+    "LOST": "lost worker (it asked for work while it was running this job)",
+    "PAUSED": "paused by an operator",
+    "RESET": "reset by an operator",
+    "DELETED": "deleted (the job or its worker)",
+    "STOPPED": "worker stopped by an operator",
+}
+
 
 def abort_run(tx: Tx, tree: Tree, fx: Effects, leaf: Row, reason: str, now: float) -> None:
     """Stop counting a running leaf as running: close its event, free its worker, put it
     back to WAITING/PENDING. The worker learns at its next heartbeat and kills the job."""
+    why = _REASONS.get(reason, reason.lower())
     if leaf["run_event"]:
-        tx.update_event(leaf["run_event"], {"state": reason, "duration": max(0.0, now - leaf["start_time"])})
+        tx.update_event(
+            leaf["run_event"],
+            {"state": reason, "duration": max(0.0, now - leaf["start_time"]), "reason": why},
+        )
     worker = tx.worker(leaf["worker"]) if leaf["worker"] else None
     if worker is not None and worker["current_job"] == leaf["id"]:
         tx.update_worker(worker["name"], {"current_job": 0, "state": W_WAITING})
@@ -23,7 +36,9 @@ def abort_run(tx: Tx, tree: Tree, fx: Effects, leaf: Row, reason: str, now: floa
         leaf["id"], f"\n[coalition] {reason.lower()}: the server told the worker to kill the job\n".encode()
     )
     target = PENDING if leaf["pending"] else WAITING
-    tree.set_leaf_state(leaf, target, {"run_event": 0, "duration": max(0.0, now - leaf["start_time"])})
+    tree.set_leaf_state(
+        leaf, target, {"run_event": 0, "duration": max(0.0, now - leaf["start_time"]), "reason": why}
+    )
 
 
 def release_worker_job(tx: Tx, tree: Tree, fx: Effects, worker: Row, reason: str, now: float) -> None:

@@ -45,7 +45,11 @@ class Upkeep:
                 f"{job['requeues']} times already: ERROR\n"
             )
         if job["run_event"]:
-            tx.update_event(job["run_event"], {"state": W_TIMEOUT, "duration": fields["duration"]})
+            why = f"lost worker (silent for more than {settings.worker_timeout:g} s)"
+            tx.update_event(
+                job["run_event"], {"state": W_TIMEOUT, "duration": fields["duration"], "reason": why}
+            )
+            fields["reason"] = why
         tree.set_leaf_state(job, target, fields)
         fx.append_log(job["id"], note.encode())
 
@@ -98,7 +102,14 @@ class Upkeep:
                 if target == WAITING and row["pending"]:
                     target = PENDING
                 if row["run_event"]:
-                    tx.update_event(row["run_event"], {"state": ERROR, "duration": duration})
+                    tx.update_event(
+                        row["run_event"],
+                        {
+                            "state": ERROR,
+                            "duration": duration,
+                            "reason": f"timeout ({row['timeout']} s, by the server)",
+                        },
+                    )
                 w = tx.worker(row["worker"]) if row["worker"] else None
                 if w is not None and w["current_job"] == row["id"]:
                     tx.update_worker(w["name"], {"current_job": 0, "state": W_WAITING})
@@ -111,6 +122,7 @@ class Upkeep:
                         "run_event": 0,
                         "duration": duration,
                         "run_done": row["run_done"] + 1,
+                        "reason": f"timeout ({row['timeout']} s, by the server)",
                     },
                     duration_delta=duration,
                 )
@@ -132,7 +144,14 @@ class Upkeep:
 
         def fn(tx: Tx, fx: Effects) -> dict[str, int]:
             events = tx.purge_events(now - days * 86400) if days > 0 else 0
-            return {"events": events, "submissions": tx.purge_submissions(keys_before)}
+            # Host-failure counts a day past their forgive time count for nothing any more.
+            policy = self.ctx.settings.failures
+            stale = now - max(policy.forgive, policy.sickwindow) - 86400
+            return {
+                "events": events,
+                "submissions": tx.purge_submissions(keys_before),
+                "host_failures": tx.purge_host_failures(stale),
+            }
 
         return self.ctx.write(fn)
 

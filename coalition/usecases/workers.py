@@ -8,12 +8,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .. import columns, progress, scheduling
+from .. import columns, failures, progress, scheduling
 from ..hierarchy import Tree
 from ..model import (
     ERROR,
     FINISHED,
     PENDING,
+    W_SICK,
     W_STARTING,
     W_TERMINATED,
     W_TIMEOUT,
@@ -28,6 +29,7 @@ from ..store.base import Row, Tx
 from ..views import cpu_text
 from . import limits
 from .context import Context, Effects
+from .failing import Failures, Verdict
 from .fairshare import FairShare
 from .runs import abort_run
 
@@ -83,6 +85,7 @@ class SlotAnswer:
     kill: bool = False
     stop: bool = False
     job: dict[str, Any] | None = None  # a job handed out (when the slot asked for one)
+    sick: bool = False  # the worker is SICK: it should run its check command
 
 
 @dataclass
@@ -93,11 +96,24 @@ class Sync:
     next: float
 
 
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run ended, as its worker reports it."""
+
+    exit_code: int
+    timed_out: bool = False
+    interrupted: bool = False
+    reason: str = ""  # the worker's own account (timeout, stall, handback)
+    elapsed: float | None = None  # seconds by the worker's clock
+    usage: RunUsage | None = None  # what the run used (usage.wall_s: its run time too)
+
+
 @dataclass
 class End:
     """An endjob's answer."""
 
     ignored: str = ""
+    sick: bool = False  # the worker is SICK (it takes no job until checked or cleared)
     next_job: dict[str, Any] | None = None
     transitions: list[Any] = field(default_factory=list)
 
@@ -136,6 +152,7 @@ class WorkerProtocol:
     def __init__(self, ctx: Context):
         self.ctx = ctx
         self.clock = ctx.clock
+        self.failing = Failures(ctx)
         # Rule plans by (rule lines, tag-cache generation): pure results over committed data.
         self._plans: dict[tuple[str, int], list[list[int]]] = {}
         shares = ctx.settings.fair_share
@@ -202,25 +219,29 @@ class WorkerProtocol:
         self, tx: Tx, fx: Effects, tree: Tree, worker: WorkerDraft, now: float
     ) -> dict[str, Any] | None:
         name = worker["name"]
+        sick = worker["state"] == W_SICK  # takes no job until checked or cleared
         if worker["current_job"]:
             # The worker asks for work while we think it runs a job: it restarted or lost it.
             job = tx.job(worker["current_job"])
             if job is not None and job["state"] == WORKING and job["worker"] == name:
                 abort_run(tx, tree, fx, job, "LOST", now)
-            worker.set(current_job=0, state=W_WAITING)
+            worker.set(current_job=0, state=W_SICK if sick else W_WAITING)
+        if sick:
+            return None
         if not worker["active"]:
             worker.set(state=W_WAITING)
             return None
+        skip = self.failing.skip_ranges(tx, worker, now)
         tagsets, generation = tree.tags.current()
         for line in self._plan(worker["affinity"], tagsets, generation):
             full: list[str] = []  # limit texts found without room in this pick
             attempts = 0
             while attempts < 4:
-                candidate = tx.first_ready(line, full)
+                candidate = tx.first_ready(line, skip, full)
                 if candidate is None:
                     break
                 if self.shares is not None:
-                    candidate = self.shares.choose(tx, line, full, candidate)
+                    candidate = self.shares.choose(tx, line, full, candidate, skip)
                 job_id, _, title, needs = candidate
                 if needs and limits.acquire(tx, needs):
                     full.append(needs)  # pass over every job needing these limits, this pick
@@ -255,7 +276,9 @@ class WorkerProtocol:
         job["state"] = WAITING  # the claim wrote WORKING; count the transition once, here
         tree.set_leaf_state(job, WORKING, {"run_event": event}, written=True)
         worker.set(state=W_WORKING, current_job=job_id, last_job=job_id, current_event=event)
-        return {"event": event, **{name: job[name] for name in columns.JOB_PICK}}
+        out = {"event": event, **{name: job[name] for name in columns.JOB_PICK}}
+        out["stalltimeout"] = self.failing.stalltimeout(job)  # the job's own, or the farm's
+        return out
 
     # -- heartbeat --------------------------------------------------------------------------
     def heartbeat(
@@ -317,6 +340,13 @@ class WorkerProtocol:
             local = progress.parse_progress(job["local_progress_pattern"], text)
             if local is not None:
                 fields["local_progress"] = local
+            hit = self.failing.match(job, text)
+            if hit:
+                fields["rule_hit"] = job["rule_hit"] = hit
+                fx.note(f"job {job_id}: log rule {hit} on worker {name}")
+        verdict = Verdict.of(job)
+        if verdict is not None and verdict.kills:
+            beat.kill = True  # the worker ends the run and reports it; the end applies the verdict
         tx.update_job(job_id, {**fields, "updated_at": now})
         return beat
 
@@ -340,6 +370,7 @@ class WorkerProtocol:
                     answer.kill, answer.stop, started = beat.kill, beat.stop, beat.started
                 else:
                     answer.stop = not worker["active"]
+                    answer.sick = worker["state"] == W_SICK
                     if report.pick:
                         tree = tree or self.ctx.tree(tx, fx, now)
                         answer.job = self._pick(tx, fx, tree, worker, now)
@@ -414,8 +445,13 @@ class WorkerProtocol:
         pick: bool = False,
         usage: RunUsage | None = None,
         thumbnail: tuple[str, bytes] | None = None,
+        reason: str = "",
+        elapsed: float | None = None,
     ) -> End:
-        """Record the end of a run (and maybe hand out the next job in the same transaction)."""
+        """Record the end of a run (and maybe hand out the next job in the same transaction).
+
+        `reason` is the worker's own account when it ended the run itself (timeout, stall,
+        handback); `elapsed` how long the process ran by the worker's clock."""
         now = self.clock()
 
         def fn(tx: Tx, fx: Effects) -> End:
@@ -423,25 +459,30 @@ class WorkerProtocol:
             tree = self.ctx.tree(tx, fx, now)
             result = End()
             job = tx.job(job_id)
-            reason = self._end_refusal(job, ping.name, event)
-            if reason:
-                result.ignored = reason
+            refusal = self._end_refusal(job, ping.name, event)
+            if refusal:
+                result.ignored = refusal
                 if worker["current_job"] == job_id:
                     worker.set(current_job=0, state=W_WAITING)
             else:
                 assert job is not None
                 if chunk:
                     start = job["log_offset"] if offset is None else offset
-                    _, received = scheduling.log_slice(job["log_offset"], start, chunk)
+                    data, received = scheduling.log_slice(job["log_offset"], start, chunk)
                     fx.append_run_output(job_id, job["run_event"], start, chunk, job["log_offset"])
                     job["log_offset"] = received
-                self._finish_run(tx, tree, job, worker, exit_code, timed_out, interrupted, now, usage)
+                    hit = self.failing.match(job, data.decode("utf-8", "replace"))
+                    if hit:
+                        job["rule_hit"] = hit
+                run = RunEnd(exit_code, timed_out, interrupted, reason, elapsed, usage)
+                self._finish_run(tx, fx, tree, job, worker, run, now)
                 if thumbnail is not None:
                     # The newest image of the job is also its groups' newest, up to the root.
                     tx.put_thumbnail(_lineage(tx, job), job_id, thumbnail[0], thumbnail[1], now)
                 result.transitions = tree.transitions
             if pick:
                 result.next_job = self._pick(tx, fx, tree, worker, now)
+            result.sick = worker["state"] == W_SICK
             worker.flush(tx)
             return result
 
@@ -462,16 +503,7 @@ class WorkerProtocol:
         return f"the job is {job['state']}, not running"
 
     def _finish_run(
-        self,
-        tx: Tx,
-        tree: Tree,
-        job: Row,
-        worker: WorkerDraft,
-        exit_code: int,
-        timed_out: bool,
-        interrupted: bool,
-        now: float,
-        usage: RunUsage | None = None,
+        self, tx: Tx, fx: Effects, tree: Tree, job: Row, worker: WorkerDraft, run: RunEnd, now: float
     ) -> None:
         duration = max(0.0, now - job["start_time"]) if job["start_time"] else 0.0
         fields: dict[str, Any] = {
@@ -479,27 +511,75 @@ class WorkerProtocol:
             "duration": duration,
             "log_offset": job["log_offset"],
             "ping_time": now,
+            "rule_hit": "",
         }
-        if interrupted:
+        verdict = Verdict.of(job)
+        failed = False  # a failure of this host's run (counted towards blocks and sickness)
+        requeued_by_rule = verdict is not None and verdict.kind in (
+            failures.REQUEUE,
+            failures.SICK,
+            failures.LIMIT,
+        )
+        if run.interrupted:
             # A hand-back (systemctl stop, a restart, a spot interruption) is the worker's own
             # doing, not the job's: back to the queue, no retry spent, and not counted against
             # `requeuelimit` either, which is for silent workers (a job that kills its host).
             # Hand-backs are counted apart, as the job's INTERRUPTED runs (its events).
             outcome, event_state = WAITING, "INTERRUPTED"
-        elif exit_code == 0 and not timed_out:
-            outcome, event_state = FINISHED, FINISHED
-            fields.update(progress=1.0, run_done=job["run_done"] + 1)
+            why = run.reason or "handed back"
+        elif requeued_by_rule:
+            # A log rule says the run could not work here or now (licence, disk): back to the
+            # queue without spending a retry, bounded like silent requeues.
+            assert verdict is not None
+            requeue = scheduling.should_requeue_silent(job["requeues"], self.ctx.settings.requeue_limit)
+            fields["requeues"] = job["requeues"] + 1
+            outcome, event_state = (WAITING, "REQUEUED") if requeue else (ERROR, ERROR)
+            why = verdict.reason
+            if not requeue:
+                fields["fail_count"] = job["fail_count"] + 1
+                why += f"; requeued {job['requeues']} times already"
+            if verdict.kind == failures.LIMIT:
+                # Named limits belong to the scheduling issue (15): until they exist, a limit
+                # rule requeues and says which limit it would have lowered.
+                fx.note(f"job {job['id']}: log rule {verdict.name} would lower limit {verdict.action[6:]}")
         else:
-            fails = job["fail_count"] + 1
-            fields.update(fail_count=fails, run_done=job["run_done"] + 1)
-            outcome = WAITING if scheduling.should_retry(fails, job["retry"]) else ERROR
-            event_state = ERROR
+            elapsed = run.elapsed
+            if elapsed is None:
+                elapsed = run.usage.wall_s if run.usage is not None and run.usage.wall_s > 0 else duration
+            ok = run.exit_code == 0 and not run.timed_out and not run.reason
+            if verdict is not None and verdict.kind == failures.SUCCEED:
+                ok, why = True, verdict.reason  # e.g. "render complete" from a renderer that then hangs
+            elif verdict is not None and verdict.kind == failures.FAIL:
+                ok, why = False, verdict.reason
+            elif ok and failures.too_fast(run.exit_code, elapsed, self.failing.minruntime(job)):
+                ok, why = False, failures.too_fast_reason(elapsed, self.failing.minruntime(job))
+            elif ok:
+                why = ""
+            elif run.reason:
+                why = run.reason
+            elif run.timed_out:
+                why = failures.timeout_reason(job["timeout"])
+            else:
+                why = failures.exit_reason(run.exit_code)
+            if ok:
+                outcome, event_state = FINISHED, FINISHED
+                fields.update(progress=1.0, run_done=job["run_done"] + 1)
+            else:
+                failed = True
+                fails = job["fail_count"] + 1
+                fields.update(fail_count=fails, run_done=job["run_done"] + 1)
+                retry = scheduling.should_retry(fails, job["retry"])
+                # "fail": a fatal message a retry would print again: ERROR now.
+                outcome = WAITING if retry and not (verdict and verdict.kind == failures.FAIL) else ERROR
+                event_state = ERROR
+        why = failures.clip(why)
+        fields["reason"] = why
         if outcome == WAITING and job["pending"]:
             outcome = PENDING
         if job["run_event"]:
-            fields_of_event: dict[str, Any] = {"state": event_state, "duration": duration}
-            if usage is not None:
-                fields_of_event.update(cpu_time=usage.cpu_s, peak_memory=usage.peak_memory_mb)
+            fields_of_event: dict[str, Any] = {"state": event_state, "duration": duration, "reason": why}
+            if run.usage is not None:
+                fields_of_event.update(cpu_time=run.usage.cpu_s, peak_memory=run.usage.peak_memory_mb)
             tx.update_event(job["run_event"], fields_of_event)
         counter = "finished" if event_state == FINISHED else "error" if event_state == ERROR else ""
         if counter:
@@ -512,6 +592,30 @@ class WorkerProtocol:
         )
         if event_state == ERROR:
             tree.child_failed(job["parent"])
+        if failed:
+            self.failing.count(tx, fx, job, worker, why, now)
+        if verdict is not None and verdict.kind == failures.SICK:
+            self.failing.mark_sick(tx, fx, worker, verdict.reason, now)
+
+    # -- a SICK worker's check ----------------------------------------------------------------
+    def checked(self, ping: Ping, passed: bool, detail: str = "") -> bool:
+        """A SICK worker ran its check command: a pass clears it. Returns whether it is
+        still SICK."""
+        now = self.clock()
+
+        def fn(tx: Tx, fx: Effects) -> bool:
+            worker = self._touch(tx, ping, now)
+            worker.flush(tx)
+            if worker["state"] != W_SICK:
+                return False
+            if not passed:
+                return True
+            how = "check command passed" + (f": {detail}" if detail else "")
+            self.failing.heal(tx, worker.row, how, now)
+            fx.note(f"worker {ping.name}: {how}; no longer SICK")
+            return False
+
+        return self.ctx.write(fn)
 
 
 def _lineage(tx: Tx, job: Row) -> list[int]:

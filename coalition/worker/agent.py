@@ -16,6 +16,7 @@ import logging
 import os
 import select
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import failures
 from . import thumbs
 from .courier import Report
 from .link import Backoff, Refused, ServerLink, Unreachable
@@ -130,6 +132,8 @@ class Run:
     interrupted: bool = False
     killed_by_server: bool = False
     kill_requested: bool = False  # the server said kill (set by the courier's thread)
+    reason: str = ""  # why the run was ended on this side (timeout, stall, handback), if it was
+    elapsed: float = 0.0  # seconds the job's process ran (the server's minruntime check)
 
     @property
     def job_id(self) -> int:
@@ -173,6 +177,8 @@ class Slot:
         self._run: Run | None = None
         self._offer: dict[str, Any] | None = None  # a job the courier brought
         self._asking = False  # a sync asking a job for this slot is on its way
+        self._sick = False  # the server says this slot is SICK: run the check command
+        self._next_check = 0.0
 
     # -- what the courier reads and brings (its thread) ------------------------------------
     def report(self, limit: int) -> Report | None:
@@ -188,6 +194,8 @@ class Slot:
     def synced(self, report: Report, answer: Mapping[str, Any] | None) -> None:
         """Apply this slot's part of a sync's answer (None: the sync failed)."""
         with self._lock:
+            if answer is not None and report.run is None:
+                self._sick = bool(answer.get("sick"))
             if report.body.get("pick"):
                 self._asking = False
                 job = answer.get("job") if answer else None
@@ -255,12 +263,44 @@ class Slot:
                     self._state = STOPPED
                     return None
                 self._state = IDLE
-            select.select([self._wake], [], [], 5.0)
+                check = self._sick and bool(self.settings.checkcommand)
+            wait = 5.0
+            if check:
+                wait = self._next_check - self.clock()
+                if wait <= 0:
+                    self.check()
+                    wait = self.settings.checkinterval
+            select.select([self._wake], [], [], min(5.0, max(0.0, wait)))
             self.control.drain_wake(self._wake)
+
+    def check(self) -> None:
+        """Run the check command of a SICK slot and tell the server (a pass clears it)."""
+        self._next_check = self.clock() + self.settings.checkinterval
+        try:
+            done = subprocess.run(
+                self.settings.checkcommand,
+                shell=True,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=max(1.0, min(300.0, self.settings.checkinterval)),
+                check=False,
+            )
+            passed, detail = done.returncode == 0, f"exit code {done.returncode}"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            passed, detail = False, f"{type(exc).__name__}: {exc}"[:200]
+        log.info("%s: SICK; check command %s (%s)", self.name, "passed" if passed else "failed", detail)
+        try:
+            answer = self.link.call("checked", {**self._ping(), "passed": passed, "detail": detail})
+        except (Unreachable, Refused) as exc:
+            log.warning("%s: could not report the check: %s", self.name, exc)
+            return
+        with self._lock:
+            self._sick = bool(answer.get("sick"))
 
     def give_back(self, job: Mapping[str, Any]) -> None:
         """Return a job we were handed while stopping, without running it."""
         run = Run(job, RunLog(self.settings.spooldir or None), self.clock(), interrupted=True)
+        run.reason = "handed back unstarted (the worker is stopping)"
         log.info("%s: handing job %d back unstarted (stopping)", self.name, run.job_id)
         self._deliver(run, exit_code=-1)
         run.output.close()
@@ -297,6 +337,7 @@ class Slot:
                 self._note(run, f"cannot start the job: {exc}")
             else:
                 exit_code = self._supervise(run, proc)
+                run.elapsed = max(0.0, self.clock() - run.started)
                 usage = proc.usage().as_dict()
                 saved = run.output.saved if isinstance(run.output, ScanningLog) else ""
                 # 2 s of slack: file times on a network share may lag the worker's clock.
@@ -321,19 +362,31 @@ class Slot:
         its heartbeats and brings the server's kill)."""
         timeout = int(run.job.get("timeout") or 0)
         deadline = run.started + timeout if timeout > 0 else None
+        # Stall: no output for `stalltimeout` seconds (the server sends the job's own value or
+        # the farm's). Output is counted where it arrives, so dropped bytes count too.
+        stall = float(run.job.get("stalltimeout") or 0)
+        seen, last_output = run.output.size + run.output.dropped, run.started
         grace = self.settings.killgrace
         sigkill_sent = False
         while True:
             if proc.returncode is not None:
                 break
             now = self.clock()
+            if run.output.size + run.output.dropped != seen:
+                seen, last_output = run.output.size + run.output.dropped, now
             if deadline is not None and now >= deadline and not proc.terminating:
                 run.timed_out = True
+                run.reason = failures.timeout_reason(timeout)
                 self._note(run, f"job timeout ({timeout}s) exceeded: killing its processes")
+                proc.terminate(now)
+            if failures.stalled(last_output, stall, now) and not proc.terminating:
+                run.reason = failures.stall_reason(stall)
+                self._note(run, f"{run.reason}: killing its processes")
                 proc.terminate(now)
             if self.control.must_hand_back and not proc.terminating:
                 run.interrupted = True
                 reason = self.control.interruption or "the worker is shutting down"
+                run.reason = f"handed back ({reason})"
                 self._note(run, f"handing the job back ({reason}): killing its processes")
                 proc.terminate(now)
             due = proc.kill_due(grace)
@@ -343,13 +396,18 @@ class Slot:
             if run.kill_requested and not run.killed_by_server and not proc.terminating:
                 run.killed_by_server = True
                 log.info("%s: the server asks to kill job %d", self.name, run.job_id)
-                self._note(run, "killed at the server's request (paused, reset, deleted, or worker stopped)")
+                self._note(
+                    run,
+                    "killed at the server's request (paused, reset, deleted, worker stopped, or a log rule)",
+                )
                 proc.terminate(now)
             proc.meter.sample(now)
             # The pipe, the pidfd and the wake pipe bring every event sooner.
             wake = [now + 5.0, proc.meter.next_sample]
             if deadline is not None and not proc.terminating:
                 wake.append(deadline)
+            if stall > 0 and not proc.terminating:
+                wake.append(last_output + stall)
             if due is not None and not sigkill_sent:
                 wake.append(due)
             # An event after this point leaves a byte in the wake pipe: none is missed.
@@ -411,6 +469,8 @@ class Slot:
                 log_offset=offset,
                 timed_out=run.timed_out,
                 interrupted=run.interrupted,
+                reason=run.reason,
+                elapsed=round(run.elapsed, 3),
                 pick=not self.control.draining,
             )
             if usage:
@@ -432,6 +492,9 @@ class Slot:
                 return None
             self._reachable()
             run.output.ack(offset + len(chunk))
+            if answer.get("sick"):
+                with self._lock:
+                    self._sick = True
             if answer.get("ignored"):
                 log.info(
                     "%s: result of job %d ignored by the server: %s", self.name, run.job_id, answer["ignored"]

@@ -53,6 +53,8 @@ class WorkerSettings:
     interruption_poll: float = 5.0  # AWS gives a two-minute notice; polling every 5 s is its advice
     killgrace: float = 10.0  # seconds between SIGTERM and SIGKILL of a job's process group
     spooldir: str = ""  # where logs spool while the server is away; empty: the temp directory
+    checkcommand: str = ""  # run by a SICK slot; exit 0 clears it (docs/failures.md)
+    checkinterval: float = 60.0  # seconds between check commands while SICK
 
     def slot_names(self) -> list[str]:
         """`name` for one slot, `name-1` .. `name-N` for N slots (docs/protocol.md)."""
@@ -196,6 +198,8 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "interruption_poll": ("interruption_poll", _seconds),
     "killgrace": ("killgrace", _grace),
     "spooldir": ("spooldir", _text),
+    "checkcommand": ("checkcommand", _text),
+    "checkinterval": ("checkinterval", _seconds),
 }
 
 

@@ -2,9 +2,13 @@
 
 CPU time comes from the kernel's accounting of the job's leader when the slot reaps it
 (wait4): it includes every descendant the leader waited for, which is how shells and render
-wrappers run their work. Peak memory is the larger of the biggest single process the kernel
-saw (ru_maxrss) and the largest sum of resident memory over the job's live processes at a
-sample (the slot samples while it waits), so a renderer that forks workers is counted whole.
+wrappers run their work. Peak memory is the largest sum, over the job's live processes, of
+each one's own high-water mark (VmHWM) at a sample: the slot samples while it waits, from
+1 s after the start and then every 2 s, so a renderer that forks helpers is counted whole.
+The kernel's ru_maxrss of the leader is used too, but only when it is above the worker's own
+size: a job is started by vfork, and Linux records the memory the child shared with the
+worker until its exec as the child's own. A run too short to be sampled whose ru_maxrss says
+nothing reports 0 (not measured).
 """
 
 from __future__ import annotations
@@ -68,6 +72,21 @@ def resident_bytes(pids: list[int]) -> int:
     return total
 
 
+def high_water_bytes(pids: list[int]) -> int:
+    """The sum of each live process's own peak resident memory (VmHWM) in `pids`."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 class UsageMeter:
     """Samples a running job's memory; turns the reaped leader's rusage into a Usage."""
 
@@ -76,6 +95,7 @@ class UsageMeter:
         self.clock = clock
         self.started = clock()
         self.peak = 0  # bytes, the largest sample
+        self.worker_size = resident_bytes([os.getpid()])  # what a vforked child first shares
         # Not at once: until it execs, the new process shares the worker's own memory.
         self.next_sample = self.started + FIRST_SAMPLE
 
@@ -83,7 +103,7 @@ class UsageMeter:
         """Take a memory sample if one is due."""
         if now >= self.next_sample:
             self.next_sample = now + SAMPLE_EVERY
-            self.peak = max(self.peak, resident_bytes(descendants(self.pid)))
+            self.peak = max(self.peak, high_water_bytes(descendants(self.pid)))
 
     def finish(self, rusage: resource.struct_rusage | None) -> Usage:
         """The run's figures, given the leader's rusage (None if another reaped it)."""
@@ -91,5 +111,7 @@ class UsageMeter:
         peak = self.peak
         if rusage is not None:
             cpu = rusage.ru_utime + rusage.ru_stime
-            peak = max(peak, rusage.ru_maxrss * 1024)  # Linux counts ru_maxrss in KB
+            maxrss = rusage.ru_maxrss * 1024  # Linux counts ru_maxrss in KB
+            if maxrss > self.worker_size * 1.1:  # not just the worker's pages before the exec
+                peak = max(peak, maxrss)
         return Usage(max(0.0, self.clock() - self.started), cpu, (peak + (1 << 20) - 1) >> 20)

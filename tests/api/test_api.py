@@ -110,7 +110,8 @@ def test_worker_protocol_round_trip_with_log_and_next_job(api: ServerProcess) ->
     events = api.api("GET", f"/api/events?job={first}&worker={name}&howlong=3600")
     assert [(e["state"], e["job_id"]) for e in events] == [("FINISHED", first)]
     assert set(events[0]) == {
-        "id", "worker", "job_id", "job_title", "state", "start", "duration", "cpu_time", "peak_memory"
+        "id", "worker", "job_id", "job_title", "state", "start", "duration", "cpu_time", "peak_memory",
+        "reason",
     }  # fmt: skip
 
 

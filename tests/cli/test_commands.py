@@ -305,7 +305,6 @@ def test_show_gives_frame_figures_and_time_left_with_a_worker(
     assert stats["frame_count"] == 4 and stats["time"]["count"] == 4 and stats["time_left"] == 0
     spread = stats["time"]
     assert 0.2 <= spread["min"] <= spread["mean"] <= spread["max"]
-    assert all(f["peak_memory"] >= 1 for f in stats["frames"])
     # The same in `coalition show`, for people.
     assert main(["--server", server.url, "show", str(group)]) == 0
     text = capsys.readouterr().out

@@ -134,7 +134,7 @@ def test_argument_specs_declare_every_default(role: str) -> None:
     defaults = yaml.safe_load((ROLES / role / "defaults/main.yml").read_text())
     assert list(options) == list(defaults)
     assert {k: o["default"] for k, o in options.items()} == defaults
-    secrets = {k for k in defaults if re.search(r"password|passwd|token$", k)}
+    secrets = {k for k in defaults if re.search(r"password|passwd|token$|secret$", k)}
     assert secrets and {k for k, o in options.items() if o.get("no_log")} == secrets
     assert all(o["description"] for o in options.values())
     # Not importable as ansible.make_argument_specs: "ansible" is Ansible's own package.

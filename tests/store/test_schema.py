@@ -64,9 +64,11 @@ def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any, t
     )
     store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 4"))
     assert store.version() == 4
-    assert store.migrate()[0] == (
-        "version 5: CPU time and peak memory of each run; webhook deliveries; output thumbnails"
-    )
+    assert store.migrate() == [
+        "version 5: CPU time and peak memory of each run; webhook deliveries; output thumbnails",
+        "version 6: failure handling: stall and log-rule settings, run reasons, host blocklists",
+        "version 7: studio scheduling: farm-wide limits, frame-to-frame dependencies",
+    ]
     assert store.migrate() == []
     store.check_schema()
     [event] = store.read(lambda tx: tx.events(None, None, None, 10))
@@ -79,7 +81,48 @@ def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any, t
     assert store.read(lambda tx: tx.due_mail(1e12, 10, "webhook")) == []
 
 
-def test_version_6_adds_limits_and_frame_columns_idempotently(store: Any) -> None:
+def test_a_version_3_database_gets_failure_handling(store: Any) -> None:
+    """Step 6 is additive: from a version-3 schema (no failure columns, no host_failures) it
+    adds what is missing, keeps the rows, and running it again changes nothing."""
+    from coalition.store.migrations import _FAILURE_COLUMNS
+
+    added = {c.name for table, c in _FAILURE_COLUMNS if table == "jobs"}
+    old_job = {k: v for k, v in columns.new_job_row().items() if k not in added}
+
+    def downgrade(tx: Any) -> None:
+        tx.execute("INSERT INTO workers (name, affinity, state, cpu) VALUES ('old', '', 'WAITING', '[]')")
+        for table, column in _FAILURE_COLUMNS:
+            tx.execute(f"ALTER TABLE {table} DROP COLUMN {column.name}")
+        tx.execute("DROP TABLE host_failures")
+        # A job row from before: SQLite adds a NOT NULL text column to a non-empty table
+        # only with a default.
+        row = {**old_job, "title": "old", "h_key": "k"}
+        tx.execute(
+            f"INSERT INTO jobs ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values())
+        )
+        tx.execute("DELETE FROM Migrations")
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (3)")
+
+    store.write(downgrade)
+    with pytest.raises(SchemaError, match="version 3"):
+        store.check_schema()
+    done = store.migrate()
+    assert [line.split(":")[0] for line in done] == ["version 4", "version 5", "version 6", "version 7"]
+    store.check_schema()
+    # (Not tx.worker(): the added columns come last here, and a statement's column names are
+    # cached per process, from the fresh databases of the other tests.)
+    [row] = store.read(lambda tx: tx._all("SELECT reason, blocked_until FROM workers WHERE name = 'old'"))
+    assert (row["reason"], row["blocked_until"]) == ("", 0.0)
+    [job] = store.read(lambda tx: tx._all("SELECT logrules, reason, rule_hit, stalltimeout FROM jobs"))
+    assert job == {"logrules": "", "reason": "", "rule_hit": "", "stalltimeout": 0}
+    assert store.read(lambda tx: tx.host_blocks(0.0)) == []
+    # Rerun (the lead renumbers the step at merge): nothing is added twice.
+    store.write(lambda tx: tx.execute("DELETE FROM Migrations WHERE database_version >= 6"))
+    assert store.migrate() == done[2:]
+    store.check_schema()
+
+
+def test_version_7_adds_limits_and_frame_columns_idempotently(store: Any) -> None:
     jobs = store.real_name("jobs")
     if store.dialect == "sqlite":  # (MariaDB drops the index with its column)
         store.write(lambda tx: tx.execute("DROP INDEX IF EXISTS c5_jobs_frame_dep"))
@@ -92,8 +135,8 @@ def test_version_6_adds_limits_and_frame_columns_idempotently(store: Any) -> Non
         if k not in ("limits", "first_frame", "last_frame", "frame_dep", "limits_held")
     }
     old = store.write(lambda tx: tx.insert_job({**old_job, "title": "old", "command": "x", "h_key": "k"}))
-    store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 5"))
-    assert store.migrate() == ["version 6: studio scheduling: farm-wide limits, frame-to-frame dependencies"]
+    store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 6"))
+    assert store.migrate() == ["version 7: studio scheduling: farm-wide limits, frame-to-frame dependencies"]
     assert store.migrate() == []
     store.check_schema()
     row = store.read(lambda tx: tx.job(old))

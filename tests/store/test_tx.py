@@ -87,7 +87,7 @@ def test_pick_primitives(store: Any) -> None:
     assert found is not None and found[0] == first and found[2] == "first" and found[3] == ""
     # Jobs whose limits are full are passed over.
     store.write(lambda tx: tx.update_job(first, {"limits": "nuke:1"}))
-    assert store.write(lambda tx: tx.first_ready([linux], ["nuke:1"]))[0] == late
+    assert store.write(lambda tx: tx.first_ready([linux], skip_limits=["nuke:1"]))[0] == late
     store.write(lambda tx: tx.update_job(first, {"limits": ""}))
     row = store.write(lambda tx: tx.claim(first, "w1", 7, 100.0))
     assert row is not None and (row["state"], row["worker"], row["run_event"]) == ("WORKING", "w1", 7)
@@ -220,6 +220,71 @@ def test_leases(store: Any) -> None:
     assert not store.write(lambda tx: tx.acquire_lease("reaper", "s2", 5.0, 10.0))
     assert store.write(lambda tx: tx.acquire_lease("reaper", "s1", 5.0, 10.0))  # renewed
     assert store.write(lambda tx: tx.acquire_lease("reaper", "s2", 16.0, 10.0))  # expired: taken
+
+
+@covers("count_host_failure", "block_host", "failed_jobs_on", "host_blocks", "lift_host_blocks")
+@covers("blocked_keys", "purge_host_failures")
+def test_host_failures_and_blocks(store: Any) -> None:
+    row = store.write(lambda tx: tx.count_host_failure(7, "w1", 1, 10.0, 0.0, "exit code 1"))
+    assert (row["failures"], row["grp"], row["blocked_until"], row["reason"]) == (1, 1, 0.0, "exit code 1")
+    row = store.write(lambda tx: tx.count_host_failure(7, "w1", 1, 20.0, 0.0, "exit code 2"))
+    assert (row["failures"], row["last_at"], row["reason"]) == (2, 20.0, "exit code 2")
+    # A count whose last failure is older than `forgotten` starts again.
+    row = store.write(lambda tx: tx.count_host_failure(7, "w1", 1, 100.0, 50.0, "x"))
+    assert row["failures"] == 1
+    store.write(lambda tx: tx.count_host_failure(8, "w1", 2, 101.0, 0.0, "x"))
+    store.write(lambda tx: tx.count_host_failure(9, "w1", 2, 102.0, 0.0, "x"))  # same group as 8
+    store.write(lambda tx: tx.count_host_failure(7, "w2", 1, 103.0, 0.0, "x"))
+    # Groups 1 and 2 failed on w1, but group 1 failed on w2 too: the job's fault, not w1's.
+    assert store.read(lambda tx: tx.failed_jobs_on("w1", 0.0)) == 1
+    assert store.read(lambda tx: tx.failed_jobs_on("w2", 0.0)) == 0
+    assert store.read(lambda tx: tx.failed_jobs_on("w1", 103.5)) == 0
+    assert store.read(lambda tx: tx.host_blocks(0.0)) == []
+    store.write(lambda tx: tx.block_host(7, "w1", 500.0))
+    store.write(lambda tx: tx.block_host(8, "w1", 200.0))
+    blocks = store.read(lambda tx: tx.host_blocks(150.0, worker="w1"))
+    assert [(b["job_id"], b["worker"]) for b in blocks] == [(8, "w1"), (7, "w1")]
+    assert [b["job_id"] for b in store.read(lambda tx: tx.host_blocks(300.0))] == [7]
+    assert store.read(lambda tx: tx.host_blocks(150.0, job_id=7, worker="w2")) == []
+    assert store.write(lambda tx: tx.lift_host_blocks(7, "w1")) == 1
+    assert store.write(lambda tx: tx.lift_host_blocks(7)) == 1  # w2's count
+    assert store.write(lambda tx: tx.lift_host_blocks(999)) == 0
+    assert store.write(lambda tx: tx.purge_host_failures(150.0)) == 1  # 9 (8 is blocked to 200)
+    a = store.write(lambda tx: tx.insert_job(job(h_key="0a")))
+    b = store.write(lambda tx: tx.insert_job(job(h_key="09")))
+    store.write(lambda tx: tx.count_host_failure(a, "w3", a, 100.0, 0.0, "x"))
+    store.write(lambda tx: tx.count_host_failure(b, "w3", b, 100.0, 0.0, "x"))
+    store.write(lambda tx: tx.count_host_failure(999999, "w3", 1, 100.0, 0.0, "x"))  # a deleted job
+    for job_id in (a, b, 999999):
+        store.write(lambda tx, job_id=job_id: tx.block_host(job_id, "w3", 300.0))
+    assert store.read(lambda tx: tx.blocked_keys("w3", 200.0)) == ["09", "0a"]
+    assert store.read(lambda tx: tx.blocked_keys("w3", 300.0)) == []
+    assert store.read(lambda tx: tx.blocked_keys("w1", 0.0)) == []
+
+
+@covers("first_ready")
+def test_first_ready_skips_blocked_ranges(store: Any) -> None:
+    ids = {
+        k: store.write(lambda tx, k=k: tx.insert_job(job(h_key=k, tagset=1)))
+        for k in ("01", "0101", "0102", "02", "03")
+    }
+    first = store.write(lambda tx: tx.first_ready([1]))
+    assert first[0] == ids["01"]
+    # Skipping "01" and everything under it (a blocked group) lands on "02" in one seek.
+    assert store.write(lambda tx: tx.first_ready([1], [("01", "01~")]))[0] == ids["02"]
+    assert store.write(lambda tx: tx.first_ready([1], [("01", "01~"), ("02", "02~")]))[0] == ids["03"]
+    assert store.write(lambda tx: tx.first_ready([1], [("0", "0~")])) is None
+
+
+@covers("first_ready")
+def test_first_ready_skips_blocked_ranges_and_full_limits_together(store: Any) -> None:
+    ids = {
+        k: store.write(lambda tx, k=k: tx.insert_job(job(h_key=k, tagset=1, limits=lim)))
+        for k, lim in (("01", ""), ("02", "nuke:1"), ("0201", "nuke:1"), ("03", "nuke:1"), ("04", ""))
+    }
+    found = store.write(lambda tx: tx.first_ready([1], [("01", "01~")], ["nuke:1"]))
+    assert found[0] == ids["04"] and found[3] == ""
+    assert store.write(lambda tx: tx.first_ready([1], [("01", "01~")]))[3] == "nuke:1"
 
 
 def test_a_failed_write_leaves_nothing(store: Any) -> None:

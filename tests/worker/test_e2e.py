@@ -337,6 +337,12 @@ def test_each_run_reports_its_cpu_time_and_peak_memory(server: Any, make_worker:
     [event] = server.api("GET", f"/api/events?job={job_id}&howlong=3600")
     assert event["cpu_time"] >= 0.4, event
     assert 160 <= event["peak_memory"] < 2000
+    # A run too short to sample reports 0 (not measured), not the worker's own size, which a
+    # vforked child shares until its exec and the kernel then counts as the child's peak.
+    quick = server.submit(command="true")
+    wait_state(server, quick, "FINISHED")
+    [event] = server.api("GET", f"/api/events?job={quick}&howlong=3600")
+    assert event["peak_memory"] == 0, event
 
 
 def test_the_newest_output_becomes_the_job_and_group_thumbnail(

@@ -20,6 +20,8 @@ const COLUMNS = [
   { key: "state", label: "State", sort: "state", cls: "narrow", render: (e) => stateBadge(e.state) },
   { key: "worker", label: "Worker", sort: "worker", render: (e) => e.worker || "" },
   { key: "duration", label: "Duration", sort: "duration", cls: "num", render: (e) => fmtDuration(e.duration) },
+  // Why the run ended (exit code, signal, timeout, stall, log rule, lost worker, handback).
+  { key: "reason", label: "Reason", sort: "reason", cls: "reason", render: (e) => (e.reason ? h("span", { title: e.reason, text: e.reason }) : "") },
 ];
 
 export class ActivitiesView {
@@ -143,7 +145,7 @@ export class ActivitiesView {
       const tr = h("tr", { dataset: { job: String(ev.job_id) } });
       for (const col of COLUMNS) {
         const content = col.render(ev);
-        const td = h("td", { class: col.cls || "" });
+        const td = h("td", { class: col.cls || "", dataset: { col: col.key } });
         if (content instanceof Node) td.append(content);
         else td.textContent = content;
         tr.append(td);

@@ -20,6 +20,11 @@ const EDIT_FIELDS = [
   { key: "user", label: "User" },
   { key: "url", label: "URL", hint: "the “Open” link" },
   { key: "environment", label: "Environment", type: "env", mono: true, hint: "one KEY=VALUE per line" },
+  // Failure handling (docs/failures.md): 0 takes the farm's setting, -1 turns it off.
+  { key: "stalltimeout", label: "Stall timeout (s)", type: "sint", hint: "no output this long: killed (0 = farm's, -1 = off)" },
+  { key: "minruntime", label: "Min run time (s)", type: "sint", hint: "exit 0 sooner is a failure (0 = farm's)" },
+  { key: "hostfails", label: "Host failures", type: "sint", hint: "failed runs before a host is blocked (0 = farm's, -1 = never)" },
+  { key: "logrules", label: "Log rules", type: "textarea", mono: true, hint: "NAME ACTION REGEX per line, or @nuke, @arnold…" },
 ];
 
 const MIXED = Symbol("mixed");
@@ -30,6 +35,7 @@ function toText(field, job) {
   const v = job[field.key];
   switch (field.type) {
     case "int":
+    case "sint":
       return v === undefined || v === null ? "" : String(v);
     case "deps":
       return Array.isArray(v) ? v.join(", ") : "";
@@ -47,6 +53,11 @@ function fromText(field, text) {
       if (!/^\d+$/.test(t)) throw new Error(`${field.label} must be a whole number ≥ 0`);
       return Number(t);
     }
+    case "sint": {
+      const t = text.trim();
+      if (!/^-?\d+$/.test(t) || Number(t) < -1) throw new Error(`${field.label} must be a whole number ≥ -1`);
+      return Number(t);
+    }
     case "deps":
       return parseIdList(text);
     case "env":
@@ -59,7 +70,7 @@ function fromText(field, text) {
 function control(field, attrs = {}) {
   const common = { class: field.mono ? "mono" : "", spellcheck: "false", autocomplete: "off", ...attrs };
   if (field.type === "textarea" || field.type === "env") return h("textarea", { rows: field.type === "env" ? 3 : 2, ...common });
-  return h("input", { type: "text", inputmode: field.type === "int" ? "numeric" : null, ...common });
+  return h("input", { type: "text", inputmode: field.type === "int" || field.type === "sint" ? "numeric" : null, ...common });
 }
 
 export class JobPanel {
@@ -165,6 +176,7 @@ export class JobPanel {
 
   buildEdit() {
     this.summary = h("div", { class: "panel-summary" });
+    this.failures = h("div", { class: "panel-failures" });
     this.inputs = new Map();
     const rows = EDIT_FIELDS.map((field) => {
       const input = control(field, { name: field.key });
@@ -180,7 +192,7 @@ export class JobPanel {
     this.updateBtn = h("button", { class: "btn primary", type: "submit", text: "Update", title: "Send the changed fields (Ctrl+Enter)" });
     this.revertBtn = h("button", { class: "btn", type: "button", text: "Revert", onclick: () => this.fillEdit() });
     this.changedNote = h("span", { class: "muted changed-note" });
-    const form = h("form", { class: "panel-form edit-form", autocomplete: "off" }, this.summary, rows,
+    const form = h("form", { class: "panel-form edit-form", autocomplete: "off" }, this.summary, this.failures, rows,
       h("div", { class: "panel-actions" }, this.updateBtn, this.revertBtn, this.changedNote));
     form.addEventListener("submit", (e) => {
       e.preventDefault();
@@ -240,6 +252,32 @@ export class JobPanel {
     }
     this.updateBtn.disabled = true;
     this.changedNote.textContent = "";
+    this.showFailures(n === 1 ? jobs[0] : null);
+  }
+
+  // The last run's reason and the hosts blocked from the job, each with a Lift button.
+  async showFailures(job) {
+    clear(this.failures);
+    if (!job) return;
+    const seq = this.loadSeq;
+    if (job.reason) {
+      this.failures.append(h("p", { class: "last-reason" }, h("span", { class: "muted", text: "Last run: " }), h("span", { class: "reason", text: job.reason })));
+    }
+    const blocks = await guarded(() => API.get(`/api/jobs/${job.id}/blocks`));
+    if (!blocks || !blocks.length || seq !== this.loadSeq) return;
+    const lift = async (worker) => {
+      const done = await guarded(() => API.del(`/api/jobs/${job.id}/blocks`, worker ? [worker] : undefined));
+      if (done === undefined) return;
+      notify.ok(`Lifted ${done.lifted} block${done.lifted === 1 ? "" : "s"} of job ${job.id}`);
+      this.showFailures(job);
+    };
+    const items = blocks.map((b) => h("li", { dataset: { worker: b.worker } },
+      h("strong", { text: b.worker }),
+      h("span", { class: "muted", text: ` ${b.failures} failed run${b.failures === 1 ? "" : "s"}${b.job_id !== job.id ? ` in group ${b.job_id}` : ""}: ` }),
+      h("span", { class: "reason", text: b.reason }), " ",
+      b.job_id === job.id ? h("button", { class: "btn small", type: "button", text: "Lift", title: `Let ${b.worker} take this job again`, onclick: () => lift(b.worker) }) : null));
+    this.failures.append(h("div", { class: "blocks", role: "group", "aria-label": "Blocked hosts" },
+      h("span", { class: "field-label", text: "Blocked hosts" }), h("ul", {}, items)));
   }
 
   changedFields() {

@@ -44,6 +44,11 @@ function urlCell(job) {
   return job.url ? h("span", { class: "muted", title: `not a web link: ${job.url}`, text: "—" }) : "";
 }
 
+// A reason, whole in its tooltip (the cell is cut to its width).
+function reasonCell(reason) {
+  return reason ? h("span", { title: reason, text: reason }) : "";
+}
+
 function titleCell(job) {
   const group = isGroup(job);
   return h("span", { class: group ? "job-title group" : "job-title" },
@@ -70,6 +75,8 @@ export const COLUMNS = [
   { key: "errors", label: "Err", title: "Errors", sort: "total_errors", cls: "num c-err", render: (j) => String(counters(j).err ?? "") },
   { key: "total", label: "Total", sort: "total", cls: "num", render: (j) => String(counters(j).tot ?? "") },
   { key: "progress", label: "Progress", sort: "progress", cls: "progress", render: progressCell },
+  // Why the last run ended: exit code, signal, timeout, stall, log rule, lost worker, handback.
+  { key: "reason", label: "Reason", title: "Why the last run ended", sort: "reason", cls: "reason", render: (j) => reasonCell(j.reason) },
   { key: "affinity", label: "Affinity", sort: "affinity", render: (j) => j.affinity || "" },
   { key: "timeout", label: "Timeout", sort: "timeout", cls: "num", render: (j) => (j.timeout ? fmtDuration(j.timeout) : "") },
   { key: "worker", label: "Worker", sort: "worker", render: (j) => j.worker || "" },

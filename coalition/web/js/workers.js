@@ -7,7 +7,7 @@ import { fmtAgo, fmtMB, fmtCount, fmtFullTime, cpuList } from "./format.js";
 import * as prefs from "./prefs.js";
 import { notify, guarded, confirmDialog, Selection, headerRow, stateBadge } from "./ui.js";
 
-export const WORKER_STATES = ["WAITING", "WORKING", "TIMEOUT", "STARTING", "TERMINATED"];
+export const WORKER_STATES = ["WAITING", "WORKING", "TIMEOUT", "STARTING", "TERMINATED", "SICK"];
 
 function cpuCell(w) {
   const loads = cpuList(w.cpu);
@@ -47,6 +47,8 @@ const COLUMNS = [
   { key: "active", label: "Active", sort: "active", cls: "narrow", render: (w) =>
     h("span", { class: w.active ? "on-dot" : "off-dot", title: w.active ? "takes jobs" : "stopped: takes no job", text: w.active ? "on" : "stopped" }) },
   { key: "state", label: "State", sort: "state", cls: "narrow", render: (w) => stateBadge(w.state) },
+  // Why a SICK worker takes no jobs (docs/failures.md).
+  { key: "reason", label: "Why", sort: "reason", cls: "reason", render: (w) => (w.reason ? h("span", { title: w.reason, text: w.reason }) : "") },
   { key: "affinity", label: "Affinity rules", sort: "affinity", render: rulesCell },
   { key: "ping_time", label: "Last ping", sort: "ping_time", cls: "time", render: (w) => {
     const el = h("span", { text: fmtAgo(w.ping_time), title: fmtFullTime(w.ping_time) });
@@ -150,7 +152,8 @@ export class WorkersView {
       h("div", { class: "toolbar", role: "toolbar" },
         h("div", { class: "btn-group" },
           btn("Start", "Let the selected workers take jobs", () => this.action("start")),
-          btn("Stop", "Stop the selected workers: their running job goes back to the queue", () => this.action("stop"))),
+          btn("Stop", "Stop the selected workers: their running job goes back to the queue", () => this.action("stop")),
+          btn("Clear sick", "SICK workers take jobs again (their check command would do it too)", () => this.action("clearsick"))),
         h("div", { class: "btn-group" }, btn("Activity", "Runs of the selected worker", () => this.activity())),
         h("div", { class: "btn-group" },
           this.terminateBtn = btn("Terminate", "Cloud mode: shut the selected instances down", () => this.action("terminate"), "btn danger-outline"),
@@ -400,6 +403,12 @@ export class WorkersView {
     }
     const done = await guarded(() => API.post(`/api/${kind}workers`, names));
     if (done === undefined) return;
+    if (kind === "clearsick") {
+      const n = done.cleared.length;
+      notify.ok(n ? `Cleared ${done.cleared.join(", ")}` : "None of them was SICK");
+      this.load();
+      return;
+    }
     const verb = { start: "Started", stop: "Stopped", terminate: "Terminating" }[kind];
     notify.ok(`${verb} ${names.length} worker${names.length > 1 ? "s" : ""}`);
     this.load();
