@@ -279,7 +279,7 @@ def test_first_ready_skips_blocked_ranges(store: Any) -> None:
 @covers("first_ready")
 def test_first_ready_skips_blocked_ranges_and_full_limits_together(store: Any) -> None:
     ids = {
-        k: store.write(lambda tx, k=k: tx.insert_job(job(h_key=k, tagset=1, limits=lim)))
+        k: store.write(lambda tx, k=k, lim=lim: tx.insert_job(job(h_key=k, tagset=1, limits=lim)))
         for k, lim in (("01", ""), ("02", "nuke:1"), ("0201", "nuke:1"), ("03", "nuke:1"), ("04", ""))
     }
     found = store.write(lambda tx: tx.first_ready([1], [("01", "01~")], ["nuke:1"]))
