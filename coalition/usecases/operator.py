@@ -360,25 +360,14 @@ class Operator:
             raise ValidationError(
                 f"frame_dep: job {job_id} cannot depend frame by frame on its own child {target}"
             )
-        # Walk what the target waits for (its frame source, its dependencies, its groups'):
-        # reaching this job means a cycle.
-        seen: set[int] = set()
-        stack = [target]
-        while stack and len(seen) < 10000:
-            node = stack.pop()
-            if node in seen:
-                continue
-            seen.add(node)
-            nrow = tx.job(node)
-            if nrow is None:
-                continue
-            nxt = [*tx.deps(node), nrow["frame_dep"], nrow["parent"]]
-            if job_id in nxt[:-1]:
-                raise ValidationError(
-                    f"frame_dep: job {job_id} cannot depend on job {target}: "
-                    f"job {node} already waits for job {job_id} (a cycle)"
-                )
-            stack.extend(n for n in nxt if n and n not in seen)
+        # What the target waits for (dependencies, frame dependencies, groups): reaching
+        # this job or its subtree means a cycle.
+        cycle = self._deadlock(tx, tree, job_id, [target])
+        if cycle is not None:
+            raise ValidationError(
+                f"frame_dep: job {job_id} cannot depend on job {target}: "
+                f"job {target} already waits for job {cycle[1]} (a cycle)"
+            )
 
     def _set_frame_dep(self, tx: Tx, tree: Tree, row: Row, target: int) -> None:
         if target:
@@ -420,6 +409,8 @@ class Operator:
                 if row is None:
                     continue
                 stack.extend((d, True) for d in tx.deps(node))
+                if row["frame_dep"]:  # it (or its children) waits for that job's frames
+                    stack.append((row["frame_dep"], True))
                 if row["parent"]:
                     stack.append((row["parent"], False))  # its ancestors' dependencies only
                 if full and row["children"]:

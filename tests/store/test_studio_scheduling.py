@@ -222,3 +222,18 @@ def test_fair_share_between_users_at_the_same_priority(farm: Any) -> None:
     # Without fair share, the older submission takes every slot.
     plain = [pick(farm, f"p{i}") for i in range(4)]
     assert {farm.uc.reads.job(j["id"])["user"] for j in plain if j} == {"bob"}
+
+
+def test_cycles_through_frame_and_whole_job_dependencies_are_refused(farm: Any) -> None:
+    render, r = frames_job(farm, "render", [(1, 2)])
+    comp, _ = frames_job(farm, "comp", [(1, 2)], frame_dep=render)
+    # The render cannot wait (as a whole) for the comp that waits for its frames...
+    with pytest.raises(ValidationError, match="dependencies: .*a cycle"):
+        farm.uc.operator.set_dependencies(render, [comp])
+    # ...nor can one of its chunks.
+    with pytest.raises(ValidationError, match="dependencies: .*a cycle"):
+        farm.uc.operator.set_dependencies(r[0], [comp])
+    # A third job waiting for the comp, then the render waiting for it frame by frame: a cycle.
+    third = add(farm, dependencies=(comp,))
+    with pytest.raises(ValidationError, match="frame_dep: .*a cycle"):
+        farm.uc.operator.edit({render: JobEdit({"frame_dep": third})})
