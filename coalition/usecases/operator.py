@@ -32,6 +32,7 @@ from ..model import (
     parse_tags,
 )
 from ..store.base import Row, Tx
+from . import framedeps
 from .context import Context, Effects
 from .limits import check_limits_exist, release_held
 from .runs import abort_run, release_worker_job
@@ -162,7 +163,7 @@ class Operator:
         affinity = self._resolve_affinity(tx, spec.affinity)
         pending = any(r["state"] != FINISHED for r in dep_rows)
         if spec.frame_dep:
-            self._check_frame_dep(tx, tree, 0, parent_id, spec.frame_dep)
+            framedeps.check_frame_dep(tx, tree, 0, parent_id, spec.frame_dep, self._deadlock)
             tx.mark_has_dependents(spec.frame_dep)
             batch.rows.pop(spec.frame_dep, None)  # its row changed: read it again
         if spec.limits:
@@ -298,9 +299,9 @@ class Operator:
         if "dependencies" in values:
             self._set_deps(tx, tree, job_id, list(values["dependencies"]))
         if "frame_dep" in values and values["frame_dep"] != row["frame_dep"]:
-            self._set_frame_dep(tx, tree, row, int(values["frame_dep"]))
+            framedeps.set_frame_dep(tx, tree, row, int(values["frame_dep"]), self._deadlock)
         elif any(k in values for k in ("first_frame", "last_frame")):
-            self._refresh_frame_waits(tx, tree, job_id)
+            framedeps.refresh_frame_waits(tx, tree, job_id)
         pause = values.get("paused")
         state = values.get("state")
         if state == "PAUSED":
@@ -340,53 +341,6 @@ class Operator:
             )
         tx.set_deps(job_id, deps)
         tree.set_pending(job_id, tx.unfinished_deps(job_id) > 0)
-
-    # -- frame-to-frame dependencies ---------------------------------------------------------
-    def _check_frame_dep(self, tx: Tx, tree: Tree, job_id: int, parent_id: int, target: int) -> None:
-        """Refuse a frame dependency on a missing job, on the job itself or its own group,
-        or one that closes a wait cycle (the target already waits for this job)."""
-        if target == job_id:
-            raise ValidationError(f"frame_dep: job {job_id} cannot depend on itself")
-        if tx.job(target) is None:
-            raise ValidationError(f"frame_dep: job {target} does not exist")
-        chain = {parent_id, *tree.ancestors(parent_id)} - {0} if parent_id else set()
-        if target in chain:
-            raise ValidationError(
-                f"frame_dep: a job cannot depend frame by frame on its own group ({target})"
-            )
-        if not job_id:
-            return  # a new job: nothing waits for it yet, so no cycle can close
-        if job_id in tree.ancestors(target):
-            raise ValidationError(
-                f"frame_dep: job {job_id} cannot depend frame by frame on its own child {target}"
-            )
-        # What the target waits for (dependencies, frame dependencies, groups): reaching
-        # this job or its subtree means a cycle.
-        cycle = self._deadlock(tx, tree, job_id, [target])
-        if cycle is not None:
-            raise ValidationError(
-                f"frame_dep: job {job_id} cannot depend on job {target}: "
-                f"job {target} already waits for job {cycle[1]} (a cycle)"
-            )
-
-    def _set_frame_dep(self, tx: Tx, tree: Tree, row: Row, target: int) -> None:
-        if target:
-            self._check_frame_dep(tx, tree, row["id"], row["parent"], target)
-            tx.mark_has_dependents(target)
-        tx.update_job(row["id"], {"frame_dep": target, "updated_at": tree.now})
-        self._refresh_frame_waits(tx, tree, row["id"])
-
-    def _refresh_frame_waits(self, tx: Tx, tree: Tree, job_id: int) -> None:
-        """Recompute whether the job's waiting units wait for frames (after an edit)."""
-        row = tx.job(job_id)
-        if row is None:
-            return
-        units = [row] if not row["children"] else tx.frame_units(job_id, None)
-        for unit in units:
-            if unit["children"] or unit["state"] not in (WAITING, PENDING):
-                continue
-            blocked = tree.frame_blocker(unit) is not None or tx.unfinished_deps(unit["id"]) > 0
-            tree.set_pending(unit["id"], blocked)
 
     def _deadlock(self, tx: Tx, tree: Tree, job_id: int, deps: Iterable[int]) -> tuple[int, int] | None:
         """Would making `job_id` wait for `deps` create a wait cycle? Returns (dep, culprit).
@@ -591,7 +545,7 @@ class Operator:
             frame_waiters = {w for j in doomed for w in tx.frame_dependents(j) if w not in doomed}
             for waiter in sorted(frame_waiters):
                 tx.update_job(waiter, {"frame_dep": 0, "updated_at": now})  # its source is gone
-                self._refresh_frame_waits(tx, tree, waiter)
+                framedeps.refresh_frame_waits(tx, tree, waiter)
             for parent in sorted(parents):
                 tree.recount(parent)
             return sorted(doomed)
