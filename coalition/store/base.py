@@ -307,8 +307,12 @@ class Tx(Protocol):
         """Remove a limit."""
         ...
 
-    def acquire_limit(self, name: str, amount: int) -> bool:
+    def acquire_limit(self, name: str, amount: int, now: float) -> bool:
         """Take `amount` of a limit if it has room (a compare-and-set)."""
+        ...
+
+    def lower_limit(self, name: str, now: float, until: float) -> int:
+        """Count one more licence as used outside the farm until `until`."""
         ...
 
     def release_limit(self, name: str, amount: int) -> None:

@@ -502,6 +502,14 @@ def _studio_scheduling(store: _SqlStore) -> None:
                 tx.execute(stmt)
             elif "c5_jobs_share" in stmt and not _has_index(tx, store.dialect, "c5_jobs_share"):
                 tx.execute(stmt)
+        limits = store.real_name("farm_limits")
+        have_limits = _column_names(tx, store.dialect, limits)
+        for name, sql in (
+            ("lowered", "INTEGER NOT NULL DEFAULT 0"),
+            ("lowered_until", "DOUBLE NOT NULL DEFAULT 0"),
+        ):
+            if name not in have_limits:
+                tx.execute(f"ALTER TABLE {limits} ADD COLUMN {name} {sql}")
         tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (7,))
 
     store.write(step)

@@ -160,13 +160,16 @@ _TABLES = [
 ){table_opts}""",
     "CREATE INDEX c5_login_failures_expires ON login_failures (expires)",
     # Farm-wide limits (licences, shared resources): `in_use` is what running jobs hold,
-    # `external` what the limit's command last counted outside the farm (docs/scheduling.md).
+    # `external` what the limit's command last counted outside the farm, `lowered` licences a
+    # log rule found missing (counted as used outside until `lowered_until`; docs/scheduling.md).
     """CREATE TABLE farm_limits (
     name VARCHAR(255) NOT NULL PRIMARY KEY,
     capacity INTEGER NOT NULL DEFAULT 0,
     in_use INTEGER NOT NULL DEFAULT 0,
     external INTEGER NOT NULL DEFAULT 0,
-    updated_at DOUBLE NOT NULL DEFAULT 0
+    updated_at DOUBLE NOT NULL DEFAULT 0,
+    lowered INTEGER NOT NULL DEFAULT 0,
+    lowered_until DOUBLE NOT NULL DEFAULT 0
 ){table_opts}""",
     """CREATE TABLE Migrations (
     database_version INTEGER NOT NULL

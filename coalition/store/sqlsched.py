@@ -66,17 +66,27 @@ class SchedulingSql:
         """Remove a limit; returns 1 if it existed. Jobs that need it wait until it exists."""
         return self.execute("DELETE FROM farm_limits WHERE name = ?", (name,))
 
-    def acquire_limit(self, name: str, amount: int) -> bool:
+    def acquire_limit(self, name: str, amount: int, now: float) -> bool:
         """Take `amount` of a limit if it has room, atomically: a compare-and-set on the row
         (on MySQL the update reads the newest committed row and locks it until commit, so
-        two servers never both take the last licence)."""
+        two servers never both take the last licence). Licences a log rule found missing
+        count as used until their time is up."""
         return (
             self.execute(
-                "UPDATE farm_limits SET in_use = in_use + ? "
-                "WHERE name = ? AND in_use + external + ? <= capacity",
-                (amount, name, amount),
+                "UPDATE farm_limits SET in_use = in_use + ? WHERE name = ? AND in_use + external "
+                "+ CASE WHEN lowered_until > ? THEN lowered ELSE 0 END + ? <= capacity",
+                (amount, name, now, amount),
             )
             == 1
+        )
+
+    def lower_limit(self, name: str, now: float, until: float) -> int:
+        """Count one more licence of a limit as used outside the farm until `until` (a log
+        rule saw the licence server refuse one); returns 1 if the limit exists."""
+        return self.execute(
+            "UPDATE farm_limits SET lowered = CASE WHEN lowered_until > ? THEN lowered + 1 ELSE 1 END, "
+            "lowered_until = ? WHERE name = ?",
+            (now, until, name),
         )
 
     def release_limit(self, name: str, amount: int) -> None:

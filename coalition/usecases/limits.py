@@ -41,12 +41,12 @@ def check_limits_exist(tx: Tx, text: str) -> None:
             raise ValidationError(f"limits: unknown limit {name!r} (known: {known})")
 
 
-def acquire(tx: Tx, text: str) -> str:
+def acquire(tx: Tx, text: str, now: float) -> str:
     """Take every limit a job needs, or none: returns "" when taken, else the name of the
     first limit without room (what was taken before it is given back, in this transaction)."""
     taken: list[tuple[str, int]] = []
     for name, amount in scheduling.limit_amounts(text).items():
-        if not tx.acquire_limit(name, amount):
+        if not tx.acquire_limit(name, amount, now):
             for done, n in taken:
                 tx.release_limit(done, n)
             return name
@@ -77,13 +77,26 @@ def run_count_command(command: str, timeout: float = 20.0) -> int | None:
     return None
 
 
-def _view(row: Row) -> dict[str, Any]:
+def lowered(row: Row, now: float) -> int:
+    """Licences of a limit a log rule found missing, still counted as used at `now`."""
+    return int(row["lowered"]) if float(row["lowered_until"]) > now else 0
+
+
+def lower(tx: Tx, name: str, now: float, seconds: int) -> bool:
+    """A log rule `limit:NAME[:SECONDS]` fired: one licence of NAME counts as used outside
+    the farm for SECONDS (an hour by default); False if the farm has no such limit."""
+    return bool(tx.lower_limit(name, now, now + (seconds or 3600)))
+
+
+def _view(row: Row, now: float) -> dict[str, Any]:
+    outside = int(row["external"]) + lowered(row, now)
     return {
         "name": row["name"],
         "capacity": int(row["capacity"]),
         "in_use": int(row["in_use"]),
         "external": int(row["external"]),
-        "free": max(0, int(row["capacity"]) - int(row["in_use"]) - int(row["external"])),
+        "lowered": lowered(row, now),
+        "free": max(0, int(row["capacity"]) - int(row["in_use"]) - outside),
     }
 
 
@@ -97,9 +110,10 @@ class Limits:
     def all(self) -> list[dict[str, Any]]:
         """Every limit with its use, and whether a command counts its outside use."""
         rows = self.ctx.read(lambda tx: tx.limits())
+        now = self.ctx.clock()
         out = []
         for row in rows:
-            item = _view(row)
+            item = _view(row, now)
             item["counted_by_command"] = bool(self.configured.get(row["name"], LimitConfig("", 0)).command)
             out.append(item)
         return out
@@ -211,10 +225,9 @@ class Limits:
                 if lim is None:
                     reasons.append({"kind": "limit", "limit": name, "text": f"limit {name} does not exist"})
                     continue
-                used = int(lim["in_use"]) + int(lim["external"])
-                if not scheduling.limit_room(
-                    int(lim["capacity"]), int(lim["in_use"]), int(lim["external"]), amount
-                ):
+                outside = int(lim["external"]) + lowered(lim, self.ctx.clock())
+                used = int(lim["in_use"]) + outside
+                if not scheduling.limit_room(int(lim["capacity"]), int(lim["in_use"]), outside, amount):
                     reasons.append(
                         {
                             "kind": "limit",

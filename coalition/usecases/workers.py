@@ -243,7 +243,7 @@ class WorkerProtocol:
                 if self.shares is not None:
                     candidate = self.shares.choose(tx, line, full, candidate, skip)
                 job_id, _, title, needs = candidate
-                if needs and limits.acquire(tx, needs):
+                if needs and limits.acquire(tx, needs, now):
                     full.append(needs)  # pass over every job needing these limits, this pick
                     continue
                 attempts += 1
@@ -539,9 +539,13 @@ class WorkerProtocol:
                 fields["fail_count"] = job["fail_count"] + 1
                 why += f"; requeued {job['requeues']} times already"
             if verdict.kind == failures.LIMIT:
-                # Named limits belong to the scheduling issue (15): until they exist, a limit
-                # rule requeues and says which limit it would have lowered.
-                fx.note(f"job {job['id']}: log rule {verdict.name} would lower limit {verdict.action[6:]}")
+                # The licence server refused one: count it as used outside the farm for a
+                # while, so the farm stops starting runs that would be refused too.
+                name, _, seconds = verdict.action[6:].partition(":")
+                if limits.lower(tx, name.lower(), now, int(seconds or 0)):
+                    fx.note(f"job {job['id']}: log rule {verdict.name} lowered limit {name}")
+                else:
+                    fx.note(f"job {job['id']}: log rule {verdict.name}: the farm has no limit {name}")
         else:
             elapsed = run.elapsed
             if elapsed is None:

@@ -142,4 +142,4 @@ def test_version_7_adds_limits_and_frame_columns_idempotently(store: Any) -> Non
     row = store.read(lambda tx: tx.job(old))
     assert (row["limits"], row["first_frame"], row["last_frame"], row["frame_dep"]) == ("", 0, -1, 0)
     store.write(lambda tx: tx.put_limit("nuke", 1, 1.0))
-    assert store.write(lambda tx: tx.acquire_limit("nuke", 1))
+    assert store.write(lambda tx: tx.acquire_limit("nuke", 1, 0.0))

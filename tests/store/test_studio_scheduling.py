@@ -237,3 +237,21 @@ def test_cycles_through_frame_and_whole_job_dependencies_are_refused(farm: Any) 
     third = add(farm, dependencies=(comp,))
     with pytest.raises(ValidationError, match="frame_dep: .*a cycle"):
         farm.uc.operator.edit({render: JobEdit({"frame_dep": third})})
+
+
+def test_a_licence_refused_in_the_log_lowers_the_limit_for_a_while(farm: Any) -> None:
+    lim = limits(farm, nuke=2)
+    job = add(farm, limits="nuke", logrules="seats limit:nuke:600 out of seats")
+    other = add(farm, limits="nuke:2")
+    run = pick(farm)
+    assert run is not None and run["id"] == job
+    farm.uc.workers.heartbeat(Ping(name="w1"), job, run["event"], b"error: out of seats\n", 0)
+    end(farm, run, 1)
+    # Requeued without spending a retry (issue 16), and one licence counted as used outside.
+    assert state(farm, job) == "WAITING" and farm.uc.reads.job(job)["fail_count"] == 0
+    [row] = lim.all()
+    assert (row["in_use"], row["lowered"], row["free"]) == (0, 1, 1)
+    assert "1/2 in use, needs 2" in lim.why(other)["reasons"][0]["text"]
+    assert pick(farm, "w2")["id"] == job  # type: ignore[index]  # needs 1: fits
+    farm.clock.advance(601)
+    assert lim.all()[0]["lowered"] == 0  # the time is up

@@ -337,23 +337,30 @@ def test_finished_runs_of_a_groups_children(store: Any) -> None:
 
 
 @covers("limits", "limit", "put_limit", "delete_limit", "acquire_limit", "release_limit")
-@covers("set_limit_external", "limit_users")
+@covers("set_limit_external", "limit_users", "lower_limit")
 def test_limits_are_compare_and_set_counters(store: Any) -> None:
     store.write(lambda tx: tx.put_limit("nuke", 2, 1.0))
     store.write(lambda tx: tx.put_limit("nuke", 9, 2.0, create_only=True))  # kept as it is
     assert store.read(lambda tx: tx.limit("nuke"))["capacity"] == 2
-    assert store.write(lambda tx: tx.acquire_limit("nuke", 1))
-    assert store.write(lambda tx: tx.acquire_limit("nuke", 1))
-    assert not store.write(lambda tx: tx.acquire_limit("nuke", 1))  # full: nothing taken
+    assert store.write(lambda tx: tx.acquire_limit("nuke", 1, 0.0))
+    assert store.write(lambda tx: tx.acquire_limit("nuke", 1, 0.0))
+    assert not store.write(lambda tx: tx.acquire_limit("nuke", 1, 0.0))  # full: nothing taken
     assert store.read(lambda tx: tx.limit("nuke"))["in_use"] == 2
     store.write(lambda tx: tx.release_limit("nuke", 1))
     store.write(lambda tx: tx.set_limit_external("nuke", 1, 3.0))  # a licence used elsewhere
-    assert not store.write(lambda tx: tx.acquire_limit("nuke", 1))
+    assert not store.write(lambda tx: tx.acquire_limit("nuke", 1, 0.0))
     store.write(lambda tx: tx.release_limit("nuke", 5))  # never below zero
     assert store.read(lambda tx: tx.limit("nuke"))["in_use"] == 0
     store.write(lambda tx: tx.release_limit("nuke", -1))  # a forced take (a re-adopted run)
     assert store.read(lambda tx: tx.limit("nuke"))["in_use"] == 1
-    assert not store.write(lambda tx: tx.acquire_limit("unknown", 1))
+    # A licence a log rule found missing counts until its time is up.
+    store.write(lambda tx: tx.set_limit_external("nuke", 0, 3.0))
+    assert store.write(lambda tx: tx.lower_limit("nuke", 10.0, 70.0)) == 1
+    assert not store.write(lambda tx: tx.acquire_limit("nuke", 1, 69.0))
+    assert store.write(lambda tx: tx.acquire_limit("nuke", 1, 71.0))
+    store.write(lambda tx: tx.release_limit("nuke", 1))
+    assert store.write(lambda tx: tx.lower_limit("nobody", 10.0, 70.0)) == 0
+    assert not store.write(lambda tx: tx.acquire_limit("unknown", 1, 0.0))
     store.write(lambda tx: tx.put_limit("arnold", 5, 4.0))
     assert [r["name"] for r in store.read(lambda tx: tx.limits())] == ["arnold", "nuke"]
     held = store.write(

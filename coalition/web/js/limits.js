@@ -67,7 +67,7 @@ export class LimitsView {
         h("td", { class: "mono", text: r.name }),
         h("td", {}, cap),
         h("td", { class: "num", text: String(r.in_use) }),
-        h("td", { class: "num", text: String(r.external), title: r.counted_by_command ? "counted by the limit's command" : "" }),
+        h("td", { class: "num", text: String(r.external + (r.lowered || 0)), title: `${r.counted_by_command ? "counted by the limit's command" : "no counting command"}${r.lowered ? `; ${r.lowered} refused by the licence server (a log rule)` : ""}` }),
         h("td", { class: "num", text: `${r.free}${full ? " (full)" : ""}` }),
         h("td", {}, h("button", { class: "btn", type: "button", text: "Delete", dataset: { needs: "workers" }, onclick: () => this.remove(r.name) }))));
     }
