@@ -137,6 +137,12 @@ class ServerMetrics:
         lines += _gauge(
             "coalition_workers", "Worker slots by state, farm-wide", "state", farm.get("workers", {})
         )
+        decisions = farm.get("autoscaler", {}).get("hour", 0)
+        lines += [
+            "# HELP coalition_autoscaler_decisions_last_hour The cloud autoscaler's decisions, last hour",
+            "# TYPE coalition_autoscaler_decisions_last_hour gauge",
+            f"coalition_autoscaler_decisions_last_hour {_number(decisions)}",
+        ]
         for metric in (self.dispatches, self.requests, self.runs, self.db, self.db_transactions):
             lines += metric.lines(base)
         return "\n".join(lines) + "\n"

@@ -176,11 +176,15 @@ class Reads:
     def farm_counts(self) -> dict[str, dict[str, int]]:
         """Leaf jobs by state (PAUSED apart) and worker slots by state: cheap, for metrics."""
 
+        hour_ago = self.clock() - 3600
+
         def fn(tx: Tx) -> dict[str, dict[str, int]]:
             workers: dict[str, int] = {}
             for w in tx.workers():
                 workers[w["state"]] = workers.get(w["state"], 0) + 1
-            return {"jobs": tx.count_jobs_by_state(), "workers": workers}
+            # The cloud autoscaler's decisions are its events (worker "autoscaler").
+            decisions = len(tx.events(None, "autoscaler", hour_ago, 100000))
+            return {"jobs": tx.count_jobs_by_state(), "workers": workers, "autoscaler": {"hour": decisions}}
 
         return self.ctx.read(fn)
 

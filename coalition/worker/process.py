@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from .spool import RunLog
 from .usage import Usage, UsageMeter
@@ -95,31 +96,65 @@ def _session_members(sid: int) -> list[int]:
 
 
 class GroupLedger:
-    """The process groups of a worker's running jobs, kept in a file (one per worker name)."""
+    """The process groups of a worker's running jobs, kept in a file (one per worker name).
+
+    An append-only journal (`PGID START` when a group starts, `-PGID` when it is gone),
+    flushed at each line and compacted now and then: a job start costs one small write, not
+    a file rewrite (rewriting it twice per job was a third of a busy worker's CPU). A line cut
+    short by a crash is ignored when the journal is read back.
+    """
+
+    COMPACT_AFTER = 256  # lines written since the last compaction
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self._lock = threading.Lock()
         self._groups: dict[int, str] = {}
+        self._file: Any = None
+        self._lines = 0
 
     def _save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text("".join(f"{pgid} {start}\n" for pgid, start in self._groups.items()))
         os.replace(tmp, self.path)  # never a half-written file for the next worker to read
+        if self._file is not None:
+            self._file.close()
+        self._file = open(self.path, "a", encoding="ascii")  # noqa: SIM115 - kept open on purpose
+        self._lines = len(self._groups)
+
+    def _note(self, line: str) -> None:
+        if self._file is None or self._lines >= max(self.COMPACT_AFTER, 4 * len(self._groups)):
+            self._save()  # the state so far (which includes this change), then a fresh journal
+            return
+        self._file.write(line)
+        self._file.flush()
+        self._lines += 1
 
     def add(self, pgid: int) -> None:
         """A job's group started."""
         with self._lock:
-            self._groups[pgid] = _start_time(pgid) or "?"
+            start = self._groups[pgid] = _start_time(pgid) or "?"
             with contextlib.suppress(OSError):
-                self._save()
+                self._note(f"{pgid} {start}\n")
 
     def remove(self, pgid: int) -> None:
         """A job's group is gone."""
         with self._lock:
             if self._groups.pop(pgid, None) is not None:
                 with contextlib.suppress(OSError):
-                    self._save()
+                    self._note(f"-{pgid}\n")
+
+    @staticmethod
+    def read(text: str) -> dict[int, str]:
+        """The groups a journal says are running (later lines win)."""
+        groups: dict[int, str] = {}
+        for line in text.split("\n"):
+            parts = line.split()
+            if len(parts) == 1 and parts[0].startswith("-") and parts[0][1:].isdigit():
+                groups.pop(int(parts[0][1:]), None)
+            elif len(parts) == 2 and parts[0].isdigit():
+                groups[int(parts[0])] = parts[1]
+        return groups
 
     def end_leftovers(self, grace: float, clock: Callable[[], float] = time.monotonic) -> list[int]:
         """End the groups a previous worker of this name left running; returns their ids.
@@ -128,15 +163,11 @@ class GroupLedger:
         written (pids are reused); a leaderless group is recognised by its session (a job's
         session id is its group id, and no one else starts a session with that number)."""
         try:
-            lines = self.path.read_text().split("\n")
+            left = self.read(self.path.read_text())
         except OSError:
             return []
         ended = []
-        for line in lines:
-            parts = line.split()
-            if len(parts) != 2 or not parts[0].isdigit():
-                continue
-            pgid, start = int(parts[0]), parts[1]
+        for pgid, start in left.items():
             now_start = _start_time(pgid)
             if now_start is not None and now_start != start:
                 continue  # the number was reused by an unrelated process

@@ -49,6 +49,7 @@ def test_metrics_after_real_runs(server: Any, make_worker: Any) -> None:
     assert value(runs, outcome="finished") == 1 and value(runs, outcome="error") == 1
     assert value(m["coalition_db_transactions_total"], kind="write") > 0
     assert value(m["coalition_db_seconds_total"], kind="read") > 0
+    assert value(m["coalition_autoscaler_decisions_last_hour"]) == 0  # not in cloud mode
 
 
 def test_metrics_need_the_same_access_as_the_api(make_server: Any) -> None:

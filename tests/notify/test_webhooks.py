@@ -180,3 +180,7 @@ def test_autoscaler_decisions_are_queued_with_their_event(tmp_path: Any) -> None
     assert json.loads(rows[0]["body"])["decision"] == "cloud: launched 2 instances (aws, linux)"
     # Mail is another channel: the mail sender never sees a webhook.
     assert store.read(lambda tx: tx.due_mail(1e12, 10)) == []
+    # And /metrics counts the decision (farm-wide, from the events).
+    from coalition.usecases.reads import Reads
+
+    assert Reads(ctx).farm_counts()["autoscaler"] == {"hour": 1}

@@ -110,3 +110,38 @@ def test_pump_returns_on_a_wake_byte(tmp_path: Path) -> None:
     proc.close()
     os.close(read_end)
     os.close(write_end)
+
+
+def test_the_group_ledger_is_a_journal_that_survives_a_cut_line(tmp_path: Path) -> None:
+    from coalition.worker.process import GroupLedger
+
+    path = tmp_path / "ledger"
+    ledger = GroupLedger(path)
+    for pgid in range(1000, 1000 + 600):  # past COMPACT_AFTER: compacted on the way
+        ledger.add(pgid)
+        if pgid % 3:
+            ledger.remove(pgid)
+    alive = {pgid for pgid in range(1000, 1600) if pgid % 3 == 0}
+    with open(path, "a") as f:
+        f.write("17")  # a crash in the middle of a line: ignored
+    assert set(GroupLedger.read(path.read_text())) == alive
+    assert len(path.read_text().splitlines()) < 600 + 400  # not the whole history
+
+
+def test_a_new_ledger_ends_the_groups_a_killed_worker_left(tmp_path: Path) -> None:
+    from coalition.worker.process import GroupLedger
+
+    path = tmp_path / "ledger"
+    first = GroupLedger(path)
+    proc, _ = start("sleep 60", tmp_path)
+    first.add(proc.pgid)
+    done, _ = start("true", tmp_path)
+    first.add(done.pgid)
+    assert ended(done, 10)
+    done.reap_group(1)
+    first.remove(done.pgid)
+    # The worker dies without a word; its successor reads the journal.
+    assert GroupLedger(path).end_leftovers(2.0) == [proc.pgid]
+    assert ended(proc, 10) and proc.returncode == -signal.SIGTERM
+    proc.close()
+    done.close()
