@@ -120,9 +120,9 @@ def post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> i
     return response.status
 
 
-def pause_to_kill(farm: Farm) -> float:
-    """Seconds from pausing a job to the death of its process on a real worker (1 slot,
-    default settings) that runs beside the simulated load."""
+def start_killable(farm: Farm) -> tuple[int, int]:
+    """A real worker (1 slot, default settings) running a job, started before the load so
+    that its own start-up does not weigh on the figures: (job id, the job's process id)."""
     pidfile = os.path.join(farm.dir, "job.pid")
     job_id = call(
         farm.port,
@@ -138,7 +138,11 @@ def pause_to_kill(farm: Farm) -> float:
         if time.monotonic() > deadline:
             raise RuntimeError("the real worker did not start its job")
         time.sleep(0.01)
-    pid = int(open(pidfile).read())
+    return job_id, int(open(pidfile).read())
+
+
+def pause_to_kill(farm: Farm, job_id: int, pid: int) -> float:
+    """Seconds from pausing the job to the death of its process on the real worker."""
     start = time.perf_counter()
     call(farm.port, "POST", "/api/pausejobs", [job_id])
     while os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split(") ", 1)[1][0] != "Z":
@@ -251,9 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         # The pause is measured while the load runs, a third of the way in.
         kill: dict[str, float] = {}
 
+        killable = start_killable(farm)
+
         def measure_kill() -> None:
             time.sleep(args.seconds / 3)
-            kill["pause_to_kill_s"] = round(pause_to_kill(farm), 3)
+            kill["pause_to_kill_s"] = round(pause_to_kill(farm, *killable), 3)
 
         route = sync if args.route == "sync" else heartbeat
         for name, request in ((f"/workers/{args.route}", route), ("baseline GET /api/ping", ping)):

@@ -53,10 +53,30 @@ class Upkeep:
         tree.set_leaf_state(job, target, fields)
         fx.append_log(job["id"], note.encode())
 
+    def _due(self, tx: Tx, now: float) -> bool:
+        """Whether the reaper has anything to do (read-only: the write transaction, which
+        holds SQLite's one write lock while it scans every worker, runs only then)."""
+        settings = self.ctx.settings
+        workers = tx.workers()
+        for worker in workers:
+            if worker["state"] in (W_WAITING, W_WORKING) and scheduling.worker_silent(
+                worker["ping_time"], self.started, settings.worker_timeout, now
+            ):
+                return True
+        known = {w["name"] for w in workers}
+        for job in tx.working_jobs():
+            if job["worker"] not in known:
+                return True  # looked at closely by the write pass
+            if scheduling.job_timed_out(job["start_time"], job["timeout"], now, settings.worker_timeout):
+                return True
+        return False
+
     def reap(self) -> dict[str, int]:
         """Handle silent workers and jobs past their timeout. Returns what was done."""
         now = self.ctx.clock()
         settings = self.ctx.settings
+        if not self.ctx.read(lambda tx: self._due(tx, now)):
+            return {"silent_workers": 0, "requeued": 0, "timed_out": 0}
 
         def fn(tx: Tx, fx: Effects) -> dict[str, int]:
             done = {"silent_workers": 0, "requeued": 0, "timed_out": 0}
