@@ -143,6 +143,11 @@ class ServerMetrics:
             "# TYPE coalition_autoscaler_decisions_last_hour gauge",
             f"coalition_autoscaler_decisions_last_hour {_number(decisions)}",
         ]
+        limits = farm.get("limits", {})
+        for kind, what in (("capacity", "licences or slots"), ("in_use", "taken by running jobs"),
+                           ("external", "used outside the farm")):  # fmt: skip
+            values = {k.split(":", 1)[1]: v for k, v in limits.items() if k.startswith(kind + ":")}
+            lines += _gauge(f"coalition_limit_{kind}", f"Named limits: {what}, farm-wide", "limit", values)
         for metric in (self.dispatches, self.requests, self.runs, self.db, self.db_transactions):
             lines += metric.lines(base)
         return "\n".join(lines) + "\n"

@@ -184,7 +184,17 @@ class Reads:
                 workers[w["state"]] = workers.get(w["state"], 0) + 1
             # The cloud autoscaler's decisions are its events (worker "autoscaler").
             decisions = len(tx.events(None, "autoscaler", hour_ago, 100000))
-            return {"jobs": tx.count_jobs_by_state(), "workers": workers, "autoscaler": {"hour": decisions}}
+            limits = {
+                f"{kind}:{row['name']}": int(row[kind] or 0)
+                for row in tx.limits()
+                for kind in ("capacity", "in_use", "external")
+            }
+            return {
+                "jobs": tx.count_jobs_by_state(),
+                "workers": workers,
+                "autoscaler": {"hour": decisions},
+                "limits": limits,
+            }
 
         return self.ctx.read(fn)
 

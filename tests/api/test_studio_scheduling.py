@@ -142,3 +142,21 @@ def test_coalition_add_frames_with_frame_deps_limits_and_why(
     assert [r["name"] for r in rows] == ["nuke"]
     assert main(["--server", server.url, "limits", "set", "nuke"]) == 2  # a usage error
     capsys.readouterr()
+
+
+def test_limits_are_in_the_metrics(make_server: Any, tmp_path: Any) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server = limited_server(make_server, tmp_path)
+    server.submit(command="true", limits="nuke:1")
+    job = pick(server, "m1")
+    assert job is not None
+    samples = {
+        (s.name, s.labels.get("limit")): s.value
+        for f in text_string_to_metric_families(server.request("GET", "/metrics").text)
+        for s in f.samples
+    }
+    assert samples[("coalition_limit_capacity", "nuke")] == 2
+    assert samples[("coalition_limit_in_use", "nuke")] == 1
+    assert samples[("coalition_limit_capacity", "arnold")] == 3
+    assert ("coalition_limit_external", "arnold") in samples
