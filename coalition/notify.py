@@ -25,12 +25,11 @@ from typing import Any
 
 from .hierarchy import Transition
 from .model import ERROR, FINISHED
+from .outbox import Outbox
 from .store.base import Row, Store, Tx
 
 log = logging.getLogger("coalition.notify")
 
-MAX_ATTEMPTS = 10
-KEEP_SECONDS = 7 * 86400  # sent and abandoned mails stay this long (for diagnostics), then go
 _ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"\\]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+")
 _LOCAL = re.compile(r"[A-Za-z0-9._+-]+")
 
@@ -154,7 +153,7 @@ class Notifier:
         self.clock = clock
         self._smtp = smtp
         self.sender = settings.sender or f"coalition@{socket.getfqdn()}"
-        self._last_purge = 0.0
+        self.outbox = Outbox(store, clock, "mail", settings.interval, settings.timeout)
         if settings.login and not settings.tls:
             log.warning("smtplogin is set with smtptls off: the SMTP password travels in clear")
 
@@ -170,51 +169,16 @@ class Notifier:
             root = _top(tx, t.parent)
         else:
             return
-        now = self.clock()
         for mail in mails_for(t, job, root, self.settings.notifyafter, self.settings.domain):
-            tx.enqueue_mail(
-                {
-                    "created_at": now,
-                    "dedupe": mail.dedupe,
-                    "recipient": mail.recipient,
-                    "subject": mail.subject,
-                    "body": mail.body,
-                    "status": "queued",
-                    "attempts": 0,
-                    "next_try": now,
-                    "last_error": "",
-                    "sent_at": 0.0,
-                }
-            )
+            tx.enqueue_mail(self.outbox.queued(mail.recipient, mail.subject, mail.body, mail.dedupe))
 
     # -- the background sender ------------------------------------------------------------------
     def drain(self, batch: int = 50) -> int:
         """Send the mails that are due; returns how many were sent."""
-        now = self.clock()
-        hold = max(60.0, self.settings.timeout * 3)  # another server must not resend meanwhile
+        return self.outbox.drain(self._deliver, batch)
 
-        def claim(tx: Tx) -> list[Row]:
-            rows = tx.due_mail(now, batch)
-            for row in rows:
-                tx.update_mail(row["id"], {"next_try": now + hold, "attempts": row["attempts"] + 1})
-            return rows
-
-        rows = self.store.write(claim)
+    def _deliver(self, rows: list[Row]) -> dict[int, dict[str, Any]]:
         outcomes: dict[int, dict[str, Any]] = {}
-        if rows:
-            self._deliver(rows, outcomes)
-
-            def record(tx: Tx) -> None:
-                for mail_id, fields in outcomes.items():
-                    tx.update_mail(mail_id, fields)
-
-            self.store.write(record)
-        if now - self._last_purge > 3600:
-            self._last_purge = now
-            self.store.write(lambda tx: tx.purge_mail(now - KEEP_SECONDS))
-        return sum(1 for f in outcomes.values() if f.get("status") == "sent")
-
-    def _deliver(self, rows: list[Row], outcomes: dict[int, dict[str, Any]]) -> None:
         pending = list(rows)
         try:
             with self._connect() as smtp:
@@ -222,7 +186,7 @@ class Notifier:
                     row = pending[0]
                     try:
                         smtp.send_message(self._message(row))
-                        outcomes[row["id"]] = {"status": "sent", "sent_at": self.clock(), "last_error": ""}
+                        outcomes[row["id"]] = self.outbox.sent()
                     except smtplib.SMTPRecipientsRefused as exc:
                         outcomes[row["id"]] = self._failed(row, _smtp_error(exc), permanent=_permanent(exc))
                     except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
@@ -235,6 +199,7 @@ class Notifier:
             for row in pending:
                 outcomes[row["id"]] = self._failed(row, _smtp_error(exc))
             log.warning("mail to %s:%s failed: %s", self.settings.host, self.settings.port, _smtp_error(exc))
+        return outcomes
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -264,12 +229,7 @@ class Notifier:
         return msg
 
     def _failed(self, row: Row, error: str, permanent: bool = False) -> dict[str, Any]:
-        attempts = row["attempts"] + 1
-        if permanent or attempts >= MAX_ATTEMPTS:
-            log.error("giving up mail %d to %s: %s", row["id"], row["recipient"], error)
-            return {"status": "failed", "last_error": error[:1000]}
-        delay = min(self.settings.interval * 2**attempts, 3600.0)
-        return {"next_try": self.clock() + delay, "last_error": error[:1000]}
+        return self.outbox.failed(row, error, permanent)
 
 
 def _top(tx: Tx, job_id: int) -> Row | None:

@@ -28,12 +28,11 @@ from typing import Any
 
 from .hierarchy import Transition
 from .model import ERROR, FINISHED
+from .outbox import Outbox
 from .store.base import Row, Store, Tx
 
 log = logging.getLogger("coalition.webhooks")
 
-MAX_ATTEMPTS = 10
-KEEP_SECONDS = 7 * 86400
 EVENTS = ("job.finished", "job.failed", "group.finished", "worker.lost", "autoscaler.decision")
 
 
@@ -101,7 +100,7 @@ class WebhookSender:
         self.store = store
         self.clock = clock
         self._open = opener
-        self._last_purge = 0.0
+        self.outbox = Outbox(store, clock, "webhook", settings.interval, settings.timeout)
 
     # -- inside a transaction ---------------------------------------------------------------------
     def on_transition(self, tx: Tx, t: Transition) -> None:
@@ -121,47 +120,12 @@ class WebhookSender:
         now = self.clock()
         body = json.dumps({"event": event, "at": now, **data}, separators=(",", ":"), sort_keys=True)
         for url in self.settings.urls:
-            tx.enqueue_mail(
-                {
-                    "created_at": now,
-                    "dedupe": None,
-                    "channel": "webhook",
-                    "recipient": url,
-                    "subject": event,
-                    "body": body,
-                    "status": "queued",
-                    "attempts": 0,
-                    "next_try": now,
-                    "last_error": "",
-                    "sent_at": 0.0,
-                }
-            )
+            tx.enqueue_mail(self.outbox.queued(url, event, body))
 
     # -- the background sender ----------------------------------------------------------------------
     def drain(self, batch: int = 50) -> int:
         """Send the deliveries that are due; returns how many were accepted."""
-        now = self.clock()
-        hold = max(60.0, self.settings.timeout * 3)  # another server must not resend meanwhile
-
-        def claim(tx: Tx) -> list[Row]:
-            rows = tx.due_mail(now, batch, "webhook")
-            for row in rows:
-                tx.update_mail(row["id"], {"next_try": now + hold, "attempts": row["attempts"] + 1})
-            return rows
-
-        rows = self.store.write(claim)
-        outcomes = {row["id"]: self._deliver(row) for row in rows}
-        if outcomes:
-
-            def record(tx: Tx) -> None:
-                for delivery, fields in outcomes.items():
-                    tx.update_mail(delivery, fields)
-
-            self.store.write(record)
-        if now - self._last_purge > 3600:
-            self._last_purge = now
-            self.store.write(lambda tx: tx.purge_mail(now - KEEP_SECONDS))
-        return sum(1 for f in outcomes.values() if f.get("status") == "sent")
+        return self.outbox.drain(lambda rows: {row["id"]: self._deliver(row) for row in rows}, batch)
 
     def _deliver(self, row: Row) -> dict[str, Any]:
         body = str(row["body"]).encode()
@@ -182,23 +146,13 @@ class WebhookSender:
         try:
             with self._open(request, timeout=self.settings.timeout) as answer:
                 answer.read(65536)
-            return {"status": "sent", "sent_at": self.clock(), "last_error": ""}
+            return self.outbox.sent()
         except urllib.error.HTTPError as exc:
             # A receiver that says no (4xx) will say it again; 408, 429 and 5xx may pass later.
             permanent = 400 <= exc.code < 500 and exc.code not in (408, 429)
-            return self._failed(row, f"HTTP {exc.code} {exc.reason}", permanent)
+            return self.outbox.failed(row, f"HTTP {exc.code} {exc.reason}", permanent)
         except (OSError, ValueError) as exc:  # refused, timed out, unreachable, a bad URL
-            return self._failed(row, f"{type(exc).__name__}: {exc}", isinstance(exc, ValueError))
-
-    def _failed(self, row: Row, error: str, permanent: bool = False) -> dict[str, Any]:
-        attempts = row["attempts"] + 1
-        if permanent or attempts >= MAX_ATTEMPTS:
-            log.error(
-                "giving up webhook %d (%s) to %s: %s", row["id"], row["subject"], row["recipient"], error
-            )
-            return {"status": "failed", "last_error": error[:1000]}
-        delay = min(self.settings.interval * 2**attempts, 3600.0)
-        return {"next_try": self.clock() + delay, "last_error": error[:1000]}
+            return self.outbox.failed(row, f"{type(exc).__name__}: {exc}", isinstance(exc, ValueError))
 
 
 def delivery_view(row: Row) -> dict[str, Any]:

@@ -40,6 +40,17 @@ class MariaDB:
     password: str
     socket: str
 
+    def server_keys(self) -> dict[str, Any]:
+        """`[server]` keys for a server process on a fresh database of this server."""
+        return {
+            "db_type": "mysql",
+            "db_mysql_host": self.host,
+            "db_mysql_port": self.port,
+            "db_mysql_user": self.user,
+            "db_mysql_password": self.password,
+            "db_mysql_base": self.new_database(),
+        }
+
     def new_database(self) -> str:
         """A fresh, empty database; returns its name."""
         import pymysql
@@ -95,6 +106,12 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.session = requests.Session()
         self.log_path = root / "server.log"
+
+    def init_database(self) -> None:
+        """`coalition-server --init` with this server's ini (before start())."""
+        cmd = [sys.executable, "-m", "coalition.server.main", "-c", str(self.ini_path), "--init"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         """Start (or restart on the same port and data) and wait until it answers."""

@@ -3,8 +3,6 @@ farm-wide gauges agree from every server on one database."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -61,17 +59,9 @@ def test_metrics_need_the_same_access_as_the_api(make_server: Any) -> None:
 
 @pytest.mark.mysql
 def test_farm_wide_gauges_agree_from_both_servers(make_server: Any, mariadb: Any) -> None:
-    db = {
-        "db_type": "mysql",
-        "db_mysql_host": mariadb.host,
-        "db_mysql_port": mariadb.port,
-        "db_mysql_user": mariadb.user,
-        "db_mysql_password": mariadb.password,
-        "db_mysql_base": mariadb.new_database(),
-    }
+    db = mariadb.server_keys()
     first = make_server(start=False, **db)
-    init = [sys.executable, "-m", "coalition.server.main", "-c", str(first.ini_path), "--init"]
-    assert subprocess.run(init, capture_output=True, timeout=60).returncode == 0
+    first.init_database()
     first.start()
     second = make_server(**db)
     first.api("PUT", "/api/jobs", [{"title": f"j{i}", "command": "true"} for i in range(7)])

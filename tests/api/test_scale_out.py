@@ -3,8 +3,6 @@ of them runs the periodic work at a time."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections import Counter
 from typing import Any
@@ -16,23 +14,10 @@ from tests.support import wait_for
 
 @pytest.mark.mysql
 def test_two_servers_one_database_concurrent_pickers(make_server: Any, mariadb: Any) -> None:
-    base = mariadb.new_database()
-    db = {
-        "db_type": "mysql",
-        "db_mysql_host": mariadb.host,
-        "db_mysql_port": mariadb.port,
-        "db_mysql_user": mariadb.user,
-        "db_mysql_password": mariadb.password,
-        "db_mysql_base": base,
-    }
+    db = mariadb.server_keys()
+    base = db["db_mysql_base"]
     first = make_server(start=False, **db)
-    out = subprocess.run(
-        [sys.executable, "-m", "coalition.server.main", "-c", str(first.ini_path), "--init"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
+    first.init_database()
     first.start()
     second = make_server(**db)
     ids = first.api("PUT", "/api/jobs", [{"title": f"f{i}", "command": "true"} for i in range(300)])

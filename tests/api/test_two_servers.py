@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import subprocess
-import sys
 import threading
 from collections import Counter
 from typing import Any
@@ -21,28 +19,11 @@ from tests.support import require, wait_for
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
 
 
-def _db_keys(mariadb: Any) -> dict[str, Any]:
-    return {
-        "db_type": "mysql",
-        "db_mysql_host": mariadb.host,
-        "db_mysql_port": mariadb.port,
-        "db_mysql_user": mariadb.user,
-        "db_mysql_password": mariadb.password,
-        "db_mysql_base": mariadb.new_database(),
-    }
-
-
 def two_servers(make_server: Any, mariadb: Any, **keys: Any) -> tuple[Any, Any, dict[str, Any]]:
     """Two started servers on one fresh database (initialised by the first)."""
-    db = {**_db_keys(mariadb), **keys}
+    db = {**mariadb.server_keys(), **keys}
     first = make_server(start=False, **db)
-    out = subprocess.run(
-        [sys.executable, "-m", "coalition.server.main", "-c", str(first.ini_path), "--init"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
+    first.init_database()
     first.start()
     return first, make_server(**db), db
 

@@ -5,8 +5,6 @@ licence error, and the reason every run's event gives. Every wait is on a condit
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +33,9 @@ def worker_state(server: Any, name: str) -> str:
 
 def mysql_server(make_server: Any, mariadb: Any, **keys: Any) -> Any:
     """A server process on a fresh private MariaDB database."""
-    db = {
-        "db_type": "mysql",
-        "db_mysql_host": mariadb.host,
-        "db_mysql_port": mariadb.port,
-        "db_mysql_user": mariadb.user,
-        "db_mysql_password": mariadb.password,
-        "db_mysql_base": mariadb.new_database(),
-    }
+    db = mariadb.server_keys()
     server = make_server(start=False, **db, **keys)
-    out = subprocess.run(
-        [sys.executable, "-m", "coalition.server.main", "-c", str(server.ini_path), "--init"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
+    server.init_database()
     return server.start()
 
 
