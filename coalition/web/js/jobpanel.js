@@ -216,11 +216,16 @@ export class JobPanel {
         this.depsKnown = jobs.every((j) => Array.isArray(j.dependencies));
       }
     }
+    // A reload of the same selection (a second click, the debounced selection change racing the
+    // tab's own load, a refresh) must not wipe what the user has typed meanwhile.
+    const same = jobs.length === this.jobs.length && jobs.every((j, i) => j.id === this.jobs[i].id);
+    const typed = same ? new Map([...this.touched].map((key) => [key, this.inputs.get(key).value])) : new Map();
     this.jobs = jobs;
-    this.fillEdit();
+    this.fillEdit(typed);
   }
 
-  fillEdit() {
+  // typed: field key -> text the user entered, kept over the loaded values.
+  fillEdit(typed = new Map()) {
     this.touched.clear();
     this.original.clear();
     const jobs = this.jobs;
@@ -248,10 +253,14 @@ export class JobPanel {
       input.value = mixed ? "" : value;
       input.placeholder = mixed ? "(different values)" : depsUnknown ? "(not loaded for this many jobs)" : "";
       input.disabled = !n || depsUnknown;
-      this.mark(field);
+      if (typed.has(field.key) && !input.disabled) {
+        input.value = typed.get(field.key);
+        this.touched.add(field.key);
+      }
     }
     this.updateBtn.disabled = true;
     this.changedNote.textContent = "";
+    for (const field of EDIT_FIELDS) this.mark(field);
     this.showFailures(n === 1 ? jobs[0] : null);
   }
 
@@ -320,6 +329,7 @@ export class JobPanel {
     if (done === undefined) return;
     const n = this.jobs.length;
     notify.ok(`Updated ${fields.map((f) => f.label.toLowerCase()).join(", ")} on ${n} job${n > 1 ? "s" : ""}`);
+    this.touched.clear(); // sent: the reload below shows the stored values
     await this.view.load();
     await this.loadSelection();
   }
