@@ -104,6 +104,10 @@ JOBS: tuple[Column, ...] = (
     Column("first_frame", BIG, 0, settable=True, edit="plain"),
     Column("last_frame", BIG, -1, settable=True, edit="plain"),
     Column("frame_dep", BIG, 0, settable=True, edit="frame_dep"),
+    # An Open Job Description task (docs/openjd.md): its OpenJD job (the top group, whose
+    # template is in `openjd_jobs`), step and task parameter values, as JSON; "" otherwise.
+    # Set by POST /api/openjd only: the worker runs the step's script with these values.
+    Column("openjd", TEXT, "", pick=True),
     # Internal: dispatch and tree upkeep.
     Column("child_fail_count", INT, 0, api=False),
     Column("pending", SMALL, 0, api=False),

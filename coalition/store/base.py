@@ -77,7 +77,8 @@ class Tx(Protocol):
         text, affinity, worker, changed_since."""
 
     def delete_jobs(self, ids: Sequence[int]) -> None:
-        """Delete the jobs, their dependency rows (both directions) and their thumbnails."""
+        """Delete the jobs, their dependency rows (both directions), their thumbnails and, for
+        top groups of OpenJD jobs, their templates."""
 
     def put_thumbnail(self, job_ids: Sequence[int], source: int, mime: str, data: bytes, now: float) -> None:
         """Make `data` (an image of job `source`'s output) the thumbnail of each of `job_ids`."""
@@ -244,6 +245,16 @@ class Tx(Protocol):
 
     def purge_events(self, before: float) -> int:
         """Delete closed events that started before `before`; returns how many."""
+
+    # -- Open Job Description (store/sqlopenjd.py) -----------------------------------------
+    def put_openjd_job(self, job_id: int, template: str, parameters: str, now: float) -> None:
+        """Store an OpenJD job's template and parameter values (JSON texts) under its top
+        group's id; delete_jobs removes them with the group."""
+        ...
+
+    def openjd_job(self, job_id: int) -> Row | None:
+        """An OpenJD job's row (job_id, template, parameters, created_at), or None."""
+        ...
 
     # -- submissions (idempotency keys) ----------------------------------------------------
     def submission(self, key: str) -> list[int] | None:

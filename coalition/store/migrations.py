@@ -515,6 +515,27 @@ def _studio_scheduling(store: _SqlStore) -> None:
     store.write(step)
 
 
+def _openjd(store: _SqlStore) -> None:
+    """Version 9: Open Job Description jobs (docs/openjd.md): the `openjd_jobs` table (each
+    submission's template and parameter values) and the jobs' `openjd` column (a task's step
+    and parameters). Additive and idempotent, and independent of version 8 (resource
+    requests): only what is missing is created."""
+    tables = store.table_names()
+
+    def step(tx: SqlTx) -> None:
+        jobs = store.real_name("jobs")
+        if "openjd" not in _column_names(tx, store.dialect, jobs):
+            text = "MEDIUMTEXT NOT NULL" if store.dialect == "mysql" else "TEXT NOT NULL DEFAULT ''"
+            tx.execute(f"ALTER TABLE {jobs} ADD COLUMN openjd {text}")
+        if "openjd_jobs" not in tables:
+            for stmt in ddl(store.dialect):
+                if _table_of(stmt) == "openjd_jobs":
+                    tx.execute(stmt)
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (9,))
+
+    store.write(step)
+
+
 STEPS: list[tuple[int, str, Callable[[Any], None]]] = [
     (2, "Coalition 4 to Coalition 5 (tags, hierarchical keys, retries, run events)", _coalition4_to_2),
     (3, "idempotency keys of submissions", _add_submissions),
@@ -522,4 +543,5 @@ STEPS: list[tuple[int, str, Callable[[Any], None]]] = [
     (5, "CPU time and peak memory of each run; webhook deliveries; output thumbnails", _run_usage),
     (6, "failure handling: stall and log-rule settings, run reasons, host blocklists", _add_failure_handling),
     (7, "studio scheduling: farm-wide limits, frame-to-frame dependencies", _studio_scheduling),
+    (9, "Open Job Description: submitted templates, the jobs' OpenJD tasks", _openjd),
 ]

@@ -10,7 +10,7 @@ from .. import columns
 
 # Coalition 4 used schema versions 0 and 1 and the `Migrations` table; we keep counting there
 # so that `--migrate` recognises a Coalition 4 database.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 9
 
 JOB_COLUMNS = columns.JOB_COLUMNS
 WORKER_COLUMNS = columns.WORKER_COLUMNS
@@ -171,6 +171,15 @@ _TABLES = [
     lowered INTEGER NOT NULL DEFAULT 0,
     lowered_until DOUBLE NOT NULL DEFAULT 0
 ){table_opts}""",
+    # Open Job Description jobs (docs/openjd.md): the template (the document as JSON) and the
+    # job parameter values of each submission, once, under the id of its top group; its task
+    # jobs name that id in their `openjd` column, and workers fetch these to run them.
+    """CREATE TABLE openjd_jobs (
+    job_id {big} NOT NULL PRIMARY KEY,
+    template {text} NOT NULL,
+    parameters {text} NOT NULL,
+    created_at DOUBLE NOT NULL DEFAULT 0
+){table_opts}""",
     """CREATE TABLE Migrations (
     database_version INTEGER NOT NULL
 ){table_opts}""",
@@ -193,6 +202,7 @@ TABLES = (
     "job_logs",
     "login_failures",
     "farm_limits",
+    "openjd_jobs",
     "Migrations",
 )
 

@@ -13,6 +13,7 @@ from typing import Any
 from .base import SORTABLE, Row, StoreError
 from .blocks import HostFailuresSql
 from .schema import JOB_COLUMNS, JOB_PICK, WORKER_COLUMNS
+from .sqlopenjd import OpenJDSql
 from .sqlsched import SchedulingSql
 from .sqlshared import SharedStateSql
 
@@ -72,7 +73,7 @@ def _check(cols: Iterable[str], allowed: frozenset[str]) -> None:
             raise ValueError(f"unknown column {col!r}")  # a programming error, never user input
 
 
-class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql):
+class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
     """One transaction over a DB-API cursor."""
 
     def __init__(self, cursor: Any, dialect: str, names: dict[str, tuple[str, ...]] | None = None):
@@ -261,6 +262,7 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql):
             self.execute(f"DELETE FROM job_deps WHERE job_id IN ({marks})", chunk)
             self.execute(f"DELETE FROM job_deps WHERE dependency IN ({marks})", chunk)
             self.execute(f"DELETE FROM thumbnails WHERE job_id IN ({marks})", chunk)
+            self.execute(f"DELETE FROM openjd_jobs WHERE job_id IN ({marks})", chunk)
             self.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
 
     def put_thumbnail(self, job_ids: Sequence[int], source: int, mime: str, data: bytes, now: float) -> None:

@@ -68,6 +68,7 @@ def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any, t
         "version 5: CPU time and peak memory of each run; webhook deliveries; output thumbnails",
         "version 6: failure handling: stall and log-rule settings, run reasons, host blocklists",
         "version 7: studio scheduling: farm-wide limits, frame-to-frame dependencies",
+        "version 9: Open Job Description: submitted templates, the jobs' OpenJD tasks",
     ]
     assert store.migrate() == []
     store.check_schema()
@@ -107,7 +108,8 @@ def test_a_version_3_database_gets_failure_handling(store: Any) -> None:
     with pytest.raises(SchemaError, match="version 3"):
         store.check_schema()
     done = store.migrate()
-    assert [line.split(":")[0] for line in done] == ["version 4", "version 5", "version 6", "version 7"]
+    versions = ["version 4", "version 5", "version 6", "version 7", "version 9"]
+    assert [line.split(":")[0] for line in done] == versions
     store.check_schema()
     # (Not tx.worker(): the added columns come last here, and a statement's column names are
     # cached per process, from the fresh databases of the other tests.)
@@ -136,10 +138,33 @@ def test_version_7_adds_limits_and_frame_columns_idempotently(store: Any) -> Non
     }
     old = store.write(lambda tx: tx.insert_job({**old_job, "title": "old", "command": "x", "h_key": "k"}))
     store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 6"))
-    assert store.migrate() == ["version 7: studio scheduling: farm-wide limits, frame-to-frame dependencies"]
+    assert store.migrate() == [
+        "version 7: studio scheduling: farm-wide limits, frame-to-frame dependencies",
+        "version 9: Open Job Description: submitted templates, the jobs' OpenJD tasks",
+    ]
     assert store.migrate() == []
     store.check_schema()
     row = store.read(lambda tx: tx.job(old))
     assert (row["limits"], row["first_frame"], row["last_frame"], row["frame_dep"]) == ("", 0, -1, 0)
     store.write(lambda tx: tx.put_limit("nuke", 1, 1.0))
     assert store.write(lambda tx: tx.acquire_limit("nuke", 1, 0.0))
+
+
+def test_version_9_adds_openjd_jobs_idempotently(store: Any) -> None:
+    jobs = store.real_name("jobs")
+    store.write(lambda tx: tx.execute(f"ALTER TABLE {jobs} DROP COLUMN openjd"))
+    store.write(lambda tx: tx.execute(f"DROP TABLE {store.real_name('openjd_jobs')}"))
+    old_job = {k: v for k, v in columns.new_job_row().items() if k != "openjd"}
+    old = store.write(lambda tx: tx.insert_job({**old_job, "title": "old", "command": "x", "h_key": "k"}))
+    store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 7"))
+    assert store.migrate() == ["version 9: Open Job Description: submitted templates, the jobs' OpenJD tasks"]
+    assert store.migrate() == []
+    store.check_schema()
+    rows = store.read(lambda tx: tx._all(f"SELECT openjd FROM {jobs} WHERE id = ?", (old,)))
+    assert rows == [{"openjd": ""}]
+    store.write(lambda tx: tx.put_openjd_job(old, "{}", "{}", 1.0))
+    assert store.read(lambda tx: tx.openjd_job(old))["template"] == "{}"
+    # Run again (as after a renumbering at a merge): nothing is added twice.
+    store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 7"))
+    assert store.migrate() == ["version 9: Open Job Description: submitted templates, the jobs' OpenJD tasks"]
+    store.check_schema()

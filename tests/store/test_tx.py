@@ -412,6 +412,26 @@ def test_fair_share_lookups(store: Any) -> None:
     assert store.write(lambda tx: tx.first_ready_of([1], "dan")) is None
 
 
+@covers("put_openjd_job", "openjd_job")
+def test_openjd_jobs(store: Any) -> None:
+    group = store.write(lambda tx: tx.insert_job(job(title="openjd", command="", h_key="01")))
+    task = store.write(
+        lambda tx: tx.insert_job(job(parent=group, openjd='{"job":1,"step":"s","task":{}}', h_key="0101"))
+    )
+    template = '{"name": "' + "é" * 100_000 + '"}'  # big (MEDIUMTEXT on MariaDB) and not ASCII
+    store.write(lambda tx: tx.put_openjd_job(group, template, '{"N": {"type": "INT", "value": "3"}}', 5.0))
+    row = store.read(lambda tx: tx.openjd_job(group))
+    assert (row["template"], row["parameters"], row["created_at"]) == (
+        template,
+        '{"N": {"type": "INT", "value": "3"}}',
+        5.0,
+    )
+    assert store.read(lambda tx: tx.openjd_job(task)) is None
+    assert store.read(lambda tx: tx.job(task))["openjd"] == '{"job":1,"step":"s","task":{}}'
+    store.write(lambda tx: tx.delete_jobs([group, task]))  # the template goes with its group
+    assert store.read(lambda tx: tx.openjd_job(group)) is None
+
+
 def test_every_tx_method_is_covered() -> None:
     methods = {n for n in dir(Tx) if not n.startswith("_")}
     assert methods - TESTED == set(), "Tx methods without a contract test"
