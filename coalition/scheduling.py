@@ -60,10 +60,24 @@ def tagset_from_text(text: str) -> frozenset[str]:
     return frozenset(t for t in text.split(",") if t)
 
 
+ALTERNATIVES = "|"  # a tag `a|b` asks for a or b (OpenJD's anyOf: docs/openjd.md)
+
+
+def tags_met(tags: Iterable[str], offered: frozenset[str]) -> bool:
+    """Whether a worker line offering `offered` meets every one of a job's tags. A tag made of
+    alternatives (`linux|macos`) is met by a line that offers any of them; a plain tag only
+    by itself (a tag with `|` in its own name is offered whole, and matches too)."""
+    return all(
+        tag in offered or (ALTERNATIVES in tag and any(a in offered for a in tag.split(ALTERNATIVES)))
+        for tag in tags
+    )
+
+
 def rule_plan(lines: Sequence[Iterable[str]], tagsets: Mapping[int, frozenset[str]]) -> list[list[int]]:
     """For a worker's ordered rule lines, the tagset ids each line accepts, in preference order.
 
-    A job matches a line when its effective tags are a non-empty subset of the line. Jobs with
+    A job matches a line when the line meets every one of its effective tags (tags_met: each
+    offered, or one of a tag's `a|b` alternatives), and it has at least one. Jobs with
     no effective tags match any worker, after all its lines (an implicit last line). A tagset
     already served by an earlier line is not repeated.
     """
@@ -71,7 +85,11 @@ def rule_plan(lines: Sequence[Iterable[str]], tagsets: Mapping[int, frozenset[st
     seen: set[int] = set()
     for line in lines:
         offered = frozenset(line)
-        ids = [tid for tid, tags in sorted(tagsets.items()) if tags and tags <= offered and tid not in seen]
+        ids = [
+            tid
+            for tid, tags in sorted(tagsets.items())
+            if tags and tid not in seen and tags_met(tags, offered)
+        ]
         seen.update(ids)
         if ids:
             plan.append(ids)

@@ -76,8 +76,14 @@ class Limits:
     boot_backoff_max: float = 3600.0
 
     def takes(self, tags: frozenset[str]) -> bool:
-        """Could a cloud worker run a job with these effective tags?"""
-        return not tags or any(tags <= line for line in self.offered)
+        """Could a cloud worker run a job with these effective tags? (scheduling.tags_met's
+        rule, repeated here because the policy imports nothing of ours: a tag `a|b` is met by
+        a line offering a or b.)"""
+
+        def met(tag: str, line: frozenset[str]) -> bool:
+            return tag in line or ("|" in tag and any(a in line for a in tag.split("|")))
+
+        return not tags or any(all(met(t, line) for t in tags) for line in self.offered)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from .legacy import LegacyApi
 from .limits import LimitsApi
 from .login import LoginApi, unavailable_page, web_gate
 from .metrics import ServerMetrics
+from .openjd import OpenJDApi
 from .router import Mount, Router
 from .workers import WorkerApi
 
@@ -140,6 +141,9 @@ class ServerApp:
         limits = LimitsApi(self.limits, self.auth, api.who, api.actor, api._viewable)
         limits.routes(router, "/api")
         limits.routes(router, "/api/webfrontend")
+        openjd = OpenJDApi(self.uc, self.auth, api.who, api.actor, api.parent_guard)
+        openjd.routes(router, "/api")
+        openjd.routes(router, "/api/webfrontend")
         legacy = LegacyApi(self.uc, self.auth)
         legacy.routes(router, "/json")
         legacy.routes(router, "/xmlrpc")
@@ -151,7 +155,7 @@ class ServerApp:
 
     def worker_api(self) -> WorkerApi:
         """The worker protocol's handlers (a WSGI app of its own, mounted at /workers)."""
-        return WorkerApi(self.uc.workers, self.settings.workertoken, self.metrics)
+        return WorkerApi(self.uc.workers, self.settings.workertoken, self.metrics, self.uc.openjd.job)
 
     def mount(self) -> None:
         """Mount every route and the static page on cherrypy.tree."""

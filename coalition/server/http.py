@@ -24,13 +24,21 @@ log = logging.getLogger("coalition.server")
 
 
 class ApiError(Exception):
-    """An answer other than 200, with a message for the client."""
+    """An answer other than 200, with a message for the client (and, in `detail`, fields
+    added to the JSON answer beside `error`, such as the list of a template's problems)."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        detail: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.detail = detail or {}
 
 
 MAX_MESSAGE = 300  # an error names the field; it does not echo a 20,000-id list back
@@ -267,11 +275,13 @@ def send_json(value: Any, status: int = 200) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def send_error(status: int, message: str, headers: dict[str, str] | None = None) -> bytes:
-    """An error answer."""
+def send_error(
+    status: int, message: str, headers: dict[str, str] | None = None, detail: dict[str, Any] | None = None
+) -> bytes:
+    """An error answer: `{"error": message}`, plus the fields of `detail`."""
     for key, value in (headers or {}).items():
         cherrypy.response.headers[key] = value
-    return send_json({"error": message}, status)
+    return send_json({**(detail or {}), "error": message}, status)
 
 
 def error_page(status: str, message: str, traceback: str, version: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import __version__
 from ..model import JOB_ALIASES, SETTABLE
+from ..usecases.openjd import OPTIONS as OPENJD_OPTIONS
 
 # -- schemas ---------------------------------------------------------------------------------
 _INT = {"type": "integer"}
@@ -125,6 +126,39 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {"name": _NAME, "passed": {"type": "boolean"}, "detail": {"type": "string"}},
         "required": ["name", "passed"],
+    },
+    "OpenJDSubmission": {
+        "type": "object",
+        "description": "An Open Job Description job template and its parameter values (docs/openjd.md). "
+        "The job becomes a group (tagged openjd), each step a child group, each task a job. The other "
+        "fields place the job in the farm (parent, title, priority, paused, user, affinity: extra tags, "
+        "url, dependencies) or set its task jobs (retry, timeout, environment, output, stalltimeout, "
+        "minruntime, hostfails, logrules, limits). A template or values that cannot run answer 400 "
+        "with `problems`: [{line, field, message}]; a server without the openjd extra answers 501.",
+        "properties": {
+            "template": {
+                "type": ["string", "object"],
+                "description": "The template's YAML or JSON text (problems name their line), or its object",
+            },
+            "parameters": {
+                "type": ["object", "array"],
+                "description": 'Job parameter values: {"Name": value}, or [{"name": ..., "value": ...}]',
+            },
+            "template_dir": {
+                "type": "string",
+                "description": "Where the template lives on the submitter's host (relative PATH defaults)",
+            },
+            "cwd": {"type": "string", "description": "The submitter's directory (relative PATH values)"},
+            **{name: _JOB_FIELD_TYPES.get(name, {"type": "string"}) for name in sorted(OPENJD_OPTIONS)},
+        },
+        "required": ["template"],
+    },
+    "WorkerOpenJD": {
+        "type": "object",
+        "description": "The OpenJD job of a task: its `openjd` field's `job`. Answers {job, template, "
+        "parameters}, 404 when it is gone.",
+        "properties": {"name": _NAME, "job": _ID},
+        "required": ["name", "job"],
     },
     "WorkerSync": {
         "type": "object",
@@ -310,6 +344,20 @@ API: list[Op] = [
     ("GET", "/jobs/{id}/blocks", "The hosts blocked from a job", _query("worker"), None),
     ("DELETE", "/jobs/{id}/blocks", "Lift a job's host blocks (all, or the names sent)", [], "Names"),
     ("POST", "/clearsickworkers", "Clear SICK workers", [], "Names"),
+    (
+        "POST",
+        "/openjd",
+        "Submit an Open Job Description job template with its parameter values",
+        [],
+        "OpenJDSubmission",
+    ),
+    (
+        "POST",
+        "/openjd/check",
+        "Validate an OpenJD template: its parameters, and the job its values would make (nothing is created)",
+        [],
+        "OpenJDSubmission",
+    ),
     ("POST", "/login", "Open a web session (JSON or form)", [], "Login"),
     ("GET POST", "/logout", "End the web session", [], None),
     ("GET", "/whoami", "The current user and what they may do", [], None),
@@ -346,6 +394,13 @@ WORKERS: list[Op] = [
     ("GET POST", "/endjob", "A worker reports the end of a run", [], "WorkerPing"),
     ("GET POST", "/sync", "A worker process syncs all its slots (heartbeats, picks)", [], "WorkerSync"),
     ("GET POST", "/checked", "A SICK worker's check command ran", [], "WorkerCheck"),
+    (
+        "GET POST",
+        "/openjd",
+        "A worker fetches the template and parameter values of an OpenJD job",
+        [],
+        "WorkerOpenJD",
+    ),
 ]
 METRICS: list[Op] = [("GET", "/metrics", "Prometheus metrics (text format 0.0.4)", [], None)]
 

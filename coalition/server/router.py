@@ -88,7 +88,7 @@ class Router:
             return send_error(exc.status, exc._message or "error")
         except Exception as exc:  # noqa: BLE001 - mapped to a JSON answer; bugs are a logged 500
             status, message, headers = error_answer(exc, method, path)
-            return send_error(status, message, headers)
+            return send_error(status, message, headers, exc.detail if isinstance(exc, ApiError) else None)
 
 
 class Mount:

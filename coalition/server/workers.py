@@ -126,10 +126,17 @@ def _flag(body: dict[str, Any], key: str) -> bool:
 class WorkerApi:
     """Handlers of the worker protocol."""
 
-    def __init__(self, protocol: WorkerProtocol, token: str = "", metrics: ServerMetrics | None = None):
+    def __init__(
+        self,
+        protocol: WorkerProtocol,
+        token: str = "",
+        metrics: ServerMetrics | None = None,
+        openjd: Callable[[int], dict[str, Any] | None] | None = None,
+    ):
         self.dispatch = protocol
         self.token = token
         self.metrics = metrics
+        self.openjd_job = openjd  # usecases.openjd.OpenJDJobs.job
         self._warned: set[str] = set()  # Coalition 4 workers refused so far (logged once each)
 
     def app(self, max_body: int) -> WsgiApp:
@@ -140,6 +147,7 @@ class WorkerApi:
             "endjob": self.endjob,
             "sync": self.sync,
             "checked": self.checked,
+            "openjd": self.openjd,
         }
         return WsgiApp({f"/workers/{name}": self._timed(name, fn) for name, fn in routes.items()}, max_body)
 
@@ -318,6 +326,20 @@ class WorkerApi:
             raise ApiError(400, "detail must be a string")
         sick = self.dispatch.checked(self._ping(req, body, False), passed, detail[:200])
         return {"ok": True, "sick": sick}
+
+    def openjd(self, req: Request) -> Any:
+        """An OpenJD task's job: `{"name", "job": id}` -> {"job", "template", "parameters"},
+        what the worker needs beside the task itself (its `openjd` field) to run it."""
+        body, legacy = self._body(req)
+        if legacy:
+            raise ApiError(400, "openjd speaks JSON only")
+        job_id = _opt_int(body, "job", lo=1)
+        if job_id is None:
+            raise ApiError(400, "job is required: the id of the OpenJD job (the task's `openjd` field)")
+        found = self.openjd_job(job_id) if self.openjd_job is not None else None
+        if found is None:
+            raise ApiError(404, f"OpenJD job {job_id} not found (deleted?)")
+        return found
 
     def sync(self, req: Request) -> Any:
         """Every slot of one worker process in one request: heartbeats of the running slots,

@@ -11,6 +11,8 @@
     hostblocks.py what operators see and do about them: list and lift blocks, clear SICK
     upkeep.py     periodic work under a lease: the reaper, purges
     cloudfarm.py  the cloud autoscaler's view of the farm (cloud.base.Farm)
+    openjd.py     Open Job Description jobs: the tree a template expands into, in one
+                  transaction; the template a worker fetches to run a task
     access.py     web login sessions
     runs.py       run transitions several actors share (a running job taken back)
     tagcache.py   effective tag sets: the committed cache and a per-transaction view
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from .cloudfarm import CloudFarm
 from .context import Context, Effects, Settings
 from .hostblocks import HostBlocks
+from .openjd import OpenJDJobs
 from .operator import Operator
 from .reads import Reads
 from .upkeep import Upkeep
@@ -43,12 +46,20 @@ class UseCases:
     upkeep: Upkeep
     cloud: CloudFarm
     blocks: HostBlocks
+    openjd: OpenJDJobs
 
     @classmethod
     def over(cls, ctx: Context) -> UseCases:
         """All use cases over `ctx`."""
         return cls(
-            ctx, Operator(ctx), Reads(ctx), WorkerProtocol(ctx), Upkeep(ctx), CloudFarm(ctx), HostBlocks(ctx)
+            ctx,
+            Operator(ctx),
+            Reads(ctx),
+            WorkerProtocol(ctx),
+            Upkeep(ctx),
+            CloudFarm(ctx),
+            HostBlocks(ctx),
+            OpenJDJobs(ctx),
         )
 
 
