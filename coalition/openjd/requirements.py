@@ -134,3 +134,15 @@ def worker_tags(system: str, machine: str) -> tuple[str, str]:
     family = {"darwin": "macos"}.get(system.lower(), system.lower())
     arch = {"amd64": "x86_64", "aarch64": "arm64"}.get(machine.lower(), machine.lower())
     return family, arch
+
+
+def worker_affinity(affinity: str, tags: tuple[str, ...]) -> str:
+    """A worker's affinity rule lines with `tags` (`openjd`, its OS family and CPU
+    architecture) added to each line, so that it takes OpenJD jobs wherever its lines take
+    jobs, and still takes untagged jobs after them; without lines, one line of `tags`."""
+    lines = [line.strip() for line in affinity.split("\n") if line.strip()]
+    out = []
+    for line in lines or [""]:
+        own = [t.strip() for t in line.split(",") if t.strip()]
+        out.append(",".join(dict.fromkeys([*own, *tags])))
+    return "\n".join(out)

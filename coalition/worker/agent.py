@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .. import failures
@@ -34,6 +34,9 @@ from .runner import prepare
 from .settings import WorkerSettings
 from .spool import RunLog
 from .thumbs import ScanningLog
+
+if TYPE_CHECKING:  # worker/openjd.py imports openjd-sessions: loaded only where it is installed
+    from .openjd import SlotSession, TaskRun
 
 log = logging.getLogger("coalition.worker")
 
@@ -157,6 +160,7 @@ class Slot:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         environ: Mapping[str, str] | None = None,
+        openjd: bool = False,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -179,6 +183,15 @@ class Slot:
         self._asking = False  # a sync asking a job for this slot is on its way
         self._sick = False  # the server says this slot is SICK: run the check command
         self._next_check = 0.0
+        # The OpenJD session this slot keeps between tasks (docs/openjd.md); None on a worker
+        # that does not take OpenJD tasks.
+        self.openjd: SlotSession | None = None
+        if openjd:
+            from .openjd import SlotSession
+
+            self.openjd = SlotSession(
+                name, self._fetch_openjd, settings.path_rules(), settings.openjd_linger, clock
+            )
 
     # -- what the courier reads and brings (its thread) ------------------------------------
     def report(self, limit: int) -> Report | None:
@@ -248,6 +261,8 @@ class Slot:
                 job = None
                 continue
             job = self.run_job(job)
+        if self.openjd is not None:
+            self.openjd.close()  # exit its environments before the worker goes
         self.link.close()
         log.info("%s: stopped", self.name)
 
@@ -270,6 +285,10 @@ class Slot:
                 if wait <= 0:
                     self.check()
                     wait = self.settings.checkinterval
+            if self.openjd is not None and self.openjd.session is not None:
+                self.openjd.idle(self.clock())  # closes the session past its linger time
+                if self.openjd.session is not None:
+                    wait = min(wait, self.openjd.idle_since + self.openjd.linger - self.clock())
             select.select([self._wake], [], [], min(5.0, max(0.0, wait)))
             self.control.drain_wake(self._wake)
 
@@ -321,27 +340,18 @@ class Slot:
             "COALITION_WORKER": self.name,
             "COALITION_SERVER": self.link.url,
         }
-        prepared = prepare(job, self.environ, self.settings.runcommand, extra)
-        log.info("%s: job %d started: %s", self.name, run.job_id, prepared.command)
-        for note in prepared.notes:
-            self._note(run, note)
         exit_code = -1
         usage: dict[str, Any] | None = None
         thumbnail: dict[str, str] | None = None
-        if prepared.error:
-            self._note(run, f"cannot run the job: {prepared.error}")
-        else:
-            try:
-                proc = JobProcess(prepared.command, prepared.cwd, prepared.env, run.output)
-            except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the env or command
-                self._note(run, f"cannot start the job: {exc}")
-            else:
-                exit_code = self._supervise(run, proc)
-                run.elapsed = max(0.0, self.clock() - run.started)
-                usage = proc.usage().as_dict()
-                saved = run.output.saved if isinstance(run.output, ScanningLog) else ""
-                # 2 s of slack: file times on a network share may lag the worker's clock.
-                thumbnail = thumbs.for_run(str(job.get("output") or ""), saved, started_wall - 2.0)
+        proc = self._start(run, extra)
+        if proc is not None:
+            exit_code = self._supervise(run, proc)
+            run.elapsed = max(0.0, self.clock() - run.started)
+            usage = proc.usage().as_dict()
+            run.reason = run.reason or getattr(proc, "reason", "")  # an OpenJD task's own account
+            saved = run.output.saved if isinstance(run.output, ScanningLog) else ""
+            # 2 s of slack: file times on a network share may lag the worker's clock.
+            thumbnail = thumbs.for_run(str(job.get("output") or ""), saved, started_wall - 2.0)
         if run.output.dropped:
             self._note(run, f"{run.output.dropped} bytes of output dropped (the spool limit was reached)")
         log.info(
@@ -357,7 +367,59 @@ class Slot:
         self.runs += 1
         return next_job
 
-    def _supervise(self, run: Run, proc: JobProcess) -> int:
+    def _start(self, run: Run, extra: Mapping[str, str]) -> JobProcess | TaskRun | None:
+        """Start the run's process (an OpenJD task: its action in the slot's session); None,
+        with a note in its log (and a reason), if it cannot start."""
+        job = run.job
+        if job.get("openjd"):
+            return self._start_openjd(run, extra)
+        if self.openjd is not None:
+            self.openjd.close()  # a plain job: the OpenJD session's environments end first
+        prepared = prepare(job, self.environ, self.settings.runcommand, extra)
+        log.info("%s: job %d started: %s", self.name, run.job_id, prepared.command)
+        for note in prepared.notes:
+            self._note(run, note)
+        if prepared.error:
+            self._note(run, f"cannot run the job: {prepared.error}")
+            return None
+        try:
+            return JobProcess(prepared.command, prepared.cwd, prepared.env, run.output)
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the env or command
+            self._note(run, f"cannot start the job: {exc}")
+            return None
+
+    def _start_openjd(self, run: Run, extra: Mapping[str, str]) -> TaskRun | None:
+        if self.openjd is None:
+            # Only an edited affinity (one offering `openjd`) hands such a task to this worker.
+            run.reason = "this worker does not run Open Job Description tasks (see its log)"
+            self._note(run, f"cannot run the job: {run.reason}")
+            return None
+        from .openjd import TaskError, start_task
+
+        log.info("%s: job %d started: OpenJD task %s", self.name, run.job_id, run.job.get("command"))
+        try:
+            return start_task(self.openjd, run.job, run.output, extra)
+        except TaskError as exc:
+            run.reason = f"cannot run the OpenJD task: {exc}"[:255]
+        except (Unreachable, Refused) as exc:
+            # The task never started: back to the queue without spending a retry.
+            run.interrupted = True
+            run.reason = f"handed back (its OpenJD template could not be fetched: {exc})"[:255]
+        self._note(run, run.reason)
+        return None
+
+    def _fetch_openjd(self, job_id: int) -> dict[str, Any]:
+        """The template and parameter values of OpenJD job `job_id`, from the server."""
+        from .openjd import TaskError
+
+        try:
+            return self.link.call("openjd", {"name": self.name, "job": job_id})
+        except Refused as exc:
+            if exc.status in (401, 403):
+                raise
+            raise TaskError(str(exc)) from None
+
+    def _supervise(self, run: Run, proc: JobProcess | TaskRun) -> int:
         """Wait for the process, enforcing timeout, kills and hand-backs (the courier carries
         its heartbeats and brings the server's kill)."""
         timeout = int(run.job.get("timeout") or 0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -24,6 +25,9 @@ from typing import Any
 
 from coalition import __version__
 from coalition.model import format_rule_lines, parse_rule_lines
+from coalition.openjd import MISSING, sessions_available
+from coalition.openjd.plan import OPENJD_TAG
+from coalition.openjd.requirements import worker_affinity, worker_tags
 
 from . import process
 from .agent import Control, Slot
@@ -206,6 +210,18 @@ def end_leftover_jobs(settings: WorkerSettings, config: str | None) -> None:
             log.warning("ended %d job process group(s) left by a previous worker: %s", len(ended), ended)
 
 
+def openjd_capability(settings: WorkerSettings) -> str:
+    """Why this worker does not take Open Job Description tasks ("" when it does)."""
+    if settings.openjd == "off":
+        return "[worker] openjd = off"
+    if settings.runcommand:
+        # runcommand runs each job as its owner; an OpenJD task would run as the worker's user.
+        return "this worker has a runcommand, which OpenJD tasks would not go through"
+    if not sessions_available():
+        return MISSING
+    return ""
+
+
 def serve(settings: WorkerSettings, config: str | None = None) -> int:
     """Discover the server if needed, run the startup command, then the slots until stopped."""
     end_leftover_jobs(settings, config)
@@ -230,12 +246,29 @@ def serve(settings: WorkerSettings, config: str | None = None) -> int:
             daemon=True,
         ).start()
     metrics = Metrics()
+    # OpenJD tasks carry the `openjd` tag (and their host requirements' tags): a worker that
+    # can run them offers it, and its OS family and CPU architecture, on each affinity line.
+    why_not = openjd_capability(settings)
+    affinity = settings.affinity
+    if why_not:
+        log.info("not taking Open Job Description tasks: %s", why_not)
+    else:
+        tags = (OPENJD_TAG, *worker_tags(platform.system(), platform.machine()))
+        affinity = worker_affinity(affinity, tags)
+        log.info("taking Open Job Description tasks: %s added to each affinity line", ",".join(tags))
     slots = [
-        Slot(name, settings, ServerLink(url, settings.token, settings.cacert), metrics, control)
+        Slot(
+            name,
+            settings,
+            ServerLink(url, settings.token, settings.cacert),
+            metrics,
+            control,
+            openjd=not why_not,
+        )
         for name in settings.slot_names()
     ]
     courier = Courier(
-        ServerLink(url, settings.token, settings.cacert), metrics, control, settings.sleep, settings.affinity
+        ServerLink(url, settings.token, settings.cacert), metrics, control, settings.sleep, affinity
     )
     courier.add(slots)
     courier_thread = threading.Thread(target=courier.run, name="courier", daemon=True)

@@ -17,11 +17,13 @@ from urllib.parse import urlsplit
 
 from coalition import config
 from coalition.model import format_rule_lines, parse_rule_lines
+from coalition.openjd import pathmap
 
 DEFAULT_PORT = 19211
 CONFIG_PATHS = config.DEFAULT_PATHS  # where an ini is looked for without -c (tests narrow it)
 SHUTDOWN_MODES = ("finish", "handback")
 INTERRUPTION_MODES = ("auto", "aws", "gce", "off")
+OPENJD_MODES = ("auto", "off")
 
 
 class SettingsError(ValueError):
@@ -55,6 +57,18 @@ class WorkerSettings:
     spooldir: str = ""  # where logs spool while the server is away; empty: the temp directory
     checkcommand: str = ""  # run by a SICK slot; exit 0 clears it (docs/failures.md)
     checkinterval: float = 60.0  # seconds between check commands while SICK
+    # Open Job Description tasks (docs/openjd.md): `auto` takes them where openjd-sessions is
+    # installed, `off` never; an idle slot keeps its OpenJD session (its environments) open
+    # `openjd_linger` seconds for the next task of the same step.
+    openjd: str = "auto"
+    openjd_linger: float = 30.0
+    # Path-mapping rules for OpenJD tasks: (format, source, destination), the file's first.
+    pathmapping: tuple[pathmap.Rule, ...] = ()
+    pathmappingfile: tuple[pathmap.Rule, ...] = ()
+
+    def path_rules(self) -> tuple[pathmap.Rule, ...]:
+        """Every path-mapping rule: `pathmappingfile`'s, then `pathmapping`'s."""
+        return self.pathmappingfile + self.pathmapping
 
     def slot_names(self) -> list[str]:
         """`name` for one slot, `name-1` .. `name-N` for N slots (docs/protocol.md)."""
@@ -150,6 +164,25 @@ def _affinity(text: str) -> str:
     return format_rule_lines(parse_rule_lines(text.replace(";", "\n")))
 
 
+def _path_rules(text: str) -> tuple[pathmap.Rule, ...]:
+    return pathmap.parse_rules(text)
+
+
+def _path_rules_file(text: str) -> tuple[pathmap.Rule, ...]:
+    path = text.strip()
+    if not path:
+        return ()
+    try:
+        with open(path, encoding="utf-8") as f:
+            content = f.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return pathmap.parse_document(content)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
 def _url(text: str) -> str:
     text = text.strip()
     if not text:
@@ -200,6 +233,10 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "spooldir": ("spooldir", _text),
     "checkcommand": ("checkcommand", _text),
     "checkinterval": ("checkinterval", _seconds),
+    "openjd": ("openjd", _choice(*OPENJD_MODES)),
+    "openjd_linger": ("openjd_linger", _grace),
+    "pathmapping": ("pathmapping", _path_rules),
+    "pathmappingfile": ("pathmappingfile", _path_rules_file),
 }
 
 
