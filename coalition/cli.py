@@ -5,6 +5,7 @@
     coalition add --frames 1-1000 --chunk 10 --cmd "render -s {start} -e {end}"
     coalition list | show ID | log [-f] ID | wait ID | pause/start/reset/delete ID...
     coalition workers [stop|start|delete|terminate NAME...] | events [--job ID]
+    coalition submit TEMPLATE|BUNDLE [-p NAME=VALUE ...]   (Open Job Description: cli_submit.py)
 
 Coalition 4's form, `[OPTIONS] SERVER_URL ACTION` (actions add, list, remove), still works:
     coalition --cmd="echo toto" --priority=1000 --affinity="linux" --retry=10 http://127.0.0.1:19211 add
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from coalition import __version__, cli_failures
+from coalition import __version__, cli_failures, cli_submit
 from coalition.client import CoalitionError, Connection, NotFound, owner
 from coalition.frames import UsageError, chunk_frames, fill_frames, parse_frames
 from coalition.progress import PRESETS
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_events)
 
     cli_failures.register(sub, common)
+    cli_submit.register(sub, common)
 
     p = sub.add_parser("wait", parents=[common], help="wait for a job or group to end, with a progress bar")
     p.add_argument("id", type=int)

@@ -37,11 +37,13 @@ def owner(user: str = "") -> str:
 
 
 class CoalitionError(Exception):
-    """A request failed; `status` is the HTTP code when the server answered."""
+    """A request failed; `status` is the HTTP code when the server answered, `body` its JSON
+    error answer (`{"error": ..., ...}`, e.g. a template's `problems`) when it sent one."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, body: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.body = body or {}
 
 
 class BadRequest(CoalitionError):
@@ -60,16 +62,16 @@ class ServerUnavailable(CoalitionError):
     """The server did not answer, or answered 502/503/504: try again later."""
 
 
-def _error_for(status: int, message: str) -> CoalitionError:
+def _error_for(status: int, message: str, body: dict[str, Any] | None = None) -> CoalitionError:
     if status in (401, 403):
-        return Unauthorized(message, status)
+        return Unauthorized(message, status, body)
     if status == 404:
-        return NotFound(message, status)
+        return NotFound(message, status, body)
     if status in (502, 503, 504):
-        return ServerUnavailable(message, status)
+        return ServerUnavailable(message, status, body)
     if 400 <= status < 500:
-        return BadRequest(message, status)
-    return CoalitionError(message, status)
+        return BadRequest(message, status, body)
+    return CoalitionError(message, status, body)
 
 
 def server_url(host: str = "localhost", port: int | None = None) -> str:
@@ -168,7 +170,9 @@ class Connection:
         except requests.RequestException as exc:
             raise ServerUnavailable(f"{self.url}: {str(exc).splitlines()[0][:300]}") from None
         if response.status_code >= 400:
-            raise _error_for(response.status_code, f"{_error_text(response)} ({method} {path})")
+            raise _error_for(
+                response.status_code, f"{_error_text(response)} ({method} {path})", _error_body(response)
+            )
         if not response.content:
             return None
         try:
@@ -335,6 +339,14 @@ def _job_id(answer: Any) -> int:
     if isinstance(answer, bool) or not isinstance(answer, (int, str)):
         raise CoalitionError(f"unexpected answer to a job creation: {str(answer)[:100]}")
     return int(answer)
+
+
+def _error_body(response: requests.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _error_text(response: requests.Response) -> str:
