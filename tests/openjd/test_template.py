@@ -39,8 +39,8 @@ def test_each_problem_names_its_line_and_field() -> None:
         ),
     ]
     assert str(caught.value).startswith(
-        "the job template is not valid: 3 problems: line 9, steps[0] -> script -> actions -> onRun -> args[0]: "
-        "String required; line 10"
+        "the job template is not valid: 3 problems: line 9, steps[0] -> script -> actions -> onRun -> "
+        "args[0]: String required; line 10"
     )
 
 
@@ -58,7 +58,8 @@ def test_each_problem_names_its_line_and_field() -> None:
         (
             "a: &a [1, 1, 1, 1, 1, 1, 1, 1]\n"
             + "".join(
-                f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n" for p, c in zip("abcdefg", "bcdefgh")
+                f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"
+                for p, c in zip("abcdefg", "bcdefgh", strict=True)
             ),
             "more than 200000 values",
         ),  # noqa: E501
