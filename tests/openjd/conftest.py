@@ -32,15 +32,34 @@ def samples() -> Path:
     return SAMPLES
 
 
+class HideOpenJD:
+    """hide_openjd(): the processes started after the call lack openjd-model and
+    openjd-sessions, as a host without the `openjd` extra (a package `openjd` earlier on the
+    path that cannot be imported); hide_openjd.restore() undoes it."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch):
+        self.shim = root / "no-openjd"
+        (self.shim / "openjd").mkdir(parents=True)
+        (self.shim / "openjd" / "__init__.py").write_text(
+            'raise ImportError("openjd is hidden by the test")\n'
+        )
+        self.monkeypatch = monkeypatch
+        self.before = os.environ.get("PYTHONPATH")
+
+    def __call__(self) -> None:
+        self.monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(self.shim), str(REPO)]))
+
+    def restore(self) -> None:
+        if self.before is None:
+            self.monkeypatch.delenv("PYTHONPATH", raising=False)
+        else:
+            self.monkeypatch.setenv("PYTHONPATH", self.before)
+
+
 @pytest.fixture
-def no_openjd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Processes started after this hide openjd-model and openjd-sessions, as a host
-    without the `openjd` extra: a package `openjd` earlier on the path that cannot import."""
-    shim = tmp_path / "no-openjd"
-    (shim / "openjd").mkdir(parents=True)
-    (shim / "openjd" / "__init__.py").write_text('raise ImportError("openjd is hidden by the test")\n')
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(shim), str(REPO)]))
-    return shim
+def hide_openjd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HideOpenJD:
+    """See HideOpenJD."""
+    return HideOpenJD(tmp_path, monkeypatch)
 
 
 def submit(server: ServerProcess, template: str | Path, expect: int = 200, **body: Any) -> Any:

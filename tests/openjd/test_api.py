@@ -222,8 +222,9 @@ def test_worker_route_errors(server: ServerProcess) -> None:
 
 
 def test_a_server_without_the_extra_says_what_to_install(
-    make_server: Any, no_openjd: Path, samples: Path
+    make_server: Any, hide_openjd: Any, samples: Path
 ) -> None:
+    hide_openjd()
     server = make_server()
     for route in ("/api/openjd", "/api/openjd/check"):
         r = server.request("POST", route, {"template": (samples / "stdout-messages.yaml").read_text()})
