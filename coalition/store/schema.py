@@ -10,7 +10,7 @@ from .. import columns
 
 # Coalition 4 used schema versions 0 and 1 and the `Migrations` table; we keep counting there
 # so that `--migrate` recognises a Coalition 4 database.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 JOB_COLUMNS = columns.JOB_COLUMNS
 WORKER_COLUMNS = columns.WORKER_COLUMNS
@@ -40,6 +40,7 @@ _TABLES = [
 ){table_opts}""",
     "CREATE INDEX c5_job_deps_dependency ON job_deps (dependency)",
     _table("workers", columns.WORKERS),
+    "CREATE INDEX c5_workers_host ON workers (host)",
     """CREATE TABLE events (
     id {pk},
     worker VARCHAR(255) NOT NULL DEFAULT '',

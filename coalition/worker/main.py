@@ -25,7 +25,7 @@ from typing import Any
 from coalition import __version__
 from coalition.model import format_rule_lines, parse_rule_lines
 
-from . import process
+from . import process, resources
 from .agent import Control, Slot
 from .courier import Courier
 from .discovery import discover
@@ -58,6 +58,27 @@ def _count(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _count(text)
+
+
+def _amount(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _gpus(text: str) -> tuple[str, ...]:
+    try:
+        return resources.parse_gpus(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The worker's argument parser (Coalition 4's flags, plus -c and --check)."""
     p = argparse.ArgumentParser(
@@ -78,7 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="configuration file (default: ./coalition.ini, else /etc/coalition/coalition.ini)",
     )
     p.add_argument("-n", "--name", help="worker name (default: the host name)")
-    p.add_argument("-w", "--workers", type=_count, help="number of job slots (default: 1)")
+    p.add_argument(
+        "-w",
+        "--workers",
+        type=_workers,
+        help="job slots: auto (as many jobs as fit, the default) or a number of equal slots",
+    )
+    p.add_argument("--cores", type=_amount, help="CPU cores offered to jobs (default: detected)")
+    p.add_argument("--memory", type=_amount, help="memory offered to jobs, in MB (default: detected)")
+    p.add_argument("--gpus", type=_gpus, help="GPUs offered to jobs: a count or device ids (0,2)")
     p.add_argument("-s", "--sleep", type=_seconds, help="seconds between heartbeats (default: 2)")
     p.add_argument("-u", "--startup", help="shell command run once before taking jobs")
     p.add_argument("-a", "--affinity", help="affinity rule lines, separated by ';' (e.g. 'linux,gpu;linux')")
@@ -100,6 +129,9 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "startup": args.startup,
         "verbose": args.verbose,
         "cpus": args.cpus,
+        "cores": args.cores,
+        "memory": args.memory,
+        "gpus": args.gpus,
     }
     if args.affinity is not None:
         out["affinity"] = format_rule_lines(parse_rule_lines(args.affinity.replace(";", "\n")))
@@ -230,12 +262,28 @@ def serve(settings: WorkerSettings, config: str | None = None) -> int:
             daemon=True,
         ).start()
     metrics = Metrics()
+    cap = resources.capacity(settings.cores, settings.memory, settings.gpus)
+    names = settings.slot_names(cap.cores)
+    pool = resources.Pool(cap, names, settings.packing, settings.gpureserve, settings.name)
+    log.info(
+        "offering %d cores, %d MB, %d GPU(s)%s; %s",
+        cap.cores,
+        cap.memory,
+        len(cap.gpus),
+        f" ({','.join(cap.gpus)})" if cap.gpus else "",
+        "as many jobs as fit" if settings.packing else f"{len(names)} equal slot(s)",
+    )
     slots = [
-        Slot(name, settings, ServerLink(url, settings.token, settings.cacert), metrics, control)
-        for name in settings.slot_names()
+        Slot(name, settings, ServerLink(url, settings.token, settings.cacert), metrics, control, pool=pool)
+        for name in names
     ]
     courier = Courier(
-        ServerLink(url, settings.token, settings.cacert), metrics, control, settings.sleep, settings.affinity
+        ServerLink(url, settings.token, settings.cacert),
+        metrics,
+        control,
+        settings.sleep,
+        settings.affinity,
+        pool=pool,
     )
     courier.add(slots)
     courier_thread = threading.Thread(target=courier.run, name="courier", daemon=True)

@@ -412,6 +412,27 @@ def test_fair_share_lookups(store: Any) -> None:
     assert store.write(lambda tx: tx.first_ready_of([1], "dan")) is None
 
 
+@covers("cpu_hosts_alive", "host_workers")
+def test_cpu_hosts_alive(store: Any) -> None:
+    def worker(name: str, **fields: Any) -> None:
+        row = {**columns.new_worker_row(name), "state": "WAITING", "ping_time": 100.0, **fields}
+        store.write(lambda tx: tx.insert_worker(row))
+
+    assert not store.read(lambda tx: tx.cpu_hosts_alive(0.0))
+    worker("gpu", gpus=2)
+    worker("gone", ping_time=10.0)
+    worker("off", active=0)
+    worker("sick", state="SICK")
+    assert not store.read(lambda tx: tx.cpu_hosts_alive(50.0))
+    worker("cpu", cores=16)
+    assert store.read(lambda tx: tx.cpu_hosts_alive(50.0))
+    assert not store.read(lambda tx: tx.cpu_hosts_alive(150.0))
+    worker("cpu-2", host="cpu")
+    worker("cpu-3", host="cpu")
+    assert [r["name"] for r in store.read(lambda tx: tx.host_workers("cpu"))] == ["cpu-2", "cpu-3"]
+    assert store.read(lambda tx: tx.host_workers("nobody")) == []
+
+
 def test_every_tx_method_is_covered() -> None:
     methods = {n for n in dir(Tx) if not n.startswith("_")}
     assert methods - TESTED == set(), "Tx methods without a contract test"
