@@ -104,6 +104,12 @@ JOBS: tuple[Column, ...] = (
     Column("first_frame", BIG, 0, settable=True, edit="plain"),
     Column("last_frame", BIG, -1, settable=True, edit="plain"),
     Column("frame_dep", BIG, 0, settable=True, edit="frame_dep"),
+    # Resource requests (docs/scheduling.md): 0 is no request; children inherit what they
+    # leave at 0. The worker gets the effective request with the job (`need`).
+    Column("cores", INT, 0, settable=True, edit="plain"),
+    Column("memory", BIG, 0, settable=True, edit="plain"),  # MB
+    Column("gpus", INT, 0, settable=True, edit="plain"),
+    Column("exclusive", SMALL, 0, settable=True, edit="plain"),
     # An Open Job Description task (docs/openjd.md): its OpenJD job (the top group, whose
     # template is in `openjd_jobs`), step and task parameter values, as JSON; "" otherwise.
     # Set by POST /api/openjd only: the worker runs the step's script with these values.
@@ -142,6 +148,17 @@ WORKERS: tuple[Column, ...] = (
     Column("active", SMALL, 1),
     Column("start_time", REAL, 0.0),
     Column("reason", NAME, ""),  # why the worker is SICK
+    # What the worker's host offers to jobs (detected or set in [worker]) and what its
+    # running jobs hold: the same on every slot of one host (docs/scheduling.md).
+    Column("cores", INT, 0),
+    Column("memory", BIG, 0),  # MB
+    Column("gpus", INT, 0),
+    Column("used_cores", INT, 0),
+    Column("used_memory", BIG, 0),
+    Column("used_gpus", INT, 0),
+    # The worker process's own name: the slots of one host share it, and failures (blocks,
+    # SICK) are counted per host (docs/failures.md). "": the slot is its own host.
+    Column("host", NAME, ""),
     Column("affinity_set", SMALL, 0, api=False),
     Column("blocked_until", REAL, 0.0, api=False),  # the end of its last job block (pick skips)
 )

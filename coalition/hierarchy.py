@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from . import scheduling
 from .model import ERROR, FINISHED, PENDING, WAITING, WORKING, ValidationError, parse_tags
-from .scheduling import ROOT, Derived
+from .scheduling import ROOT, Derived, Need, Shape
 from .store.base import Row, Tx
 
 _COUNTED = ((FINISHED, "finished"), (ERROR, "errors"), (WORKING, "working"))
@@ -31,7 +31,21 @@ _DERIVE_COLS = (
     "h_depth",
     "h_blocked",
     "tagset",
+    "cores",
+    "memory",
+    "gpus",
+    "exclusive",
 )
+
+
+def own_need(row: Row) -> Need:
+    """A job row's own resource request (its columns; absent ones count as no request)."""
+    return Need(
+        cores=int(row.get("cores") or 0),
+        memory=int(row.get("memory") or 0),
+        gpus=int(row.get("gpus") or 0),
+        exclusive=bool(row.get("exclusive")),
+    )
 
 
 class TagLookup(Protocol):
@@ -41,11 +55,15 @@ class TagLookup(Protocol):
         """The tags of a tag-set id."""
         ...
 
-    def created(self, tagset_id: int, tags: frozenset[str]) -> None:
+    def shape(self, tagset_id: int) -> Shape:
+        """The tags and request of a tag-set id."""
+        ...
+
+    def created(self, tagset_id: int, shape: Shape) -> None:
         """Note a tag set found or created by this transaction."""
         ...
 
-    def current(self) -> tuple[Mapping[int, frozenset[str]], int | None]:
+    def current(self) -> tuple[Mapping[int, Shape], int | None]:
         """Every tag set, and the cache generation it belongs to (None: not cacheable)."""
         ...
 
@@ -76,7 +94,8 @@ class Tree:
     # -- derived fields ---------------------------------------------------------------------
     def derived_of(self, row: Row) -> Derived:
         """The stored derived fields of a job row."""
-        return Derived(row["h_key"], row["h_depth"], bool(row["h_blocked"]), self.tags.tags(row["tagset"]))
+        shape = self.tags.shape(row["tagset"])
+        return Derived(row["h_key"], row["h_depth"], bool(row["h_blocked"]), shape.tags, shape.need)
 
     def parent_derived(self, parent_id: int) -> Derived:
         """What children of `parent_id` inherit (the root for 0)."""
@@ -85,16 +104,16 @@ class Tree:
         row = self.tx.job(parent_id)
         return ROOT if row is None else self.derived_of(row)
 
-    def tagset_id(self, tags: frozenset[str]) -> int:
-        """The id of an effective tag set, created in this transaction if new."""
-        text = scheduling.tagset_text(tags)
-        if len(text) > 500:
+    def tagset_id(self, tags: frozenset[str], need: Need = scheduling.BARE) -> int:
+        """The id of an effective tag set and request, created in this transaction if new."""
+        text = scheduling.tagset_text(tags, need)
+        if len(text) > 500 and (need.bare or len(text) > 512):  # tagsets.tags is a VARCHAR(512)
             raise ValidationError("affinity: too many or too long tags (500 characters at most in all)")
         found = self._tagset_ids.get(text)
         if found is None:
             found = self.tx.tagset_id(text)
             self._tagset_ids[text] = found
-            self.tags.created(found, tags)
+            self.tags.created(found, Shape(tags, need))
         return found
 
     def derive_row(self, parent: Derived, row: Row) -> tuple[Derived, dict[str, Any]]:
@@ -106,11 +125,12 @@ class Tree:
             parse_tags(row["affinity"]),
             bool(row["paused"]),
             bool(row["pending"]),
+            own_need(row),
         )
         if d.h_depth >= scheduling.MAX_DEPTH:
             raise ValidationError(f"the hierarchy would be deeper than {scheduling.MAX_DEPTH} levels")
         fields: dict[str, Any] = {}
-        tagset = self.tagset_id(d.tags)
+        tagset = self.tagset_id(d.tags, d.need)
         if row.get("h_key") != d.h_key:
             fields["h_key"] = d.h_key
         if row.get("h_depth") != d.h_depth:

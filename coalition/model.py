@@ -43,6 +43,8 @@ DEFAULT_PROGRESS_PATTERN = "PROGRESS:%percent"
 MAX_TEXT = 65536  # longest title/command/dir/env we accept, in characters
 MAX_NAME = 255  # users, tags and worker names live in VARCHAR(255) columns (MariaDB refuses more)
 MAX_ID = 2**62  # job ids, parents and dependencies: well inside a BIGINT
+MAX_UNITS = 65536  # cores or GPUs one job may ask for
+MAX_MEMORY_MB = 2**40  # a job's memory request (MB): a petabyte-scale host still fits
 _ASCII_INT = re.compile(r"\s*(-?)([0-9]+)\s*")  # not \d: "²" and other digits int() refuses
 
 
@@ -99,6 +101,10 @@ class JobSpec:
     first_frame: int = 0  # the frames it covers (last < first: none known)
     last_frame: int = -1
     frame_dep: int = 0  # the job it waits for frame by frame (0: none)
+    cores: int = 0  # resources it needs (0: no request; docs/scheduling.md)
+    memory: int = 0  # MB
+    gpus: int = 0
+    exclusive: bool = False  # a whole host
     dependencies: tuple[int, ...] = ()
 
 
@@ -306,7 +312,11 @@ def _field(key: str, value: Any, *, lenient: bool) -> Any:
         except failures.RuleError as exc:
             raise ValidationError(f"logrules: {exc}") from None
         return text
-    if key == "paused":
+    if key in ("cores", "gpus"):
+        return _int(key, value, lo=0, hi=MAX_UNITS, lenient=lenient)
+    if key == "memory":
+        return _int(key, value, lo=0, hi=MAX_MEMORY_MB, lenient=lenient)
+    if key in ("paused", "exclusive"):
         return _bool(key, value, lenient=lenient)
     if key == "state":
         state = _text(key, value).strip().upper()
@@ -340,10 +350,13 @@ def check_name(field: str, text: str) -> str:
 
 
 def check_tags(field: str, tags: Iterable[str]) -> None:
-    """Tag names of an affinity: each what the tag registry's VARCHAR(255) holds."""
+    """Tag names of an affinity: each what the tag registry's VARCHAR(255) holds, and no
+    `|` (it separates the tags from the resource request in a tag set's key)."""
     for tag in tags:
         if len(tag) > MAX_NAME:
             raise ValidationError(f"{field}: a tag is longer than {MAX_NAME} characters")
+        if "|" in tag:
+            raise ValidationError(f"{field}: a tag name cannot contain '|' ({tag[:40]!r})")
 
 
 def parse_tags(affinity: str) -> list[str]:

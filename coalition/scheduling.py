@@ -4,8 +4,10 @@ decisions. No I/O, no clock: callers pass `now`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # The ordering key is a string compared byte-wise: for each level from the root down, the
 # inverted priority then the id, both fixed-width hex. Higher priority sorts first, ties go to
@@ -25,6 +27,165 @@ def key_part(priority: int, job_id: int) -> str:
     return f"{_PRIO_MAX - priority:08x}{job_id:011x}"
 
 
+# -- resource requests (docs/scheduling.md, "Resources and packing") ---------------------------
+@dataclass(frozen=True)
+class Need:
+    """What a job asks of a host: CPU cores, memory (MB), GPUs, or the whole host.
+
+    Zero means "no request". A job that requests nothing at all is *bare*: it takes one slot
+    of a worker with fixed slots, or a whole host that packs (what one job per host did before
+    resources existed). Children inherit each field their own request leaves at zero.
+    """
+
+    cores: int = 0
+    memory: int = 0
+    gpus: int = 0
+    exclusive: bool = False
+
+    @property
+    def bare(self) -> bool:
+        """Whether the job asks for nothing."""
+        return not (self.cores or self.memory or self.gpus or self.exclusive)
+
+    def under(self, parent: Need) -> Need:
+        """This job's own request with its parent's filling the fields it leaves at zero."""
+        return Need(
+            cores=self.cores or parent.cores,
+            memory=self.memory or parent.memory,
+            gpus=self.gpus or parent.gpus,
+            exclusive=self.exclusive or parent.exclusive,
+        )
+
+    def text(self) -> str:
+        """Canonical text ("" when bare): part of the tag set's key, so the pick can keep
+        the jobs that do not fit out of its index seeks instead of scanning past them."""
+        parts = [
+            f"{k}={v}" for k, v in (("cores", self.cores), ("memory", self.memory), ("gpus", self.gpus)) if v
+        ]
+        if self.exclusive:
+            parts.append("exclusive")
+        return ",".join(parts)
+
+    def as_dict(self) -> dict[str, int]:
+        """The request as the worker protocol and the API carry it."""
+        return {
+            "cores": self.cores,
+            "memory": self.memory,
+            "gpus": self.gpus,
+            "exclusive": int(self.exclusive),
+        }
+
+
+BARE = Need()
+_NEED_PART = re.compile(r"(cores|memory|gpus)=([0-9]{1,12})|exclusive")
+
+
+def need_from_text(text: str) -> Need | None:
+    """Inverse of Need.text (None if `text` is not a need's text)."""
+    values: dict[str, Any] = {}
+    for part in text.split(","):
+        m = _NEED_PART.fullmatch(part)
+        if m is None:
+            return None
+        if m.group(1):
+            values[m.group(1)] = int(m.group(2))
+        else:
+            values["exclusive"] = True
+    return Need(**values)
+
+
+@dataclass(frozen=True)
+class Free:
+    """What a worker offers when it asks for a job (docs/protocol.md, `free`).
+
+    `cores`, `memory` and `gpus` are free for a job that states its request; `bare` says
+    whether a job that requests nothing may come (a fixed slot: always; a packing host: only
+    when it runs nothing else), `whole` whether the host is free for an `exclusive` job, whose
+    request is then checked against the host's totals. `reserve_gpus`: the host keeps its
+    GPUs for jobs that ask for GPUs.
+    """
+
+    cores: int
+    memory: int
+    gpus: int
+    bare: bool = True
+    whole: bool = False
+    total_cores: int = 0
+    total_memory: int = 0
+    total_gpus: int = 0
+    reserve_gpus: bool = False
+
+
+def fits(need: Need, free: Free | None) -> bool:
+    """Whether a job with `need` may go to a worker that offers `free`. A worker that offers
+    nothing (None: a Coalition 4 worker) takes only jobs that request nothing."""
+    if free is None:
+        return need.bare
+    if free.reserve_gpus and need.gpus == 0:
+        return False
+    if need.bare:
+        return free.bare
+    if need.exclusive:
+        return (
+            free.whole
+            and need.cores <= free.total_cores
+            and need.memory <= free.total_memory
+            and need.gpus <= free.total_gpus
+        )
+    return max(1, need.cores) <= free.cores and need.memory <= free.memory and need.gpus <= free.gpus
+
+
+def consume(free: Free, need: Need) -> Free:
+    """What is left of a packing host's shared `free` once a job with `need` is handed out in
+    the same sync (a job that requests nothing, or an exclusive one, takes the whole host)."""
+    if need.bare or need.exclusive:
+        return Free(0, 0, 0, bare=False, whole=False, reserve_gpus=free.reserve_gpus)
+    return Free(
+        cores=max(0, free.cores - max(1, need.cores)),
+        memory=max(0, free.memory - need.memory),
+        gpus=max(0, free.gpus - need.gpus),
+        bare=False,
+        whole=False,
+        total_cores=free.total_cores,
+        total_memory=free.total_memory,
+        total_gpus=free.total_gpus,
+        reserve_gpus=free.reserve_gpus,
+    )
+
+
+@dataclass(frozen=True)
+class Shape:
+    """An effective tag set and request: what the tagsets table numbers (one id each)."""
+
+    tags: frozenset[str]
+    need: Need = BARE
+
+
+def short_of(need: Need, cores: int, memory: int, gpus: int) -> list[str]:
+    """What a host with these totals lacks for `need`, in words ("4 GPUs"); [] if it has it."""
+    out = []
+    if max(1, need.cores) > cores:
+        out.append(f"{max(1, need.cores)} core{'s' if need.cores > 1 else ''}")
+    if need.memory > memory:
+        out.append(f"{need.memory} MB of memory")
+    if need.gpus > gpus:
+        out.append(f"{need.gpus} GPU{'s' if need.gpus > 1 else ''}")
+    return out
+
+
+def fit_plan(
+    plan: Sequence[Sequence[int]], shapes: Mapping[int, Shape], free: Free | None
+) -> list[list[int]]:
+    """A rule plan (rule_plan) narrowed to the tag sets whose request fits `free`; lines
+    left empty are dropped. Tag sets missing from `shapes` request nothing."""
+    out: list[list[int]] = []
+    for line in plan:
+        kept = [tid for tid in line if fits(shapes[tid].need if tid in shapes else BARE, free)]
+        if kept:
+            out.append(kept)
+    return out
+
+
 @dataclass(frozen=True)
 class Derived:
     """What a job inherits from its ancestors, recomputed when the chain changes."""
@@ -33,13 +194,20 @@ class Derived:
     h_depth: int
     h_blocked: bool  # paused or dependency-pending self or ancestor: nothing below may run
     tags: frozenset[str]  # effective tags: own plus every ancestor's
+    need: Need = BARE  # effective request: own fields, else the nearest ancestor's
 
 
 ROOT = Derived(h_key="", h_depth=-1, h_blocked=False, tags=frozenset())
 
 
 def derive(
-    parent: Derived, job_id: int, priority: int, tags: Iterable[str], paused: bool, pending: bool
+    parent: Derived,
+    job_id: int,
+    priority: int,
+    tags: Iterable[str],
+    paused: bool,
+    pending: bool,
+    need: Need = BARE,
 ) -> Derived:
     """The derived fields of a job from its parent's and its own."""
     return Derived(
@@ -47,26 +215,41 @@ def derive(
         h_depth=parent.h_depth + 1,
         h_blocked=parent.h_blocked or paused or pending,
         tags=parent.tags | frozenset(tags),
+        need=need.under(parent.need),
     )
 
 
-def tagset_text(tags: Iterable[str]) -> str:
-    """Canonical text of a tag set, used as the tagsets table's unique key."""
-    return ",".join(sorted(set(tags)))
+def tagset_text(tags: Iterable[str], need: Need = BARE) -> str:
+    """Canonical text of a tag set and request, used as the tagsets table's unique key: the
+    sorted tags, then `|` and the request's text when it asks for something."""
+    text = ",".join(sorted(set(tags)))
+    return text if need.bare else f"{text}|{need.text()}"
 
 
 def tagset_from_text(text: str) -> frozenset[str]:
-    """Inverse of tagset_text."""
-    return frozenset(t for t in text.split(",") if t)
+    """The tags of a tagset_text."""
+    return shape_from_text(text).tags
 
 
-ALTERNATIVES = "|"  # a tag `a|b` asks for a or b (OpenJD's anyOf: docs/openjd.md)
+def shape_from_text(text: str) -> Shape:
+    """Inverse of tagset_text. (Tag names cannot hold `|`; one read from an older database
+    that does is taken as a tag unless what follows its last `|` is a request's text.)"""
+    head, sep, tail = text.rpartition("|")
+    need = need_from_text(tail) if sep else None
+    if need is None:
+        head, need = text, BARE
+    return Shape(frozenset(t for t in head.split(",") if t), need)
+
+
+# A tag `linux or macos` asks for any one of its alternatives (OpenJD's anyOf: docs/openjd.md).
+# Not `|`, which separates the tags from the request in a tag set's key.
+ALTERNATIVES = " or "
 
 
 def tags_met(tags: Iterable[str], offered: frozenset[str]) -> bool:
     """Whether a worker line offering `offered` meets every one of a job's tags. A tag made of
-    alternatives (`linux|macos`) is met by a line that offers any of them; a plain tag only
-    by itself (a tag with `|` in its own name is offered whole, and matches too)."""
+    alternatives (`linux or macos`) is met by a line that offers any of them; a plain tag only
+    by itself (a tag with ` or ` in its own name is offered whole, and matches too)."""
     return all(
         tag in offered or (ALTERNATIVES in tag and any(a in offered for a in tag.split(ALTERNATIVES)))
         for tag in tags
@@ -77,7 +260,7 @@ def rule_plan(lines: Sequence[Iterable[str]], tagsets: Mapping[int, frozenset[st
     """For a worker's ordered rule lines, the tagset ids each line accepts, in preference order.
 
     A job matches a line when the line meets every one of its effective tags (tags_met: each
-    offered, or one of a tag's `a|b` alternatives), and it has at least one. Jobs with
+    offered, or one of a tag's `a or b` alternatives), and it has at least one. Jobs with
     no effective tags match any worker, after all its lines (an implicit last line). A tagset
     already served by an earlier line is not repeated.
     """

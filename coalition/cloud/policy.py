@@ -77,11 +77,11 @@ class Limits:
 
     def takes(self, tags: frozenset[str]) -> bool:
         """Could a cloud worker run a job with these effective tags? (scheduling.tags_met's
-        rule, repeated here because the policy imports nothing of ours: a tag `a|b` is met by
-        a line offering a or b.)"""
+        rule, repeated here because the policy imports nothing of ours: a tag `a or b` is met
+        by a line offering a or b.)"""
 
         def met(tag: str, line: frozenset[str]) -> bool:
-            return tag in line or ("|" in tag and any(a in line for a in tag.split("|")))
+            return tag in line or (" or " in tag and any(a in line for a in tag.split(" or ")))
 
         return not tags or any(all(met(t, line) for t in tags) for line in self.offered)
 

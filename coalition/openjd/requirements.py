@@ -14,7 +14,7 @@ worker's affinity line offers every tag of it). So:
   lines); any other attribute `attr.[custom.]NAME` value V is the tag `NAME=V`, which
   operators give the workers that have it. `allOf` asks for every value: one tag each.
   `anyOf` asks for one of them: a single value is its tag, several make one tag of
-  alternatives `a|b` (scheduling.tags_met: a worker offering any of them takes it).
+  alternatives `a or b` (scheduling.tags_met: a worker offering any of them takes it).
   An anyOf that lists every value a standard attribute can have asks for nothing.
 """
 
@@ -32,7 +32,7 @@ CPU_ARCHES = ("arm64", "x86_64")
 _STANDARD = {"attr.worker.os.family": OS_FAMILIES, "attr.worker.cpu.arch": CPU_ARCHES}
 # amount name -> the job attribute its minimum becomes
 _REQUESTS = {"amount.worker.vcpu": "cores", "amount.worker.memory": "memory", "amount.worker.gpu": "gpus"}
-_BAD_IN_TAG = (",", "|", "\n", "\r", "\x00")
+_BAD_IN_TAG = (",", "|", " or ", "\n", "\r", "\x00")
 MAX_TAG = 255  # the tag registry's VARCHAR(255)
 
 
@@ -77,7 +77,7 @@ def _tag(step: str, name: str, value: Any) -> str:
     if not text or any(c in tag for c in _BAD_IN_TAG) or len(tag) > MAX_TAG:
         raise RequirementError(
             f"step {step}: {name} value {str(value)[:80]!r} cannot be a Coalition tag "
-            f"(empty, longer than {MAX_TAG} characters, or holding a comma, '|' or a newline)"
+            f"(empty, longer than {MAX_TAG} characters, or holding a comma, '|', ' or ' or a newline)"
         )
     return tag
 
@@ -92,7 +92,7 @@ def _attribute(step: str, attr: Mapping[str, Any]) -> list[str]:
         known = _STANDARD.get(name)
         if known is not None and set(known) <= set(choices):
             return tags  # any value at all: no constraint
-        alternatives = "|".join(choices)
+        alternatives = " or ".join(choices)
         if len(alternatives) > MAX_TAG:
             raise RequirementError(f"step {step}: {name} anyOf lists too many values for one tag")
         tags.append(alternatives)

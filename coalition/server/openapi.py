@@ -37,7 +37,28 @@ _JOB_FIELD_TYPES: dict[str, dict[str, Any]] = {
     "first_frame": {"type": "integer"},
     "last_frame": {"type": "integer"},
     "frame_dep": {"type": "integer", "minimum": 0, "maximum": 2**62},
+    "cores": {"type": "integer", "minimum": 0, "maximum": 65536, "description": "CPU cores (0: no request)"},
+    "memory": {"type": "integer", "minimum": 0, "maximum": 2**40, "description": "MB (0: no request)"},
+    "gpus": {"type": "integer", "minimum": 0, "maximum": 65536, "description": "GPUs (0: none)"},
+    "exclusive": {"type": "boolean", "description": "a whole host"},
 }
+
+_AMOUNT = {"type": "integer", "minimum": 0, "maximum": 2**40}
+_RESOURCES = {
+    "type": "object",
+    "description": "What the host (a fixed slot: its share) offers to jobs and what its runs hold",
+    "properties": {k: _AMOUNT for k in ("cores", "memory", "gpus", "used_cores", "used_memory", "used_gpus")},
+}
+_FREE = {
+    "type": "object",
+    "description": "With pick: what the slot may take now (docs/scheduling.md)",
+    "properties": {
+        **{k: _AMOUNT for k in ("cores", "memory", "gpus", "total_cores", "total_memory", "total_gpus")},
+        "bare": {"type": "boolean"},
+        "whole": {"type": "boolean"},
+    },
+}
+_GPU_RESERVE = {"type": "string", "enum": ["auto", "on", "off"]}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -93,6 +114,10 @@ SCHEMAS: dict[str, Any] = {
             "total_memory": {"type": "integer", "minimum": 0},
             "affinity": {"type": "string"},
             "ip": {"type": "string"},
+            "resources": _RESOURCES,
+            "free": _FREE,
+            "gpureserve": _GPU_RESERVE,
+            "host": {**_NAME, "description": "the worker process's name, shared by its slots"},
             "job_id": _ID,
             "event": _INT,
             "log": {"type": "string", "description": "base64 of the next bytes of output"},
@@ -169,6 +194,10 @@ SCHEMAS: dict[str, Any] = {
             "total_memory": {"type": "integer", "minimum": 0},
             "affinity": {"type": "string"},
             "ip": {"type": "string"},
+            "resources": _RESOURCES,
+            "host": {**_NAME, "description": "the worker process's name, shared by its slots"},
+            "free": {**_FREE, "description": "A packing host's free amounts, shared by the slots that pick"},
+            "gpureserve": _GPU_RESERVE,
             "interval": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
             "slots": {
                 "type": "array",
@@ -183,6 +212,12 @@ SCHEMAS: dict[str, Any] = {
                         "log": {"type": "string"},
                         "log_offset": {"type": "integer", "minimum": 0},
                         "pick": {"type": "boolean"},
+                        "free": _FREE,
+                        "resources": _RESOURCES,
+                        "spare": {
+                            "type": "boolean",
+                            "description": "a slot never used: listed once it runs a job",
+                        },
                     },
                     "required": ["name"],
                 },

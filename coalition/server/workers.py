@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..model import ValidationError, check_tags, parse_rule_lines
-from ..usecases.workers import Ping, RunUsage, SlotReport, WorkerProtocol
+from ..scheduling import Free
+from ..usecases.workers import GPU_RESERVE, HostResources, Ping, RunUsage, SlotReport, WorkerProtocol
 from .http import INT_RANGE, ApiError, parse_form
 from .metrics import ServerMetrics
 from .wsgi import Request, Text, WsgiApp
@@ -100,6 +101,57 @@ def _usage(value: Any) -> RunUsage | None:
     return RunUsage(float(cpu), memory, float(wall))
 
 
+_AMOUNT_MAX = 2**40  # cores, MB or GPUs a host may report
+
+
+def _amount(obj: dict[str, Any], where: str, key: str) -> int:
+    value = obj.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _AMOUNT_MAX:
+        raise ApiError(400, f"{where}.{key} must be an integer between 0 and 2**40")
+    return value
+
+
+def _resources(value: Any) -> HostResources | None:
+    """A worker's `resources`: {cores, memory, gpus, used_cores, used_memory, used_gpus}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ApiError(400, "resources must be an object {cores, memory, gpus, used_cores, ...}")
+    keys = ("cores", "memory", "gpus", "used_cores", "used_memory", "used_gpus")
+    return HostResources(*(_amount(value, "resources", k) for k in keys))
+
+
+def _free(value: Any, host: HostResources | None) -> Free | None:
+    """What an asking slot may take: {cores, memory, gpus, bare, whole} (docs/protocol.md)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ApiError(400, "free must be an object {cores, memory, gpus, bare, whole}")
+    host = host or HostResources()
+
+    def total(key: str, default: int) -> int:
+        # The host's totals, for an exclusive job (a fixed slot's `resources` are its share).
+        return _amount(value, "free", key) if key in value else default
+
+    return Free(
+        cores=_amount(value, "free", "cores"),
+        memory=_amount(value, "free", "memory"),
+        gpus=_amount(value, "free", "gpus"),
+        bare=_flag(value, "bare", True),
+        whole=_flag(value, "whole"),
+        total_cores=total("total_cores", host.cores),
+        total_memory=total("total_memory", host.memory),
+        total_gpus=total("total_gpus", host.gpus),
+    )
+
+
+def _gpureserve(body: dict[str, Any]) -> str:
+    value = body.get("gpureserve", "auto")
+    if value not in GPU_RESERVE:
+        raise ApiError(400, f"gpureserve must be one of {', '.join(GPU_RESERVE)}")
+    return str(value)
+
+
 def _reason(body: dict[str, Any]) -> str:
     value = body.get("reason", "")
     if not isinstance(value, str):
@@ -116,8 +168,8 @@ def _elapsed(body: dict[str, Any]) -> float | None:
     return float(value)
 
 
-def _flag(body: dict[str, Any], key: str) -> bool:
-    value = body.get(key, False)
+def _flag(body: dict[str, Any], key: str, default: bool = False) -> bool:
+    value = body.get(key, default)
     if not isinstance(value, (bool, int)):
         raise ApiError(400, f"{key} must be a boolean")
     return bool(value)
@@ -229,6 +281,8 @@ class WorkerApi:
         ip = body.get("ip")
         if ip is not None and not isinstance(ip, str):
             raise ApiError(400, "ip must be a string")
+        resources = _resources(body.get("resources"))
+        host = body.get("host")
         return Ping(
             name=_name(body.get("name")),
             cpu=body.get("cpu"),
@@ -236,6 +290,10 @@ class WorkerApi:
             total_memory=_opt_int(body, "total_memory"),
             ip=ip or req.remote_ip,
             affinity=affinity,
+            resources=resources,
+            free=_free(body.get("free"), resources),
+            gpureserve=_gpureserve(body),
+            host=None if host is None else _name(host),
         )
 
     def pickjob(self, req: Request) -> Any:
@@ -354,9 +412,11 @@ class WorkerApi:
             raise ApiError(400, f"at most {MAX_SLOTS} slots in one sync")
         reports: list[SlotReport] = []
         names: set[str] = set()
+        host_resources = _resources(body.get("resources"))
         for slot in slots:
             if not isinstance(slot, dict):
                 raise ApiError(400, "each slot must be an object with a name")
+            resources = _resources(slot.get("resources")) or host_resources
             report = SlotReport(
                 name=_name(slot.get("name")),
                 job_id=_opt_int(slot, "job_id", lo=1),
@@ -364,6 +424,9 @@ class WorkerApi:
                 chunk=_b64(slot.get("log")),
                 offset=_opt_int(slot, "log_offset"),
                 pick=_flag(slot, "pick"),
+                free=_free(slot.get("free"), resources),
+                resources=resources,
+                spare=_flag(slot, "spare"),
             )
             if report.name in names:
                 raise ApiError(400, f"slot {report.name!r} appears twice")

@@ -103,7 +103,7 @@ class Tx(Protocol):
     def claim(self, job_id: int, worker: str, event: int, now: float) -> Row | None:
         """Compare-and-set a ready leaf to WORKING for `worker`: the row as claimed (at least
         the pick columns and parent state worker run_event start_time has_dependents paused
-        leaf), or None if another server won it."""
+        leaf tagset), or None if another server won it."""
 
     def ready_counts(self) -> dict[int, int]:
         """Dispatchable leaves counted by tag-set id."""
@@ -157,6 +157,13 @@ class Tx(Protocol):
 
     def bump_worker(self, name: str, deltas: Mapping[str, int]) -> None:
         """Atomically add to a worker's counters."""
+
+    def host_workers(self, host: str) -> list[Row]:
+        """The worker rows (slots) of one host (`host` column), by name."""
+
+    def cpu_hosts_alive(self, since: float) -> bool:
+        """Whether an active worker without GPUs has been heard from since `since` (a GPU
+        host's `gpureserve = auto` keeps its GPUs for GPU jobs while there is one)."""
 
     def workers(self, names: Sequence[str] | None = None) -> list[Row]:
         """All workers (or the named ones), by name."""

@@ -515,6 +515,51 @@ def _studio_scheduling(store: _SqlStore) -> None:
     store.write(step)
 
 
+# Version 8's new columns.
+_RESOURCE_COLUMNS: list[tuple[str, columns.Column]] = [
+    *(("jobs", c) for c in columns.JOBS if c.name in ("cores", "memory", "gpus", "exclusive")),
+    *(
+        ("workers", c)
+        for c in columns.WORKERS
+        if c.name in ("cores", "memory", "gpus", "used_cores", "used_memory", "used_gpus", "host")
+    ),
+]
+
+
+def _add_columns(
+    store: _SqlStore,
+    version: int,
+    added: list[tuple[str, columns.Column]],
+    indexes: tuple[str, ...] = (),
+) -> None:
+    """An additive, idempotent step: the registry columns and the schema's `indexes` a
+    database lacks, then `version`."""
+    types = SQLITE_TYPES if store.dialect == "sqlite" else MYSQL_TYPES
+
+    def step(tx: SqlTx) -> None:
+        have: dict[str, set[str]] = {}
+        for table, column in added:
+            if table not in have:
+                have[table] = _column_names(tx, store.dialect, store.real_name(table))
+            if column.name not in have[table]:
+                definition = column.ddl().format(**types)
+                if store.dialect == "sqlite" and column.sql == columns.TEXT:
+                    definition += " DEFAULT ''"  # see _add_failure_handling
+                tx.execute(f"ALTER TABLE {store.real_name(table)} ADD COLUMN {definition}")
+        for name in indexes:
+            if not _has_index(tx, store.dialect, name):
+                tx.execute(next(stmt for stmt in ddl(store.dialect) if f" {name} " in stmt))
+        tx.execute("INSERT INTO Migrations (database_version) VALUES (?)", (version,))
+
+    store.write(step)
+
+
+def _resources(store: _SqlStore) -> None:
+    """Version 8: resource requests (jobs' cores, memory, gpus, exclusive), what each
+    worker's host offers and holds, and the host each slot belongs to (with its index)."""
+    _add_columns(store, 8, _RESOURCE_COLUMNS, indexes=("c5_workers_host",))
+
+
 def _openjd(store: _SqlStore) -> None:
     """Version 9: Open Job Description jobs (docs/openjd.md): the `openjd_jobs` table (each
     submission's template and parameter values) and the jobs' `openjd` column (a task's step
@@ -543,5 +588,6 @@ STEPS: list[tuple[int, str, Callable[[Any], None]]] = [
     (5, "CPU time and peak memory of each run; webhook deliveries; output thumbnails", _run_usage),
     (6, "failure handling: stall and log-rule settings, run reasons, host blocklists", _add_failure_handling),
     (7, "studio scheduling: farm-wide limits, frame-to-frame dependencies", _studio_scheduling),
+    (8, "resource requests: cores, memory, GPUs, exclusive hosts", _resources),
     (9, "Open Job Description: submitted templates, the jobs' OpenJD tasks", _openjd),
 ]

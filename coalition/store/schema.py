@@ -40,6 +40,7 @@ _TABLES = [
 ){table_opts}""",
     "CREATE INDEX c5_job_deps_dependency ON job_deps (dependency)",
     _table("workers", columns.WORKERS),
+    "CREATE INDEX c5_workers_host ON workers (host)",
     """CREATE TABLE events (
     id {pk},
     worker VARCHAR(255) NOT NULL DEFAULT '',

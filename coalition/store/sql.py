@@ -46,6 +46,7 @@ _CLAIMED = "SELECT {} FROM jobs WHERE id = ?".format(
                 "has_dependents",
                 "paused",
                 "leaf",
+                "tagset",
             )
         )
     )
@@ -489,6 +490,19 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
             _check(deltas, _WORKER_COLS)
             sets = ",".join(f"{c} = {c} + ?" for c in deltas)
             self.execute(f"UPDATE workers SET {sets} WHERE name = ?", [*deltas.values(), name])
+
+    def host_workers(self, host: str) -> list[Row]:
+        return self._all("SELECT * FROM workers WHERE host = ? ORDER BY name", (host,))
+
+    def cpu_hosts_alive(self, since: float) -> bool:
+        return (
+            self._scalar(
+                "SELECT name FROM workers WHERE gpus = 0 AND active = 1 AND ping_time >= ? "
+                "AND state IN ('WAITING', 'WORKING') LIMIT 1",
+                (since,),
+            )
+            is not None
+        )
 
     def workers(self, names: Sequence[str] | None = None) -> list[Row]:
         if names is None:

@@ -26,7 +26,8 @@ class CloudFarm:
             tags = self.ctx.tags.load(tx) if counts else {}
             out: dict[frozenset[str], int] = {}
             for tagset, n in counts.items():
-                key = tags.get(tagset, frozenset())
+                shape = tags.get(tagset)
+                key = shape.tags if shape is not None else frozenset()
                 out[key] = out.get(key, 0) + n
             return out
 

@@ -9,9 +9,21 @@ from typing import Any
 
 from .. import failures
 from ..failures import LogRule
-from ..model import W_SICK, W_WAITING
+from ..model import W_SICK, W_WAITING, W_WORKING
 from ..store.base import Row, Tx
 from .context import Context, Effects
+
+
+def host_key(worker: Any) -> str:
+    """The host a worker row (a slot) belongs to: failures, blocks and sickness are the
+    host's, shared by all its slots (a packing host runs jobs on several)."""
+    return str(worker["host"] or worker["name"])
+
+
+def host_of(tx: Tx, name: str) -> str:
+    """The host of the worker named `name` (the name itself when unknown)."""
+    row = tx.worker(name)
+    return host_key(row) if row is not None else name
 
 
 class Verdict:
@@ -101,7 +113,7 @@ class Failures:
         a worker without blocks (workers.blocked_until says whether it may have any)."""
         if float(worker["blocked_until"] or 0) <= now:
             return []
-        keys = tx.blocked_keys(worker["name"], now)
+        keys = tx.blocked_keys(host_key(worker), now)
         if not keys:
             worker.set(blocked_until=0.0)  # lifted or deleted: no more lookups until the next block
         return [failures.key_range(k) for k in keys]
@@ -115,7 +127,7 @@ class Failures:
         threshold = int(failures.effective(int(job.get("hostfails") or 0), policy.hostfails))
         scope = failures.block_scope(policy, int(job["id"]), int(job["parent"] or 0))
         group = int(job["parent"] or 0) or int(job["id"])
-        name = worker["name"]
+        name = host_key(worker)
         forgotten = now - policy.forgive if policy.forgive > 0 else 0.0
         row = tx.count_host_failure(scope, name, group, now, forgotten, failures.clip(reason))
         until = failures.blocked_until(int(row["failures"]), threshold, now, policy.forgive)
@@ -123,6 +135,9 @@ class Failures:
             until = min(until, 1e15)  # "never forgiven" stays a finite number in the database
             tx.block_host(scope, name, until)
             worker.set(blocked_until=max(until, float(worker["blocked_until"] or 0)))
+            for sibling in self._siblings(tx, worker):  # the host's other slots look it up too
+                if float(sibling["blocked_until"] or 0) < until:
+                    tx.update_worker(sibling["name"], {"blocked_until": until})
             what = "group" if scope != job["id"] else "job"
             fx.note(f"worker {name} is blocked from {what} {scope} after {row['failures']} failed runs")
         if policy.sickjobs > 1 and worker["state"] != W_SICK:
@@ -137,14 +152,45 @@ class Failures:
                     now,
                 )
 
+    @staticmethod
+    def _siblings(tx: Tx, worker: Any) -> list[Row]:
+        """The other slots of the worker's host."""
+        if not worker["host"]:
+            return []
+        return [r for r in tx.host_workers(worker["host"]) if r["name"] != worker["name"]]
+
+    @staticmethod
+    def inherited(tx: Tx, host: str) -> dict[str, Any]:
+        """What a new slot of `host` takes from its siblings: their blocks, their sickness."""
+        out: dict[str, Any] = {}
+        for sibling in tx.host_workers(host):
+            if float(sibling["blocked_until"] or 0) > float(out.get("blocked_until", 0.0)):
+                out["blocked_until"] = float(sibling["blocked_until"])
+            if sibling["state"] == W_SICK:
+                out.update(state=W_SICK, reason=sibling["reason"])
+        return out
+
+    def catch_sickness(self, tx: Tx, worker: Any) -> None:
+        """A slot whose host turned SICK while it ran a job turns SICK when the run ends."""
+        if worker["state"] == W_SICK or not worker["host"]:
+            return
+        for sibling in self._siblings(tx, worker):
+            if sibling["state"] == W_SICK:
+                worker.set(state=W_SICK, reason=sibling["reason"])
+                return
+
     def mark_sick(self, tx: Tx, fx: Effects, worker: Any, reason: str, now: float) -> None:
-        """Turn a worker SICK: it takes no job until its check command passes or an operator
-        clears it. An event and a mail say so."""
+        """Turn a worker's host SICK: its slots take no job until its check command passes
+        or an operator clears it (a slot running a job turns SICK when the run ends). An
+        event and a mail say so."""
         if worker["state"] == W_SICK:
             return
-        name = worker["name"]
+        name = host_key(worker)
         why = failures.clip(f"sick: {reason}")
         worker.set(state=W_SICK, reason=why)
+        for sibling in self._siblings(tx, worker):
+            if sibling["state"] not in (W_SICK, W_WORKING):
+                tx.update_worker(sibling["name"], {"state": W_SICK, "reason": why})
         tx.insert_event(
             {
                 "worker": name,
@@ -175,13 +221,16 @@ class Failures:
                 }
             )
 
-    @staticmethod
-    def heal(tx: Tx, worker: Row, how: str, now: float) -> bool:
-        """Clear a SICK worker (its check passed, or an operator said so); False if it was not
-        sick. The event records who or what cleared it."""
+    @classmethod
+    def heal(cls, tx: Tx, worker: Row, how: str, now: float) -> bool:
+        """Clear a SICK worker and the other slots of its host (its check passed, or an
+        operator said so); False if it was not sick. The event records who or what cleared it."""
         if worker["state"] != W_SICK:
             return False
         tx.update_worker(worker["name"], {"state": W_WAITING, "reason": ""})
+        for sibling in cls._siblings(tx, worker):
+            if sibling["state"] == W_SICK:
+                tx.update_worker(sibling["name"], {"state": W_WAITING, "reason": ""})
         tx.insert_event(
             {
                 "worker": worker["name"],

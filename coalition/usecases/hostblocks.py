@@ -11,7 +11,7 @@ from ..audit import NOBODY, Actor, record_audit
 from ..errors import NotFound
 from ..store.base import Row, Tx
 from .context import Context, Effects
-from .failing import Failures
+from .failing import Failures, host_of
 
 
 def block_view(row: Row) -> dict[str, Any]:
@@ -37,14 +37,15 @@ class HostBlocks:
         now = self.ctx.clock()
 
         def fn(tx: Tx) -> list[Row]:
+            host = None if worker is None else host_of(tx, worker)  # a slot's are its host's
             if job_id is None:
-                return tx.host_blocks(now, worker=worker)
+                return tx.host_blocks(now, worker=host)
             job = tx.job(job_id)
             if job is None:
                 raise NotFound(f"job {job_id} not found")
-            rows = tx.host_blocks(now, worker=worker, job_id=job_id)
+            rows = tx.host_blocks(now, worker=host, job_id=job_id)
             if job["parent"]:
-                rows += tx.host_blocks(now, worker=worker, job_id=int(job["parent"]))
+                rows += tx.host_blocks(now, worker=host, job_id=int(job["parent"]))
             return rows
 
         return [block_view(r) for r in self.ctx.store.read(fn)]
@@ -65,7 +66,7 @@ class HostBlocks:
             if workers is None:
                 tx.lift_host_blocks(job_id)
             else:
-                for name in workers:
+                for name in dict.fromkeys(host_of(tx, n) for n in workers):
                     lifted += len(tx.host_blocks(now, worker=name, job_id=job_id))
                     tx.lift_host_blocks(job_id, name)
             fx.note(f"job {job_id}: {lifted} host block(s) lifted by {actor.user or 'someone'}")

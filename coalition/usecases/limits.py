@@ -22,6 +22,7 @@ from ..hierarchy import Tree
 from ..model import FINISHED, PENDING, WAITING, WORKING, ValidationError
 from ..store.base import Row, Tx
 from .context import Context, Effects
+from .resources import resource_reasons
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,9 @@ class Limits:
                             f"needs {amount})",
                         }
                     )
+        if row["state"] in (WAITING, PENDING) and not row["children"]:
+            need = tree.tags.shape(row["tagset"]).need
+            reasons.extend(resource_reasons(tx, need, self.ctx.clock(), self.ctx.settings.worker_timeout))
         if row["state"] == WAITING and not reasons and row["h_blocked"]:
             reasons.append({"kind": "group", "text": "a group above it is paused or waits for a dependency"})
         return reasons

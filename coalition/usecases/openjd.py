@@ -24,7 +24,21 @@ from .operator import Operator, ParentGuard, _Batch
 
 # What a submission's options may set, and where: the top group takes its place in the farm
 # (parent, priority, pause, owner, extra tags...), the task jobs the run settings.
-GROUP_OPTIONS = ("parent", "title", "priority", "paused", "user", "affinity", "url", "dependencies")
+# Resource requests on the top group are what steps without host requirements inherit.
+GROUP_OPTIONS = (
+    "parent",
+    "title",
+    "priority",
+    "paused",
+    "user",
+    "affinity",
+    "url",
+    "dependencies",
+    "cores",
+    "memory",
+    "gpus",
+    "exclusive",
+)
 TASK_OPTIONS = (
     "user",
     "retry",
@@ -86,7 +100,17 @@ class OpenJDJobs:
             step_ids: dict[str, int] = {}
             for step in sub.tree.steps:
                 deps = tuple(step_ids[d] for d in step.depends_on if d in step_ids)
-                spec = JobSpec(parent=top, title=step.name, affinity=step.affinity, user=opts.user)
+                # The step's host requirements: its tags, and the resources its tasks inherit.
+                need = step.requirements
+                spec = JobSpec(
+                    parent=top,
+                    title=step.name,
+                    affinity=step.affinity,
+                    user=opts.user,
+                    cores=need.cores,
+                    memory=need.memory,
+                    gpus=need.gpus,
+                )
                 sid = step_ids[step.name] = insert(
                     tx, tree, replace(spec, dependencies=deps), now, None, batch
                 )

@@ -44,6 +44,7 @@ ParentGuard = Callable[[Row], None]
 
 # The settable columns a JobSpec carries as they are (`state` is folded into `paused`).
 _SPEC_COLUMNS = tuple(c for c in columns.JOB_SETTABLE if c in {f.name for f in fields(JobSpec)})
+_NEED_COLUMNS = ("cores", "memory", "gpus", "exclusive")  # a change re-derives the subtree
 
 
 class Operator:
@@ -289,6 +290,8 @@ class Operator:
             if affinity != row["affinity"]:
                 plain["affinity"] = affinity
                 rekey = True
+        if any(k in plain and plain[k] != row[k] for k in _NEED_COLUMNS):
+            rekey = True  # the effective request is part of the subtree's tag sets
         if plain:
             plain["updated_at"] = now
             tx.update_job(job_id, plain)

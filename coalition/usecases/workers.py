@@ -35,6 +35,33 @@ from .runs import abort_run
 
 
 @dataclass(frozen=True)
+class HostResources:
+    """What a worker's host offers to jobs (cores, memory in MB, GPUs) and what its running
+    jobs hold, as the worker reports it with every request."""
+
+    cores: int = 0
+    memory: int = 0
+    gpus: int = 0
+    used_cores: int = 0
+    used_memory: int = 0
+    used_gpus: int = 0
+
+    def columns(self) -> dict[str, int]:
+        """The worker row's columns."""
+        return {
+            "cores": self.cores,
+            "memory": self.memory,
+            "gpus": self.gpus,
+            "used_cores": self.used_cores,
+            "used_memory": self.used_memory,
+            "used_gpus": self.used_gpus,
+        }
+
+
+GPU_RESERVE = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
 class Ping:
     """What a worker reports about itself with every request."""
 
@@ -44,6 +71,12 @@ class Ping:
     total_memory: int | None = None
     ip: str | None = None
     affinity: str | None = None  # the worker's own rule lines, if it sends them
+    resources: HostResources | None = None
+    # What the worker may take now when it asks for a job (None: a worker that does not say,
+    # which takes only jobs that request nothing), and its [worker] gpureserve.
+    free: scheduling.Free | None = None
+    gpureserve: str = "auto"
+    host: str | None = None  # the worker process's name, shared by its slots
 
 
 @dataclass
@@ -74,6 +107,9 @@ class SlotReport:
     chunk: bytes = b""
     offset: int | None = None
     pick: bool = False
+    free: scheduling.Free | None = None  # with pick: what the slot may take
+    resources: HostResources | None = None  # a fixed slot's own share (else the host's)
+    spare: bool = False  # a packing host's slot that never ran a job: no row unless it gets one
 
 
 @dataclass
@@ -119,10 +155,13 @@ class End:
 
 
 class WorkerDraft:
-    """A worker row read once per request; its changes are written once, by flush()."""
+    """A worker row read once per request; its changes are written once, by flush(). A new
+    row (`new`) is inserted by flush() too: a sync drops the draft of a new slot that asked
+    for a job and got none, so a packing host's spare slots never clutter the workers list."""
 
-    def __init__(self, row: Row):
+    def __init__(self, row: Row, new: bool = False):
         self.row = row
+        self.new = new
         self.fields: dict[str, Any] = {}
         self.deltas: dict[str, int] = {}
 
@@ -140,7 +179,10 @@ class WorkerDraft:
         self.row[column] = (self.row.get(column) or 0) + delta
 
     def flush(self, tx: Tx) -> None:
-        """Write what changed, in one statement."""
+        """Write what changed, in one statement (two for a new row)."""
+        if self.new:
+            tx.insert_worker({k: v for k, v in self.row.items() if k in columns.WORKER_COLUMNS})
+            self.new = False  # (another server may have inserted it: the update still applies)
         if self.fields or self.deltas:
             tx.update_worker(self.row["name"], self.fields, self.deltas)
             self.fields, self.deltas = {}, {}
@@ -157,10 +199,12 @@ class WorkerProtocol:
         self._plans: dict[tuple[str, int], list[list[int]]] = {}
         shares = ctx.settings.fair_share
         self.shares = FairShare(dict(shares), ctx.clock) if shares is not None else None
+        self._cpu_hosts: tuple[float, bool] = (float("-inf"), False)  # (read at, answer)
 
     # -- worker rows ------------------------------------------------------------------------
-    def _touch(self, tx: Tx, ping: Ping, now: float) -> WorkerDraft:
-        """Read (or create) the worker row and note what it reported; written by flush()."""
+    def _touch(self, tx: Tx, ping: Ping, now: float, defer: bool = False) -> WorkerDraft:
+        """Read (or create) the worker row and note what it reported; written by flush().
+        With `defer`, a new row is only inserted by flush()."""
         row = tx.worker(ping.name)
         fields: dict[str, Any] = {"ping_time": now}
         if ping.cpu is not None:
@@ -171,6 +215,10 @@ class WorkerProtocol:
             fields["total_memory"] = int(ping.total_memory)
         if ping.ip:
             fields["ip"] = ping.ip[:64]
+        if ping.resources is not None:
+            fields.update(ping.resources.columns())
+        if ping.host is not None:
+            fields["host"] = ping.host
         if ping.affinity is not None and (row is None or not row["affinity_set"]):
             lines = parse_rule_lines(ping.affinity)
             fields["affinity"] = format_rule_lines(lines)
@@ -178,6 +226,10 @@ class WorkerProtocol:
                 tx.register_affinities(t for line in lines for t in line)
         if row is None:
             new = {**columns.new_worker_row(ping.name), "state": W_WAITING, "start_time": now, **fields}
+            if ping.host:
+                new.update(self.failing.inherited(tx, ping.host))  # a new slot of a known host
+            if defer:
+                return WorkerDraft(new, new=True)
             tx.insert_worker(new)
             return WorkerDraft(tx.worker(ping.name) or new)
         draft = WorkerDraft(row)
@@ -195,28 +247,52 @@ class WorkerProtocol:
 
         def fn(tx: Tx, fx: Effects) -> dict[str, Any] | None:
             worker = self._touch(tx, ping, now)
-            job = self._pick(tx, fx, self.ctx.tree(tx, fx, now), worker, now)
+            job = self._pick(tx, fx, self.ctx.tree(tx, fx, now), worker, now, self._offer(tx, ping, now))
             worker.flush(tx)
             return job
 
         return self.ctx.write(fn)
 
     def _plan(
-        self, affinity: str, tagsets: Mapping[int, frozenset[str]], generation: int | None
+        self, affinity: str, shapes: Mapping[int, scheduling.Shape], generation: int | None
     ) -> list[list[int]]:
         if generation is None:  # tag sets not committed yet: not to be cached
-            return scheduling.rule_plan(parse_rule_lines(affinity), tagsets)
+            return scheduling.rule_plan(parse_rule_lines(affinity), {k: v.tags for k, v in shapes.items()})
         key = (affinity, generation)
         plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) > 4096:
                 self._plans.clear()
-            plan = scheduling.rule_plan(parse_rule_lines(affinity), tagsets)
+            plan = scheduling.rule_plan(parse_rule_lines(affinity), {k: v.tags for k, v in shapes.items()})
             self._plans[key] = plan
         return plan
 
+    def _offer(self, tx: Tx, ping: Ping, now: float) -> scheduling.Free | None:
+        """What the asking worker may take: its `free`, with `gpureserve` decided. `auto`
+        keeps a GPU host's GPUs for GPU jobs while the farm has hosts without GPUs alive."""
+        free = ping.free
+        if free is None or free.total_gpus == 0 or ping.gpureserve == "off":
+            return free
+        reserve = ping.gpureserve == "on" or self._farm_has_cpu_hosts(tx, now)
+        return replace(free, reserve_gpus=reserve) if reserve else free
+
+    def _farm_has_cpu_hosts(self, tx: Tx, now: float) -> bool:
+        # A hint read at most every 10 s per process: a host that joined or left shifts CPU
+        # jobs a few seconds late, which costs nothing but a pick's worth of preference.
+        read_at, answer = self._cpu_hosts
+        if now - read_at > 10.0 or now < read_at:
+            answer = tx.cpu_hosts_alive(now - self.ctx.settings.worker_timeout)
+            self._cpu_hosts = (now, answer)
+        return answer
+
     def _pick(
-        self, tx: Tx, fx: Effects, tree: Tree, worker: WorkerDraft, now: float
+        self,
+        tx: Tx,
+        fx: Effects,
+        tree: Tree,
+        worker: WorkerDraft,
+        now: float,
+        free: scheduling.Free | None = None,
     ) -> dict[str, Any] | None:
         name = worker["name"]
         sick = worker["state"] == W_SICK  # takes no job until checked or cleared
@@ -232,8 +308,9 @@ class WorkerProtocol:
             worker.set(state=W_WAITING)
             return None
         skip = self.failing.skip_ranges(tx, worker, now)
-        tagsets, generation = tree.tags.current()
-        for line in self._plan(worker["affinity"], tagsets, generation):
+        shapes, generation = tree.tags.current()
+        plan = scheduling.fit_plan(self._plan(worker["affinity"], shapes, generation), shapes, free)
+        for line in plan:
             full: list[str] = []  # limit texts found without room in this pick
             attempts = 0
             while attempts < 4:
@@ -278,6 +355,7 @@ class WorkerProtocol:
         worker.set(state=W_WORKING, current_job=job_id, last_job=job_id, current_event=event)
         out = {"event": event, **{name: job[name] for name in columns.JOB_PICK}}
         out["stalltimeout"] = self.failing.stalltimeout(job)  # the job's own, or the farm's
+        out["need"] = tree.tags.shape(job["tagset"]).need.as_dict()  # what the run holds there
         return out
 
     # -- heartbeat --------------------------------------------------------------------------
@@ -359,8 +437,11 @@ class WorkerProtocol:
         def fn(tx: Tx, fx: Effects) -> list[tuple[SlotAnswer, float]]:
             out: list[tuple[SlotAnswer, float]] = []
             tree: Tree | None = None
+            budget = host.free  # a packing host's free amounts, spent as jobs are handed out
             for report in slots:
-                worker = self._touch(tx, replace(host, name=report.name), now)
+                share = report.resources or host.resources
+                spare = report.spare and report.pick and not report.job_id
+                worker = self._touch(tx, replace(host, name=report.name, resources=share), now, defer=spare)
                 answer = SlotAnswer(report.name, job_id=report.job_id)
                 started = 0.0
                 if report.job_id:
@@ -373,7 +454,14 @@ class WorkerProtocol:
                     answer.sick = worker["state"] == W_SICK
                     if report.pick:
                         tree = tree or self.ctx.tree(tx, fx, now)
-                        answer.job = self._pick(tx, fx, tree, worker, now)
+                        own = report.free is not None  # a fixed slot's share
+                        offer = self._offer(tx, replace(host, free=report.free if own else budget), now)
+                        answer.job = self._pick(tx, fx, tree, worker, now, offer)
+                        if answer.job is not None and not own and budget is not None:
+                            need = answer.job["need"]
+                            budget = scheduling.consume(
+                                budget, scheduling.Need(**{**need, "exclusive": bool(need["exclusive"])})
+                            )
                     elif worker["current_job"]:
                         # Idle and not asking (stopping): nothing of ours runs there any more.
                         job = tx.job(worker["current_job"])
@@ -381,7 +469,8 @@ class WorkerProtocol:
                             tree = tree or self.ctx.tree(tx, fx, now)
                             abort_run(tx, tree, fx, job, "LOST", now)
                         worker.set(current_job=0, state=W_WAITING)
-                worker.flush(tx)
+                if not (worker.new and answer.job is None):
+                    worker.flush(tx)
                 out.append((answer, started))
             return out
 
@@ -481,7 +570,7 @@ class WorkerProtocol:
                     tx.put_thumbnail(_lineage(tx, job), job_id, thumbnail[0], thumbnail[1], now)
                 result.transitions = tree.transitions
             if pick:
-                result.next_job = self._pick(tx, fx, tree, worker, now)
+                result.next_job = self._pick(tx, fx, tree, worker, now, self._offer(tx, ping, now))
             result.sick = worker["state"] == W_SICK
             worker.flush(tx)
             return result
@@ -600,6 +689,7 @@ class WorkerProtocol:
             self.failing.count(tx, fx, job, worker, why, now)
         if verdict is not None and verdict.kind == failures.SICK:
             self.failing.mark_sick(tx, fx, worker, verdict.reason, now)
+        self.failing.catch_sickness(tx, worker)  # its host may have turned SICK meanwhile
 
     # -- a SICK worker's check ----------------------------------------------------------------
     def checked(self, ping: Ping, passed: bool, detail: str = "") -> bool:

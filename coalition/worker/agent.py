@@ -30,6 +30,7 @@ from .courier import Report
 from .link import Backoff, Refused, ServerLink, Unreachable
 from .metrics import Metrics
 from .process import JobProcess
+from .resources import Capacity, Pool
 from .runner import prepare
 from .settings import WorkerSettings
 from .spool import RunLog
@@ -160,9 +161,12 @@ class Slot:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         environ: Mapping[str, str] | None = None,
+        pool: Pool | None = None,
         openjd: bool = False,
     ) -> None:
         self.name = name
+        # What the host offers and holds; a slot made alone is one slot of a host of 1 core.
+        self.pool = pool if pool is not None else Pool(Capacity(cores=1, memory=0), [name], packing=False)
         self.settings = settings
         self.link = link
         self.metrics = metrics
@@ -204,6 +208,11 @@ class Slot:
                 return Report.running(self.name, self._run, limit)
             return None
 
+    def withdraw(self) -> None:
+        """The pool says this idle slot does not ask in this sync (courier's thread)."""
+        with self._lock:
+            self._asking = False
+
     def synced(self, report: Report, answer: Mapping[str, Any] | None) -> None:
         """Apply this slot's part of a sync's answer (None: the sync failed)."""
         with self._lock:
@@ -212,6 +221,7 @@ class Slot:
             if report.body.get("pick"):
                 self._asking = False
                 job = answer.get("job") if answer else None
+                self.pool.settle(self.name, job if isinstance(job, dict) else None)
                 if isinstance(job, dict):
                     self._offer = job
             run = report.run
@@ -243,7 +253,13 @@ class Slot:
             self._down = False
 
     def _ping(self) -> dict[str, Any]:
-        return {"name": self.name, **self.metrics.snapshot(*self._server)}
+        return {
+            "name": self.name,
+            **self.metrics.snapshot(*self._server),
+            "resources": self.pool.resources(self.name),
+            "gpureserve": self.settings.gpureserve,
+            "host": self.settings.name,
+        }
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -340,6 +356,9 @@ class Slot:
             "COALITION_WORKER": self.name,
             "COALITION_SERVER": self.link.url,
         }
+        grant = self.pool.held(self.name)
+        if grant is not None:
+            extra.update(grant.env)  # its cores, memory and pinned GPUs (resources.py)
         exit_code = -1
         usage: dict[str, Any] | None = None
         thumbnail: dict[str, str] | None = None
@@ -514,12 +533,15 @@ class Slot:
     ) -> dict[str, Any] | None:
         """Send the rest of the output and the result, until the server has them."""
         self._set(ENDING, run)
+        self.pool.release(self.name)
         backoff = Backoff(cap=max(30.0, self.settings.sleep))
         while run.output.size - run.output.acked > CHUNK:
             if self._beat(run, None):
                 backoff.reset()
             else:
                 self.sleep(backoff.next())
+        # The next job comes with the answer when the pool lets this slot ask now.
+        free = None if self.control.draining else self.pool.ask(self.name)
         while True:
             offset, chunk = run.output.pending(CHUNK)
             body = self._ping()
@@ -533,8 +555,10 @@ class Slot:
                 interrupted=run.interrupted,
                 reason=run.reason,
                 elapsed=round(run.elapsed, 3),
-                pick=not self.control.draining,
+                pick=free is not None,
             )
+            if free is not None:
+                body["free"] = free
             if usage:
                 body["usage"] = usage
             if thumbnail:
@@ -551,6 +575,8 @@ class Slot:
                     self.sleep(backoff.next())
                     continue
                 log.error("%s: the server rejected the result of job %d: %s", self.name, run.job_id, exc)
+                if free is not None:
+                    self.pool.settle(self.name, None)
                 return None
             self._reachable()
             run.output.ack(offset + len(chunk))
@@ -562,4 +588,7 @@ class Slot:
                     "%s: result of job %d ignored by the server: %s", self.name, run.job_id, answer["ignored"]
                 )
             job = answer.get("job")
-            return job if isinstance(job, dict) else None
+            job = job if isinstance(job, dict) else None
+            if free is not None:
+                self.pool.settle(self.name, job)
+            return job

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from .link import Backoff, Refused, Unreachable, jittered
 from .metrics import Metrics
+from .resources import Pool
 
 log = logging.getLogger("coalition.worker")
 
@@ -48,8 +49,10 @@ class Courier:
         sleep: float,
         affinity: str = "",
         wait: Callable[[float], None] | None = None,
+        pool: Pool | None = None,
     ) -> None:
         self.link = link
+        self.pool = pool
         self.metrics = metrics
         self.control = control
         self.sleep = sleep
@@ -84,6 +87,10 @@ class Courier:
             limit = max(16384, SYNC_CHUNK_TOTAL // max(1, len(self.slots)))
             reports = [(slot, slot.report(limit)) for slot in self.slots]
             reports = [(slot, report) for slot, report in reports if report is not None]
+            budget = self._plan(reports)
+            reports = [
+                (slot, r) for slot, r in reports if r.run is not None or r.body["pick"] or self._shown(slot)
+            ]
             if not reports:
                 continue  # every slot is ending a run or stopped: their own requests speak
             body: dict[str, Any] = {
@@ -91,6 +98,15 @@ class Courier:
                 "slots": [report.body for _, report in reports],
                 "interval": self.sleep,
             }
+            if self.pool is not None:
+                body["resources"] = self.pool.resources()
+                body["gpureserve"] = self.pool.gpureserve
+                body["host"] = self.pool.host
+                if not self.pool.packing:  # each fixed slot is its own share
+                    for slot, report in reports:
+                        report.body["resources"] = self.pool.resources(slot.name)
+            if budget is not None:
+                body["free"] = budget
             if self.affinity:
                 body["affinity"] = self.affinity
             try:
@@ -109,6 +125,33 @@ class Courier:
                 slot.synced(report, answers.get(slot.name))
             interval = jittered(_bounded(answer.get("next"), self.sleep))
         self.link.close()
+
+    def _plan(self, reports: Sequence[tuple[Any, Report]]) -> dict[str, Any] | None:
+        """Which idle slots ask for a job in this sync, and with what (the pool decides:
+        asks that share the host's capacity are serialised). Returns a packing host's
+        budget, which the asking slots share."""
+        if self.pool is None:
+            return None
+        wanting = [slot.name for slot, report in reports if report.body.get("pick")]
+        if not wanting:
+            return None
+        budget, asks = self.pool.plan(wanting)
+        for slot, report in reports:
+            if not report.body.get("pick"):
+                continue
+            if slot.name not in asks:
+                report.body["pick"] = False
+                slot.withdraw()
+            else:
+                if asks[slot.name] is not None:
+                    report.body["free"] = asks[slot.name]
+                if not self.pool.visible(slot.name):
+                    report.body["spare"] = True  # the server lists it only once it gets a job
+        return budget
+
+    def _shown(self, slot: Any) -> bool:
+        # A packing host's spare slots stay unknown to the server until they first run a job.
+        return self.pool is None or self.pool.visible(slot.name)
 
     def _unreachable(self, exc: Exception) -> None:
         if isinstance(exc, Refused):

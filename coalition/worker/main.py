@@ -29,7 +29,7 @@ from coalition.openjd import MISSING, sessions_available
 from coalition.openjd.plan import OPENJD_TAG
 from coalition.openjd.requirements import worker_affinity, worker_tags
 
-from . import process
+from . import process, resources
 from .agent import Control, Slot
 from .courier import Courier
 from .discovery import discover
@@ -62,6 +62,27 @@ def _count(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _count(text)
+
+
+def _amount(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _gpus(text: str) -> tuple[str, ...]:
+    try:
+        return resources.parse_gpus(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The worker's argument parser (Coalition 4's flags, plus -c and --check)."""
     p = argparse.ArgumentParser(
@@ -82,7 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="configuration file (default: ./coalition.ini, else /etc/coalition/coalition.ini)",
     )
     p.add_argument("-n", "--name", help="worker name (default: the host name)")
-    p.add_argument("-w", "--workers", type=_count, help="number of job slots (default: 1)")
+    p.add_argument(
+        "-w",
+        "--workers",
+        type=_workers,
+        help="job slots: auto (as many jobs as fit, the default) or a number of equal slots",
+    )
+    p.add_argument("--cores", type=_amount, help="CPU cores offered to jobs (default: detected)")
+    p.add_argument("--memory", type=_amount, help="memory offered to jobs, in MB (default: detected)")
+    p.add_argument("--gpus", type=_gpus, help="GPUs offered to jobs: a count or device ids (0,2)")
     p.add_argument("-s", "--sleep", type=_seconds, help="seconds between heartbeats (default: 2)")
     p.add_argument("-u", "--startup", help="shell command run once before taking jobs")
     p.add_argument("-a", "--affinity", help="affinity rule lines, separated by ';' (e.g. 'linux,gpu;linux')")
@@ -104,6 +133,9 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "startup": args.startup,
         "verbose": args.verbose,
         "cpus": args.cpus,
+        "cores": args.cores,
+        "memory": args.memory,
+        "gpus": args.gpus,
     }
     if args.affinity is not None:
         out["affinity"] = format_rule_lines(parse_rule_lines(args.affinity.replace(";", "\n")))
@@ -256,6 +288,17 @@ def serve(settings: WorkerSettings, config: str | None = None) -> int:
         tags = (OPENJD_TAG, *worker_tags(platform.system(), platform.machine()))
         affinity = worker_affinity(affinity, tags)
         log.info("taking Open Job Description tasks: %s added to each affinity line", ",".join(tags))
+    cap = resources.capacity(settings.cores, settings.memory, settings.gpus)
+    names = settings.slot_names(cap.cores)
+    pool = resources.Pool(cap, names, settings.packing, settings.gpureserve, settings.name)
+    log.info(
+        "offering %d cores, %d MB, %d GPU(s)%s; %s",
+        cap.cores,
+        cap.memory,
+        len(cap.gpus),
+        f" ({','.join(cap.gpus)})" if cap.gpus else "",
+        "as many jobs as fit" if settings.packing else f"{len(names)} equal slot(s)",
+    )
     slots = [
         Slot(
             name,
@@ -263,12 +306,18 @@ def serve(settings: WorkerSettings, config: str | None = None) -> int:
             ServerLink(url, settings.token, settings.cacert),
             metrics,
             control,
+            pool=pool,
             openjd=not why_not,
         )
-        for name in settings.slot_names()
+        for name in names
     ]
     courier = Courier(
-        ServerLink(url, settings.token, settings.cacert), metrics, control, settings.sleep, affinity
+        ServerLink(url, settings.token, settings.cacert),
+        metrics,
+        control,
+        settings.sleep,
+        affinity,
+        pool=pool,
     )
     courier.add(slots)
     courier_thread = threading.Thread(target=courier.run, name="courier", daemon=True)

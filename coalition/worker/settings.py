@@ -19,6 +19,8 @@ from coalition import config
 from coalition.model import format_rule_lines, parse_rule_lines
 from coalition.openjd import pathmap
 
+from . import resources
+
 DEFAULT_PORT = 19211
 CONFIG_PATHS = config.DEFAULT_PATHS  # where an ini is looked for without -c (tests narrow it)
 SHUTDOWN_MODES = ("finish", "handback")
@@ -35,7 +37,8 @@ class WorkerSettings:
     """Everything the agent needs to know, after the ini file and the command line."""
 
     server_url: str = ""  # empty: discover the server by UDP broadcast
-    workers: int = 1
+    workers: int = 1  # fixed slots (with packing off)
+    packing: bool = False  # `workers = auto` (load_settings' default): as many jobs as fit
     name: str = field(default_factory=socket.gethostname)
     sleep: float = 2.0  # seconds between heartbeats, and between picks when idle
     cpus: int | None = None  # cpus per slot: workers = cpu count // cpus (overridden by -w)
@@ -57,6 +60,10 @@ class WorkerSettings:
     spooldir: str = ""  # where logs spool while the server is away; empty: the temp directory
     checkcommand: str = ""  # run by a SICK slot; exit 0 clears it (docs/failures.md)
     checkinterval: float = 60.0  # seconds between check commands while SICK
+    cores: int | None = None  # what the host offers to jobs; None: detected (resources.py)
+    memory: int | None = None  # MB
+    gpus: tuple[str, ...] | None = None  # device ids
+    gpureserve: str = "auto"  # keep GPUs for GPU jobs: auto | on | off (docs/scheduling.md)
     # Open Job Description tasks (docs/openjd.md): `auto` takes them where openjd-sessions is
     # installed, `off` never; an idle slot keeps its OpenJD session (its environments) open
     # `openjd_linger` seconds for the next task of the same step.
@@ -70,11 +77,12 @@ class WorkerSettings:
         """Every path-mapping rule: `pathmappingfile`'s, then `pathmapping`'s."""
         return self.pathmappingfile + self.pathmapping
 
-    def slot_names(self) -> list[str]:
-        """`name` for one slot, `name-1` .. `name-N` for N slots (docs/protocol.md)."""
-        if self.workers == 1:
-            return [self.name]
-        return [f"{self.name}-{i}" for i in range(1, self.workers + 1)]
+    def slot_names(self, cores: int | None = None) -> list[str]:
+        """Fixed slots: `name` for one, `name-1` .. `name-N` for N. Packing: `name`, then
+        `name-2` ... up to one per core (`cores`: the host's, detected when None)."""
+        if self.packing and cores is None:
+            cores = self.cores if self.cores is not None else resources.detect_cores()
+        return resources.slot_names(self.name, self.workers, self.packing, cores or 1)
 
 
 def _positive_int(text: str) -> int:
@@ -85,6 +93,30 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise ValueError(f"expected a number >= 1, got {value}")
     return value
+
+
+def _workers(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    return _positive_int(text)
+
+
+def _amount(text: str) -> int | None:
+    if text.strip().lower() in ("", "auto"):
+        return None  # detected
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number or auto, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _gpus(text: str) -> tuple[str, ...] | None:
+    if text.strip().lower() in ("", "auto"):
+        return None  # detected
+    return resources.parse_gpus(text)
 
 
 def _optional_positive_int(text: str) -> int | None:
@@ -211,7 +243,7 @@ def normalise_url(text: str, default_port: int = DEFAULT_PORT) -> str:
 # ini key (lower case, as configparser stores it) -> (dataclass field, parser)
 KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "serverurl": ("server_url", _url),
-    "workers": ("workers", _positive_int),
+    "workers": ("workers", _workers),
     "name": ("name", _name),
     "sleep": ("sleep", _seconds),
     "cpus": ("cpus", _optional_positive_int),
@@ -233,6 +265,10 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "spooldir": ("spooldir", _text),
     "checkcommand": ("checkcommand", _text),
     "checkinterval": ("checkinterval", _seconds),
+    "cores": ("cores", _amount),
+    "memory": ("memory", _amount),
+    "gpus": ("gpus", _gpus),
+    "gpureserve": ("gpureserve", _choice("auto", "on", "off")),
     "openjd": ("openjd", _choice(*OPENJD_MODES)),
     "openjd_linger": ("openjd_linger", _grace),
     "pathmapping": ("pathmapping", _path_rules),
@@ -284,12 +320,21 @@ def load_settings(
 ) -> WorkerSettings:
     """Read the ini (see find_config), then apply command-line overrides (field: value).
 
-    `cpus` sizes the slot count (cpu count // cpus) unless `workers` came from the command line.
+    `workers` is `auto` (packing: as many jobs as fit, the default) or a number of fixed
+    slots; `cpus` sizes the fixed slot count (cpu count // cpus) unless `workers` came from
+    the command line.
     """
     fields = parse_section(read_section(find_config(path)), warn)
     overrides = dict(overrides or {})
     fields.update({k: v for k, v in overrides.items() if v is not None})
+    workers = fields.pop("workers", None)
+    if workers is None and not fields.get("cpus"):
+        workers = "auto"
+    if workers == "auto":
+        fields.update(packing=True, workers=1)
+    elif workers is not None:
+        fields.update(packing=False, workers=workers)
     settings = WorkerSettings(**fields)
     if settings.cpus and overrides.get("workers") is None:
-        settings = replace(settings, workers=max(1, (os.cpu_count() or 1) // settings.cpus))
+        settings = replace(settings, packing=False, workers=max(1, (os.cpu_count() or 1) // settings.cpus))
     return settings

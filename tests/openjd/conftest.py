@@ -93,9 +93,10 @@ def log_of(server: ServerProcess, job_id: int) -> str:
 
 @pytest.fixture
 def farm(make_server: Any, make_worker: Any) -> Iterator[tuple[ServerProcess, Any]]:  # noqa: F811
-    """A server and one OpenJD-capable worker (0.2 s heartbeats, a 1 s linger)."""
+    """A server and one OpenJD-capable worker with one slot (0.2 s heartbeats, a 1 s linger):
+    one session, whose actions run in a known order."""
     server = make_server()
-    worker = make_worker(server.url, openjd_linger=1)
+    worker = make_worker(server.url, openjd_linger=1, workers=1)
     wait_for(
         lambda: "taking Open Job Description tasks" in worker.log(), what="the worker to say it takes OpenJD"
     )

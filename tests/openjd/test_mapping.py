@@ -57,7 +57,7 @@ def test_attributes_become_tags_with_alternatives_for_any_of() -> None:
     )
     assert req.tags == (
         "linux",
-        "host_config=HostConfigA|host_config=HostConfigC",
+        "host_config=HostConfigA or host_config=HostConfigC",
         "software=maya",
         "software=arnold",
         "studio.site=paris",
@@ -65,10 +65,10 @@ def test_attributes_become_tags_with_alternatives_for_any_of() -> None:
     two = host_requirements(
         "S", {"attributes": [{"name": "attr.worker.os.family", "anyOf": ["macos", "linux"]}]}
     )
-    assert two.tags == ("linux|macos",)
+    assert two.tags == ("linux or macos",)
 
 
-@pytest.mark.parametrize("value", ["a,b", "a|b", "", "x" * 300])
+@pytest.mark.parametrize("value", ["a,b", "a|b", "a or b", "", "x" * 300])
 def test_an_attribute_value_no_tag_can_hold_is_refused(value: str) -> None:
     with pytest.raises(RequirementError, match="step S: attr.custom.thing value"):
         host_requirements("S", {"attributes": [{"name": "attr.custom.thing", "anyOf": [value]}]})
@@ -76,14 +76,14 @@ def test_an_attribute_value_no_tag_can_hold_is_refused(value: str) -> None:
 
 def test_tag_alternatives_in_the_pick_and_the_cloud_policy() -> None:
     offered = frozenset({"linux", "x86_64", "openjd", "host_config=HostConfigA"})
-    assert scheduling.tags_met({"linux|macos", "openjd"}, offered)
-    assert scheduling.tags_met({"host_config=HostConfigA|host_config=HostConfigC"}, offered)
-    assert not scheduling.tags_met({"macos|windows"}, offered)
+    assert scheduling.tags_met({"linux or macos", "openjd"}, offered)
+    assert scheduling.tags_met({"host_config=HostConfigA or host_config=HostConfigC"}, offered)
+    assert not scheduling.tags_met({"macos or windows"}, offered)
     assert not scheduling.tags_met({"linux", "gpu"}, offered)
     plan = scheduling.rule_plan(
         [["linux", "openjd", "x86_64"], ["gpu"]],
         {
-            1: frozenset({"openjd", "linux|macos"}),
+            1: frozenset({"openjd", "linux or macos"}),
             2: frozenset({"openjd", "windows"}),
             3: frozenset(),
             4: frozenset({"gpu"}),
@@ -91,8 +91,8 @@ def test_tag_alternatives_in_the_pick_and_the_cloud_policy() -> None:
     )
     assert plan == [[1], [4], [3]]  # the alternative matches line 1; windows matches nothing
     policy = Limits(offered=(frozenset({"linux", "openjd"}),))
-    assert policy.takes(frozenset({"openjd", "linux|macos"}))
-    assert not policy.takes(frozenset({"openjd", "macos|windows"}))
+    assert policy.takes(frozenset({"openjd", "linux or macos"}))
+    assert not policy.takes(frozenset({"openjd", "macos or windows"}))
 
 
 def test_a_worker_adds_its_openjd_tags_to_each_line() -> None:

@@ -99,7 +99,7 @@ def test_a_worker_that_stops_exits_the_environments_of_its_session(
     make_server: Any, make_worker: Any, tmp_path: Path
 ) -> None:
     server = make_server()
-    worker = make_worker(server.url, openjd_linger=600)
+    worker = make_worker(server.url, openjd_linger=600, workers=1)
     out = tmp_path / "out"
     out.mkdir()
     answer = submit(server, SESSION, parameters={"Out": str(out)})
@@ -317,7 +317,9 @@ def test_windows_paths_render_on_a_linux_worker_through_its_path_mapping(
     )
     (volumes / "renders" / "shot12").mkdir()
     server = make_server()
-    make_worker(server.url, pathmapping=f"WINDOWS Z:\\projects -> {projects}", pathmappingfile=str(rules))
+    make_worker(
+        server.url, workers=1, pathmapping=f"WINDOWS Z:\\projects -> {projects}", pathmappingfile=str(rules)
+    )
     answer = submit(
         server,
         MAPPED,

@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import ServerProcess
 from tests.openjd.conftest import log_of, submit, tasks, wait_job
 from tests.openjd.wheelhouse import wheel_of
-from tests.support import require, require_binary
+from tests.support import require, require_binary, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -58,18 +58,28 @@ def test_stdout_messages(farm: tuple[ServerProcess, Any], samples: Path) -> None
 
 
 def test_host_requirements(make_server: Any, make_worker: Any, samples: Path) -> None:
-    """StepOne runs on a host with HostConfigA or C, StepTwo only on one with HostConfigB."""
+    """StepOne runs on a Linux or macOS host with HostConfigA or C, at least 1 vCPU and 256 MiB;
+    StepTwo only on a Linux host with HostConfigB, 4 vCPUs and 8 GiB. (Each host here says
+    what it offers with `cores` and `memory`.)"""
     require_binary("python", "python-is-python3")
     server = make_server()
     answer = submit(server, samples / "host-requirements.yaml")
     one, two = tasks(server, answer["id"])
-    make_worker(server.url, name="hostA", affinity="host_config=HostConfigA")
+    make_worker(server.url, name="hostA", affinity="host_config=HostConfigA", cores=2, memory=4096)
     wait_job(server, one["id"], "FINISHED")
-    assert server.job(two["id"])["state"] == "WAITING"  # no host with HostConfigB yet
-    make_worker(server.url, name="hostB", affinity="host_config=HostConfigB")
+    # HostConfigB, but 2 vCPUs: StepTwo does not fit there.
+    small = make_worker(server.url, name="hostB", affinity="host_config=HostConfigB", cores=2, memory=16384)
+    since = server.api("GET", "/api/jobs?limit=1")["now"] + 1.0
+    wait_for(
+        lambda: all(w["ping_time"] > since for w in server.api("GET", "/api/workers")),
+        what="both hosts asking for work again",
+    )
+    assert server.job(two["id"])["state"] == "WAITING"
+    assert "taking Open Job Description tasks" in small.log()
+    make_worker(server.url, name="hostC", affinity="host_config=HostConfigB", cores=8, memory=16384)
     wait_job(server, two["id"], "FINISHED")
     assert [e["worker"] for e in server.api("GET", f"/api/jobs/{one['id']}/events")] == ["hostA"]
-    assert [e["worker"] for e in server.api("GET", f"/api/jobs/{two['id']}/events")] == ["hostB"]
+    assert [e["worker"] for e in server.api("GET", f"/api/jobs/{two['id']}/events")] == ["hostC"]
     assert "This is StepOne - it is light on resources" in log_of(server, one["id"])
     assert "This is StepTwo - pretend it is heavier on resources" in log_of(server, two["id"])
 
@@ -77,7 +87,7 @@ def test_host_requirements(make_server: Any, make_worker: Any, samples: Path) ->
 def test_ui_controls_showcase(make_server: Any, make_worker: Any, samples: Path, tmp_path: Path) -> None:
     """Every kind of parameter; PATH values shown raw and mapped to the worker's paths."""
     server = make_server()
-    make_worker(server.url, pathmapping=f"POSIX /studio -> {tmp_path / 'studio'}")
+    make_worker(server.url, workers=1, pathmapping=f"POSIX /studio -> {tmp_path / 'studio'}")
     answer = submit(
         server,
         samples / "ui-controls-showcase.yaml",
@@ -258,7 +268,7 @@ def test_algorithmic_art(
     local.mkdir()
     remote.mkdir()
     server = make_server()
-    make_worker(server.url, pathmapping=f"POSIX {local} -> {remote}")
+    make_worker(server.url, workers=1, pathmapping=f"POSIX {local} -> {remote}")
     answer = submit(
         server,
         samples / "algorithmic-art.yaml",

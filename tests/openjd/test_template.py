@@ -150,7 +150,7 @@ def test_the_samples_expand_into_steps_and_tasks(samples: Path) -> None:
     tree = plan_job(*T.expand(hosts, T.resolve_parameters(hosts, {})[0]))
     assert [(s.affinity, s.requirements.resources()) for s in tree.steps] == [
         (
-            "linux|macos,host_config=HostConfigA|host_config=HostConfigC",
+            "linux or macos,host_config=HostConfigA or host_config=HostConfigC",
             {"cores": 1, "memory": 256, "gpus": 0},
         ),
         ("linux,host_config=HostConfigB", {"cores": 4, "memory": 8192, "gpus": 0}),

@@ -68,6 +68,7 @@ def test_version_5_adds_the_run_usage_columns_and_keeps_the_events(store: Any, t
         "version 5: CPU time and peak memory of each run; webhook deliveries; output thumbnails",
         "version 6: failure handling: stall and log-rule settings, run reasons, host blocklists",
         "version 7: studio scheduling: farm-wide limits, frame-to-frame dependencies",
+        "version 8: resource requests: cores, memory, GPUs, exclusive hosts",
         "version 9: Open Job Description: submitted templates, the jobs' OpenJD tasks",
     ]
     assert store.migrate() == []
@@ -108,8 +109,14 @@ def test_a_version_3_database_gets_failure_handling(store: Any) -> None:
     with pytest.raises(SchemaError, match="version 3"):
         store.check_schema()
     done = store.migrate()
-    versions = ["version 4", "version 5", "version 6", "version 7", "version 9"]
-    assert [line.split(":")[0] for line in done] == versions
+    assert [line.split(":")[0] for line in done] == [
+        "version 4",
+        "version 5",
+        "version 6",
+        "version 7",
+        "version 8",
+        "version 9",
+    ]
     store.check_schema()
     # (Not tx.worker(): the added columns come last here, and a statement's column names are
     # cached per process, from the fresh databases of the other tests.)
@@ -140,6 +147,7 @@ def test_version_7_adds_limits_and_frame_columns_idempotently(store: Any) -> Non
     store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 6"))
     assert store.migrate() == [
         "version 7: studio scheduling: farm-wide limits, frame-to-frame dependencies",
+        "version 8: resource requests: cores, memory, GPUs, exclusive hosts",
         "version 9: Open Job Description: submitted templates, the jobs' OpenJD tasks",
     ]
     assert store.migrate() == []
@@ -150,13 +158,52 @@ def test_version_7_adds_limits_and_frame_columns_idempotently(store: Any) -> Non
     assert store.write(lambda tx: tx.acquire_limit("nuke", 1, 0.0))
 
 
+def test_version_8_adds_resource_requests_and_keeps_the_rows(store: Any) -> None:
+    from coalition.store.migrations import _RESOURCE_COLUMNS
+
+    added = {(t, c.name) for t, c in _RESOURCE_COLUMNS}
+    old_job = {k: v for k, v in columns.new_job_row().items() if ("jobs", k) not in added}
+
+    def downgrade(tx: Any) -> None:
+        if store.dialect == "sqlite":  # (SQLite drops no indexed column; MariaDB drops the index too)
+            tx.execute("DROP INDEX c5_workers_host")
+        for table, name in sorted(added):
+            tx.execute(f"ALTER TABLE {store.real_name(table)} DROP COLUMN {name}")
+        row = {**old_job, "title": "old", "h_key": "k"}
+        tx.execute(
+            f"INSERT INTO jobs ({','.join(row)}) VALUES ({','.join('?' * len(row))})", list(row.values())
+        )
+        tx.execute("INSERT INTO workers (name, affinity, state, cpu) VALUES ('old', '', 'WAITING', '[]')")
+        tx.execute("UPDATE Migrations SET database_version = 7")
+
+    store.write(downgrade)
+    with pytest.raises(SchemaError, match="version 7"):
+        store.check_schema()
+    assert store.migrate() == [
+        "version 8: resource requests: cores, memory, GPUs, exclusive hosts",
+        "version 9: Open Job Description: submitted templates, the jobs' OpenJD tasks",
+    ]
+    store.check_schema()
+    [job] = store.read(lambda tx: tx._all("SELECT cores, memory, gpus, exclusive FROM jobs"))
+    assert job == {"cores": 0, "memory": 0, "gpus": 0, "exclusive": 0}
+    [worker] = store.read(
+        lambda tx: tx._all("SELECT cores, gpus, used_memory FROM workers WHERE name = 'old'")
+    )
+    assert worker == {"cores": 0, "gpus": 0, "used_memory": 0}
+    store.write(lambda tx: tx.execute("DELETE FROM Migrations WHERE database_version >= 8"))
+    assert store.migrate() == [
+        "version 8: resource requests: cores, memory, GPUs, exclusive hosts",
+        "version 9: Open Job Description: submitted templates, the jobs' OpenJD tasks",
+    ]
+
+
 def test_version_9_adds_openjd_jobs_idempotently(store: Any) -> None:
     jobs = store.real_name("jobs")
     store.write(lambda tx: tx.execute(f"ALTER TABLE {jobs} DROP COLUMN openjd"))
     store.write(lambda tx: tx.execute(f"DROP TABLE {store.real_name('openjd_jobs')}"))
     old_job = {k: v for k, v in columns.new_job_row().items() if k != "openjd"}
     old = store.write(lambda tx: tx.insert_job({**old_job, "title": "old", "command": "x", "h_key": "k"}))
-    store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 7"))
+    store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 8"))
     assert store.migrate() == ["version 9: Open Job Description: submitted templates, the jobs' OpenJD tasks"]
     assert store.migrate() == []
     store.check_schema()
@@ -165,6 +212,6 @@ def test_version_9_adds_openjd_jobs_idempotently(store: Any) -> None:
     store.write(lambda tx: tx.put_openjd_job(old, "{}", "{}", 1.0))
     assert store.read(lambda tx: tx.openjd_job(old))["template"] == "{}"
     # Run again (as after a renumbering at a merge): nothing is added twice.
-    store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 7"))
+    store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 8"))
     assert store.migrate() == ["version 9: Open Job Description: submitted templates, the jobs' OpenJD tasks"]
     store.check_schema()

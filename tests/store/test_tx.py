@@ -412,6 +412,27 @@ def test_fair_share_lookups(store: Any) -> None:
     assert store.write(lambda tx: tx.first_ready_of([1], "dan")) is None
 
 
+@covers("cpu_hosts_alive", "host_workers")
+def test_cpu_hosts_alive(store: Any) -> None:
+    def worker(name: str, **fields: Any) -> None:
+        row = {**columns.new_worker_row(name), "state": "WAITING", "ping_time": 100.0, **fields}
+        store.write(lambda tx: tx.insert_worker(row))
+
+    assert not store.read(lambda tx: tx.cpu_hosts_alive(0.0))
+    worker("gpu", gpus=2)
+    worker("gone", ping_time=10.0)
+    worker("off", active=0)
+    worker("sick", state="SICK")
+    assert not store.read(lambda tx: tx.cpu_hosts_alive(50.0))
+    worker("cpu", cores=16)
+    assert store.read(lambda tx: tx.cpu_hosts_alive(50.0))
+    assert not store.read(lambda tx: tx.cpu_hosts_alive(150.0))
+    worker("cpu-2", host="cpu")
+    worker("cpu-3", host="cpu")
+    assert [r["name"] for r in store.read(lambda tx: tx.host_workers("cpu"))] == ["cpu-2", "cpu-3"]
+    assert store.read(lambda tx: tx.host_workers("nobody")) == []
+
+
 @covers("put_openjd_job", "openjd_job")
 def test_openjd_jobs(store: Any) -> None:
     group = store.write(lambda tx: tx.insert_job(job(title="openjd", command="", h_key="01")))
