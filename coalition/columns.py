@@ -159,6 +159,9 @@ WORKERS: tuple[Column, ...] = (
     # The worker process's own name: the slots of one host share it, and failures (blocks,
     # SICK) are counted per host (docs/failures.md). "": the slot is its own host.
     Column("host", NAME, ""),
+    # Tags the worker itself offers on every rule line, its affinity edited or not: what it
+    # can run and what it is (`openjd,linux,x86_64` where it runs OpenJD tasks, docs/openjd.md).
+    Column("offers", NAME, ""),
     Column("affinity_set", SMALL, 0, api=False),
     Column("blocked_until", REAL, 0.0, api=False),  # the end of its last job block (pick skips)
 )

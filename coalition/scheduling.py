@@ -256,6 +256,16 @@ def tags_met(tags: Iterable[str], offered: frozenset[str]) -> bool:
     )
 
 
+def with_offers(lines: Sequence[Iterable[str]], offers: Iterable[str]) -> list[list[str]]:
+    """A worker's rule lines with the tags it offers itself (`openjd`, its OS family and CPU
+    architecture: docs/openjd.md) added to each, so that it takes OpenJD jobs wherever its
+    lines take jobs, and untagged jobs still after them; without lines, one line of them."""
+    extra = list(offers)
+    if not extra:
+        return [list(line) for line in lines]
+    return [list(dict.fromkeys([*line, *extra])) for line in lines or [[]]]
+
+
 def rule_plan(lines: Sequence[Iterable[str]], tagsets: Mapping[int, frozenset[str]]) -> list[list[int]]:
     """For a worker's ordered rule lines, the tagset ids each line accepts, in preference order.
 

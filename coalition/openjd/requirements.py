@@ -10,9 +10,9 @@ worker's affinity line offers every tag of it). So:
 * an amount's `min` becomes the request (`vcpu` -> cores, `memory` -> memory, `gpu` -> gpus,
   rounded up); a `max`, and every other amount, cannot be enforced and is reported in `notes`;
 * an attribute becomes tags. `attr.worker.os.family` and `attr.worker.cpu.arch` values are
-  tags as they are (`linux`, `x86_64`: what an OpenJD-capable worker adds to its own rule
-  lines); any other attribute `attr.[custom.]NAME` value V is the tag `NAME=V`, which
-  operators give the workers that have it. `allOf` asks for every value: one tag each.
+  tags as they are (`linux`, `x86_64`: what an OpenJD-capable worker offers on each of its
+  rule lines, scheduling.with_offers); any other attribute `attr.[custom.]NAME` value V is
+  the tag `NAME=V`, which operators give the workers that have it. `allOf` asks for every value: one tag each.
   `anyOf` asks for one of them: a single value is its tag, several make one tag of
   alternatives `a or b` (scheduling.tags_met: a worker offering any of them takes it).
   An anyOf that lists every value a standard attribute can have asks for nothing.
@@ -134,15 +134,3 @@ def worker_tags(system: str, machine: str) -> tuple[str, str]:
     family = {"darwin": "macos"}.get(system.lower(), system.lower())
     arch = {"amd64": "x86_64", "aarch64": "arm64"}.get(machine.lower(), machine.lower())
     return family, arch
-
-
-def worker_affinity(affinity: str, tags: tuple[str, ...]) -> str:
-    """A worker's affinity rule lines with `tags` (`openjd`, its OS family and CPU
-    architecture) added to each line, so that it takes OpenJD jobs wherever its lines take
-    jobs, and still takes untagged jobs after them; without lines, one line of `tags`."""
-    lines = [line.strip() for line in affinity.split("\n") if line.strip()]
-    out = []
-    for line in lines or [""]:
-        own = [t.strip() for t in line.split(",") if t.strip()]
-        out.append(",".join(dict.fromkeys([*own, *tags])))
-    return "\n".join(out)

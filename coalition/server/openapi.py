@@ -113,6 +113,10 @@ SCHEMAS: dict[str, Any] = {
             "free_memory": {"type": "integer", "minimum": 0},
             "total_memory": {"type": "integer", "minimum": 0},
             "affinity": {"type": "string"},
+            "offers": {
+                "type": "string",
+                "description": "Tags offered on every rule line (openjd, the OS family, the CPU arch)",
+            },
             "ip": {"type": "string"},
             "resources": _RESOURCES,
             "free": _FREE,
@@ -193,6 +197,10 @@ SCHEMAS: dict[str, Any] = {
             "free_memory": {"type": "integer", "minimum": 0},
             "total_memory": {"type": "integer", "minimum": 0},
             "affinity": {"type": "string"},
+            "offers": {
+                "type": "string",
+                "description": "Tags offered on every rule line (openjd, the OS family, the CPU arch)",
+            },
             "ip": {"type": "string"},
             "resources": _RESOURCES,
             "host": {**_NAME, "description": "the worker process's name, shared by its slots"},

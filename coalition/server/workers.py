@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..model import ValidationError, check_tags, parse_rule_lines
+from ..model import ValidationError, check_tags, parse_rule_lines, parse_tags
 from ..scheduling import Free
 from ..usecases.workers import GPU_RESERVE, HostResources, Ping, RunUsage, SlotReport, WorkerProtocol
 from .http import INT_RANGE, ApiError, parse_form
@@ -281,6 +281,14 @@ class WorkerApi:
         ip = body.get("ip")
         if ip is not None and not isinstance(ip, str):
             raise ApiError(400, "ip must be a string")
+        offers = body.get("offers")
+        if offers is not None:
+            if not isinstance(offers, str) or "\n" in offers or len(offers) > 255:
+                raise ApiError(400, "offers must be a string of comma-separated tags")
+            try:
+                check_tags("offers", parse_tags(offers))
+            except ValidationError as exc:
+                raise ApiError(400, str(exc)) from None
         resources = _resources(body.get("resources"))
         host = body.get("host")
         return Ping(
@@ -294,6 +302,7 @@ class WorkerApi:
             free=_free(body.get("free"), resources),
             gpureserve=_gpureserve(body),
             host=None if host is None else _name(host),
+            offers=offers,
         )
 
     def pickjob(self, req: Request) -> Any:

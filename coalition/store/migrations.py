@@ -562,16 +562,18 @@ def _resources(store: _SqlStore) -> None:
 
 def _openjd(store: _SqlStore) -> None:
     """Version 9: Open Job Description jobs (docs/openjd.md): the `openjd_jobs` table (each
-    submission's template and parameter values) and the jobs' `openjd` column (a task's step
-    and parameters). Additive and idempotent, and independent of version 8 (resource
-    requests): only what is missing is created."""
+    submission's template and parameter values), the jobs' `openjd` column (a task's step
+    and parameters) and the workers' `offers` (the tags a worker offers itself: `openjd`,
+    its OS family and CPU architecture). Additive and idempotent: only what is missing is
+    created."""
     tables = store.table_names()
 
     def step(tx: SqlTx) -> None:
-        jobs = store.real_name("jobs")
-        if "openjd" not in _column_names(tx, store.dialect, jobs):
-            text = "MEDIUMTEXT NOT NULL" if store.dialect == "mysql" else "TEXT NOT NULL DEFAULT ''"
-            tx.execute(f"ALTER TABLE {jobs} ADD COLUMN openjd {text}")
+        text = "MEDIUMTEXT NOT NULL" if store.dialect == "mysql" else "TEXT NOT NULL DEFAULT ''"
+        added = (("jobs", "openjd", text), ("workers", "offers", "VARCHAR(255) NOT NULL DEFAULT ''"))
+        for table, column, sql in added:
+            if column not in _column_names(tx, store.dialect, store.real_name(table)):
+                tx.execute(f"ALTER TABLE {store.real_name(table)} ADD COLUMN {column} {sql}")
         if "openjd_jobs" not in tables:
             for stmt in ddl(store.dialect):
                 if _table_of(stmt) == "openjd_jobs":

@@ -24,6 +24,7 @@ from ..model import (
     WORKING,
     format_rule_lines,
     parse_rule_lines,
+    parse_tags,
 )
 from ..store.base import Row, Tx
 from ..views import cpu_text
@@ -77,6 +78,7 @@ class Ping:
     free: scheduling.Free | None = None
     gpureserve: str = "auto"
     host: str | None = None  # the worker process's name, shared by its slots
+    offers: str | None = None  # tags it offers on every rule line (OpenJD: docs/openjd.md)
 
 
 @dataclass
@@ -196,7 +198,7 @@ class WorkerProtocol:
         self.clock = ctx.clock
         self.failing = Failures(ctx)
         # Rule plans by (rule lines, tag-cache generation): pure results over committed data.
-        self._plans: dict[tuple[str, int], list[list[int]]] = {}
+        self._plans: dict[tuple[str, str, int], list[list[int]]] = {}
         shares = ctx.settings.fair_share
         self.shares = FairShare(dict(shares), ctx.clock) if shares is not None else None
         self._cpu_hosts: tuple[float, bool] = (float("-inf"), False)  # (read at, answer)
@@ -219,6 +221,8 @@ class WorkerProtocol:
             fields.update(ping.resources.columns())
         if ping.host is not None:
             fields["host"] = ping.host
+        if ping.offers is not None:
+            fields["offers"] = ",".join(parse_tags(ping.offers))
         if ping.affinity is not None and (row is None or not row["affinity_set"]):
             lines = parse_rule_lines(ping.affinity)
             fields["affinity"] = format_rule_lines(lines)
@@ -254,16 +258,20 @@ class WorkerProtocol:
         return self.ctx.write(fn)
 
     def _plan(
-        self, affinity: str, shapes: Mapping[int, scheduling.Shape], generation: int | None
+        self, affinity: str, shapes: Mapping[int, scheduling.Shape], generation: int | None, offers: str = ""
     ) -> list[list[int]]:
+        def plan_of() -> list[list[int]]:
+            lines = scheduling.with_offers(parse_rule_lines(affinity), parse_tags(offers))
+            return scheduling.rule_plan(lines, {k: v.tags for k, v in shapes.items()})
+
         if generation is None:  # tag sets not committed yet: not to be cached
-            return scheduling.rule_plan(parse_rule_lines(affinity), {k: v.tags for k, v in shapes.items()})
-        key = (affinity, generation)
+            return plan_of()
+        key = (affinity, offers, generation)
         plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) > 4096:
                 self._plans.clear()
-            plan = scheduling.rule_plan(parse_rule_lines(affinity), {k: v.tags for k, v in shapes.items()})
+            plan = plan_of()
             self._plans[key] = plan
         return plan
 
@@ -309,7 +317,8 @@ class WorkerProtocol:
             return None
         skip = self.failing.skip_ranges(tx, worker, now)
         shapes, generation = tree.tags.current()
-        plan = scheduling.fit_plan(self._plan(worker["affinity"], shapes, generation), shapes, free)
+        rules = self._plan(worker["affinity"], shapes, generation, worker["offers"])
+        plan = scheduling.fit_plan(rules, shapes, free)
         for line in plan:
             full: list[str] = []  # limit texts found without room in this pick
             attempts = 0

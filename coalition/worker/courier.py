@@ -50,8 +50,10 @@ class Courier:
         affinity: str = "",
         wait: Callable[[float], None] | None = None,
         pool: Pool | None = None,
+        offers: str = "",
     ) -> None:
         self.link = link
+        self.offers = offers  # tags offered on every rule line (OpenJD: docs/openjd.md)
         self.pool = pool
         self.metrics = metrics
         self.control = control
@@ -109,6 +111,8 @@ class Courier:
                 body["free"] = budget
             if self.affinity:
                 body["affinity"] = self.affinity
+            if self.offers:
+                body["offers"] = self.offers
             try:
                 answer = self.link.sync(body)
             except (Unreachable, Refused) as exc:

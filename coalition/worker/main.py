@@ -27,7 +27,7 @@ from coalition import __version__
 from coalition.model import format_rule_lines, parse_rule_lines
 from coalition.openjd import MISSING, sessions_available
 from coalition.openjd.plan import OPENJD_TAG
-from coalition.openjd.requirements import worker_affinity, worker_tags
+from coalition.openjd.requirements import worker_tags
 
 from . import process, resources
 from .agent import Control, Slot
@@ -281,13 +281,12 @@ def serve(settings: WorkerSettings, config: str | None = None) -> int:
     # OpenJD tasks carry the `openjd` tag (and their host requirements' tags): a worker that
     # can run them offers it, and its OS family and CPU architecture, on each affinity line.
     why_not = openjd_capability(settings)
-    affinity = settings.affinity
+    offers = ""
     if why_not:
         log.info("not taking Open Job Description tasks: %s", why_not)
     else:
-        tags = (OPENJD_TAG, *worker_tags(platform.system(), platform.machine()))
-        affinity = worker_affinity(affinity, tags)
-        log.info("taking Open Job Description tasks: %s added to each affinity line", ",".join(tags))
+        offers = ",".join((OPENJD_TAG, *worker_tags(platform.system(), platform.machine())))
+        log.info("taking Open Job Description tasks: offering %s on every affinity line", offers)
     cap = resources.capacity(settings.cores, settings.memory, settings.gpus)
     names = settings.slot_names(cap.cores)
     pool = resources.Pool(cap, names, settings.packing, settings.gpureserve, settings.name)
@@ -316,8 +315,9 @@ def serve(settings: WorkerSettings, config: str | None = None) -> int:
         metrics,
         control,
         settings.sleep,
-        affinity,
+        settings.affinity,
         pool=pool,
+        offers=offers,
     )
     courier.add(slots)
     courier_thread = threading.Thread(target=courier.run, name="courier", daemon=True)

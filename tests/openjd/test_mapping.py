@@ -15,7 +15,6 @@ from coalition.openjd.requirements import (
     RequirementError,
     Requirements,
     host_requirements,
-    worker_affinity,
     worker_tags,
 )
 
@@ -95,13 +94,17 @@ def test_tag_alternatives_in_the_pick_and_the_cloud_policy() -> None:
     assert not policy.takes(frozenset({"openjd", "macos or windows"}))
 
 
-def test_a_worker_adds_its_openjd_tags_to_each_line() -> None:
+def test_a_worker_offers_its_openjd_tags_on_each_line() -> None:
     assert worker_tags("Linux", "x86_64") == ("linux", "x86_64")
     assert worker_tags("Darwin", "arm64") == ("macos", "arm64")
     assert worker_tags("Linux", "aarch64") == ("linux", "arm64")
     tags = ("openjd", "linux", "x86_64")
-    assert worker_affinity("", tags) == "openjd,linux,x86_64"
-    assert worker_affinity("gpu,maya\nlinux", tags) == "gpu,maya,openjd,linux,x86_64\nlinux,openjd,x86_64"
+    assert scheduling.with_offers([], tags) == [["openjd", "linux", "x86_64"]]
+    assert scheduling.with_offers([["gpu", "maya"], ["linux"]], tags) == [
+        ["gpu", "maya", "openjd", "linux", "x86_64"],
+        ["linux", "openjd", "x86_64"],
+    ]
+    assert scheduling.with_offers([["gpu"]], ()) == [["gpu"]]
 
 
 def test_the_tree_orders_steps_after_their_dependencies() -> None:

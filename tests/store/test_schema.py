@@ -200,6 +200,12 @@ def test_version_8_adds_resource_requests_and_keeps_the_rows(store: Any) -> None
 def test_version_9_adds_openjd_jobs_idempotently(store: Any) -> None:
     jobs = store.real_name("jobs")
     store.write(lambda tx: tx.execute(f"ALTER TABLE {jobs} DROP COLUMN openjd"))
+    store.write(lambda tx: tx.execute(f"ALTER TABLE {store.real_name('workers')} DROP COLUMN offers"))
+    store.write(
+        lambda tx: tx.execute(
+            "INSERT INTO workers (name, affinity, state, cpu) VALUES ('old', '', 'WAITING', '[]')"
+        )
+    )
     store.write(lambda tx: tx.execute(f"DROP TABLE {store.real_name('openjd_jobs')}"))
     old_job = {k: v for k, v in columns.new_job_row().items() if k != "openjd"}
     old = store.write(lambda tx: tx.insert_job({**old_job, "title": "old", "command": "x", "h_key": "k"}))
@@ -211,6 +217,8 @@ def test_version_9_adds_openjd_jobs_idempotently(store: Any) -> None:
     assert rows == [{"openjd": ""}]
     store.write(lambda tx: tx.put_openjd_job(old, "{}", "{}", 1.0))
     assert store.read(lambda tx: tx.openjd_job(old))["template"] == "{}"
+    rows = store.read(lambda tx: tx._all("SELECT offers FROM workers WHERE name = 'old'"))
+    assert rows == [{"offers": ""}]
     # Run again (as after a renumbering at a merge): nothing is added twice.
     store.write(lambda tx: tx.execute("UPDATE Migrations SET database_version = 8"))
     assert store.migrate() == ["version 9: Open Job Description: submitted templates, the jobs' OpenJD tasks"]
