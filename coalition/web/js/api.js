@@ -65,6 +65,7 @@ export async function api(method, path, body, { signal } = {}) {
     else message = response.statusText || "request failed";
     const error = new ApiError(`${message} (HTTP ${response.status}, ${method} ${path.split("?")[0]})`,
       response.status, method, path);
+    error.data = parsed ? data : null; // the whole answer: e.g. an OpenJD template's `problems`
     report(response.status < 500, error);
     throw error;
   }

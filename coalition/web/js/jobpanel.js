@@ -1,11 +1,13 @@
 // The side panel of the Jobs view: edit the selected jobs (only the changed fields are sent),
-// or add a job / a frame range into the current group.
+// add a job / a frame range into the current group, or submit an Open Job Description
+// template there (openjdform.js).
 
 import * as API from "./api.js";
 import { h, clear, fill, debounce } from "./dom.js";
 import { envToLines, linesToEnv, parseIdList, fmtCount } from "./format.js";
 import * as prefs from "./prefs.js";
 import { fillFrames } from "./framestats.js";
+import { OpenJDForm } from "./openjdform.js";
 import { notify, guarded } from "./ui.js";
 
 const EDIT_FIELDS = [
@@ -89,10 +91,11 @@ export class JobPanel {
       edit: h("button", { role: "tab", class: "tab", text: "Edit selected", dataset: { needs: "edit" }, onclick: () => this.open("edit") }),
       add: h("button", { role: "tab", class: "tab", text: "Add job", dataset: { needs: "create" }, onclick: () => this.open("add") }),
       frames: h("button", { role: "tab", class: "tab", text: "Frames", title: "Frame times, memory and time left of the selected job (f)", onclick: () => this.open("frames") }),
+      openjd: h("button", { role: "tab", class: "tab", text: "OpenJD", dataset: { needs: "create" }, title: "Submit an Open Job Description job template (o)", onclick: () => this.open("openjd") }),
     };
     this.bodyEl = h("div", { class: "panel-body" });
     this.el = h("aside", { class: "panel", hidden: true, "aria-label": "Job editor" },
-      h("div", { class: "panel-head", role: "tablist" }, this.tabs.edit, this.tabs.add, this.tabs.frames,
+      h("div", { class: "panel-head", role: "tablist" }, this.tabs.edit, this.tabs.add, this.tabs.frames, this.tabs.openjd,
         h("span", { class: "spacer" }),
         h("button", { class: "btn icon", title: "Close (Esc)", "aria-label": "Close the panel", text: "×", onclick: () => this.close() })),
       this.bodyEl);
@@ -100,6 +103,7 @@ export class JobPanel {
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
         e.preventDefault();
         if (this.tab === "edit") this.submitEdit();
+        else if (this.tab === "openjd") this.openjd.submit();
         else this.submitAdd();
       } else if (e.key === "Escape") {
         e.preventDefault();
@@ -133,7 +137,10 @@ export class JobPanel {
     this.stopFrames();
     if (tab === "edit") this.buildEdit();
     else if (tab === "frames") this.buildFrames();
-    else this.buildAdd();
+    else if (tab === "openjd") {
+      this.openjd = new OpenJDForm(this.view);
+      this.openjd.build(this.bodyEl);
+    } else this.buildAdd();
     if (focus) this.bodyEl.querySelector("input, textarea")?.focus();
   }
 

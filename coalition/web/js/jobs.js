@@ -1028,6 +1028,7 @@ export class JobsView {
       case "a": this.panel.open("add"); return true;
       case "e": this.panel.open("edit"); return true;
       case "f": this.panel.open("frames"); return true;
+      case "o": this.panel.open("openjd"); return true;
       case "s": this.action("start"); return true;
       case "p": this.action("pause"); return true;
       case "R": this.action("reset"); return true;

@@ -245,6 +245,7 @@ const SHORTCUTS = [
     ["Backspace, Alt+↑", "up to the parent group"],
     ["[ ]", "previous, next page"],
     ["a / e / f", "add a job / edit the selection / its frames and time left"],
+    ["o", "submit an Open Job Description template into this group"],
     ["s / p", "start / pause"],
     ["Shift+R / Shift+E", "reset / reset errors"],
     ["x / v", "cut / paste into this group"],
