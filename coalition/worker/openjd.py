@@ -270,6 +270,7 @@ class SlotSession:
                     resolved_symtab=table,
                 ),
                 run,
+                cleanup=True,
             )
             ok = ok and status is not None and status.state == ActionState.SUCCESS
         return ok
@@ -283,15 +284,20 @@ class SlotSession:
             self.close()
 
     # -- actions -----------------------------------------------------------------------------
-    def _act(self, start: Callable[[], Any], run: TaskRun | None) -> ActionStatus | None:
-        """Start one action and wait for its end; None if it could not start."""
+    def _act(
+        self, start: Callable[[], Any], run: TaskRun | None, cleanup: bool = False
+    ) -> ActionStatus | None:
+        """Start one action and wait for its end; None if it could not start. A cancelled
+        run starts no action but its environments' exits (`cleanup`), a killed one none."""
         session = self.session
         assert session is not None
         self._action_done.clear()
         lock = run.lock if run is not None else threading.Lock()
         with lock:
-            if run is not None and run.forced:
+            if run is not None and (run.forced or (run.cancelled and not cleanup)):
                 return None
+            if run is not None:
+                run.session = session  # what its cancellation cancels
             try:
                 start()
             except (RuntimeError, ValueError) as exc:
@@ -413,6 +419,7 @@ class TaskRun:
         self.forced = False
         self.status: ActionStatus | None = None
         self.failed_env = ""
+        self.session: Session | None = None  # the session of the action it runs (set by _act)
         self._term_at: float | None = None
         self._code: int | None = None
         self._read, self._write = os.pipe()
@@ -492,7 +499,8 @@ class TaskRun:
             self._cancel(None)
 
     def _cancel(self, limit: timedelta | None) -> None:
-        session = self.owner.session
+        # This run's own actions only: not the exits of another job's session it closes first.
+        session = self.session
         if session is not None and session.state == SessionState.RUNNING:
             try:
                 session.cancel_action(time_limit=limit)

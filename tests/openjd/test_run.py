@@ -376,3 +376,38 @@ def test_workers_that_cannot_run_openjd_tasks_do_not_take_them(
     wait_job(server, task["id"], "FINISHED", timeout=30)
     assert [e["worker"] for e in server.api("GET", f"/api/jobs/{task['id']}/events")] == ["able"]
     assert able.log().count("taking Open Job Description tasks") == 1  # said once
+
+
+SLOW_ENTER = """\
+specificationVersion: jobtemplate-2023-09
+name: SlowEnter
+parameterDefinitions:
+  - {name: Out, type: PATH}
+steps:
+  - name: Step
+    stepEnvironments:
+      - name: Env
+        script:
+          actions:
+            onEnter: {command: bash, args: ["-c", "echo ENTERING >> '{{Param.Out}}/trace'; sleep 60"]}
+            onExit: {command: bash, args: ["-c", "echo EXIT >> '{{Param.Out}}/trace'"]}
+    script:
+      actions:
+        onRun: {command: bash, args: ["-c", "echo RUN >> '{{Param.Out}}/trace'"]}
+"""
+
+
+def test_a_kill_while_an_environment_is_entered_runs_nothing_more_but_its_exit(
+    farm: tuple[ServerProcess, Any], tmp_path: Path
+) -> None:
+    server, _ = farm
+    out = tmp_path / "out"
+    out.mkdir()
+    answer = submit(server, SLOW_ENTER, parameters={"Out": str(out)})
+    [task] = tasks(server, answer["id"])
+    wait_for(lambda: _trace(out) == ["ENTERING"], timeout=30, what="the environment to be entering")
+    server.api("DELETE", "/api/jobs", [answer["id"]])
+    wait_for(
+        lambda: _trace(out) == ["ENTERING", "EXIT"], timeout=30, what="the environment exited, no task run"
+    )
+    assert server.api("GET", "/api/jobs") == []
