@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import ServerProcess
 from tests.openjd.conftest import submit, tasks
 
@@ -234,3 +236,23 @@ def test_a_server_without_the_extra_says_what_to_install(
         )
     # Everything else works.
     server.submit(title="plain", command="true")
+
+
+@pytest.mark.mysql
+def test_the_same_on_mariadb(make_server: Any, mariadb: Any, samples: Path) -> None:
+    server = make_server(**mariadb.server_keys())
+    values = {"RenderScript": "/s.py", "OutputDirectory": "/o", "NumAnimationFrames": 40}
+    answer = submit(server, samples / "algorithmic-art.yaml", parameters=values)
+    assert [(s["name"], s["tasks"]) for s in answer["steps"]] == [("RenderImages", 123), ("EncodeVideos", 3)]
+    top = server.job(answer["id"])
+    assert (top["children"], top["total"]) == (2, 126)
+    jobs = tasks(server, answer["id"])
+    assert json.loads(jobs[-1]["openjd"])["task"] == {
+        "StarFactor": {"type": "INT", "value": "5"},
+        "SwirlFactor": {"type": "FLOAT", "value": "15.0"},
+    }
+    fetched = server.worker_call("openjd", {"name": "w", "job": answer["id"]})
+    assert fetched["parameters"]["NumAnimationFrames"] == {"type": "INT", "value": "40"}
+    assert "embeddedFiles" in json.dumps(fetched["template"])
+    server.api("DELETE", "/api/jobs", [answer["id"]])
+    server.worker_call("openjd", {"name": "w", "job": answer["id"]}, expect=404)
