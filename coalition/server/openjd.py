@@ -89,7 +89,7 @@ class Request:
         self.options: JobSpec = parse_job_spec({k: v for k, v in body.items() if k in OPTIONS})
 
 
-def _bad(template: ModuleType, exc: Exception) -> ApiError:
+def _bad(exc: Exception) -> ApiError:
     """A 400 for a template or values that cannot run: the message, and each problem."""
     problems = [p.as_dict() for p in getattr(exc, "problems", ())][:MAX_PROBLEMS]
     return ApiError(400, str(exc), detail={"problems": problems} if problems else None)
@@ -117,10 +117,9 @@ class OpenJDApi:
         router.add("POST", f"{prefix}/openjd", self.submit)
         router.add("POST", f"{prefix}/openjd/check", self.check)
 
-    def _expand(
-        self, template: ModuleType, req: Request
-    ) -> tuple[Any, Any, dict[str, Any], JobTree, list[str]]:
-        """Validate, resolve the parameters, expand and plan (400 on any problem)."""
+    def _expand(self, template: ModuleType, req: Request) -> tuple[Any, dict[str, Any], JobTree, list[str]]:
+        """Validate, resolve the parameters, expand and plan: (the document, the parameter
+        values, the tree, notes for the submitter); a 400 on any problem."""
         try:
             document = template.read_document(req.source)
             job_template = template.check(document)
@@ -130,8 +129,8 @@ class OpenJDApi:
             name, steps = template.expand(job_template, values)
             tree = plan_job(name, steps)
         except (template.TemplateError, RequirementError) as exc:
-            raise _bad(template, exc) from None
-        return document, job_template, values, tree, notes
+            raise _bad(exc) from None
+        return document, values, tree, notes
 
     def submit(self, params: dict[str, Any]) -> Any:
         """POST /api/openjd: create the job's groups and task jobs; answers {"id", "title",
@@ -140,7 +139,7 @@ class OpenJDApi:
         self.auth.require(who, CREATE)
         req = Request(json_body())
         template = _template()
-        document, _, values, tree, notes = self._expand(template, req)
+        document, values, tree, notes = self._expand(template, req)
         owner = self.auth.owner_for_new_job(who, req.options.user)
         options = replace(req.options, user=owner)
         # The whitelist sees each task as the command it shows (`openjd-task STEP PARAMS`):
@@ -167,7 +166,7 @@ class OpenJDApi:
             document = template.read_document(req.source)
             job_template = template.check(document)
         except template.TemplateError as exc:
-            raise _bad(template, exc) from None
+            raise _bad(exc) from None
         data = document.data
         answer: dict[str, Any] = {
             "name": data.get("name", ""),

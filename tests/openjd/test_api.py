@@ -44,7 +44,13 @@ def _nothing_created(server: ServerProcess) -> None:
 
 def test_a_template_becomes_a_group_of_step_groups_of_task_jobs(server: ServerProcess) -> None:
     answer = submit(
-        server, ENVS, parameters={"Out": "/render/out"}, priority=2000, retry=2, affinity="farm-a"
+        server,
+        ENVS,
+        parameters={"Out": "/render/out"},
+        priority=2000,
+        retry=2,
+        affinity="farm-a",
+        memory=4096,
     )
     assert answer["title"] == "Shot 12" and answer["tasks"] == 4 and answer["notes"] == []
     top = server.job(answer["id"])
@@ -55,7 +61,9 @@ def test_a_template_becomes_a_group_of_step_groups_of_task_jobs(server: ServerPr
         "",
     )
     assert (top["children"], top["total"], top["state"]) == (2, 4, "WAITING")
+    assert (top["cores"], top["memory"]) == (0, 4096)  # what steps without requirements inherit
     render, encode = server.api("GET", f"/api/jobs/{answer['id']}/children")
+    assert (render["cores"], encode["cores"]) == (2, 0)  # amount.worker.vcpu min 2
     assert [s["id"] for s in answer["steps"]] == [render["id"], encode["id"]]
     assert (render["title"], render["affinity"], render["state"], render["total"]) == (
         "Render",
