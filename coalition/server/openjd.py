@@ -36,11 +36,13 @@ MAX_PROBLEMS = 50  # problems listed in an error answer (the message summarises 
 
 
 def _template() -> ModuleType:
-    """coalition.openjd.template, or a 501 naming the missing extra."""
+    """coalition.openjd.template, or a 501 naming the missing (or broken) extra."""
     if not model_available():
         raise ApiError(501, MISSING)
-    from ..openjd import template
-
+    try:
+        from ..openjd import template
+    except ImportError as exc:  # installed, but it does not load (a missing dependency of it)
+        raise ApiError(501, f"{MISSING}: it does not load here ({exc})") from None
     return template
 
 

@@ -251,6 +251,10 @@ def openjd_capability(settings: WorkerSettings) -> str:
         return "this worker has a runcommand, which OpenJD tasks would not go through"
     if not sessions_available():
         return MISSING
+    try:  # installed is not enough: it must load (its Rust extension, pydantic...)
+        from . import openjd  # noqa: F401
+    except ImportError as exc:
+        return f"{MISSING}: it does not load here ({exc})"
     return ""
 
 
