@@ -6,8 +6,8 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from coalition.worker.process import JobProcess, group_alive
 from coalition.worker.spool import RunLog
