@@ -276,11 +276,22 @@ export class JobPanel {
     this.showFailures(n === 1 ? jobs[0] : null);
   }
 
-  // The last run's reason and the hosts blocked from the job, each with a Lift button.
+  // Why a waiting job does not run (GET /api/jobs/ID/why), the last run's reason and the
+  // hosts blocked from the job, each with a Lift button.
   async showFailures(job) {
     clear(this.failures);
     if (!job) return;
     const seq = this.loadSeq;
+    if (["WAITING", "PENDING", "PAUSED"].includes(job.state) && !job.children) {
+      const why = await guarded(() => API.get(`/api/jobs/${job.id}/why`));
+      if (seq !== this.loadSeq) return;
+      const reasons = why && Array.isArray(why.reasons) ? why.reasons : [];
+      if (reasons.length) {
+        this.failures.append(h("div", { class: "why", role: "group", "aria-label": "Why it waits" },
+          h("span", { class: "field-label", text: "Why it waits" }),
+          h("ul", {}, reasons.map((r) => h("li", { dataset: { kind: r.kind || "" }, text: r.text })))));
+      }
+    }
     if (job.reason) {
       this.failures.append(h("p", { class: "last-reason" }, h("span", { class: "muted", text: "Last run: " }), h("span", { class: "reason", text: job.reason })));
     }
