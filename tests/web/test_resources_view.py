@@ -62,6 +62,7 @@ def test_workers_show_what_they_hold_and_jobs_what_they_need(ui: Any, server: An
         form = page.locator("form.edit-form")
         why = form.locator(".why li")
         expect()(why).to_have_text(["no worker has 4 GPUs"])
+        ui.shot("jobs-why-resources")
         gpus = form.locator("label.field[data-field=gpus] input")
         expect()(gpus).to_have_value("4")
         gpus.fill("1")
