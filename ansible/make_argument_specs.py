@@ -24,8 +24,9 @@ from coalition.worker.settings import KEYS as WORKER_KEYS  # noqa: E402
 
 # Secrets: never shown by Ansible (no_log).
 SECRET = re.compile(r"password|passwd|token$|secret$")
-# Values the templates accept as a string or a list of lines.
+# Values the templates accept as a string or a list of lines, or as a number or a word.
 LINES = ("_commandwhitelist", "_logrules")
+NUMBER_OR_WORD = ("_workers",)  # workers: auto, or a number of slots
 
 
 class Indented(yaml.SafeDumper):
@@ -85,7 +86,7 @@ def option(key: str, value: Any, text: str, ini: dict[str, tuple[str, Any]], kin
         spec["type"] = "float" if key in ini and accepts_float(ini[key][1]) else "int"
     elif isinstance(value, list):
         spec["type"], spec["elements"] = "list", "raw"
-    elif value is None or key.endswith(LINES):
+    elif value is None or key.endswith(LINES) or key.endswith(NUMBER_OR_WORD):
         spec["type"] = "raw"
     else:
         spec["type"] = "str"

@@ -17,7 +17,10 @@ skips them (docs/failures.md): the cost of a blocklist on the pick.
 With --studio the queue also has studio scheduling (docs/scheduling.md): the frames of every
 4th group need `nuke:1` of a limit of 4 (so the limit is full most of the time and the pick
 passes those frames over), every 10th group waits for the one before frame by frame instead
-of as a whole, and fair share is on (seven users, one of weight 3).
+of as a whole, and fair share is on (seven users, one of weight 3); and resource requests
+(docs/scheduling.md): every 3rd group asks for 2 cores and 4,000 MB, the gpu-tagged frames
+for a GPU, one group in 50 for a whole host; the simulated workers offer 8 cores and
+32,000 MB, a third of them a GPU too, so a GPU frame fits only there.
 """
 
 from __future__ import annotations
@@ -136,6 +139,10 @@ def fill(server: Server, jobs: int, rng: random.Random, studio: bool = False) ->
             "affinity": tag,
             "user": f"artist{g % 7}",
         }
+        if studio and g % 3 == 1:
+            group.update(cores=2, memory=4000)
+        if studio and g % 50 == 7:
+            group["exclusive"] = True
         if previous is not None and g % 10 == 9:
             if studio:
                 group["frame_dep"] = previous  # frame i waits for frame i of the group before
@@ -150,6 +157,7 @@ def fill(server: Server, jobs: int, rng: random.Random, studio: bool = False) ->
                 "parent": gid,
                 "priority": rng.randint(0, 2000),
                 "affinity": "gpu" if i % 10 == 0 else "",
+                **({"gpus": 1} if studio and i % 10 == 0 else {}),
                 **({"first_frame": i, "last_frame": i} if studio else {}),
                 **({"limits": "nuke:1"} if studio and g % 4 == 2 else {}),
             }
@@ -181,7 +189,19 @@ def trivial_rate(server: Server, workers: int, seconds: float) -> float:
     return sum(counts) / (time.perf_counter() - begin)
 
 
-def dispatch(server: Server, workers: int, seconds: float, max_jobs: int | None = None) -> dict[str, Any]:
+def offer(i: int) -> dict[str, Any]:
+    """What simulated worker i offers (--studio): a host running one job at a time."""
+    gpus = 1 if i % 3 == 0 else 0
+    return {
+        "resources": {"cores": 8, "memory": 32000, "gpus": gpus},
+        "free": {"cores": 8, "memory": 32000, "gpus": gpus, "bare": True, "whole": True},
+        "gpureserve": "off",
+    }
+
+
+def dispatch(
+    server: Server, workers: int, seconds: float, max_jobs: int | None = None, studio: bool = False
+) -> dict[str, Any]:
     """Simulated workers doing pick -> endjob(pick) for `seconds`; completed jobs/s and latencies."""
     latencies: list[list[float]] = [[] for _ in range(workers)]
     done = [0] * workers
@@ -192,9 +212,10 @@ def dispatch(server: Server, workers: int, seconds: float, max_jobs: int | None 
     def loop(i: int) -> None:
         conn = server.conn()
         name = f"bench-{i}"
+        host = offer(i) if studio else {}
         t0 = time.perf_counter()
         status, out = call(
-            conn, "POST", "/workers/pickjob", {"name": name, "affinity": RULES[i % len(RULES)]}
+            conn, "POST", "/workers/pickjob", {"name": name, "affinity": RULES[i % len(RULES)], **host}
         )
         latencies[i].append(time.perf_counter() - t0)
         job = out["job"]
@@ -208,7 +229,14 @@ def dispatch(server: Server, workers: int, seconds: float, max_jobs: int | None 
                 conn,
                 "POST",
                 "/workers/endjob",
-                {"name": name, "job_id": job["id"], "event": job["event"], "exit_code": 0, "pick": True},
+                {
+                    "name": name,
+                    "job_id": job["id"],
+                    "event": job["event"],
+                    "exit_code": 0,
+                    "pick": True,
+                    **host,
+                },
             )
             latencies[i].append(time.perf_counter() - t0)
             assert status == 200, out
@@ -265,7 +293,7 @@ def run(label: str, keys: dict[str, Any], args: argparse.Namespace) -> None:
     small = Server(keys, extra)
     try:
         fill(small, 1000, rng, args.studio)
-        small_run = dispatch(small, args.workers, seconds=60, max_jobs=600)
+        small_run = dispatch(small, args.workers, seconds=60, max_jobs=600, studio=args.studio)
     finally:
         small.stop()
     big = Server(keys, extra)
@@ -289,9 +317,9 @@ def run(label: str, keys: dict[str, Any], args: argparse.Namespace) -> None:
         cpu0 = big.cpu()
         baseline = trivial_rate(big, args.workers, 3.0)
         cpu1 = big.cpu()
-        big_probe = dispatch(big, args.workers, seconds=60, max_jobs=600)
+        big_probe = dispatch(big, args.workers, seconds=60, max_jobs=600, studio=args.studio)
         cpu2 = big.cpu()
-        steady = dispatch(big, args.workers, seconds=args.seconds)
+        steady = dispatch(big, args.workers, seconds=args.seconds, studio=args.studio)
         cpu3 = big.cpu()
         baseline_after = trivial_rate(big, args.workers, 3.0)
         # Server CPU per request: immune to the client (same machine) being the bottleneck.
@@ -350,7 +378,11 @@ def main() -> int:
         help="db_mysql_driver of the MariaDB run (mysqlclient: the optional C client)",
     )
     p.add_argument("--skip-sqlite", action="store_true", help="only the MariaDB run")
-    p.add_argument("--studio", action="store_true", help="limits, frame dependencies and fair share too")
+    p.add_argument(
+        "--studio",
+        action="store_true",
+        help="limits, frame dependencies, fair share and resource requests too",
+    )
     args = p.parse_args()
     if not args.skip_sqlite:
         run("sqlite", {}, args)

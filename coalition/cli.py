@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from coalition import __version__, cli_failures, cli_submit
+from coalition import __version__, cli_failures, cli_scheduling, cli_submit
 from coalition.client import CoalitionError, Connection, NotFound, owner
 from coalition.frames import UsageError, chunk_frames, fill_frames, parse_frames
 from coalition.progress import PRESETS
@@ -81,6 +81,9 @@ LEGACY_VALUE_OPTIONS = {
     "--chunk",
     "--limits",
     "--frame-deps",
+    "--cores",
+    "--memory",
+    "--gpus",
 }
 GLOBAL_VALUE_OPTIONS = {"--server", "--config", "--auth", "--cacert"}
 
@@ -141,6 +144,7 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", help="frame ranges, e.g. 1-1000: one child job per chunk")
     p.add_argument("--chunk", type=int, default=1, help="frames per child with --frames (default: 1)")
     cli_failures.add_options(p)
+    cli_scheduling.add_resource_options(p)
     p.add_argument("--limits", default="", help='farm-wide limits each run needs, e.g. "nuke:1,arnold:2"')
     p.add_argument(
         "--frame-deps",
@@ -215,8 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_wait)
-
-    from coalition import cli_scheduling
 
     cli_scheduling.register(sub, common)
     try:  # the cloud subcommand is optional: its provider SDKs may not be installed
@@ -377,6 +379,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     if not args.frames:
         body = _job_body(args, command, title, parent)
         body.update(affinity=args.affinity, dependencies=args.dependencies, paused=args.paused)
+        body.update(cli_scheduling.resource_fields(args))
         if getattr(args, "frame_deps", 0):
             body["frame_dep"] = args.frame_deps
         job_id = _put(conn, body)
@@ -393,6 +396,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         "user": owner(args.user),
         "dependencies": args.dependencies,
         "paused": True,
+        **cli_scheduling.resource_fields(args),  # its chunks inherit the request
     }
     if getattr(args, "frame_deps", 0):
         group["frame_dep"] = args.frame_deps  # each chunk waits for the frames it covers

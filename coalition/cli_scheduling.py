@@ -4,6 +4,7 @@ coalition limits                      list every limit and its use
 coalition limits set nuke 5 arnold 10 create limits or set their capacities
 coalition limits delete nuke          remove a limit
 coalition why 40                      why job 40 is not running
+coalition add --cores 4 --memory 8000 --gpus 1 [--exclusive] ...   resource requests
 """
 
 from __future__ import annotations
@@ -12,6 +13,28 @@ import argparse
 from typing import Any
 
 from coalition.frames import UsageError
+
+
+def _amount(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def add_resource_options(p: argparse.ArgumentParser) -> None:
+    """The resource requests of `coalition add` (docs/scheduling.md)."""
+    p.add_argument("--cores", type=_amount, default=None, help="CPU cores each run needs")
+    p.add_argument("--memory", type=_amount, default=None, metavar="MB", help="memory each run needs, in MB")
+    p.add_argument("--gpus", type=_amount, default=None, help="GPUs each run needs (pinned to it)")
+    p.add_argument("--exclusive", action="store_true", help="each run takes a whole host")
+
+
+def resource_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """What those options add to a job (with --frames: to the group, which its chunks inherit)."""
+    out: dict[str, Any] = {k: getattr(args, k) for k in ("cores", "memory", "gpus") if getattr(args, k, None)}
+    if getattr(args, "exclusive", False):
+        out["exclusive"] = True
+    return out
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:

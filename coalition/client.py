@@ -204,8 +204,11 @@ class Connection:
         retry: int | None = None,
         url: str = "",
         local_progress_pattern: str = "",
+        **fields: Any,
     ) -> int:
-        """Create a job; returns its id. `parent` is an id, a title or an `a|b` path of titles."""
+        """Create a job; returns its id. `parent` is an id, a title or an `a|b` path of titles.
+        Any other field of `PUT /api/jobs` may be given by name: `cores=4, gpus=1`,
+        `limits="nuke:1"`, `retry=3`..."""
         body: dict[str, Any] = {
             "parent": parent,
             "title": title,
@@ -228,6 +231,7 @@ class Connection:
             body["retry"] = retry
         if url:
             body["url"] = url
+        body.update(fields)
         return _job_id(self.request("PUT", "/api/jobs", body))
 
     def getJob(self, id: int) -> Job:

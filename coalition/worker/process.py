@@ -223,20 +223,39 @@ class JobProcess:
     ) -> None:
         self.output = output
         self._term_sent_at: float | None = None
-        self.proc = subprocess.Popen(
-            command,
-            shell=True,
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            umask=0o002,  # as Coalition 4: frames written by a job stay group-writable
-        )
-        self.pgid = self.proc.pid  # the session leader's pid is its group id
+        gate: tuple[int, int] | None = None
         if LEDGER is not None:
+            # The job waits until its group is written down: a worker killed -9 right after
+            # the start must not leave a job its replacement cannot find. The shell reads one
+            # line from the gate, its stdin (EOF: the worker died first, so the job never
+            # runs), then takes /dev/null as stdin, as a job always has.
+            gate = os.pipe()
+            command = f"read _ || exit 99; exec </dev/null; {command}"
+        try:
+            self.proc = subprocess.Popen(
+                command,
+                shell=True,
+                cwd=cwd,
+                env=dict(env),
+                stdin=gate[0] if gate else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                umask=0o002,  # as Coalition 4: frames written by a job stay group-writable
+            )
+        except BaseException:
+            if gate:
+                os.close(gate[0])
+                os.close(gate[1])
+            raise
+        self.pgid = self.proc.pid  # the session leader's pid is its group id
+        if gate is not None:
+            os.close(gate[0])
+            assert LEDGER is not None
             LEDGER.add(self.pgid)
+            with contextlib.suppress(OSError):
+                os.write(gate[1], b"go\n")
+            os.close(gate[1])
         assert self.proc.stdout is not None
         self._fd = self.proc.stdout.fileno()
         os.set_blocking(self._fd, False)

@@ -57,6 +57,14 @@ def test_new_job_and_get(conn: Connection, server: Any) -> None:
     assert sorted(j.id for j in conn.jobs(parent)) == [job_id, paused]
 
 
+def test_new_job_takes_any_job_field(conn: Connection, server: Any) -> None:
+    job_id = conn.newJob(command="render", cores=4, memory=8000, gpus=1, exclusive=True, retry=2)
+    job = server.job(job_id)
+    assert (job["cores"], job["memory"], job["gpus"], job["exclusive"], job["retry"]) == (4, 8000, 1, 1, 2)
+    with pytest.raises(CoalitionError, match="gpus"):
+        conn.newJob(command="render", gpus=-1)
+
+
 def test_batched_edits(conn: Connection, server: Any) -> None:
     a, b = conn.newJob(command="a"), conn.newJob(command="b")
     ja, jb = conn.getJob(a), conn.getJob(b)

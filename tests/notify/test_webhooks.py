@@ -128,8 +128,14 @@ def test_signed_deliveries_from_a_real_farm(make_server: Any, make_worker: Any) 
         [lost] = wait_for(lambda: receiver.events("worker.lost"), timeout=30, what="worker.lost")
         assert lost["worker"]["name"] == "hookw"
         assert receiver.bad == [] and refusing.bad == []
-        # The delivery status is visible: sent after a retry here, given up there.
-        deliveries = server.api("GET", "/api/webhooks")
+        # The delivery status is visible: sent after a retry here, given up there. (The
+        # sender records a delivery once its POST is answered: the receiver may see it first.)
+
+        def settled() -> list[dict[str, Any]]:
+            rows = server.api("GET", "/api/webhooks")
+            return rows if all(d["status"] in ("sent", "failed") for d in rows) else []
+
+        deliveries = wait_for(settled, what="every delivery sent or given up")
         mine = [d for d in deliveries if d["url"] == receiver.url]
         assert mine and all(d["status"] == "sent" for d in mine)
         assert max(d["attempts"] for d in mine) == 2  # the one that met the 503 went twice

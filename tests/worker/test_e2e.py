@@ -125,8 +125,9 @@ def test_worker_killed_mid_job_is_requeued_elsewhere(server: Any, make_worker: A
     job_id = server.submit(command=f"echo $$ >> '{pidfile}'; sleep 2; echo run-ended")
     job = wait_state(server, job_id, "WORKING")
     assert job["worker"] == "first"
+    # WORKING is set when the job is handed out: wait for its process to be running.
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), what="the first run to start")
     first.kill()  # the host dies: no endjob, no more heartbeats
-    wait_for(lambda: pidfile.exists(), what="the first run to start")
     orphan = int(pidfile.read_text().split()[0])
     os.killpg(orphan, signal.SIGKILL)  # ...and its job with it
     make_worker(server.url, name="second")

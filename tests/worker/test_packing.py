@@ -45,6 +45,8 @@ def test_a_packing_worker_runs_as_many_jobs_as_fit(server: Any, make_worker: Any
     assert {seen(out, i) for i in running} == {"cuda=unset cores=2"}
     workers = {w["name"]: w for w in server.api("GET", "/api/workers")}
     assert (workers["w0"]["cores"], workers["w0"]["memory"], workers["w0"]["gpus"]) == (4, 8000, 0)
+    # Four slots (one per core), listed as the host first runs that many jobs at once.
+    assert sorted(workers) == ["w0", "w0-2"] and {w["host"] for w in workers.values()} == {"w0"}
     wait_for(lambda: server.api("GET", "/api/workers")[0]["used_cores"] == 4, what="used cores reported")
     why = server.api("GET", f"/api/jobs/{ids[2]}/why")
     assert [r["text"] for r in why["reasons"]][0].startswith(

@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from coalition.worker.process import JobProcess, group_alive
 from coalition.worker.spool import RunLog
@@ -145,3 +146,26 @@ def test_a_new_ledger_ends_the_groups_a_killed_worker_left(tmp_path: Path) -> No
     assert ended(proc, 10) and proc.returncode == -signal.SIGTERM
     proc.close()
     done.close()
+
+
+def test_a_job_starts_only_once_its_group_is_written_down(tmp_path: Path, monkeypatch: Any) -> None:
+    # kill -9 between the start and the ledger's line must not leave a job nobody can find:
+    # the job waits for the worker's word, written after the line (and dies without it).
+    from coalition.worker import process
+    from coalition.worker.process import GroupLedger
+
+    seen: list[bool] = []
+
+    class Watching(GroupLedger):
+        def add(self, pgid: int) -> None:
+            # The job may not have run a single command yet: its marker is not there.
+            seen.append((tmp_path / "ran").exists())
+            super().add(pgid)
+
+    ledger = Watching(tmp_path / "ledger")
+    monkeypatch.setattr(process, "LEDGER", ledger)
+    proc, out = start(f"touch {tmp_path}/ran; cat; echo done", tmp_path)
+    assert ended(proc, 10) and proc.returncode == 0
+    assert seen == [False] and text(out) == "done\n"  # and stdin is empty, as always
+    assert set(GroupLedger.read((tmp_path / "ledger").read_text())) == {proc.pgid}
+    proc.close()

@@ -22,6 +22,11 @@ const EDIT_FIELDS = [
   { key: "user", label: "User" },
   { key: "url", label: "URL", hint: "the “Open” link" },
   { key: "environment", label: "Environment", type: "env", mono: true, hint: "one KEY=VALUE per line" },
+  // Resource requests (docs/scheduling.md): 0 = no request; children inherit them.
+  { key: "cores", label: "Cores", type: "int", hint: "CPU cores a run needs (0 = none asked)" },
+  { key: "memory", label: "Memory (MB)", type: "int", hint: "0 = none asked" },
+  { key: "gpus", label: "GPUs", type: "int", hint: "pinned to the run" },
+  { key: "exclusive", label: "Whole host", type: "bool", hint: "1 = the run takes a whole host" },
   // Failure handling (docs/failures.md): 0 takes the farm's setting, -1 turns it off.
   { key: "stalltimeout", label: "Stall timeout (s)", type: "sint", hint: "no output this long: killed (0 = farm's, -1 = off)" },
   { key: "minruntime", label: "Min run time (s)", type: "sint", hint: "exit 0 sooner is a failure (0 = farm's)" },
@@ -39,6 +44,8 @@ function toText(field, job) {
     case "int":
     case "sint":
       return v === undefined || v === null ? "" : String(v);
+    case "bool":
+      return v ? "1" : "0";
     case "deps":
       return Array.isArray(v) ? v.join(", ") : "";
     case "env":
@@ -64,6 +71,11 @@ function fromText(field, text) {
       return parseIdList(text);
     case "env":
       return linesToEnv(text);
+    case "bool": {
+      const t = text.trim().toLowerCase();
+      if (!["0", "1", "yes", "no", "true", "false"].includes(t)) throw new Error(`${field.label} must be 1 or 0`);
+      return ["1", "yes", "true"].includes(t);
+    }
     default:
       return text;
   }
@@ -271,11 +283,22 @@ export class JobPanel {
     this.showFailures(n === 1 ? jobs[0] : null);
   }
 
-  // The last run's reason and the hosts blocked from the job, each with a Lift button.
+  // Why a waiting job does not run (GET /api/jobs/ID/why), the last run's reason and the
+  // hosts blocked from the job, each with a Lift button.
   async showFailures(job) {
     clear(this.failures);
     if (!job) return;
     const seq = this.loadSeq;
+    if (["WAITING", "PENDING", "PAUSED"].includes(job.state) && !job.children) {
+      const why = await guarded(() => API.get(`/api/jobs/${job.id}/why`));
+      if (seq !== this.loadSeq) return;
+      const reasons = why && Array.isArray(why.reasons) ? why.reasons : [];
+      if (reasons.length) {
+        this.failures.append(h("div", { class: "why", role: "group", "aria-label": "Why it waits" },
+          h("span", { class: "field-label", text: "Why it waits" }),
+          h("ul", {}, reasons.map((r) => h("li", { dataset: { kind: r.kind || "" }, text: r.text })))));
+      }
+    }
     if (job.reason) {
       this.failures.append(h("p", { class: "last-reason" }, h("span", { class: "muted", text: "Last run: " }), h("span", { class: "reason", text: job.reason })));
     }

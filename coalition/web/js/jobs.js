@@ -3,7 +3,7 @@
 
 import * as API from "./api.js";
 import { h, clear, fill, safeHref, debounce } from "./dom.js";
-import { fmtTime, fmtDuration, fmtPercent, fmtCount } from "./format.js";
+import { fmtTime, fmtDuration, fmtPercent, fmtCount, fmtMB } from "./format.js";
 import * as prefs from "./prefs.js";
 import { notify, guarded, confirmDialog, Selection, headerRow, stateBadge, progressBar } from "./ui.js";
 import { JobPanel } from "./jobpanel.js";
@@ -86,8 +86,19 @@ export const COLUMNS = [
   { key: "command", label: "Command", sort: "command", cls: "mono clip", render: (j) => j.command || "" },
   { key: "dir", label: "Dir", title: "Working directory", sort: "dir", cls: "mono clip", render: (j) => j.dir || "" },
   { key: "limits", label: "Limits", title: "Farm-wide limits a run needs", sort: null, cls: "clip", render: (j) => j.limits || "" },
+  { key: "needs", label: "Needs", title: "Cores, memory and GPUs a run asks for (inherited by children)", sort: null, cls: "clip", render: needsText },
   { key: "dependencies", label: "Deps", title: "Dependencies (and the job waited for frame by frame)", sort: null, cls: "clip", render: null },
 ];
+
+/** A job's own resource request, in short: "4 cores · 8 GB · 1 GPU", "whole host". */
+export function needsText(j) {
+  const parts = [];
+  if (j.cores) parts.push(`${j.cores} core${j.cores > 1 ? "s" : ""}`);
+  if (j.memory) parts.push(fmtMB(j.memory));
+  if (j.gpus) parts.push(`${j.gpus} GPU${j.gpus > 1 ? "s" : ""}`);
+  if (j.exclusive) parts.push("whole host");
+  return parts.join(" · ");
+}
 
 /** The dependencies cell: the jobs waited for, then the one waited for frame by frame. */
 function depsText(job, deps) {

@@ -35,6 +35,19 @@ function memCell(w) {
     usedBar, h("span", { class: "bar-text", text: `${fmtMB(used)} / ${fmtMB(total)}` }));
 }
 
+// What the host (a fixed slot: its share) offers to jobs and what its runs hold.
+function resourcesCell(w) {
+  const cores = Number(w.cores) || 0;
+  if (!cores) return h("span", { class: "muted", title: "This worker does not report its resources", text: "—" });
+  const memory = Number(w.memory) || 0;
+  const gpus = Number(w.gpus) || 0;
+  const parts = [`${w.used_cores || 0}/${cores} cores`];
+  if (memory) parts.push(`${fmtMB(Number(w.used_memory) || 0)}/${fmtMB(memory)}`);
+  if (gpus) parts.push(`${w.used_gpus || 0}/${gpus} GPU${gpus > 1 ? "s" : ""}`);
+  const busy = (Number(w.used_cores) || 0) / cores;
+  return h("span", { class: `resources${busy >= 1 ? " full" : ""}`, title: `In use by its jobs / offered to jobs${w.host && w.host !== w.name ? ` (host ${w.host})` : ""}`, text: parts.join(" · ") });
+}
+
 function rulesCell(w) {
   const lines = String(w.affinity || "").split("\n").map((l) => l.trim()).filter(Boolean);
   if (!lines.length) return h("span", { class: "muted", text: "any" });
@@ -56,6 +69,7 @@ const COLUMNS = [
   } },
   { key: "cpu", label: "CPU", sort: "cpu", cls: "cpu-col", render: cpuCell },
   { key: "memory", label: "Memory", sort: "memory", cls: "mem-col", render: memCell },
+  { key: "resources", label: "Resources", title: "Cores, memory and GPUs its jobs hold / it offers", sort: "resources", cls: "res-col", render: resourcesCell },
   { key: "last_job", label: "Last job", sort: "last_job", cls: "num", render: (w) =>
     (w.last_job ? h("a", { href: `#/log/${w.last_job}`, title: "Open its log", text: String(w.last_job) }) : "") },
   { key: "finished", label: "Done", title: "Finished jobs", sort: "finished", cls: "num c-fin", render: (w) => fmtCount(w.finished) },
@@ -69,6 +83,7 @@ function sortValue(w, key) {
     return l.length ? l.reduce((a, b) => a + b, 0) / l.length : -1;
   }
   if (key === "memory") return (Number(w.total_memory) || 0) - (Number(w.free_memory) || 0);
+  if (key === "resources") return (Number(w.used_cores) || 0) / Math.max(1, Number(w.cores) || 0);
   const v = w[key];
   return typeof v === "string" ? v.toLowerCase() : Number(v) || 0;
 }
