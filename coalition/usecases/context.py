@@ -32,7 +32,8 @@ TransitionHook = Callable[[Tx, Transition], None]
 # as it was); it may write through the transaction (webhooks queue their delivery).
 WorkerHook = Callable[[Tx, Row], None]
 # A hook told, inside the transaction that records it, of a farm event other than a job's
-# state change (`autoscaler.decision`, with its data); it may write through the transaction.
+# state change (`autoscaler.decision`, `worker.sick`, with its data); it may write through the
+# transaction.
 EventHook = Callable[[Tx, str, dict[str, Any]], None]
 
 

@@ -50,6 +50,28 @@ def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
     assert sign("k", 1700000000, body) == f"sha256={expected}"
 
 
+def payload_errors(event: dict[str, Any]) -> list[str]:
+    """What is wrong with a delivered payload against its schema in the OpenAPI document's
+    `webhooks` section (the documented contract), as messages."""
+    import jsonschema
+
+    from coalition.server.openapi import spec
+
+    hook = spec()["webhooks"].get(event["event"])
+    if hook is None:
+        return [f"{event['event']}: not in the OpenAPI webhooks section"]
+    schema = hook["post"]["requestBody"]["content"]["application/json"]["schema"]
+    errors = jsonschema.Draft202012Validator(schema).iter_errors(event)
+    return [f"{event['event']}: {e.message}" for e in errors]
+
+
+def test_every_event_sent_is_described_in_the_openapi_document() -> None:
+    from coalition.server.openapi import spec
+    from coalition.webhooks import EVENTS
+
+    assert sorted(spec()["webhooks"]) == sorted(EVENTS)
+
+
 class Receiver:
     """A local webhook receiver: checks each signature; answers from `script` (then 200)."""
 
@@ -80,6 +102,7 @@ class Receiver:
                         event = json.loads(body)
                         assert event["event"] == self.headers["X-Coalition-Event"]
                         outer.received.append(event)
+                        outer.bad += payload_errors(event)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -145,6 +168,34 @@ def test_signed_deliveries_from_a_real_farm(make_server: Any, make_worker: Any) 
     finally:
         receiver.stop()
         refusing.stop()
+
+
+def test_a_host_turning_sick_is_told_by_a_signed_webhook(make_server: Any, make_worker: Any) -> None:
+    receiver = Receiver()
+    try:
+        server = make_server(webhooks=receiver.url, webhooksecret=SECRET, notifyinterval=0.1, sickjobs=2)
+        make_worker(server.url, name="sickhook")
+        first = server.submit(title="a", command="exit 1", retry=0)
+        second = server.submit(title="b", command="exit 1", retry=0)
+        [sick] = wait_for(lambda: receiver.events("worker.sick"), timeout=30, what="worker.sick")
+        # Told in the transaction that turned it SICK: the worker is SICK by then.
+        assert server.api("GET", "/api/workers/sickhook")["state"] == "SICK"
+        worker = sick["worker"]
+        assert (worker["name"], worker["host"]) == ("sickhook", "sickhook")
+        assert worker["reason"].startswith("sick: runs of 2 different jobs failed within 900 s")
+        assert worker["reason"] == server.api("GET", "/api/workers/sickhook")["reason"]
+        assert worker["last_job"] in (first, second) and worker["ip"]
+        failed = wait_for(lambda: len(receiver.events("job.failed")) == 2 and receiver.events("job.failed"))
+        assert sorted(e["job"]["id"] for e in failed) == [first, second]
+        assert receiver.bad == []  # every signature good, every payload as the OpenAPI says
+        deliveries = wait_for(
+            lambda: [d for d in server.api("GET", "/api/webhooks") if d["event"] == "worker.sick"],
+            what="the worker.sick delivery recorded",
+        )
+        assert [d["url"] for d in deliveries] == [receiver.url]
+        assert len(receiver.events("worker.sick")) == 1  # one host turned SICK once
+    finally:
+        receiver.stop()
 
 
 def test_webhooks_need_a_secret(tmp_path: Any) -> None:
