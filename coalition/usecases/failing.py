@@ -186,6 +186,11 @@ class Failures:
         that turned SICK is always told, one whose transaction was rolled back never is."""
         if worker["state"] == W_SICK:
             return
+        self.catch_sickness(tx, worker)
+        if worker["state"] == W_SICK:
+            # Its host turned SICK while this slot ran a job that failed since: the host was
+            # told about once, when it turned; this slot only joins it.
+            return
         name = host_key(worker)
         why = failures.clip(f"sick: {reason}")
         worker.set(state=W_SICK, reason=why)

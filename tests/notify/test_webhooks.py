@@ -170,30 +170,48 @@ def test_signed_deliveries_from_a_real_farm(make_server: Any, make_worker: Any) 
         refusing.stop()
 
 
-def test_a_host_turning_sick_is_told_by_a_signed_webhook(make_server: Any, make_worker: Any) -> None:
+def test_a_host_turning_sick_is_told_once_by_a_signed_webhook(
+    make_server: Any, make_worker: Any, tmp_path: Any
+) -> None:
     receiver = Receiver()
     try:
         server = make_server(webhooks=receiver.url, webhooksecret=SECRET, notifyinterval=0.1, sickjobs=2)
-        make_worker(server.url, name="sickhook")
-        first = server.submit(title="a", command="exit 1", retry=0)
-        second = server.submit(title="b", command="exit 1", retry=0)
-        [sick] = wait_for(lambda: receiver.events("worker.sick"), timeout=30, what="worker.sick")
-        # Told in the transaction that turned it SICK: the worker is SICK by then.
-        assert server.api("GET", "/api/workers/sickhook")["state"] == "SICK"
-        worker = sick["worker"]
-        assert (worker["name"], worker["host"]) == ("sickhook", "sickhook")
-        assert worker["reason"].startswith("sick: runs of 2 different jobs failed within 900 s")
-        assert worker["reason"] == server.api("GET", "/api/workers/sickhook")["reason"]
-        assert worker["last_job"] in (first, second) and worker["ip"]
-        failed = wait_for(lambda: len(receiver.events("job.failed")) == 2 and receiver.events("job.failed"))
-        assert sorted(e["job"]["id"] for e in failed) == [first, second]
-        assert receiver.bad == []  # every signature good, every payload as the OpenAPI says
-        deliveries = wait_for(
-            lambda: [d for d in server.api("GET", "/api/webhooks") if d["event"] == "worker.sick"],
-            what="the worker.sick delivery recorded",
+        # One host, two slots: a long run holds the first while two short ones fail on the
+        # second and turn the host SICK; the long one then fails too, on a host already SICK.
+        release = tmp_path / "release"
+        make_worker(server.url, name="sickhook", workers=2)
+        slow = server.submit(
+            title="slow", command=f"while [ ! -e {release} ]; do sleep 0.05; done; exit 1", retry=0
         )
+        wait_for(lambda: server.job(slow)["state"] == "WORKING", timeout=30, what="the slow run")
+        first = server.submit(title="a", command="exit 1", retry=0)
+        second = server.submit(title="b", command="exit 2", retry=0)
+        [sick] = wait_for(lambda: receiver.events("worker.sick"), timeout=30, what="worker.sick")
+        slots = {w["name"]: w for w in server.api("GET", "/api/workers")}
+        assert set(slots) == {"sickhook-1", "sickhook-2"}
+        worker = sick["worker"]
+        assert worker["host"] == "sickhook" and worker["name"] in slots
+        assert worker["reason"].startswith("sick: runs of 2 different jobs failed within 900 s")
+        # Told in the transaction that turned it SICK: the slot is SICK by then.
+        assert slots[worker["name"]]["state"] == "SICK"
+        assert worker["reason"] == slots[worker["name"]]["reason"]
+        assert worker["last_job"] in (first, second) and worker["ip"]
+        release.write_text("go")  # the slow run fails now, on a host already SICK
+        wait_for(lambda: server.job(slow)["state"] == "ERROR", timeout=30, what="the slow run's failure")
+        failed = wait_for(lambda: len(receiver.events("job.failed")) == 3 and receiver.events("job.failed"))
+        assert sorted(e["job"]["id"] for e in failed) == sorted([slow, first, second])
+        wait_for(
+            lambda: {w["state"] for w in server.api("GET", "/api/workers")} == {"SICK"},
+            timeout=30,
+            what="both slots SICK",
+        )
+        assert receiver.bad == []  # every signature good, every payload as the OpenAPI says
+        # One host turned SICK once: one delivery, one SICK event.
+        deliveries = [d for d in server.api("GET", "/api/webhooks") if d["event"] == "worker.sick"]
         assert [d["url"] for d in deliveries] == [receiver.url]
-        assert len(receiver.events("worker.sick")) == 1  # one host turned SICK once
+        assert len(receiver.events("worker.sick")) == 1
+        events = server.api("GET", "/api/events", params={"howlong": 3600})
+        assert [e["worker"] for e in events if e["state"] == "SICK"] == ["sickhook"]
     finally:
         receiver.stop()
 
