@@ -122,6 +122,10 @@ class ServerMetrics:
         self.db_transactions = Counter(
             "coalition_db_transactions", "Database transactions, by kind", ("kind",)
         )
+        # The HTTP server's threads ({"busy": n, "idle": n}) and the connections its read
+        # deadlines cut ({"headers": n, "body": n}): set once the server runs (guard.py).
+        self.http_threads: Callable[[], Mapping[str, int]] | None = None
+        self.http_cut: Callable[[], Mapping[str, int]] | None = None
 
     def db_time(self, kind: str, seconds: float) -> None:
         """A database transaction took `seconds` (hooked into the use-case context)."""
@@ -150,10 +154,23 @@ class ServerMetrics:
             lines += _gauge(f"coalition_limit_{kind}", f"Named limits: {what}, farm-wide", "limit", values)
         for metric in (self.dispatches, self.requests, self.runs, self.db, self.db_transactions):
             lines += metric.lines(base)
+        if self.http_threads is not None:
+            what = "HTTP server threads of this process: busy (reading or answering a request), idle"
+            lines += _gauge("coalition_http_threads", what, "state", self.http_threads(), base)
+        if self.http_cut is not None:
+            name = "coalition_http_cut"
+            lines += [
+                f"# HELP {name} Connections cut for sending their headers or body too slowly",
+                f"# TYPE {name} counter",
+            ]
+            for late, count in sorted(self.http_cut().items()):
+                lines.append(f"{name}_total{_labels({**base, 'late': late})} {_number(count)}")
         return "\n".join(lines) + "\n"
 
 
-def _gauge(name: str, help_text: str, label: str, values: Mapping[str, int]) -> list[str]:
+def _gauge(
+    name: str, help_text: str, label: str, values: Mapping[str, int], base: Mapping[str, str] | None = None
+) -> list[str]:
     out = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-    out += [f"{name}{_labels({label: k})} {_number(v)}" for k, v in sorted(values.items())]
+    out += [f"{name}{_labels({**(base or {}), label: k})} {_number(v)}" for k, v in sorted(values.items())]
     return out
