@@ -119,8 +119,15 @@ _CLIENT_FAULTS = {
 }
 
 
+# A body nobody read (the request was refused before: 404, 405, 401) that cheroot may still
+# read and drop to keep the connection open: a small POST refused with a 401 keeps its
+# connection (a browser sees the answer, not a reset); a bigger body closes it instead.
+DRAIN_MAX = 64 * 1024
+
+
 class GuardedRequest(HTTPRequest):
-    """cheroot's request, with a total deadline on its request line and headers."""
+    """cheroot's request, with a total deadline on its request line and headers, and none of
+    cheroot's unbounded reads of a body nobody asked for."""
 
     limits: ClassVar[ReadLimits] = ReadLimits()
 
@@ -134,6 +141,20 @@ class GuardedRequest(HTTPRequest):
             super().parse_request()
         finally:
             DEADLINES.disarm(handle)
+
+    def send_headers(self) -> None:
+        """cheroot's, but it reads an unread body to its end (in one piece, before answering)
+        only up to DRAIN_MAX bytes and within the body deadline: 4 GB sent to an unknown
+        route cost 4 GB, and a body trickled there held the thread past every deadline."""
+        remaining = int(getattr(self.rfile, "remaining", 0) or 0)
+        unfinished_chunks = self.chunked_read and not getattr(self.rfile, "closed", True)
+        if remaining > DRAIN_MAX or unfinished_chunks:
+            self.close_connection = True  # cheroot then answers and closes, reading nothing
+        if remaining and not self.close_connection:
+            with body_deadline(remaining):
+                super().send_headers()
+        else:
+            super().send_headers()
 
     def simple_response(self, status: Any, msg: Any = "") -> None:
         """cheroot's own answers (400 on a malformed request line, 408, 413, 414...) in the

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import socket
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -198,6 +200,26 @@ def test_the_worker_protocol_bounds_form_bodies_not_json_ones(farm: ServerProces
     # Thousands of tiny fields within 4 MB are refused before they are parsed.
     r = farm.request("POST", "/workers/heartbeat", data=b"hostname=c4&" + b"a=1&" * 100_000, headers=FORM)
     assert r.status_code == 400 and "too many form fields" in r.json()["error"], r.text[:200]
+
+
+@pytest.mark.parametrize(
+    "request_line", ["POST /workers/nope", "PUT /workers/heartbeat", "POST /api/nope", "POST /json/nope"]
+)
+def test_a_body_nobody_reads_is_not_read(farm: ServerProcess, request_line: str) -> None:
+    # A request refused before its body is read (404, 405) is answered at once and closed:
+    # cheroot used to read the unread body to its end first, in one piece (1 TB declared here).
+    head = f"{request_line} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    status, answer_head, body = raw_http(farm.port, f"{head}Content-Length: {2**40}\r\n\r\n".encode(), 5)
+    assert status in (404, 405) and json.loads(body)["error"], answer_head
+    assert b"Connection: close" in answer_head
+    # A small body is still read and dropped, and the connection kept for the next request.
+    ping = b"GET /api/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", farm.port), timeout=10) as sock:
+        sock.sendall(f"{head}Content-Length: 2\r\n\r\n{{}}".encode() + ping)
+        both = b""
+        while chunk := sock.recv(65536):  # to the end: the ping asked to close
+            both += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", both) == [str(status).encode(), b"200"], both
 
 
 @pytest.mark.parametrize(

@@ -103,13 +103,16 @@ def test_a_body_slower_than_the_pace_is_cut_off_and_a_faster_one_is_taken(make_s
     server = make_server(bodytimeout=1)
     job = b'{"command": "true", "title": "fast enough"}'
     beat = b'{"name": "slow-worker"}'
-    runs: dict[str, dict[str, Any]] = {"slow-api": {}, "slow-workers": {}, "fast": {}}
+    runs: dict[str, dict[str, Any]] = {"slow-api": {}, "slow-workers": {}, "fast": {}, "unread": {}}
     senders = [
         # 16 KB/s: a quarter of the pace, cut at 5 s with most of the body unsent
         ("PUT /api/jobs", server.port, job.ljust(SIZE), 8192, 0.5, runs["slow-api"]),
         ("POST /workers/heartbeat", server.port, beat.ljust(SIZE), 8192, 0.5, runs["slow-workers"]),
         # 128 KB/s: twice the pace; it takes 2 s, longer than bodytimeout, and is answered
         ("PUT /api/jobs", server.port, job.ljust(SIZE), 32768, 0.25, runs["fast"]),
+        # a body nobody reads (an unknown route), trickled: small enough for the server to
+        # read and drop before its 404, and cut at its own deadline: 1 s + 1 s per 64 KB
+        ("POST /api/nope", server.port, b"x" * 65536, 2048, 0.5, runs["unread"]),
     ]
     threads = [threading.Thread(target=send_slowly, args=args, daemon=True) for args in senders]
     with Pinger(server.url) as pings:
@@ -125,6 +128,8 @@ def test_a_body_slower_than_the_pace_is_cut_off_and_a_faster_one_is_taken(make_s
         run = runs[name]
         assert run["status"] == 0 and run["sent"] < SIZE, (name, run)  # cut, without an answer
         assert 4.9 <= run["seconds"] <= 5 + 3, (name, run)  # at the deadline, not before
+    unread = runs["unread"]
+    assert unread["status"] == 0 and unread["sent"] < 65536 and 1.9 <= unread["seconds"] <= 2 + 3, unread
     wait_for(lambda: busy_threads(server) == 1, timeout=5, what="the threads to be freed")
-    assert cut(server, "body") == 2 and cut(server, "headers") == 0
+    assert cut(server, "body") == 3 and cut(server, "headers") == 0
     assert pings.worst < 1.0 and not pings.failures, (pings.worst, pings.failures[:3])
