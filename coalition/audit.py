@@ -64,7 +64,7 @@ def audit_rows(
         record_audit(tx, actor, action, owner, [r["id"] for r in owned], now, detail)
 
 
-_WORKER_ACTIONS = frozenset({"editworkers", "deleteworkers", "startworkers", "stopworkers"})
+_WORKER_ACTIONS = frozenset({"editworkers", "deleteworkers", "startworkers", "stopworkers", "clearsick"})
 
 
 def audit_view(row: Row) -> dict[str, Any]:
@@ -80,6 +80,8 @@ def audit_view(row: Row) -> dict[str, Any]:
     }
     if row["action"] in _WORKER_ACTIONS:
         out["workers"] = targets
+    elif row["action"] == "limits":
+        out["limits"] = targets
     elif row["action"] not in ("affinities", "login", "logout"):
         out["jobs"] = [int(t) if t.isdigit() else t for t in targets]
     try:

@@ -19,10 +19,14 @@ def test_every_change_is_recorded_on_an_open_farm(make_auth_server: Any) -> None
     farm.api("POST", f"/api/jobs/{jid}/dependencies", [])
     assert farm.worker("pickjob", {"name": "w1", "affinity": "none-here"}).status_code == 200
     farm.api("POST", "/api/stopworkers", ["w1"])
+    farm.api("POST", "/api/clearsickworkers", ["w1"])  # not sick: audited all the same
+    farm.api("POST", "/api/limits", {"nuke": 2})
     farm.api("DELETE", "/api/jobs", [jid])
     trail = farm.api("GET", "/api/audit", params={"limit": 20})
     assert [e["action"] for e in trail] == [
         "delete",
+        "limits",
+        "clearsick",
         "stopworkers",
         "edit",
         "reseterrors",
@@ -36,7 +40,8 @@ def test_every_change_is_recorded_on_an_open_farm(make_auth_server: Any) -> None
     edit = trail[-2]
     assert edit["jobs"] == [jid] and edit["owner"] == "alice"
     assert edit["detail"] == {"fields": ["command", "priority"], "command": "echo changed"}
-    assert trail[0]["detail"]["titles"] == ["t"] and trail[1]["workers"] == ["w1"]
+    assert trail[0]["detail"]["titles"] == ["t"] and trail[2]["workers"] == trail[3]["workers"] == ["w1"]
+    assert (trail[1]["limits"], trail[1]["detail"]) == (["nuke"], {"nuke": 2})
     assert farm.api("GET", "/api/events", params={"kind": "audit", "limit": 20}) == trail
     only = farm.api("GET", "/api/audit", params={"action": "pause", "job": jid})
     assert [e["action"] for e in only] == ["pause"]

@@ -248,6 +248,21 @@ def delete(c: Cell) -> Outcome:
 
 
 # -- create (own: the job is mine; other: a job for somebody else) ----------------------------
+def job_blocks(c: Cell) -> Outcome:
+    jid = c.job()
+    r = c.me.get(c.url(f"/api/jobs/{jid}/blocks"))
+    return r.status_code, r.status_code == 200 and r.json() == []
+
+
+def lift_blocks(c: Cell) -> Outcome:
+    # Failure handling (docs/failures.md): the job's owner may lift its blocks, like any edit.
+    jid = c.job(hostfails=1)
+    c.run(jid, exit_code=1)
+    assert len(c.admin.get(c.url(f"/api/jobs/{jid}/blocks")).json()) == 1
+    r = c.me.delete(c.url(f"/api/jobs/{jid}/blocks"))
+    return r.status_code, c.admin.get(c.url(f"/api/jobs/{jid}/blocks")).json() == []
+
+
 def _created_for(c: Cell, r: requests.Response) -> Outcome:
     if r.status_code != 200:
         return r.status_code, False
@@ -307,6 +322,8 @@ ROUTES: dict[str, tuple[str, Case]] = {
     "GET /json/addjob": ("create", create_json_legacy),
     "POST /xmlrpc/addjob": ("create", create_xmlrpc_legacy),
     "POST /api/jobs (user)": ("owner", give_away),
+    "GET /api/jobs/ID/blocks": ("view", job_blocks),
+    "DELETE /api/jobs/ID/blocks": ("edit", lift_blocks),
 }
 # Denials that are not a 403: a list simply leaves the job out; a job created for somebody
 # else by a user without create-global becomes the creator's own.
@@ -347,6 +364,7 @@ FARM_EXPECTED = {
     "POST /api/workers": {"admin1", "wrangler1"},
     "DELETE /api/workers": {"admin1", "wrangler1"},
     "POST /api/affinities": {"admin1", "wrangler1"},
+    "POST /api/clearsickworkers": {"admin1", "wrangler1"},
 }
 
 
@@ -361,6 +379,7 @@ def test_farm_routes(ldap_farm: AuthServer, route: str, user: str) -> None:
         "/api/startworkers": [name],
         "/api/workers": {name: {"affinity": "x"}} if method == "POST" else [name],
         "/api/affinities": {"900": f"aff{next(_count)}"},
+        "/api/clearsickworkers": [name],
     }.get(path)
     r = ldap_farm.client(user).request(method, ldap_farm.url + path, json=body)
     if user in FARM_EXPECTED[route]:

@@ -194,3 +194,77 @@ def test_a_handback_says_so(server: Any, make_worker: Any) -> None:
     worker.signal(signal.SIGTERM)
     wait_for(lambda: events(server, job_id)[0]["state"] == "INTERRUPTED", timeout=30, what="the handback")
     assert events(server, job_id)[0]["reason"] == "handed back (the worker is shutting down)"
+
+
+def test_a_log_rule_turns_the_host_sick_and_another_lowers_a_licence(
+    make_server: Any, make_worker: Any, tmp_path: Path
+) -> None:
+    # Real worker output: a GPU fallen off the bus makes the host SICK at once (one job is
+    # enough); a licence server's refusal counts a seat of `nuke` as used outside the farm.
+    server = make_server()
+    server.api("POST", "/api/limits", {"nuke": 2})
+    make_worker(server.url, name="gpuhost")
+    gpu = server.submit(
+        command="echo 'NVRM: GPU has fallen off the bus'; exec sleep 60",
+        logrules="gpu sick (?i)GPU has fallen off the bus",
+    )
+    wait_for(lambda: worker_state(server, "gpuhost") == "SICK", timeout=30, what="gpuhost to be SICK")
+    assert server.job(gpu)["reason"] == "log rule gpu: sick"
+    assert server.job(gpu)["state"] == "WAITING"  # not the job's fault: back to the queue
+    assert server.api("GET", "/api/workers/gpuhost")["reason"] == "sick: log rule gpu: sick"
+    server.api("DELETE", "/api/jobs", [gpu])
+    server.api("POST", "/api/clearsickworkers", ["gpuhost"])
+    seats = server.submit(
+        command="echo 'error: out of seats'; exec sleep 60",
+        limits="nuke",
+        logrules=["seats limit:nuke:600 out of seats"],
+        retry=0,
+    )
+    wait_for(
+        lambda: server.job(seats)["reason"] == "log rule seats: limit:nuke:600",
+        timeout=30,
+        what="the licence rule",
+    )
+
+    # Each refusal counts one more seat outside: after two, the farm stops starting the job.
+    def lowered() -> int:
+        return int(server.api("GET", "/api/limits")[0]["lowered"])
+
+    wait_for(lambda: lowered() == 2 and server.job(seats)["state"] == "WAITING", timeout=30, what="2 seats")
+    why = [r["text"] for r in server.api("GET", f"/api/jobs/{seats}/why")["reasons"]]
+    assert why == ["waiting for limit nuke (2/2 in use, needs 1)"]
+    assert server.job(seats)["errors"] == 0  # no retry spent
+
+
+def test_a_log_rule_requeue_is_bounded_by_requeuelimit(make_server: Any, make_worker: Any) -> None:
+    server = make_server(requeuelimit=2)
+    make_worker(server.url)
+    job_id = server.submit(
+        command="echo 'nuke: no license available'; exec sleep 60", logrules="@nuke", retry=5
+    )
+    job = wait_state(server, job_id, "ERROR", timeout=60)
+    runs = [(e["state"], e["reason"]) for e in events(server, job_id)]
+    assert runs[:2] == [("REQUEUED", "log rule nuke-nolicence: requeue")] * 2
+    assert runs[2][0] == "ERROR" and "requeued 2 times already" in runs[2][1]
+    assert job["requeues"] == 3 and len(runs) == 3
+
+
+def test_operators_taking_runs_back_say_so(server: Any, make_worker: Any) -> None:
+    worker = make_worker(server.url, name="opshost")
+    long = "echo running; exec sleep 60"
+    job_id = server.submit(command=long)
+    running = lambda: "running" in server.api("GET", f"/api/jobs/{job_id}/log")  # noqa: E731
+    wait_for(running, timeout=30, what="the run")
+    server.api("POST", "/api/resetjobs", [job_id])
+    wait_for(
+        lambda: events(server, job_id)[-1]["state"] == "WORKING" and len(events(server, job_id)) == 2,
+        timeout=30,
+        what="the run after the reset",
+    )
+    server.api("POST", "/api/stopworkers", ["opshost"])
+    wait_for(lambda: events(server, job_id)[1]["state"] != "WORKING", timeout=30, what="the stop")
+    assert [(e["state"], e["reason"]) for e in events(server, job_id)] == [
+        ("RESET", "reset by an operator"),
+        ("STOPPED", "worker stopped by an operator"),
+    ]
+    assert worker.proc.poll() is None  # a stopped worker lives on, it only takes no job
