@@ -8,6 +8,8 @@ seen).
 
 from __future__ import annotations
 
+import math
+
 import configparser
 import os
 import re
@@ -76,6 +78,8 @@ def _float(lo: float) -> Callable[[str], float]:
             value = float(text.strip())
         except ValueError:
             raise ValueError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):  # nan would turn every comparison off (a deadline never due)
+            raise ValueError(f"{text!r} is not a finite number")
         if value < lo:
             raise ValueError(f"{value} is below {lo}")
         return value

@@ -52,6 +52,8 @@ def test_values_aliases_and_multiline(tmp_path: Path) -> None:
         ("db_type=oracle", "db_type"),
         ("timeout=-1", "timeout"),
         ("smtptls=maybe", "smtptls"),
+        ("headertimeout=nan", "headertimeout"),
+        ("timeout=inf", "timeout"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, line: str, key: str) -> None:
