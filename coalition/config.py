@@ -8,9 +8,8 @@ seen).
 
 from __future__ import annotations
 
-import math
-
 import configparser
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
