@@ -301,7 +301,11 @@ class ServerApp:
         # Slow clients cost a blocked thread each, not the farm's service (guard.py).
         from . import guard
 
-        guard.install(cherrypy.server.httpserver, max(1024, 4 * self.settings.threads))
+        s = self.settings
+        limits = guard.ReadLimits(header_timeout=s.headertimeout, body_timeout=s.bodytimeout)
+        pool = guard.install(cherrypy.server.httpserver, max(1024, 4 * s.threads), limits)
+        self.metrics.http_threads = pool.threads
+        self.metrics.http_cut = guard.DEADLINES.counts
         if self.settings.discovery and not self.settings.port:
             self.discovery = DiscoveryResponder(self.settings.listen, self.bound_port())
             self.discovery.start()

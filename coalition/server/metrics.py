@@ -143,6 +143,10 @@ class ServerMetrics:
         self.db_transactions = Counter(
             "coalition_db_transactions", "Database transactions, by kind", ("kind",)
         )
+        # The HTTP server's threads ({"busy": n, "idle": n}) and the connections its read
+        # deadlines cut ({"headers": n, "body": n}): set once the server runs (guard.py).
+        self.http_threads: Callable[[], Mapping[str, int]] | None = None
+        self.http_cut: Callable[[], Mapping[str, int]] | None = None
 
     def cloud_instances(self, by_state: Mapping[str, int], fresh_for: float) -> None:
         """The autoscaler (on the server holding its lease) saw these instances; shown for
@@ -190,6 +194,17 @@ class ServerMetrics:
             lines += _gauge(f"coalition_limit_{kind}", f"Named limits: {what}, farm-wide", "limit", values)
         for metric in (self.dispatches, self.requests, self.picks, self.runs, self.db, self.db_transactions):
             lines += metric.lines(base)
+        if self.http_threads is not None:
+            what = "HTTP server threads of this process: busy (reading or answering a request), idle"
+            lines += _gauge("coalition_http_threads", what, "state", self.http_threads(), base)
+        if self.http_cut is not None:
+            name = "coalition_http_cut"
+            lines += [
+                f"# HELP {name} Connections cut for sending their headers or body too slowly",
+                f"# TYPE {name} counter",
+            ]
+            for late, count in sorted(self.http_cut().items()):
+                lines.append(f"{name}_total{_labels({**base, 'late': late})} {_number(count)}")
         return "\n".join(lines) + "\n"
 
 
