@@ -185,7 +185,7 @@ class ServerMetrics:
             "state; only from the server running the autoscaler, none outside cloud mode",
             "state",
             seen,
-            {"server": self.server},
+            base,
         )
         limits = farm.get("limits", {})
         for kind, what in (("capacity", "licences or slots"), ("in_use", "taken by running jobs"),
