@@ -9,6 +9,7 @@ seen).
 from __future__ import annotations
 
 import configparser
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -76,6 +77,8 @@ def _float(lo: float) -> Callable[[str], float]:
             value = float(text.strip())
         except ValueError:
             raise ValueError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):  # nan would turn every comparison off (a deadline never due)
+            raise ValueError(f"{text!r} is not a finite number")
         if value < lo:
             raise ValueError(f"{value} is below {lo}")
         return value
@@ -181,7 +184,7 @@ class ServerSettings:
     # read and appended by every server), or "auto": the database with MySQL (several
     # servers may share it), files with SQLite (one server).
     logstore: str = "auto"
-    requeuelimit: int = 3  # silent-worker requeues before a job turns ERROR
+    requeuelimit: int = 3  # requeues (silent worker, log rule) before a job turns ERROR
     # Failure handling (docs/failures.md).
     hostfails: int = 3  # failed runs of a job on one worker before it is blocked for the job (0: never)
     blockscope: str = "job"  # "group": a block covers every job of the failing job's group
@@ -195,6 +198,10 @@ class ServerSettings:
     eventretention: float = 90.0  # days of run events kept (0: forever)
     maxbodysize: int = 64  # MB per request body
     threads: int = 32  # HTTP worker threads
+    # Slow clients (server/guard.py): seconds for a request's headers, and for its body on
+    # top of one second per 64 KB. Longer only for clients on very slow links.
+    headertimeout: float = 10.0
+    bodytimeout: float = 30.0
     reaperinterval: float = 2.0  # seconds between reaper passes
     discovery: bool = True  # answer UDP discovery broadcasts
     webdir: str = ""
@@ -284,6 +291,8 @@ _SERVER_TYPES: dict[str, Callable[[str], Any]] = {
     "eventretention": _float(0),
     "maxbodysize": _int(1, 4096),
     "threads": _int(2, 1000),
+    "headertimeout": _float(0.5),
+    "bodytimeout": _float(0.5),
     "reaperinterval": _float(0.05),
     "discovery": parse_bool,
     "webdir": _text,

@@ -33,7 +33,14 @@ from .store.base import Row, Store, Tx
 
 log = logging.getLogger("coalition.webhooks")
 
-EVENTS = ("job.finished", "job.failed", "group.finished", "worker.lost", "autoscaler.decision")
+EVENTS = (
+    "job.finished",
+    "job.failed",
+    "group.finished",
+    "worker.lost",
+    "worker.sick",
+    "autoscaler.decision",
+)
 
 
 @dataclass(frozen=True)

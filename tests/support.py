@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -76,6 +77,89 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}")
+
+
+class Pinger:
+    """A thread asking a route again and again while something else happens (an attack), to
+    measure how long the server keeps others waiting meanwhile. Use as a context manager:
+    entering waits for a first answer, leaving waits for one more (so some pings overlap
+    what ran inside) and stops the thread."""
+
+    def __init__(self, url: str, path: str = "/api/ping"):
+        import requests
+
+        self.url = url + path
+        self.session = requests.Session()
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pinger", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                r = self.session.get(self.url, timeout=30)
+                if r.status_code != 200:
+                    self.failures.append(f"{r.status_code} {r.text[:200]}")
+            except OSError as exc:  # requests' errors are OSErrors
+                self.failures.append(repr(exc))
+            self.latencies.append(time.monotonic() - started)
+
+    @property
+    def worst(self) -> float:
+        """The longest wait for an answer so far (s)."""
+        return max(self.latencies, default=0.0)
+
+    def __enter__(self) -> Pinger:
+        self._thread.start()
+        wait_for(lambda: self.latencies, timeout=30, what="a first ping")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        seen = len(self.latencies)
+        try:
+            if exc[0] is None:
+                wait_for(lambda: len(self.latencies) > seen, timeout=30, what="a ping after")
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=60)
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One HTTP answer from `sock`, read to its Content-Length or to the end of the connection
+    (b"" when the server closed it without answering)."""
+    answer = b""
+    while True:
+        head, sep, body = answer.partition(b"\r\n\r\n")
+        if sep:
+            lengths = [
+                h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")
+            ]
+            if len(body) >= int(lengths[0] if lengths else 0):
+                return answer
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return answer
+        if not chunk:
+            return answer
+        answer += chunk
+
+
+def status_of(answer: bytes) -> int:
+    """The status of an answer read by read_answer (0: none)."""
+    return int(answer.split()[1]) if answer.startswith(b"HTTP/") else 0
+
+
+def raw_http(port: int, data: bytes, timeout: float = 10.0) -> tuple[int, bytes, bytes]:
+    """Send `data` on a fresh connection and read one answer: (status, head, body); status 0
+    when the server closed the connection without answering."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = read_answer(sock)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return status_of(answer), head, body
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from coalition.cloud import policy
-from coalition.cloud.base import GONE, CloudError, Farm, Instance, Provider, Throttled
+from coalition.cloud.base import GONE, INSTANCE_STATES, CloudError, Farm, Instance, Provider, Throttled
 from coalition.cloud.config import CloudSettings, load, read_ini
 
 log = logging.getLogger("coalition.cloud")
@@ -57,6 +57,9 @@ class Autoscaler:
         self.last_launch: float | None = None
         self.backoff = policy.Backoff()
         self._last_note = ""  # hold/notes repeat every tick: record them only when they change
+        # Our instances by state at the last listing that worked (every state, 0 for none):
+        # None until the cloud was read once. The server exports it (/metrics).
+        self.seen: dict[str, int] | None = None
 
     @property
     def interval(self) -> float:
@@ -71,6 +74,9 @@ class Autoscaler:
         except CloudError as exc:
             self._failed(exc, now, "list instances")
             return None
+        self.seen = {state: 0 for state in INSTANCE_STATES}
+        for inst in instances:
+            self.seen[inst.state] = self.seen.get(inst.state, 0) + 1
         ready = self.farm.ready_jobs_by_tags()
         workers = self.farm.workers()
         listed = {i.name for i in instances}

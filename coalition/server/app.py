@@ -97,6 +97,7 @@ class ServerApp:
         self.limits = Limits(self.ctx, [LimitConfig(*entry) for entry in settings.limits])
         self.metrics = ServerMetrics(f"{socket.gethostname()}:{settings.port}", self.uc.reads.farm_counts)
         self.ctx.on_db_time = self.metrics.db_time
+        self.ctx.on_pick = self.metrics.picked
         self.auth: Auth = auth or build_auth(settings, self.ctx, _remote_ip)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.discovery: DiscoveryResponder | None = None
@@ -252,8 +253,14 @@ class ServerApp:
     def _subscribe_monitors(self) -> None:
         self.add_periodic("reaper", self.settings.reaperinterval, self._reap)
         for name, interval, fn in self.periodic:
-            ttl = max(10.0, interval * 5)
+            ttl = self.lease_ttl(interval)
             Monitor(cherrypy.engine, self._leased(name, ttl, fn), frequency=interval, name=name).subscribe()
+
+    @staticmethod
+    def lease_ttl(interval: float) -> float:
+        """How long the lease of a task run every `interval` s is held: a few missed runs
+        before another server takes it over."""
+        return max(10.0, interval * 5)
 
     def _leased(self, name: str, ttl: float, fn: Callable[[], Any]) -> Callable[[], None]:
         def tick() -> None:
@@ -298,7 +305,11 @@ class ServerApp:
         # Slow clients cost a blocked thread each, not the farm's service (guard.py).
         from . import guard
 
-        guard.install(cherrypy.server.httpserver, max(1024, 4 * self.settings.threads))
+        s = self.settings
+        limits = guard.ReadLimits(header_timeout=s.headertimeout, body_timeout=s.bodytimeout)
+        pool = guard.install(cherrypy.server.httpserver, max(1024, 4 * s.threads), limits)
+        self.metrics.http_threads = pool.threads
+        self.metrics.http_cut = guard.DEADLINES.counts
         if self.settings.discovery and not self.settings.port:
             self.discovery = DiscoveryResponder(self.settings.listen, self.bound_port())
             self.discovery.start()

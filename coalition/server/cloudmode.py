@@ -44,7 +44,18 @@ def enable(app: ServerApp) -> None:
     cloud_log = logging.getLogger("coalition.cloud")
     if cloud_log.getEffectiveLevel() > logging.INFO:
         cloud_log.setLevel(logging.INFO)
-    app.add_periodic("autoscaler", interval, autoscaler.tick)
+    # The instances it saw go to /metrics from the server that ran the pass; they are dropped
+    # once older than the lease, so that after a hand-over only the new holder reports them.
+    fresh_for = app.lease_ttl(interval)
+
+    def tick() -> None:
+        try:
+            autoscaler.tick()
+        finally:
+            if autoscaler.seen is not None:
+                app.metrics.cloud_instances(autoscaler.seen, fresh_for)
+
+    app.add_periodic("autoscaler", interval, tick)
 
     def terminate(names: list[str]) -> None:
         autoscaler.terminate(names)

@@ -11,10 +11,13 @@ with Debian 12's cheroot 9 and with newer ones (public attributes only):
   instead of the farm's service; idle threads above the configured count are retired later.
   The helper does the growing: cheroot's `grow` waits for each new thread, and the thread
   that accepts connections must never wait.
-* **Deadlines on reading.** A request's headers must arrive within `header_timeout` seconds
-  in all, and its body at a bounded pace (`body_deadline`); past that, the connection's socket
-  is shut down, which ends the blocked read (cheroot's own timeout is per `recv`, so a client
-  sending a byte every 9 s kept a thread for ever).
+* **Deadlines on reading.** A request's headers must arrive within `headertimeout` seconds
+  in all, and its body at a bounded pace (`bodytimeout` seconds, plus one per 64 KB); past
+  that, the connection's socket is shut down, which ends the blocked read (cheroot's own
+  timeout is per `recv`, so a client sending a byte every 9 s kept a thread for ever).
+
+Both are visible in /metrics (`coalition_http_threads`, `coalition_http_cut_total`), so an
+operator sees an attack, and a test sees a thread come back.
 """
 
 from __future__ import annotations
@@ -26,16 +29,31 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from cheroot.server import HTTPConnection, HTTPRequest
 
 log = logging.getLogger("coalition.server")
 
-HEADER_TIMEOUT = 10.0  # seconds for a request line and all its headers
-BODY_MIN_RATE = 64 * 1024  # bytes/s a body must keep up, on top of BODY_GRACE
-BODY_GRACE = 30.0
 SHRINK_AFTER = 60.0  # seconds of calm before idle extra threads are retired
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How long a client may take to send a request (`[server] headertimeout, bodytimeout`).
+
+    The defaults are far below any real client's pace: after 30 s a body must average
+    64 KB/s (half a megabit), so a 64 MB heartbeat may take 17 minutes, while a connection
+    that trickles holds its thread for seconds, not for ever."""
+
+    header_timeout: float = 10.0  # seconds for a request line and all its headers
+    body_timeout: float = 30.0  # seconds any body may take, on top of its pace
+    body_rate: int = 64 * 1024  # bytes/s a body must keep up after body_timeout
+
+    def body_seconds(self, size: int) -> float:
+        """The time a body of `size` bytes (unknown: -1) may take to arrive."""
+        return self.body_timeout + max(size, 0) / self.body_rate
 
 
 class Deadlines:
@@ -44,20 +62,27 @@ class Deadlines:
     def __init__(self, tick: float = 0.25):
         self.tick = tick
         self._lock = threading.Lock()
-        self._armed: dict[int, tuple[float, socket.socket]] = {}
+        self._armed: dict[int, tuple[float, socket.socket, str]] = {}
         self._next = 0
+        self.cut: dict[str, int] = {"headers": 0, "body": 0}  # connections cut, by what was late
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def arm(self, sock: Any, seconds: float) -> int:
-        """Shut `sock` down in `seconds` unless disarmed; returns a handle for disarm()."""
+    def arm(self, sock: Any, seconds: float, what: str) -> int:
+        """Shut `sock` down in `seconds` unless disarmed (`what` is late then: "headers" or
+        "body"); returns a handle for disarm()."""
         with self._lock:
             self._next += 1
-            self._armed[self._next] = (time.monotonic() + seconds, sock)
+            self._armed[self._next] = (time.monotonic() + seconds, sock, what)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="read-deadlines", daemon=True)
                 self._thread.start()
             return self._next
+
+    def counts(self) -> dict[str, int]:
+        """Connections cut so far, by what was late: {"headers": n, "body": n}."""
+        with self._lock:
+            return dict(self.cut)
 
     def disarm(self, handle: int) -> None:
         """The read finished in time."""
@@ -72,10 +97,11 @@ class Deadlines:
         while not self._stop.wait(self.tick):  # a periodic check, not a synchronisation
             now = time.monotonic()
             with self._lock:
-                due = [(h, s) for h, (t, s) in self._armed.items() if t <= now]
-                for handle, _ in due:
+                due = [(h, s, w) for h, (t, s, w) in self._armed.items() if t <= now]
+                for handle, _, what in due:
                     del self._armed[handle]
-            for _, sock in due:
+                    self.cut[what] = self.cut.get(what, 0) + 1
+            for _, sock, _ in due:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)  # the blocked recv returns: cheroot closes
 
@@ -84,25 +110,58 @@ DEADLINES = Deadlines()
 _current = threading.local()  # the socket of the request this thread serves
 
 
-class GuardedRequest(HTTPRequest):
-    """cheroot's request, with a total deadline on its request line and headers."""
+# cheroot answers a protocol version it does not speak (`HTTP/2.0`, `HTTP/0.9` in a request
+# line) with 505 and a transfer coding it does not know with 501. Both are the client's doing,
+# and the bar for any input is no 5xx (issue 12): a 400 that says what was wrong.
+_CLIENT_FAULTS = {
+    "505": "unsupported HTTP version in the request line: this server speaks HTTP/1.0 and HTTP/1.1",
+    "501": "unsupported Transfer-Encoding: only chunked is accepted",
+}
 
-    header_timeout = HEADER_TIMEOUT
+
+# A body nobody read (the request was refused before: 404, 405, 401) that cheroot may still
+# read and drop to keep the connection open: a small POST refused with a 401 keeps its
+# connection (a browser sees the answer, not a reset); a bigger body closes it instead.
+DRAIN_MAX = 64 * 1024
+
+
+class GuardedRequest(HTTPRequest):
+    """cheroot's request, with a total deadline on its request line and headers, and none of
+    cheroot's unbounded reads of a body nobody asked for."""
+
+    limits: ClassVar[ReadLimits] = ReadLimits()
 
     def parse_request(self) -> None:
         """Read the request line and headers, shut down past the deadline."""
         sock = self.conn.socket
         _current.sock = sock
-        handle = DEADLINES.arm(sock, self.header_timeout)
+        _current.limits = self.limits
+        handle = DEADLINES.arm(sock, self.limits.header_timeout, "headers")
         try:
             super().parse_request()
         finally:
             DEADLINES.disarm(handle)
 
+    def send_headers(self) -> None:
+        """cheroot's, but it reads an unread body to its end (in one piece, before answering)
+        only up to DRAIN_MAX bytes and within the body deadline: 4 GB sent to an unknown
+        route cost 4 GB, and a body trickled there held the thread past every deadline."""
+        remaining = int(getattr(self.rfile, "remaining", 0) or 0)
+        unfinished_chunks = self.chunked_read and not getattr(self.rfile, "closed", True)
+        if remaining > DRAIN_MAX or unfinished_chunks:
+            self.close_connection = True  # cheroot then answers and closes, reading nothing
+        if remaining and not self.close_connection:
+            with body_deadline(remaining):
+                super().send_headers()
+        else:
+            super().send_headers()
+
     def simple_response(self, status: Any, msg: Any = "") -> None:
         """cheroot's own answers (400 on a malformed request line, 408, 413, 414...) in the
         house format, `{"error": "..."}`, rather than plain text."""
         status = str(status)
+        if status[:3] in _CLIENT_FAULTS:
+            status, msg = "400 Bad Request", _CLIENT_FAULTS[status[:3]]
         text = msg.decode("latin-1") if isinstance(msg, bytes) else str(msg or status)
         body = json.dumps({"error": text or status}).encode()
         head = [f"{self.server.protocol} {status}", f"Content-Length: {len(body)}"]
@@ -128,8 +187,8 @@ def body_deadline(size: int) -> Iterator[None]:
     if sock is None:  # not under cheroot (a test calling a handler directly)
         yield
         return
-    seconds = BODY_GRACE + max(size, 0) / BODY_MIN_RATE
-    handle = DEADLINES.arm(sock, seconds)
+    limits = getattr(_current, "limits", ReadLimits())
+    handle = DEADLINES.arm(sock, limits.body_seconds(size), "body")
     try:
         yield
     finally:
@@ -164,6 +223,12 @@ class ElasticPool:
         self._stop.set()
         self._wake.set()
 
+    def threads(self) -> dict[str, int]:
+        """The pool's threads now: {"busy": serving or reading a request, "idle": waiting}."""
+        total = len(self.pool._threads)  # noqa: SLF001 - cheroot keeps no public count
+        idle = min(int(self.pool.idle), total)
+        return {"busy": total - idle, "idle": idle}
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(SHRINK_AFTER / 4)  # woken by put(); the timeout drives shrinking
@@ -191,7 +256,11 @@ class ElasticPool:
             self.pool.shrink(extra)
 
 
-def install(httpserver: Any, max_threads: int) -> ElasticPool:
+def install(httpserver: Any, max_threads: int, limits: ReadLimits | None = None) -> ElasticPool:
     """Guard a started cheroot server: deadlines on new connections, an elastic pool."""
-    httpserver.ConnectionClass = GuardedConnection
+    # cheroot makes a request of its connection class's RequestHandlerClass: this server's
+    # read limits ride on a subclass of each (one server per process; no global to patch).
+    request = type("GuardedRequest", (GuardedRequest,), {"limits": limits or ReadLimits()})
+    attrs = {"RequestHandlerClass": request}
+    httpserver.ConnectionClass = type("GuardedConnection", (GuardedConnection,), attrs)
     return ElasticPool(httpserver.requests, max_threads)

@@ -67,11 +67,15 @@ def error_answer(exc: BaseException, method: str, path: str) -> tuple[int, str, 
     return 500, "internal server error (see the server log)", {}
 
 
-def read_stream(stream: Any, content_length: str | None, transfer_encoding: str, limit: int) -> bytes:
+def read_stream(
+    stream: Any, content_length: str | None, transfer_encoding: str, limit: int, what: str = "request body"
+) -> bytes:
     """A request body from its stream: `Content-Length` bytes, or a chunked body (the HTTP
     server has already decoded the chunks) read to its end. Over `limit` bytes (0: no limit)
-    is a 413, checked here rather than by cheroot, whose own 413 is plain text. The read has a
+    is a 413 naming `what`, checked here rather than by cheroot, whose own 413 is plain text,
+    and on the Content-Length before reading (the 413 closes the connection). The read has a
     deadline (guard.body_deadline): a body trickled byte by byte must not hold a thread."""
+    too_large = f"{what} too large (more than {limit} bytes)"
     try:
         if content_length not in (None, ""):
             text = str(content_length).strip()
@@ -79,7 +83,7 @@ def read_stream(stream: Any, content_length: str | None, transfer_encoding: str,
                 raise ApiError(400, "bad Content-Length")
             size = int(text)
             if limit and size > limit:
-                raise ApiError(413, f"request body too large (more than {limit} bytes)")
+                raise ApiError(413, too_large)
             if not size:
                 return b""
             with body_deadline(size):
@@ -93,7 +97,7 @@ def read_stream(stream: Any, content_length: str | None, transfer_encoding: str,
         with body_deadline(limit or -1):
             data = stream.read(limit + 1) if limit else stream.read()
         if limit and len(data) > limit:
-            raise ApiError(413, f"request body too large (more than {limit} bytes)")
+            raise ApiError(413, too_large)
         return bytes(data)
     return b""
 
@@ -242,10 +246,15 @@ def single_params(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def parse_form(text: str) -> dict[str, str]:
-    """A query string or form body, each field once (a repeated field is a 400 naming it)."""
+def parse_form(text: str, max_fields: int | None = None) -> dict[str, str]:
+    """A query string or form body, each field once (a repeated field is a 400 naming it);
+    more than `max_fields` fields is a 400, counted before anything is parsed."""
     params: dict[str, str] = {}
-    for key, values in urllib.parse.parse_qs(text, keep_blank_values=True).items():
+    try:
+        parsed = urllib.parse.parse_qs(text, keep_blank_values=True, max_num_fields=max_fields)
+    except ValueError:  # parse_qs's only ValueError with strict_parsing off: too many fields
+        raise ApiError(400, f"too many form fields (at most {max_fields})") from None
+    for key, values in parsed.items():
         if len(values) > 1:
             raise ApiError(400, f"field {clip(key, 64)} is given more than once")
         params[key] = values[0]

@@ -24,14 +24,19 @@ log = logging.getLogger("coalition.server")
 
 
 def known_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """The fields a job has (chapter 8 names included); the others are dropped and logged."""
+    """The fields a job has (chapter 8 names included); the others are dropped, and named in
+    one debug line (the server's `verbose` shows it) so that a submitter's typo can be found."""
     kept = {}
+    unknown = []
     for key, value in fields.items():
         name = JOB_ALIASES.get(key, key)
         if name in SETTABLE or name in READ_ONLY:
             kept[key] = value
         else:
-            log.debug("legacy addjob: ignoring unknown field %r", key[:64])
+            unknown.append(repr(key[:64]))
+    if unknown:
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        log.debug("legacy addjob: ignoring unknown fields %s%s", ", ".join(sorted(unknown)[:10]), more)
     return kept
 
 

@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if settings.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.verbose:  # our own details too (ignored fields...), not the libraries' debug
+        logging.getLogger("coalition").setLevel(logging.DEBUG)
     for warning in settings.warnings:
         print(f"coalition-server: warning: {warning}", file=sys.stderr)
     # Start-up problems are one line naming the problem, with or without -v, never a

@@ -275,6 +275,25 @@ WEBHOOKS: dict[str, dict[str, Any]] = {
         },
         "required": ["event", "at", "worker"],
     },
+    "worker.sick": {
+        "type": "object",
+        "properties": {
+            "event": {"type": "string"},
+            "at": {"type": "number"},
+            "worker": {
+                "type": "object",
+                "properties": {
+                    "name": _NAME,
+                    "host": _NAME,
+                    "ip": {"type": "string"},
+                    "last_job": _INT,
+                    "reason": {"type": "string"},
+                },
+                "required": ["name", "host", "reason"],
+            },
+        },
+        "required": ["event", "at", "worker"],
+    },
     "autoscaler.decision": {
         "type": "object",
         "properties": {"event": {"type": "string"}, "at": {"type": "number"}, "decision": {"type": "string"}},

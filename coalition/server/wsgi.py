@@ -30,6 +30,16 @@ _REASONS = {
 }
 
 
+# Coalition 4's worker protocol is form fields, parsed into lists that cost tens of times
+# their size in memory (a 50 MB form body took the server to 2.1 GB). Its biggest request is
+# a heartbeat: the base64 of the output its job printed since the last one (every `sleep`
+# seconds, 2 by default) and five short fields. 4 MB of form is about 3 MB of output per
+# heartbeat, a thousand times a chatty renderer's, and costs the server tens of MB at most.
+# Our worker speaks JSON, whose log chunks may use all of `maxbodysize`.
+FORM_BODY = 4 * 1024 * 1024
+FORM_FIELDS = 64  # Coalition 4 sends 7; a body of thousands of tiny fields is an attack
+
+
 class Request:
     """What a worker-protocol handler may read of a request."""
 
@@ -47,14 +57,23 @@ class Request:
             return self.environ.get(key, "") or ""
         return self.environ.get("HTTP_" + key, "") or ""
 
+    def is_json(self) -> bool:
+        """Whether the body is JSON (else form fields: Coalition 4's protocol)."""
+        return "json" in self.header("Content-Type")
+
     def body(self) -> bytes:
-        """The request body, read once, refused past the size limit."""
+        """The request body, read once, refused past the size limit: `maxbodysize` for JSON,
+        FORM_BODY for a form, refused on its Content-Length before a byte of it is read."""
         if self._body is None:
+            limit = self.max_body
+            if not self.is_json():
+                limit = min(limit, FORM_BODY) if limit else FORM_BODY
             self._body = read_stream(
                 self.environ["wsgi.input"],
                 self.environ.get("CONTENT_LENGTH"),
                 self.environ.get("HTTP_TRANSFER_ENCODING", ""),
-                self.max_body,
+                limit,
+                "request body" if self.is_json() else "form body",
             )
         return self._body
 
@@ -62,7 +81,7 @@ class Request:
         """The request's fields: a JSON object body (is_form False), or the query string and a
         form-encoded body merged (is_form True: Coalition 4's protocol)."""
         raw = self.body()
-        if "json" in self.header("Content-Type"):
+        if self.is_json():
             if not raw.strip():
                 raise ApiError(400, "a JSON body is required")
             try:
@@ -75,7 +94,7 @@ class Request:
         params: dict[str, Any] = {}
         query = self.environ.get("QUERY_STRING", "")
         for text in (query, raw.decode("utf-8", "replace")):
-            params.update(parse_form(text))
+            params.update(parse_form(text, FORM_FIELDS))
         return params, True
 
 

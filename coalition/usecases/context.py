@@ -32,7 +32,8 @@ TransitionHook = Callable[[Tx, Transition], None]
 # as it was); it may write through the transaction (webhooks queue their delivery).
 WorkerHook = Callable[[Tx, Row], None]
 # A hook told, inside the transaction that records it, of a farm event other than a job's
-# state change (`autoscaler.decision`, with its data); it may write through the transaction.
+# state change (`autoscaler.decision`, `worker.sick`, with its data); it may write through the
+# transaction.
 EventHook = Callable[[Tx, str, dict[str, Any]], None]
 
 
@@ -63,6 +64,9 @@ class Effects:
     log_deletes: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     tag_views: list[TagView] = field(default_factory=list)
+    # (seconds, whether a job was handed out) of each pick: told to Context.on_pick only for
+    # the attempt that committed, so a rerun transaction is not counted twice.
+    picks: list[tuple[float, bool]] = field(default_factory=list)
 
     def append_log(self, job_id: int, data: bytes) -> None:
         """Append to a job's log after the commit."""
@@ -87,6 +91,10 @@ class Effects:
         """A line for the server log, written only if the transaction commits."""
         self.notes.append(message)
 
+    def picked(self, seconds: float, handed: bool) -> None:
+        """A pick took `seconds` (and handed out a job, or not)."""
+        self.picks.append((seconds, handed))
+
 
 class Context:
     """Store, clock, job logs, tag cache, settings and hooks: everything a use case needs."""
@@ -109,6 +117,9 @@ class Context:
         self.on_event: list[EventHook] = []
         # Told the kind ("read", "write") and seconds of every transaction (metrics).
         self.on_db_time: Callable[[str, float], None] | None = None
+        # Told the seconds of every committed pick and whether it handed out a job (metrics):
+        # the pick alone, whichever request it was part of (pickjob, endjob, sync).
+        self.on_pick: Callable[[float, bool], None] | None = None
 
     def write(self, fn: Callable[[Tx, Effects], T]) -> T:
         """Run `fn(tx, effects)` in a write transaction (maybe more than once); after the
@@ -157,6 +168,9 @@ class Context:
             self.logs.delete(job_id)
         for message in fx.notes:
             log.info("%s", message)
+        if self.on_pick is not None:
+            for seconds, handed in fx.picks:
+                self.on_pick(seconds, handed)
 
     def tree(self, tx: Tx, fx: Effects, now: float) -> Tree:
         """Tree upkeep for one attempt of a transaction."""

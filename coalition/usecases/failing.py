@@ -182,8 +182,14 @@ class Failures:
     def mark_sick(self, tx: Tx, fx: Effects, worker: Any, reason: str, now: float) -> None:
         """Turn a worker's host SICK: its slots take no job until its check command passes
         or an operator clears it (a slot running a job turns SICK when the run ends). An
-        event and a mail say so."""
+        event, a mail and a `worker.sick` webhook say so, all in this transaction: a host
+        that turned SICK is always told, one whose transaction was rolled back never is."""
         if worker["state"] == W_SICK:
+            return
+        self.catch_sickness(tx, worker)
+        if worker["state"] == W_SICK:
+            # Its host turned SICK while this slot ran a job that failed since: the host was
+            # told about once, when it turned; this slot only joins it.
             return
         name = host_key(worker)
         why = failures.clip(f"sick: {reason}")
@@ -220,6 +226,17 @@ class Failures:
                     "sent_at": 0.0,
                 }
             )
+        data = {
+            "worker": {
+                "name": worker["name"],  # the slot whose failure decided it
+                "host": name,  # what is SICK: every slot of the host
+                "ip": worker["ip"],
+                "last_job": worker["last_job"],
+                "reason": why,
+            }
+        }
+        for hook in self.ctx.on_event:
+            hook(tx, "worker.sick", data)
 
     @classmethod
     def heal(cls, tx: Tx, worker: Row, how: str, now: float) -> bool:

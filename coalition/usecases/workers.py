@@ -4,6 +4,7 @@ call over the context; log bytes are effects, appended after the commit.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -301,6 +302,22 @@ class WorkerProtocol:
         worker: WorkerDraft,
         now: float,
         free: scheduling.Free | None = None,
+    ) -> dict[str, Any] | None:
+        """Hand the worker its next job (or None) inside the caller's transaction; how long
+        it took goes to the effects (the pick latency of /metrics)."""
+        started = time.perf_counter()
+        job = self._choose(tx, fx, tree, worker, now, free)
+        fx.picked(time.perf_counter() - started, job is not None)
+        return job
+
+    def _choose(
+        self,
+        tx: Tx,
+        fx: Effects,
+        tree: Tree,
+        worker: WorkerDraft,
+        now: float,
+        free: scheduling.Free | None,
     ) -> dict[str, Any] | None:
         name = worker["name"]
         sick = worker["state"] == W_SICK  # takes no job until checked or cleared

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.authfarm import ldap_farm, slapd  # noqa: F401 - fixtures (LDAP access tests), re-exported
 from tests.conftest import ServerProcess
 from tests.worker.conftest import make_worker  # noqa: F401 - a fixture, re-exported
 

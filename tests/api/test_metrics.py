@@ -8,22 +8,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.scrape import scrape, value
 from tests.worker.helpers import wait_state
-
-
-def scrape(server: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    r = server.request("GET", "/metrics")
-    assert r.status_code == 200, r.text
-    assert r.headers["Content-Type"].replace(" ", "").startswith("text/plain;version=0.0.4")
-    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(r.text):
-        for sample in family.samples:
-            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return out
-
-
-def value(samples: dict[tuple[tuple[str, str], ...], float], **labels: str) -> float:
-    return sum(v for k, v in samples.items() if set(labels.items()) <= set(k))
 
 
 def test_metrics_after_real_runs(server: Any, make_worker: Any) -> None:
@@ -48,12 +34,82 @@ def test_metrics_after_real_runs(server: Any, make_worker: Any) -> None:
     assert value(m["coalition_db_transactions_total"], kind="write") > 0
     assert value(m["coalition_db_seconds_total"], kind="read") > 0
     assert value(m["coalition_autoscaler_decisions_last_hour"]) == 0  # not in cloud mode
+    assert "coalition_autoscaler_instances" not in m  # no autoscaler here: no instances told
 
 
-def test_metrics_need_the_same_access_as_the_api(make_server: Any) -> None:
+def test_the_pick_alone_is_timed_wherever_a_pick_happens(server: Any) -> None:
+    def picks() -> tuple[float, float]:
+        counts = scrape(server).get("coalition_pick_seconds_count", {})
+        return value(counts, outcome="job"), value(counts, outcome="none")
+
+    assert picks() == (0, 0)
+    assert server.worker_call("pickjob", {"name": "p1"})["job"] is None  # an empty queue
+    assert picks() == (0, 1)
+    first, second, third = (server.submit(command="true", title=f"j{i}") for i in range(3))
+    job = server.worker_call("pickjob", {"name": "p1"})["job"]
+    assert job["id"] == first and picks() == (1, 1)
+    end = {"name": "p1", "job_id": first, "event": job["event"], "exit_code": 0, "pick": True}
+    job = server.worker_call("endjob", end)["job"]
+    assert job["id"] == second and picks() == (2, 1)
+    sync = server.worker_call("sync", {"slots": [{"name": "p2", "pick": True}]})
+    assert sync["slots"][0]["job"]["id"] == third and picks() == (3, 1)
+    # A sync or an endjob that asks for no job picks nothing.
+    server.worker_call(
+        "sync", {"slots": [{"name": "p2", "job_id": third, "event": sync["slots"][0]["job"]["event"]}]}
+    )
+    server.worker_call("endjob", {"name": "p1", "job_id": second, "event": job["event"], "exit_code": 0})
+    assert picks() == (3, 1)
+    m = scrape(server)
+    # The pick alone: a part of the requests that carried it, never the whole.
+    picked = value(m["coalition_pick_seconds_sum"])
+    requests = value(m["coalition_worker_request_seconds_sum"])
+    assert 0 < picked < requests
+    buckets = m["coalition_pick_seconds_bucket"]
+    assert value(buckets, outcome="job", le="+Inf") == 3
+    assert all(dict(k)["server"].endswith(f":{server.port}") for k in buckets)
+
+
+def test_autoscaler_instances_are_told_while_its_last_pass_is_recent() -> None:
+    from coalition.server.metrics import ServerMetrics
+
+    now = [1000.0]
+    metrics = ServerMetrics("render-srv:19211", lambda: {}, clock=lambda: now[0])
+
+    def seen() -> dict[str, float]:
+        families = {f.name: f for f in text_string_to_metric_families(metrics.render())}
+        assert "coalition_autoscaler_instances" in families  # described even when empty
+        return {s.labels["state"]: s.value for s in families["coalition_autoscaler_instances"].samples}
+
+    assert seen() == {}  # no autoscaler pass in this process
+    metrics.cloud_instances({"pending": 1, "running": 2, "stopping": 0, "stopped": 0, "gone": 3}, 50.0)
+    assert seen() == {"pending": 1, "running": 2, "stopping": 0, "stopped": 0, "gone": 3}
+    now[0] += 50
+    assert seen()["running"] == 2
+    now[0] += 1  # the lease may have moved to another server, which reports them now
+    assert seen() == {}
+
+
+def test_metrics_need_the_same_access_as_the_api(ldap_farm: Any) -> None:
+    """docs/metrics.md: with LDAP on, a scraper needs a user that may view, as the API's reads do."""
+    farm = ldap_farm
+    cases = {
+        "anonymous": (farm.client(), 401),
+        "a wrong password": (farm.client("admin1", "not-it"), 401),
+        "a user in no group": (farm.client("nobody1"), 403),  # may log in, may view nothing
+        "an artist": (farm.client("artist1"), 200),  # views its own jobs: may read the figures
+        "an administrator": (farm.client("admin1"), 200),
+    }
+    for who, (client, status) in cases.items():
+        r = client.get(farm.url + "/metrics", timeout=30)
+        api = client.get(farm.url + "/api/jobs", timeout=30)
+        assert (r.status_code, api.status_code) == (status, status), (who, r.text[:300])
+        if status == 200:
+            families = {f.name for f in text_string_to_metric_families(r.text)}
+            assert {"coalition_jobs", "coalition_workers", "coalition_pick_seconds"} <= families, who
+        else:
+            assert r.json()["error"], who  # a JSON reason, as every refusal
     # An unknown method is a clear JSON 405, not a traceback.
-    server = make_server()
-    r = server.request("POST", "/metrics")
+    r = farm.client("admin1").post(farm.url + "/metrics", timeout=30)
     assert r.status_code == 405 and "not allowed" in r.json()["error"], (r.status_code, r.text[:300])
 
 

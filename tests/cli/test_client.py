@@ -65,6 +65,22 @@ def test_new_job_takes_any_job_field(conn: Connection, server: Any) -> None:
         conn.newJob(command="render", gpus=-1)
 
 
+def test_new_job_without_a_user_belongs_to_the_login_name(
+    conn: Connection, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import getpass
+
+    mine = conn.newJob(title="mine", command="true")
+    assert conn.getJob(mine).user == getpass.getuser() != ""
+    # The login name of whoever runs the script, looked up at each submission (getpass reads
+    # LOGNAME first): not a name fixed when the module was imported.
+    monkeypatch.setenv("LOGNAME", "artist7")
+    assert getpass.getuser() == "artist7"
+    assert conn.getJob(conn.newJob(title="theirs", command="true")).user == "artist7"
+    # A user given by name still wins.
+    assert conn.getJob(conn.newJob(title="given", command="true", user="alice")).user == "alice"
+
+
 def test_batched_edits(conn: Connection, server: Any) -> None:
     a, b = conn.newJob(command="a"), conn.newJob(command="b")
     ja, jb = conn.getJob(a), conn.getJob(b)

@@ -27,6 +27,7 @@ import requests
 
 from tests.cloud.conftest import AMI, REGION, write_ini
 from tests.conftest import free_port
+from tests.scrape import scrape, value
 from tests.support import require, wait_for
 
 FAKE_ENV = {
@@ -147,8 +148,8 @@ def cloud_server(make_server: Any, moto_server: str, monkeypatch: pytest.MonkeyP
     """A coalition server in aws mode whose autoscaler talks to moto_server; and an EC2 client."""
     import boto3
 
-    for key, value in FAKE_ENV.items():
-        monkeypatch.setenv(key, value)
+    for key, setting in FAKE_ENV.items():
+        monkeypatch.setenv(key, setting)
     monkeypatch.setenv("COALITION_CLOUD_ENDPOINT", moto_server)
     monkeypatch.setenv("COALITION_AUTOSCALE_INTERVAL", "0.3")
     # verbose 0: the log level of a production server, where decisions must still be logged.
@@ -197,10 +198,28 @@ def worker_row(server: Any, name: str) -> dict[str, Any] | None:
     return next((w for w in server.api("GET", "/api/workers") if w["name"] == name), None)
 
 
+def instances_seen(server: Any) -> dict[str, float]:
+    """coalition_autoscaler_instances of the server's /metrics: {state: n}."""
+    samples = scrape(server).get("coalition_autoscaler_instances", {})
+    assert all(dict(k)["server"].endswith(f":{server.port}") for k in samples), samples
+    return {dict(k)["state"]: v for k, v in samples.items()}
+
+
 def test_a_job_starts_a_spot_worker_that_is_terminated_when_idle(cloud_server: Any, workers: Any) -> None:
     server, ec2 = cloud_server
+    # The autoscaler's first pass saw the cloud: every state told, none in use yet.
+    idle = wait_for(
+        lambda: instances_seen(server), timeout=30, what="the autoscaler's first pass in /metrics"
+    )
+    assert set(idle) == {"pending", "running", "stopping", "stopped", "gone"}
     job_id = server.submit(command="echo rendered", title="frame 1")
     request = wait_for(lambda: live_requests(ec2), timeout=30, what="a spot request")[0]
+    # The request (or the instance fulfilling it) is in /metrics once the next pass lists it.
+    wait_for(
+        lambda: (seen := instances_seen(server))["pending"] + seen["running"] == 1,
+        timeout=30,
+        what="one live instance in /metrics",
+    )
     name = name_of(request)
     assert name.startswith("cloud-")
     row = wait_for(lambda: worker_row(server, name), timeout=10, what="the STARTING worker row")
@@ -225,6 +244,14 @@ def test_a_job_starts_a_spot_worker_that_is_terminated_when_idle(cloud_server: A
         what="termination",
     )
     wait_for(lambda: live_requests(ec2) == [], timeout=10, what="the spot request to be cancelled")
+    # ... and /metrics follows: nothing live, the terminated instance seen going or gone.
+    seen = wait_for(
+        lambda: (s := instances_seen(server))["pending"] + s["running"] == 0 and s,
+        timeout=30,
+        what="no live instance in /metrics",
+    )
+    assert seen["stopping"] + seen["gone"] == 1, seen
+    assert value(scrape(server)["coalition_autoscaler_decisions_last_hour"]) >= 2  # launch, terminate
     events = server.api("GET", "/api/events", params={"worker": "autoscaler", "howlong": 3600})
     texts = [e.get("job_title", "") for e in events]
     assert any("launch 1 instance(s)" in t for t in texts), texts

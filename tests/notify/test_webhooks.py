@@ -50,6 +50,28 @@ def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
     assert sign("k", 1700000000, body) == f"sha256={expected}"
 
 
+def payload_errors(event: dict[str, Any]) -> list[str]:
+    """What is wrong with a delivered payload against its schema in the OpenAPI document's
+    `webhooks` section (the documented contract), as messages."""
+    import jsonschema
+
+    from coalition.server.openapi import spec
+
+    hook = spec()["webhooks"].get(event["event"])
+    if hook is None:
+        return [f"{event['event']}: not in the OpenAPI webhooks section"]
+    schema = hook["post"]["requestBody"]["content"]["application/json"]["schema"]
+    errors = jsonschema.Draft202012Validator(schema).iter_errors(event)
+    return [f"{event['event']}: {e.message}" for e in errors]
+
+
+def test_every_event_sent_is_described_in_the_openapi_document() -> None:
+    from coalition.server.openapi import spec
+    from coalition.webhooks import EVENTS
+
+    assert sorted(spec()["webhooks"]) == sorted(EVENTS)
+
+
 class Receiver:
     """A local webhook receiver: checks each signature; answers from `script` (then 200)."""
 
@@ -80,6 +102,7 @@ class Receiver:
                         event = json.loads(body)
                         assert event["event"] == self.headers["X-Coalition-Event"]
                         outer.received.append(event)
+                        outer.bad += payload_errors(event)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -145,6 +168,52 @@ def test_signed_deliveries_from_a_real_farm(make_server: Any, make_worker: Any) 
     finally:
         receiver.stop()
         refusing.stop()
+
+
+def test_a_host_turning_sick_is_told_once_by_a_signed_webhook(
+    make_server: Any, make_worker: Any, tmp_path: Any
+) -> None:
+    receiver = Receiver()
+    try:
+        server = make_server(webhooks=receiver.url, webhooksecret=SECRET, notifyinterval=0.1, sickjobs=2)
+        # One host, two slots: a long run holds the first while two short ones fail on the
+        # second and turn the host SICK; the long one then fails too, on a host already SICK.
+        release = tmp_path / "release"
+        make_worker(server.url, name="sickhook", workers=2)
+        slow = server.submit(
+            title="slow", command=f"while [ ! -e {release} ]; do sleep 0.05; done; exit 1", retry=0
+        )
+        wait_for(lambda: server.job(slow)["state"] == "WORKING", timeout=30, what="the slow run")
+        first = server.submit(title="a", command="exit 1", retry=0)
+        second = server.submit(title="b", command="exit 2", retry=0)
+        [sick] = wait_for(lambda: receiver.events("worker.sick"), timeout=30, what="worker.sick")
+        slots = {w["name"]: w for w in server.api("GET", "/api/workers")}
+        assert set(slots) == {"sickhook-1", "sickhook-2"}
+        worker = sick["worker"]
+        assert worker["host"] == "sickhook" and worker["name"] in slots
+        assert worker["reason"].startswith("sick: runs of 2 different jobs failed within 900 s")
+        # Told in the transaction that turned it SICK: the slot is SICK by then.
+        assert slots[worker["name"]]["state"] == "SICK"
+        assert worker["reason"] == slots[worker["name"]]["reason"]
+        assert worker["last_job"] in (first, second) and worker["ip"]
+        release.write_text("go")  # the slow run fails now, on a host already SICK
+        wait_for(lambda: server.job(slow)["state"] == "ERROR", timeout=30, what="the slow run's failure")
+        failed = wait_for(lambda: len(receiver.events("job.failed")) == 3 and receiver.events("job.failed"))
+        assert sorted(e["job"]["id"] for e in failed) == sorted([slow, first, second])
+        wait_for(
+            lambda: {w["state"] for w in server.api("GET", "/api/workers")} == {"SICK"},
+            timeout=30,
+            what="both slots SICK",
+        )
+        assert receiver.bad == []  # every signature good, every payload as the OpenAPI says
+        # One host turned SICK once: one delivery, one SICK event.
+        deliveries = [d for d in server.api("GET", "/api/webhooks") if d["event"] == "worker.sick"]
+        assert [d["url"] for d in deliveries] == [receiver.url]
+        assert len(receiver.events("worker.sick")) == 1
+        events = server.api("GET", "/api/events", params={"howlong": 3600})
+        assert [e["worker"] for e in events if e["state"] == "SICK"] == ["sickhook"]
+    finally:
+        receiver.stop()
 
 
 def test_webhooks_need_a_secret(tmp_path: Any) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from coalition.config import ConfigError, find_config, load_server_settings
+from coalition.server.guard import ReadLimits
 
 
 def test_documented_defaults() -> None:
@@ -26,6 +27,11 @@ def test_documented_defaults() -> None:
         "base",
         False,
     )
+    # README: "a request's headers must arrive within 10 s, its body at 64 KB/s after 30 s".
+    assert (s.headertimeout, s.bodytimeout) == (10.0, 30.0)
+    limits = ReadLimits()
+    assert (limits.header_timeout, limits.body_timeout, limits.body_rate) == (10.0, 30.0, 64 * 1024)
+    assert limits.body_seconds(64 * 1024 * 1024) == 30 + 1024
 
 
 def test_values_aliases_and_multiline(tmp_path: Path) -> None:
@@ -46,6 +52,8 @@ def test_values_aliases_and_multiline(tmp_path: Path) -> None:
         ("db_type=oracle", "db_type"),
         ("timeout=-1", "timeout"),
         ("smtptls=maybe", "smtptls"),
+        ("headertimeout=nan", "headertimeout"),
+        ("timeout=inf", "timeout"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, line: str, key: str) -> None:

@@ -21,13 +21,13 @@ from tests.support import terminate_process
 class WorkerProcess:
     """A `python -m coalition.worker.main` process with its own ini and log file."""
 
-    def __init__(self, root: Path, args: list[str], keys: dict[str, Any]):
+    def __init__(self, root: Path, args: list[str], keys: dict[str, Any], env: dict[str, str] | None = None):
         self.root = root
         self.ini_path = root / "worker.ini"
         self.log_path = root / "worker.log"
         lines = ["[worker]"] + [f"{k} = {v}" for k, v in keys.items()]
         self.ini_path.write_text("\n".join(lines) + "\n")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "coalition.worker.main", "-c", str(self.ini_path), *args],
@@ -68,18 +68,19 @@ class WorkerProcess:
 
 @pytest.fixture
 def make_worker(tmp_path: Path) -> Iterator[Any]:
-    """make_worker(url_or_None, *args, **[worker] keys) -> a started WorkerProcess.
+    """make_worker(url_or_None, *args, env=None, **[worker] keys) -> a started WorkerProcess.
 
     Defaults keep tests fast and hermetic: 0.2 s heartbeats, no metadata probing, a 2 s
-    kill grace. Every worker is stopped at the end of the test.
+    kill grace. `env` adds to the process's environment. Every worker is stopped at the end
+    of the test.
     """
     workers: list[WorkerProcess] = []
 
-    def make(url: str | None, *args: str, **keys: Any) -> WorkerProcess:
+    def make(url: str | None, *args: str, env: dict[str, str] | None = None, **keys: Any) -> WorkerProcess:
         root = tmp_path / f"worker{len(workers)}"
         root.mkdir()
         settings = {"sleep": 0.2, "interruptions": "off", "killgrace": 2, "name": f"w{len(workers)}", **keys}
-        worker = WorkerProcess(root, [*args, url] if url else list(args), settings)
+        worker = WorkerProcess(root, [*args, url] if url else list(args), settings, env)
         workers.append(worker)
         return worker
 
