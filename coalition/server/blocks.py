@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..audit import Actor
-from ..model import parse_names
+from ..model import MAX_ID, parse_names
 from ..usecases import UseCases
 from .auth import EDIT, VIEW, WORKERS, Auth, Identity
 from .http import ApiError, json_body
@@ -45,6 +45,8 @@ class BlocksApi:
             raise ApiError(400, f"job must be a job id, got {str(text)[:40]!r}") from None
         if value <= 0:
             raise ApiError(400, "job must be a positive job id")
+        if value > MAX_ID:  # past a BIGINT: the database would fail (a 500), not find it
+            raise ApiError(404, f"job {str(text)[:40]} not found")
         return value
 
     def list_blocks(self, params: dict[str, Any]) -> Any:

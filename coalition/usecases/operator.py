@@ -119,10 +119,7 @@ class Operator:
             tree = self.ctx.tree(tx, fx, now)
             batch = _Batch()
             ids = [self._insert(tx, tree, spec, now, parent_guard, batch) for spec in specs]
-            # Each group's counters move once for all its new children (one round trip per
-            # group, not per frame: the bulk submission of a shot is one statement's worth).
-            for pid, n in batch.children.items():
-                tree.bump_chain(pid, {"children": n}, {"total": n})
+            batch.flush(tree)
             by_owner: dict[str, list[int]] = {}
             for spec, job_id in zip(specs, ids, strict=True):
                 by_owner.setdefault(spec.user, []).append(job_id)
@@ -200,7 +197,11 @@ class Operator:
             if prow["children"]:
                 batch.children[parent_id] = batch.children.get(parent_id, 0) + 1  # bumped at the end
             else:
-                tree.recount(parent_id)  # a plain job becomes a group
+                # A plain job becomes a group: recount it and its ancestors from their rows,
+                # which must first hold every count this batch has kept back (a recount would
+                # count those new children, and the bump at the end would count them again).
+                batch.flush(tree)
+                tree.recount(parent_id)
                 batch.rows.pop(parent_id, None)  # its row changed: read it again
         return job_id
 
@@ -632,3 +633,10 @@ class _Batch:
         if parent_id not in self.rows:
             self.rows[parent_id] = tx.job(parent_id)
         return self.rows[parent_id]
+
+    def flush(self, tree: Tree) -> None:
+        """Add the counts kept back to each group and its ancestors (one round trip per
+        group, not per frame: the bulk submission of a shot is one statement's worth)."""
+        for pid, n in self.children.items():
+            tree.bump_chain(pid, {"children": n}, {"total": n})
+        self.children.clear()

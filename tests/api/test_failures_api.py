@@ -60,6 +60,9 @@ def test_unknown_ids_and_bad_block_requests(server: Any) -> None:
         ("GET", "/api/jobs/0/blocks", None, 400),
         ("GET", "/api/jobs/999999/blocks", None, 404),
         ("DELETE", "/api/jobs/999999/blocks", None, 404),
+        ("GET", f"/api/jobs/{2**63}/blocks", None, 404),  # past a BIGINT (found by the fuzz suite)
+        ("DELETE", f"/api/jobs/{2**64 + 1}/blocks", None, 404),
+        ("GET", f"/api/blocks?job={2**63}", None, 404),
         ("DELETE", f"/api/jobs/{job_id}/blocks", "w1", 400),
         ("DELETE", f"/api/jobs/{job_id}/blocks", [3], 400),
         ("GET", "/api/blocks?bogus=1", None, 400),

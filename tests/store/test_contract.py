@@ -282,6 +282,26 @@ def test_nested_group_counters(farm: Any) -> None:
     assert (t["state"], t["total_finished"], t["finished"]) == ("FINISHED", 3, 1)
 
 
+def test_one_submission_that_makes_a_new_group_counts_every_job_once(farm: Any) -> None:
+    # A group's counters are bumped once at the end of a submission; a job of the same
+    # submission becoming a group is recounted from the rows, with those bumps in first.
+    shot = add(farm, title="shot", command="")
+    add(farm, title="old", parent=shot)
+    ids = farm.uc.operator.submit_many(
+        [
+            JobSpec(title="step", command="", parent=shot),
+            JobSpec(title="t1", command="true", parent="shot|step"),
+            JobSpec(title="t2", command="true", parent="shot|step"),
+            JobSpec(title="last", command="true", parent=shot),
+        ]
+    )
+    rows = {r["title"]: r for r in (farm.uc.reads.job(i) for i in (shot, *ids))}
+    assert (rows["shot"]["children"], rows["shot"]["total"]) == (3, 4)
+    assert (rows["step"]["children"], rows["step"]["total"]) == (2, 2)
+    assert len(drain(farm)) == 4
+    assert farm.uc.reads.job(shot)["state"] == "FINISHED"
+
+
 def test_adding_a_child_to_a_finished_group_reopens_it(farm: Any) -> None:
     group = add(farm, title="g", command="")
     add(farm, parent=group)
