@@ -174,7 +174,9 @@ def test_apt_install_coalition_server_from_the_signed_repository(farm: Farm) -> 
     farm.token = server.read("/etc/coalition/workertoken").strip()
     assert re.fullmatch(r"[0-9a-f]{48}", farm.token), farm.token
     assert server.run("stat", "-c", "%U:%G %a", CONF).stdout.split() == ["root:coalition", "640"]
-    assert "listening on 0.0.0.0 port 19211, every address; workers need the token" in server_journal(farm)
+    # (The banner is printed once the server answers: the journal may take it a moment later.)
+    banner = "listening on 0.0.0.0 port 19211, every address; workers need the token"
+    wait_for(lambda: banner in server_journal(farm), timeout=30, what="the server's banner in the journal")
     refused = farm.lan.run(
         [
             "curl",

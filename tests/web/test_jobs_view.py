@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -264,9 +265,13 @@ def test_edit_dependencies_as_a_list(ui, server):
     dep2 = server.submit(title="dep two", command="true", paused=True)
     job = server.submit(title="needs deps", command="true", paused=True)
     page = ui.goto("jobs")
+    # The panel reads the selected job again before it can be edited: slow that read down,
+    # so that a field typed into before it arrives would be lost (CI's flake, made certain).
+    page.route(f"**/api/jobs/{job}", lambda route: (time.sleep(0.5), route.continue_()))
     ui.row("needs deps").click()
     ui.button("Edit").click()
     deps = page.locator("form.edit-form label.field[data-field=dependencies] input")
+    expect()(deps).to_be_disabled()  # until the job is loaded
     expect()(deps).to_be_enabled()
     deps.fill(f"{dep1}, {dep2}")
     page.locator("form.edit-form").get_by_role("button", name="Update").click()

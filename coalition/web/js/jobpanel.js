@@ -198,7 +198,9 @@ export class JobPanel {
     this.failures = h("div", { class: "panel-failures" });
     this.inputs = new Map();
     const rows = EDIT_FIELDS.map((field) => {
-      const input = control(field, { name: field.key });
+      // Disabled until the selection is loaded: typing into a form the load then fills would
+      // be lost (fillEdit keeps typing only over a reload of the same selection).
+      const input = control(field, { name: field.key, disabled: true });
       input.addEventListener("input", () => {
         this.touched.add(field.key);
         this.mark(field);
