@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.quick:
         args.seconds = 10.0
-    farm = Farm({"timeout": 120, "threads": 64})
+    farm = Farm({"timeout": 120, "threads": 64, **json.loads(os.environ.get("HB_KEYS", "{}"))})
     try:
         # Every simulated worker takes a job, so its heartbeats carry a run (and a log).
         call(

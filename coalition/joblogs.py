@@ -22,6 +22,8 @@ from .scheduling import log_slice
 from .store.base import Store, Tx
 
 TRUNCATED = b"\n[coalition: log truncated: the server keeps %d bytes per job (maxlogsize)]\n"
+_STRIPES = 64  # appends to different jobs' files run side by side; one job's stay in order
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
 class JobLogs:
@@ -31,7 +33,8 @@ class JobLogs:
         self.directory = directory
         self.max_bytes = max_bytes
         os.makedirs(directory, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _runs only
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
         # How many bytes of each recent run's output this process wrote to the file, by
         # (job, run event). The file's side of the truth: a transaction the database engine
         # ran again after a COMMIT whose answer was lost sees the run's bytes as received,
@@ -52,11 +55,15 @@ class JobLogs:
         file lacks. `received` is what the database says was received of the run; it is used
         for runs this process has not seen start (after a restart)."""
         key = (job_id, event)
-        with self._lock:
-            written = self._runs.get(key, received)
+        # A job's appends hold its stripe (in order, and the run's count with them); the
+        # files of other jobs are written meanwhile (5,000 running jobs beat every 2 s).
+        with self._stripes[job_id % _STRIPES]:
+            with self._lock:
+                written = self._runs.get(key, received)
             data, end = log_slice(written, offset, chunk)
             self._append(job_id, data)
-            self._remember(key, max(written, end))
+            with self._lock:
+                self._remember(key, max(written, end))
 
     def _remember(self, key: tuple[int, int], value: int) -> None:
         self._runs[key] = value
@@ -66,29 +73,25 @@ class JobLogs:
 
     def append(self, job_id: int, data: bytes) -> None:
         """Append bytes to a job's log, honouring the size cap."""
-        with self._lock:
+        with self._stripes[job_id % _STRIPES]:
             self._append(job_id, data)
 
     def _append(self, job_id: int, data: bytes) -> None:
+        # One open, one fstat, one write, one close: no Python file object (this runs for every
+        # heartbeat's chunk, thousands of times a second on a big farm).
         if not data:
             return
-        path = self.path(job_id)
+        fd = os.open(self.path(job_id), _APPEND, 0o666)  # as open("ab"): the umask decides
         try:
-            size = os.path.getsize(path)
-        except FileNotFoundError:
-            size = 0
-        if size >= self.max_bytes:
-            if size == self.max_bytes:  # the cap fell on a chunk's end: the marker is still due
-                with open(path, "ab") as f:
-                    f.write(TRUNCATED % self.max_bytes)
-            return
-        room = self.max_bytes - size
-        with open(path, "ab") as f:
-            if len(data) <= room:
-                f.write(data)
-            else:
-                f.write(data[:room])
-                f.write(TRUNCATED % self.max_bytes)
+            size = os.fstat(fd).st_size
+            if size >= self.max_bytes:
+                if size == self.max_bytes:  # the cap fell on a chunk's end: the marker is still due
+                    _write_all(fd, TRUNCATED % self.max_bytes)
+                return
+            room = self.max_bytes - size
+            _write_all(fd, data if len(data) <= room else data[:room] + TRUNCATED % self.max_bytes)
+        finally:
+            os.close(fd)
 
     def size(self, job_id: int) -> int:
         """Bytes stored for a job (0 if no log)."""
@@ -120,6 +123,13 @@ class JobLogs:
             os.remove(self.path(job_id))
         except FileNotFoundError:
             pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a write may take only part of a big chunk)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class DbLogs:

@@ -39,8 +39,9 @@ class Tx(Protocol):
     def job(self, job_id: int) -> Row | None:
         """The job row, or None."""
 
-    def jobs(self, ids: Sequence[int]) -> list[Row]:
-        """The rows of the existing jobs among `ids`, in id order."""
+    def jobs(self, ids: Sequence[int], columns: Sequence[str] | None = None) -> list[Row]:
+        """The rows of the existing jobs among `ids`, in id order (only `columns`, and the id,
+        when given)."""
 
     def insert_job(self, fields: Mapping[str, Any]) -> int:
         """Insert a job row (every column but id) and return its id."""
@@ -88,6 +89,12 @@ class Tx(Protocol):
 
     def working_jobs(self) -> list[Row]:
         """Leaves in WORKING state: id, worker, start_time, timeout, run_event."""
+
+    def reaping_due(self, silent_before: float | None, now: float, grace: float) -> bool:
+        """Whether the reaper has work, in three indexed probes instead of reading every
+        worker and running job: an active worker last heard from before `silent_before`
+        (None: none can be silent yet), a running leaf whose worker row is gone, or one past
+        its timeout plus `grace` at `now` (scheduling.worker_silent and job_timed_out, in SQL)."""
 
     def first_ready(
         self,

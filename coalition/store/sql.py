@@ -130,12 +130,16 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
     def job(self, job_id: int) -> Row | None:
         return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
 
-    def jobs(self, ids: Sequence[int]) -> list[Row]:
+    def jobs(self, ids: Sequence[int], columns: Sequence[str] | None = None) -> list[Row]:
         out: list[Row] = []
         ids = list(ids)
+        cols = "*"
+        if columns:
+            _check(columns, _JOB_COLS)
+            cols = ",".join(dict.fromkeys(("id", *columns)))
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            out += self._all(f"SELECT * FROM jobs WHERE id IN ({self._marks(len(chunk))})", chunk)
+            out += self._all(f"SELECT {cols} FROM jobs WHERE id IN ({self._marks(len(chunk))})", chunk)
         out.sort(key=lambda r: r["id"])
         return out
 
@@ -287,6 +291,30 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
 
     def thumbnail(self, job_id: int) -> Row | None:
         return self._one("SELECT * FROM thumbnails WHERE job_id = ?", (job_id,))
+
+    def reaping_due(self, silent_before: float | None, now: float, grace: float) -> bool:
+        probes: list[tuple[str, Sequence[Any]]] = [
+            (
+                "SELECT j.id FROM jobs j WHERE j.state = 'WORKING' AND j.leaf = 1 AND NOT EXISTS "
+                "(SELECT 1 FROM workers w WHERE w.name = j.worker) LIMIT 1",
+                (),
+            ),
+            (
+                "SELECT id FROM jobs WHERE state = 'WORKING' AND leaf = 1 AND timeout > 0 "
+                "AND start_time > 0 AND start_time + timeout + ? < ? LIMIT 1",
+                (grace, now),
+            ),
+        ]
+        if silent_before is not None:
+            probes.insert(
+                0,
+                (
+                    "SELECT name FROM workers WHERE state IN ('WAITING', 'WORKING') "
+                    "AND ping_time < ? LIMIT 1",
+                    (silent_before,),
+                ),
+            )
+        return any(self._scalar(sql, params) is not None for sql, params in probes)
 
     def working_jobs(self) -> list[Row]:
         return self._all(

@@ -157,6 +157,23 @@ class End:
     transitions: list[Any] = field(default_factory=list)
 
 
+# What a heartbeat reads of its job (a sync reads them for all its slots at once; the whole
+# row costs several times more to fetch on a busy farm). _readopt reads the whole row.
+_BEAT_COLUMNS = (
+    "state",
+    "worker",
+    "run_event",
+    "paused",
+    "h_blocked",
+    "start_time",
+    "log_offset",
+    "progress_pattern",
+    "local_progress_pattern",
+    "rule_hit",
+    "logrules",
+)
+
+
 class WorkerDraft:
     """A worker row read once per request; its changes are written once, by flush(). A new
     row (`new`) is inserted by flush() too: a sync drops the draft of a new slot that asked
@@ -205,13 +222,23 @@ class WorkerProtocol:
         self._cpu_hosts: tuple[float, bool] = (float("-inf"), False)  # (read at, answer)
 
     # -- worker rows ------------------------------------------------------------------------
-    def _touch(self, tx: Tx, ping: Ping, now: float, defer: bool = False) -> WorkerDraft:
+    def _touch(
+        self,
+        tx: Tx,
+        ping: Ping,
+        now: float,
+        defer: bool = False,
+        rows: Mapping[str, Row] | None = None,
+        cpu: str | None = None,
+    ) -> WorkerDraft:
         """Read (or create) the worker row and note what it reported; written by flush().
-        With `defer`, a new row is only inserted by flush()."""
-        row = tx.worker(ping.name)
+        With `defer`, a new row is only inserted by flush(). `rows`: the rows of a sync's
+        slots, read at once (a name missing there has no row); `cpu`: the ping's cpu text,
+        made once per sync."""
+        row = rows.get(ping.name) if rows is not None else tx.worker(ping.name)
         fields: dict[str, Any] = {"ping_time": now}
         if ping.cpu is not None:
-            fields["cpu"] = cpu_text(ping.cpu)
+            fields["cpu"] = cpu if cpu is not None else cpu_text(ping.cpu)
         if ping.free_memory is not None:
             fields["free_memory"] = int(ping.free_memory)
         if ping.total_memory is not None:
@@ -409,11 +436,12 @@ class WorkerProtocol:
         chunk: bytes,
         offset: int | None,
         now: float,
+        jobs: Mapping[int, Row] | None = None,
     ) -> Beat:
         beat = Beat(stop=not worker["active"])
         if not job_id:
             return beat
-        job = tx.job(job_id)
+        job = jobs.get(job_id) if jobs is not None else tx.job(job_id)
         if job is None:
             beat.kill = True
             return beat
@@ -422,7 +450,10 @@ class WorkerProtocol:
             # Re-adopt a run we requeued only because the worker went silent, if nobody
             # took it since: killing a healthy render after a network blip wastes it.
             if self._adoptable(job, name, event, worker.row):
-                self._readopt(tx, fx, job, worker, now)
+                whole = tx.job(job_id)  # tree upkeep reads more than a beat's columns
+                assert whole is not None
+                self._readopt(tx, fx, whole, worker, now)
+                job = whole
             else:
                 beat.kill = True
                 if worker["current_job"] == job_id:
@@ -464,15 +495,20 @@ class WorkerProtocol:
             out: list[tuple[SlotAnswer, float]] = []
             tree: Tree | None = None
             budget = host.free  # a packing host's free amounts, spent as jobs are handed out
+            # Every slot's row and every reported run's job in two reads, not two per slot.
+            rows = {r["name"]: r for r in tx.workers([s.name for s in slots])}
+            jobs = {r["id"]: r for r in tx.jobs([s.job_id for s in slots if s.job_id], _BEAT_COLUMNS)}
+            cpu = cpu_text(host.cpu) if host.cpu is not None else None
             for report in slots:
                 share = report.resources or host.resources
                 spare = report.spare and report.pick and not report.job_id
-                worker = self._touch(tx, replace(host, name=report.name, resources=share), now, defer=spare)
+                ping = replace(host, name=report.name, resources=share)
+                worker = self._touch(tx, ping, now, defer=spare, rows=rows, cpu=cpu)
                 answer = SlotAnswer(report.name, job_id=report.job_id)
                 started = 0.0
                 if report.job_id:
                     beat = self._beat(
-                        tx, fx, worker, report.job_id, report.event, report.chunk, report.offset, now
+                        tx, fx, worker, report.job_id, report.event, report.chunk, report.offset, now, jobs
                     )
                     answer.kill, answer.stop, started = beat.kill, beat.stop, beat.started
                 else:

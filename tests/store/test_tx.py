@@ -35,6 +35,9 @@ def test_job_rows(store: Any) -> None:
     assert store.write(lambda tx: tx.update_job(999999, {"retry": 3})) == 0
     store.write(lambda tx: tx.update_jobs([(a, {"timeout": 5}), (b, {"timeout": 6})]))
     assert [r["timeout"] for r in store.read(lambda tx: tx.jobs([a, b]))] == [5, 6]
+    assert store.read(lambda tx: tx.jobs([b], ["title", "timeout"])) == [
+        {"id": b, "title": "b", "timeout": 6}
+    ]
     row = store.write(lambda tx: tx.bump_job(a, {"finished": 2, "total": 1}, 10.0, returning=True))
     assert (row["finished"], row["total"], row["updated_at"]) == (2, 1, 10.0)
     assert store.write(lambda tx: tx.bump_job(a, {"finished": -1}, 11.0)) is None
@@ -410,6 +413,29 @@ def test_fair_share_lookups(store: Any) -> None:
     assert store.write(lambda tx: tx.first_ready_of([1], "bob", ["nuke:1"]))[0] == b1
     assert store.write(lambda tx: tx.first_ready_of([1, 2], "ann"))[0] == a1
     assert store.write(lambda tx: tx.first_ready_of([1], "dan")) is None
+
+
+@covers("reaping_due")
+def test_reaping_due(store: Any) -> None:
+    def worker(name: str, **fields: Any) -> None:
+        row = {**columns.new_worker_row(name), "state": "WAITING", "ping_time": 100.0, **fields}
+        store.write(lambda tx: tx.insert_worker(row))
+
+    def due(silent_before: float | None, now: float = 200.0, grace: float = 10.0) -> bool:
+        return bool(store.read(lambda tx: tx.reaping_due(silent_before, now, grace)))
+
+    assert not due(50.0)
+    worker("w1")
+    worker("gone", state="TIMEOUT", ping_time=1.0)  # already reaped: not due again
+    assert not due(50.0) and due(150.0) and not due(None)
+    # A running job past its timeout (start 100 + timeout 60 + grace 10 < 200).
+    store.write(lambda tx: tx.insert_job(job(state="WORKING", worker="w1", start_time=100.0, timeout=60)))
+    assert due(None) and not due(None, now=170.0)
+    store.write(lambda tx: tx.update_job(1, {"timeout": 0}))
+    assert not due(None)
+    # A running job whose worker row was deleted.
+    store.write(lambda tx: tx.insert_job(job(state="WORKING", worker="nobody", start_time=190.0)))
+    assert due(None)
 
 
 @covers("cpu_hosts_alive", "host_workers")
