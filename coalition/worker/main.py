@@ -52,28 +52,26 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+def _whole(lo: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `lo`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"expected a number >= {lo}, got {value}")
+        return value
+
+    return parse
+
+
+_count, _amount = _whole(1), _whole(0)
 
 
 def _workers(text: str) -> int | str:
     return "auto" if text.strip().lower() == "auto" else _count(text)
-
-
-def _amount(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 def _gpus(text: str) -> tuple[str, ...]:
