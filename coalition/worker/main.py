@@ -151,6 +151,12 @@ def setup_logging(settings: WorkerSettings) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("coalition")
     root.handlers[:] = [handler]
+    # A busy slot logs two lines per job. The format uses none of the caller's file, thread or
+    # process: not looking them up (the logging HOWTO's "Optimization") halves a line's cost.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root.setLevel(logging.DEBUG if settings.verbose else logging.INFO)
 
 

@@ -33,10 +33,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from .spool import RunLog
-from .usage import Usage, UsageMeter
+from .usage import Usage, UsageMeter, read_proc
 
 log = logging.getLogger("coalition.worker")
 
@@ -74,9 +73,8 @@ def group_alive(pgid: int) -> bool:
 def _start_time(pid: int) -> str | None:
     """A process's start time (clock ticks since boot, /proc/<pid>/stat field 22), or None."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        return read_proc(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()[19].decode("ascii")
+    except (OSError, IndexError, UnicodeDecodeError):
         return None
 
 
@@ -110,24 +108,25 @@ class GroupLedger:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._groups: dict[int, str] = {}
-        self._file: Any = None
+        self._fd: int | None = None  # the journal, opened O_APPEND: one write(2) per line
         self._lines = 0
 
     def _save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text("".join(f"{pgid} {start}\n" for pgid, start in self._groups.items()))
         os.replace(tmp, self.path)  # never a half-written file for the next worker to read
-        if self._file is not None:
-            self._file.close()
-        self._file = open(self.path, "a", encoding="ascii")  # noqa: SIM115 - kept open on purpose
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self._lines = len(self._groups)
 
     def _note(self, line: str) -> None:
-        if self._file is None or self._lines >= max(self.COMPACT_AFTER, 4 * len(self._groups)):
+        if self._fd is None or self._lines >= max(self.COMPACT_AFTER, 4 * len(self._groups)):
             self._save()  # the state so far (which includes this change), then a fresh journal
             return
-        self._file.write(line)
-        self._file.flush()
+        # Straight to the kernel: a worker killed -9 right after loses nothing.
+        os.write(self._fd, line.encode("ascii"))
         self._lines += 1
 
     def add(self, pgid: int) -> None:
