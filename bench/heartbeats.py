@@ -1,17 +1,19 @@
 """Heartbeat benchmark: many simulated worker slots heartbeating a real server.
 
 Each simulated slot picks a job first (`sleep` jobs wait in the queue, never really run),
-then heartbeats every `--interval` seconds with its job, a log chunk (with a progress line)
-and its metrics, as a real worker does. With `--route sync` (the default) the slots are
-grouped `--per-host` to a worker process, which sends one POST /workers/sync for all of them,
-as the Coalition 5 worker does; `--route heartbeat` sends one request per slot, as Coalition 4
-workers do. Reported: request latency p50/p99/max, errors, how late the client itself was (if
-it cannot keep the cadence, the figures are not the server's), the cadence the server asked
-for, and, while the load runs, the time from a pause to the death of a real worker's job
-process. Baseline, same schedule, same client, same run: the server's trivial `GET /api/ping`.
+then heartbeats with its job, a log chunk (with a progress line) and its metrics, as a real
+worker does: when the server's answer says (`--cadence server`, the default: the server sets
+the cadence, `--interval` is the workers' own `sleep`), or every `--interval` seconds. With
+`--route sync` (the default) the slots are grouped `--per-host` to a worker process, which
+sends one POST /workers/sync for all of them, as the Coalition 5 worker does; `--route
+heartbeat` sends one request per slot, as Coalition 4 workers do. Reported: request latency
+p50/p99/max, errors, how late the client itself was (if it cannot keep the cadence, the
+figures are not the server's), the cadence the server asked for, and, while the load runs,
+the time from a pause to the death of a real worker's job process. Baseline, same client,
+same run, at the cadence the server set: the server's trivial `GET /api/ping`.
 
     python bench/heartbeats.py [--workers 5000] [--per-host 4] [--route sync|heartbeat]
-                               [--interval 2] [--seconds 60] [--quick]
+                               [--interval 2] [--cadence server|fixed] [--seconds 60] [--quick]
 
 Targets: p99 under 100 ms with no errors for 5,000 slots; pause to kill under 5 s. JSON lines.
 `HB_KEYS='{"reaperinterval": 3600}'` adds `[server]` keys, to see what a setting costs.
@@ -21,19 +23,22 @@ from __future__ import annotations
 
 import argparse
 import base64
+import heapq
 import http.client
 import json
 import os
 import queue
+import random
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import Farm, call  # noqa: E402 - bench scripts run as files, side by side
+from e2e import Farm, call, cpu_seconds  # noqa: E402 - bench scripts run as files, side by side
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -43,34 +48,50 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Load:
-    """A fixed-cadence load: `workers` clients, each firing every `interval` s for `seconds` s."""
+    """`workers` clients, each firing first at an even spread over `interval`, then again
+    `interval` later, or, with `follow`, when the server's answer says (its `next`, with the
+    worker's +-10% jitter, counted from the answer, as the worker's courier does), for
+    `seconds` s."""
 
-    def __init__(self, port: int, workers: int, interval: float, seconds: float, threads: int) -> None:
+    def __init__(
+        self, port: int, workers: int, interval: float, seconds: float, threads: int, follow: bool = False
+    ) -> None:
         self.port = port
         self.workers = workers
         self.interval = interval
         self.seconds = seconds
         self.threads = threads
+        self.follow = follow
         self.latencies: list[float] = []
         self.lateness: list[float] = []
         self.errors: list[str] = []
         self.lock = threading.Lock()
 
     def run(self, request: Any) -> dict[str, Any]:
-        """Fire `request(conn, worker_index, round)` on schedule; the figures."""
+        """Fire `request(conn, worker_index, round)` on schedule; the figures. `request`
+        returns the HTTP status, and with `follow` the seconds the server asked to wait."""
         due: queue.Queue[tuple[float, int, int] | None] = queue.Queue()
         start = time.perf_counter() + 0.5
-        rounds = max(1, int(self.seconds / self.interval))
+        end = start + self.seconds
+        heap = [(start + i * self.interval / self.workers, i, 0) for i in range(self.workers)]
+        heapq.heapify(heap)
+        wake = threading.Condition(self.lock)
 
         def schedule() -> None:
-            # Worker i fires at start + i*interval/workers + k*interval: an even spread.
-            for k in range(rounds):
-                for i in range(self.workers):
-                    at = start + k * self.interval + i * self.interval / self.workers
-                    delay = at - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                    due.put((at, i, k))
+            while True:
+                with wake:
+                    while True:
+                        at, i, k = heap[0] if heap else (end, -1, 0)
+                        if at >= end:
+                            break
+                        delay = at - time.perf_counter()
+                        if delay <= 0:
+                            heapq.heappop(heap)
+                            break
+                        wake.wait(delay)
+                if at >= end:
+                    break
+                due.put((at, i, k))
             for _ in range(self.threads):
                 due.put(None)
 
@@ -82,19 +103,28 @@ class Load:
                     return
                 at, i, k = item
                 t0 = time.perf_counter()
+                wait = None
                 try:
                     status = request(conn, i, k)
+                    if isinstance(status, tuple):
+                        status, wait = status
                     ok = status == 200
                 except (OSError, http.client.HTTPException) as exc:
                     conn.close()
                     conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
                     status, ok = str(exc), False
                 t1 = time.perf_counter()
-                with self.lock:
+                if self.follow and wait is not None:
+                    again = t1 + wait * (1 + 0.1 * (2 * random.random() - 1))
+                else:
+                    again = at + self.interval
+                with wake:
                     self.latencies.append(t1 - t0)
                     self.lateness.append(t0 - at)
                     if not ok:
                         self.errors.append(str(status))
+                    heapq.heappush(heap, (again, i, k + 1))
+                    wake.notify()
 
         threads = [threading.Thread(target=sender) for _ in range(self.threads)]
         for t in threads:
@@ -110,7 +140,7 @@ class Load:
             "p99_ms": round(percentile(ms, 0.99), 2),
             "max_ms": round(max(ms), 2),
             "client_late_p99_ms": round(percentile([x * 1000 for x in self.lateness], 0.99), 2),
-            "rate_per_s": round(len(ms) / (rounds * self.interval), 1),
+            "rate_per_s": round(len(ms) / self.seconds, 1),
         }
 
 
@@ -158,7 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=5000, help="simulated worker slots")
     p.add_argument("--per-host", type=int, default=4, help="slots per worker process (sync route)")
     p.add_argument("--route", choices=("sync", "heartbeat"), default="sync")
-    p.add_argument("--interval", type=float, default=2.0)
+    p.add_argument("--interval", type=float, default=2.0, help="the workers' own cadence ([worker] sleep)")
+    p.add_argument(
+        "--cadence",
+        choices=("server", "fixed"),
+        default="server",
+        help="sync when the server's answer says (as workers do), or every --interval regardless",
+    )
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--threads", type=int, default=64, help="client threads")
     p.add_argument("--quick", action="store_true", help="a 10 s run (for a smoke test)")
@@ -210,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         def sync(c: http.client.HTTPConnection, h: int, k: int) -> int:
             body = {
                 "slots": [slot_part(i, k) for i in hosts[h]],
+                "host": f"simhost{h:04d}",
                 "interval": args.interval,
                 "cpu": [12.5] * 8,
                 "free_memory": 8000,
@@ -221,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             answer = json.loads(response.read() or b"{}")
             if response.status == 200 and len(asked) < 100000:
                 asked.append(answer["next"])
-            return response.status
+            return response.status, (answer.get("next") if response.status == 200 else None)
 
         def heartbeat(c: http.client.HTTPConnection, i: int, k: int) -> int:
             chunk = f"frame {k} rendering tile {i}\nPROGRESS:{k % 100}\n".encode()
@@ -263,16 +300,35 @@ def main(argv: list[str] | None = None) -> int:
             kill["pause_to_kill_s"] = round(pause_to_kill(farm, *killable), 3)
 
         route = sync if args.route == "sync" else heartbeat
+        follow = args.route == "sync" and args.cadence == "server"
+        interval = args.interval
         for name, request in ((f"/workers/{args.route}", route), ("baseline GET /api/ping", ping)):
             killer = threading.Thread(target=measure_kill) if request is route else None
             if killer:
                 killer.start()
-            figures = Load(farm.port, senders, args.interval, args.seconds, args.threads).run(request)
+            load = Load(farm.port, senders, interval, args.seconds, args.threads, follow and request is route)
+            server_cpu, client_cpu = cpu_seconds(farm.procs[0].pid), time.process_time()
+            began = time.perf_counter()
+            if os.environ.get("HB_SPY") and request is route:  # a profile of the server meanwhile
+                subprocess.Popen(
+                    ["py-spy", "record", "--gil", "-r", "500", "-f", "raw", "-o", os.environ["HB_SPY"],
+                     "--pid", str(farm.procs[0].pid), "-d", str(int(args.seconds))],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            figures = load.run(request)
+            wall = time.perf_counter() - began
+            # Where the CPU went (2 cores: the server, this load generator, MariaDB...).
+            figures["server_cpu_pct"] = round(100 * (cpu_seconds(farm.procs[0].pid) - server_cpu) / wall, 1)
+            figures["client_cpu_pct"] = round(100 * (time.process_time() - client_cpu) / wall, 1)
             if killer:
                 killer.join()
                 figures.update(kill)
                 if asked:
                     figures["server_next_s"] = sorted(set(asked))[:5]
+                    figures["cadence"] = args.cadence if args.route == "sync" else "fixed"
+                    if follow:
+                        # The baseline runs at the cadence the server set, on average.
+                        interval = statistics.median(asked)
             print(json.dumps({"bench": "heartbeats", "route": name, **shape, **figures}), flush=True)
             if request is route:
                 result = figures

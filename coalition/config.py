@@ -185,6 +185,9 @@ class ServerSettings:
     # servers may share it), files with SQLite (one server).
     logstore: str = "auto"
     requeuelimit: int = 3  # requeues (silent worker, log rule) before a job turns ERROR
+    # Worker syncs a second the farm's servers take in all (0: no limit): past that, the
+    # server spreads its workers' syncs out (docs/protocol.md, docs/deploy.md).
+    syncrate: float = 250.0
     # Failure handling (docs/failures.md).
     hostfails: int = 3  # failed runs of a job on one worker before it is blocked for the job (0: never)
     blockscope: str = "job"  # "group": a block covers every job of the failing job's group
@@ -279,6 +282,7 @@ _SERVER_TYPES: dict[str, Callable[[str], Any]] = {
     "maxlogsize": _int(1, 1024 * 1024),
     "logstore": _choice("auto", "files", "database"),
     "requeuelimit": _int(0, 1000),
+    "syncrate": _float(0),
     "hostfails": _int(0, 10**6),
     "blockscope": _choice("job", "group"),
     "forgive": _float(0),

@@ -361,6 +361,7 @@ def next_sync(
     kill: bool,
     running: int,
     shortest_run: float,
+    spread: float = 0.0,
 ) -> float:
     """Seconds until a worker's next sync.
 
@@ -369,18 +370,29 @@ def next_sync(
     for one whose runs are all long frames; never so long that the worker would look silent
     (`[server] timeout`), and never over SYNC_KILL_BOUND while a slot runs a job, so that a
     pause kills the job's process within about 5 seconds.
+
+    `spread` is the cadence at which the farm's hosts bring the servers the sync rate they
+    are set to take (`sync_spread`): a big farm's workers sync less often instead of
+    saturating the server, as Nomad's heartbeat interval grows with its node count. The two
+    bounds above still hold.
     """
     ceiling = max(SYNC_MIN, worker_timeout / 2.5)
     asked = max(SYNC_MIN, asked)
     if handed or kill:
         wanted = min(asked, SYNC_SOON)
     elif running == 0:
-        wanted = asked * 2
+        wanted = max(asked * 2, spread)
     elif shortest_run >= SYNC_LONG_RUN:
-        wanted = min(asked * 1.5, SYNC_KILL_BOUND)
+        wanted = min(max(asked * 1.5, spread), SYNC_KILL_BOUND)
     else:
-        wanted = min(asked, SYNC_KILL_BOUND)
+        wanted = min(max(asked, spread), SYNC_KILL_BOUND)
     return round(max(SYNC_MIN, min(wanted, ceiling)), 3)
+
+
+def sync_spread(hosts: int, rate: float) -> float:
+    """The sync interval at which `hosts` worker processes make `rate` syncs a second in all
+    (0: no rate set)."""
+    return hosts / rate if rate > 0 else 0.0
 
 
 # -- farm-wide limits (docs/scheduling.md) ----------------------------------------------------

@@ -85,6 +85,7 @@ class ServerApp:
             Settings(
                 worker_timeout=settings.timeout,
                 requeue_limit=settings.requeuelimit,
+                sync_rate=settings.syncrate,
                 decrease_priority_after=settings.decreasepriorityafter,
                 event_retention_days=settings.eventretention,
                 failures=failure_policy(settings),

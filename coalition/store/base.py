@@ -162,11 +162,18 @@ class Tx(Protocol):
     ) -> int:
         """Set columns of a worker and add to its counters; returns rows changed."""
 
+    def update_workers(self, names: Sequence[str], fields: Mapping[str, Any]) -> int:
+        """Set the same columns on several workers (the slots of one host); returns rows
+        changed."""
+
     def bump_worker(self, name: str, deltas: Mapping[str, int]) -> None:
         """Atomically add to a worker's counters."""
 
     def host_workers(self, host: str) -> list[Row]:
         """The worker rows (slots) of one host (`host` column), by name."""
+
+    def hosts_alive(self, since: float) -> int:
+        """How many worker processes (distinct `host`s) have been heard from since `since`."""
 
     def cpu_hosts_alive(self, since: float) -> bool:
         """Whether an active worker without GPUs has been heard from since `since` (a GPU

@@ -512,6 +512,15 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
             f"UPDATE workers SET {','.join(sets)} WHERE name = ?", [*fields.values(), *deltas.values(), name]
         )
 
+    def update_workers(self, names: Sequence[str], fields: Mapping[str, Any]) -> int:
+        if not names or not fields:
+            return 0
+        _check(fields, _WORKER_COLS)
+        sets = ",".join(f"{c} = ?" for c in fields)
+        return self.execute(
+            f"UPDATE workers SET {sets} WHERE name IN ({self._marks(len(names))})", [*fields.values(), *names]
+        )
+
     def bump_worker(self, name: str, deltas: Mapping[str, int]) -> None:
         deltas = {k: v for k, v in deltas.items() if v}
         if deltas:
@@ -531,6 +540,10 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
             )
             is not None
         )
+
+    def hosts_alive(self, since: float) -> int:
+        sql = "SELECT COUNT(DISTINCT host) FROM workers WHERE host <> '' AND ping_time >= ?"
+        return int(self._scalar(sql, (since,)) or 0)
 
     def workers(self, names: Sequence[str] | None = None) -> list[Row]:
         if names is None:

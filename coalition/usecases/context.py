@@ -48,6 +48,9 @@ class Settings:
     submission_key_days: float = 1.0  # how long a submission's idempotency key is remembered
     failures: FailurePolicy = FailurePolicy()  # blocklists, sick hosts, stalls, log rules
     sick_mail: tuple[str, ...] = ()  # who is told when a worker turns SICK
+    # Syncs a second the farm's servers are set to take in all (0: no limit): a farm with
+    # more worker processes than that times their cadence is told to sync less often.
+    sync_rate: float = 0.0
     # Fair share between users at the same priority (usecases/fairshare.py): None is off,
     # else each user's weight (users not named weigh 1).
     fair_share: tuple[tuple[str, float], ...] | None = None

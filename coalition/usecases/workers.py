@@ -198,6 +198,26 @@ class WorkerDraft:
         self.deltas[column] = self.deltas.get(column, 0) + delta
         self.row[column] = (self.row.get(column) or 0) + delta
 
+    @staticmethod
+    def flush_all(tx: Tx, drafts: Sequence[WorkerDraft]) -> None:
+        """Write what changed of several drafts: those that changed the same columns to the
+        same values (the slots of one host telling its ping time, CPU and memory) in one
+        statement, the others one by one."""
+        same: dict[tuple[tuple[str, Any], ...], list[str]] = {}
+        for draft in drafts:
+            if draft.new or draft.deltas or not draft.fields:
+                draft.flush(tx)
+                continue
+            key = tuple(draft.fields.items())
+            try:
+                same.setdefault(key, []).append(draft.row["name"])
+            except TypeError:  # an unhashable value: written on its own
+                draft.flush(tx)
+                continue
+            draft.fields = {}
+        for key, names in same.items():
+            tx.update_workers(names, dict(key))
+
     def flush(self, tx: Tx) -> None:
         """Write what changed, in one statement (two for a new row)."""
         if self.new:
@@ -220,6 +240,7 @@ class WorkerProtocol:
         shares = ctx.settings.fair_share
         self.shares = FairShare(dict(shares), ctx.clock) if shares is not None else None
         self._cpu_hosts: tuple[float, bool] = (float("-inf"), False)  # (read at, answer)
+        self._hosts: tuple[float, int] = (float("-inf"), 0)  # (read at, worker processes alive)
 
     # -- worker rows ------------------------------------------------------------------------
     def _touch(
@@ -499,6 +520,7 @@ class WorkerProtocol:
             rows = {r["name"]: r for r in tx.workers([s.name for s in slots])}
             jobs = {r["id"]: r for r in tx.jobs([s.job_id for s in slots if s.job_id], _BEAT_COLUMNS)}
             cpu = cpu_text(host.cpu) if host.cpu is not None else None
+            drafts: list[WorkerDraft] = []  # written together at the end
             for report in slots:
                 share = report.resources or host.resources
                 spare = report.spare and report.pick and not report.job_id
@@ -532,8 +554,9 @@ class WorkerProtocol:
                             abort_run(tx, tree, fx, job, "LOST", now)
                         worker.set(current_job=0, state=W_WAITING)
                 if not (worker.new and answer.job is None):
-                    worker.flush(tx)
+                    drafts.append(worker)
                 out.append((answer, started))
+            WorkerDraft.flush_all(tx, drafts)
             return out
 
         results = self.ctx.write(fn)
@@ -545,8 +568,22 @@ class WorkerProtocol:
             kill=any(answer.kill for answer, _ in results),
             running=len(runs),
             shortest_run=min(runs, default=0.0),
+            spread=scheduling.sync_spread(self._hosts_alive(now), self.ctx.settings.sync_rate),
         )
         return Sync([answer for answer, _ in results], interval)
+
+    def _hosts_alive(self, now: float) -> int:
+        """Worker processes heard from within the timeout: read at most every 10 s per server
+        process (a farm's size changes slowly; being a few hosts off moves the cadence by
+        milliseconds)."""
+        if self.ctx.settings.sync_rate <= 0:
+            return 0
+        read_at, hosts = self._hosts
+        if now - read_at > 10.0 or now < read_at:
+            since = now - self.ctx.settings.worker_timeout
+            hosts = self.ctx.read(lambda tx: tx.hosts_alive(since))
+            self._hosts = (now, hosts)
+        return hosts
 
     @staticmethod
     def _owns(job: Row, name: str, event: int | None, worker: Row) -> bool:

@@ -99,14 +99,56 @@ def test_next_sync_policy(kwargs: dict[str, Any], expected: float) -> None:
     assert scheduling.next_sync(2.0, 10.0, **kwargs) == expected
 
 
+@pytest.mark.parametrize(
+    ("timeout", "kwargs", "spread", "expected"),
+    [
+        (10.0, {"handed": False, "kill": False, "running": 1, "shortest_run": 5.0}, 3.1, 3.1),
+        (10.0, {"handed": False, "kill": False, "running": 1, "shortest_run": 5.0}, 1.5, 2.0),  # under asked
+        (60.0, {"handed": False, "kill": False, "running": 1, "shortest_run": 5.0}, 10.0, 4.0),  # kill bound
+        (60.0, {"handed": False, "kill": False, "running": 0, "shortest_run": 0.0}, 10.0, 10.0),  # idle
+        (10.0, {"handed": False, "kill": False, "running": 0, "shortest_run": 0.0}, 10.0, 4.0),  # silence
+        (60.0, {"handed": True, "kill": False, "running": 1, "shortest_run": 0.0}, 10.0, 1.0),  # report back
+    ],
+)
+def test_a_big_farm_is_spread_out(
+    timeout: float, kwargs: dict[str, Any], spread: float, expected: float
+) -> None:
+    assert scheduling.next_sync(2.0, timeout, spread=spread, **kwargs) == expected
+
+
+def test_sync_spread_is_hosts_over_the_rate() -> None:
+    assert scheduling.sync_spread(1250, 250.0) == 5.0
+    assert scheduling.sync_spread(1250, 0.0) == 0.0  # no limit
+    assert scheduling.sync_spread(0, 250.0) == 0.0
+
+
+def test_the_server_spreads_syncs_by_the_hosts_it_hears(make_server: Any) -> None:
+    # syncrate 0.5: three worker processes heard from make a 6 s cadence for idle ones (within
+    # the 30 s timeout's bound of 12 s); one running a job stays at 4 s, so a pause still kills.
+    server = make_server(syncrate=0.5, timeout=30)
+    for host in ("spread-a", "spread-b", "spread-c"):
+        sync(server, [{"name": f"{host}-1", "pick": False}], host=host)
+    server.stop()
+    server.start()  # a fresh process: it counts the hosts at its first sync
+    answer = sync(server, [{"name": "spread-a-1", "pick": False}], host="spread-a")
+    assert answer["next"] == 6.0
+    job = server.submit(title="spread", command="sleep 100")
+    answer = sync(server, [{"name": "spread-a-1", "pick": True}], host="spread-a")
+    handed = answer["slots"][0]["job"]
+    assert handed["id"] == job and answer["next"] == scheduling.SYNC_SOON
+    beat = {"name": "spread-a-1", "job_id": job, "event": handed["event"], "log_offset": 0}
+    assert sync(server, [beat], host="spread-a")["next"] == scheduling.SYNC_KILL_BOUND
+
+
 def test_next_sync_never_lets_a_worker_look_silent_or_a_pause_wait() -> None:
     # A worker asking for a slow cadence still beats within the server's silence timeout, and
     # within SYNC_KILL_BOUND while it runs jobs; nothing goes below SYNC_MIN.
     for asked in (0.01, 0.5, 2.0, 30.0, 3600.0):
         for timeout in (1.0, 10.0, 60.0, 600.0):
-            for running, run in ((0, 0.0), (1, 1.0), (3, 1000.0)):
+            cases = ((0, 0.0, 0.0), (1, 1.0, 0.0), (3, 1000.0, 0.0), (0, 0.0, 1e6), (2, 5.0, 1e6))
+            for running, run, spread in cases:
                 value = scheduling.next_sync(
-                    asked, timeout, handed=False, kill=False, running=running, shortest_run=run
+                    asked, timeout, handed=False, kill=False, running=running, shortest_run=run, spread=spread
                 )
                 assert scheduling.SYNC_MIN <= value <= max(scheduling.SYNC_MIN, timeout / 2.5)
                 if running:

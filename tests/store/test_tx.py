@@ -125,7 +125,9 @@ def test_affinity_registry(store: Any) -> None:
     assert 1 not in store.read(lambda tx: tx.affinities())
 
 
-@covers("insert_worker", "worker", "workers", "update_worker", "bump_worker", "delete_workers")
+@covers(
+    "insert_worker", "worker", "workers", "update_worker", "update_workers", "bump_worker", "delete_workers"
+)
 def test_worker_rows(store: Any) -> None:
     store.write(lambda tx: tx.insert_worker(columns.new_worker_row("w2")))
     store.write(lambda tx: tx.insert_worker({**columns.new_worker_row("w1"), "ip": "10.0.0.1"}))
@@ -138,6 +140,13 @@ def test_worker_rows(store: Any) -> None:
     store.write(lambda tx: tx.bump_worker("w1", {"finished": 1, "error": 1}))
     w = store.read(lambda tx: tx.worker("w1"))
     assert (w["state"], w["finished"], w["error"]) == ("WORKING", 3, 1)
+    fields = {"ip": "10.0.0.9", "cpu": "[1.0]"}
+    assert store.write(lambda tx: tx.update_workers(["w1", "w2", "nobody"], fields)) == 2
+    assert [(w["ip"], w["cpu"], w["state"]) for w in store.read(lambda tx: tx.workers())] == [
+        ("10.0.0.9", "[1.0]", "WORKING"),
+        ("10.0.0.9", "[1.0]", "WAITING"),
+    ]
+    assert store.write(lambda tx: tx.update_workers([], {"ip": "x"})) == 0
     store.write(lambda tx: tx.delete_workers(["w1"]))
     assert store.read(lambda tx: tx.worker("w1")) is None
 
@@ -438,7 +447,7 @@ def test_reaping_due(store: Any) -> None:
     assert due(None)
 
 
-@covers("cpu_hosts_alive", "host_workers")
+@covers("cpu_hosts_alive", "host_workers", "hosts_alive")
 def test_cpu_hosts_alive(store: Any) -> None:
     def worker(name: str, **fields: Any) -> None:
         row = {**columns.new_worker_row(name), "state": "WAITING", "ping_time": 100.0, **fields}
@@ -457,6 +466,13 @@ def test_cpu_hosts_alive(store: Any) -> None:
     worker("cpu-3", host="cpu")
     assert [r["name"] for r in store.read(lambda tx: tx.host_workers("cpu"))] == ["cpu-2", "cpu-3"]
     assert store.read(lambda tx: tx.host_workers("nobody")) == []
+    # Worker processes heard from lately: slots of one host count once, rows without a host
+    # (Coalition 4 workers) and silent hosts not at all.
+    worker("render-1", host="render")
+    worker("old-1", host="old", ping_time=10.0)
+    assert store.read(lambda tx: tx.hosts_alive(50.0)) == 2  # cpu, render
+    assert store.read(lambda tx: tx.hosts_alive(5.0)) == 3
+    assert store.read(lambda tx: tx.hosts_alive(150.0)) == 0
 
 
 @covers("put_openjd_job", "openjd_job")
