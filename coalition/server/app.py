@@ -301,16 +301,20 @@ class ServerApp:
             # Bound before HTTP answers, so that "the server is up" includes discovery.
             self.discovery = DiscoveryResponder(self.settings.listen, self.settings.port)
             self.discovery.start()
-        cherrypy.engine.start()
-        cherrypy.engine.wait(cherrypy.engine.states.STARTED)
-        # Slow clients cost a blocked thread each, not the farm's service (guard.py).
+        # Slow clients cost a blocked thread each, not the farm's service (guard.py). The HTTP
+        # server is made here, as cherrypy.server.start() would, and guarded before it
+        # accepts its first connection.
         from . import guard
 
         s = self.settings
+        server = cherrypy.server
+        server.httpserver, server.bind_addr = server.httpserver_from_self()
         limits = guard.ReadLimits(header_timeout=s.headertimeout, body_timeout=s.bodytimeout)
-        pool = guard.install(cherrypy.server.httpserver, max(1024, 4 * s.threads), limits)
+        pool = guard.install(server.httpserver, max(1024, 4 * s.threads), limits)
         self.metrics.http_threads = pool.threads
         self.metrics.http_cut = guard.DEADLINES.counts
+        cherrypy.engine.start()
+        cherrypy.engine.wait(cherrypy.engine.states.STARTED)
         if self.settings.discovery and not self.settings.port:
             self.discovery = DiscoveryResponder(self.settings.listen, self.bound_port())
             self.discovery.start()
