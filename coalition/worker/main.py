@@ -153,7 +153,7 @@ def setup_logging(settings: WorkerSettings) -> None:
     root.handlers[:] = [handler]
     # A busy slot logs two lines per job. The format uses none of the caller's file, thread or
     # process: not looking them up (the logging HOWTO's "Optimization") halves a line's cost.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
