@@ -16,7 +16,8 @@ same run, at the cadence the server set: the server's trivial `GET /api/ping`.
                                [--interval 2] [--cadence server|fixed] [--seconds 60] [--quick]
 
 Targets: p99 under 100 ms with no errors for 5,000 slots; pause to kill under 5 s. JSON lines.
-`HB_KEYS='{"reaperinterval": 3600}'` adds `[server]` keys, to see what a setting costs.
+`HB_KEYS='{"reaperinterval": 3600}'` adds `[server]` keys, to see what a setting costs;
+`HB_SPY=FILE` records the server's GIL holders with py-spy (on PATH) during the sync load.
 """
 
 from __future__ import annotations
