@@ -389,6 +389,39 @@ def next_sync(
     return round(max(SYNC_MIN, min(wanted, ceiling)), 3)
 
 
+# Held jobs (docs/protocol.md, "Held jobs"): a slot whose runs are short holds one job more,
+# to start the moment its current run ends while that run's result travels to the server.
+HOLD_BELOW = 1.0  # seconds: a slot asks to hold only after a run shorter than this
+HOLD_MAX = 2.0  # seconds: a held job waiting longer (the run before it is long) goes back
+
+
+def should_hold(last_run: float, packing: bool, draining: bool) -> bool:
+    """Whether a slot asks for a job to hold: its last run took `last_run` seconds (its
+    neighbour is probably as short: jobs of one group are alike), the host does not pack jobs
+    by their needs (a held job's share is the slot's own) and the worker is not stopping.
+    Long runs gain nothing from a held job and would only keep it from another slot. (A
+    server that does not hand out held jobs ignores the ask.)"""
+    return not packing and not draining and 0.0 <= last_run < HOLD_BELOW
+
+
+def may_hold(picked: bool, next_job: Mapping[str, Any] | None) -> bool:
+    """Whether the server hands out a job to hold after what this request picked: nothing
+    when a pick found the queue empty (no second look), and nothing behind an exclusive job
+    (it holds the whole host)."""
+    if not picked:
+        return True
+    if next_job is None:
+        return False
+    need = next_job.get("need") or {}
+    return not need.get("exclusive")
+
+
+def held_expired(run_started: float, now: float) -> bool:
+    """Whether a job held behind the run that started at `run_started` must go back to the
+    queue (that run is long: another slot should have the job)."""
+    return now - run_started >= HOLD_MAX
+
+
 def sync_spread(hosts: int, rate: float) -> float:
     """The sync interval at which `hosts` worker processes make `rate` syncs a second in all
     (0: no rate set)."""

@@ -354,6 +354,11 @@ class WorkerApi:
             raise ApiError(400, "exit_code must be an integer")
         usage = _usage(body.get("usage"))
         interrupted = _flag(body, "interrupted")
+        running = _opt_int(body, "running", lo=1)
+        if running == job_id:
+            raise ApiError(400, "running must be the held job the slot started, not the one it reports")
+        if running is not None and _flag(body, "pick"):
+            raise ApiError(400, "a slot that runs its held job (running) picks nothing to start now")
         end = self.dispatch.end(
             ping,
             job_id,
@@ -368,12 +373,18 @@ class WorkerApi:
             thumbnail=_thumbnail(body.get("thumbnail")),
             reason=_reason(body),
             elapsed=_elapsed(body),
+            hold=_flag(body, "hold"),
+            running=running,
         )
-        self._handed(end.next_job is not None)
+        self._handed((end.next_job is not None) + (end.held is not None))
         if self.metrics is not None and usage is not None and not end.ignored:
             outcome = "interrupted" if interrupted else "finished" if code == 0 else "error"
             self.metrics.runs.observe(usage.wall_s, outcome=outcome)
-        out: dict[str, Any] = {"ok": True, "job": end.next_job}
+        # `held` is always there (null when none was asked or found): it tells a worker that
+        # this server hands out held jobs (docs/protocol.md, "Held jobs").
+        out: dict[str, Any] = {"ok": True, "job": end.next_job, "held": end.held}
+        if end.kill:
+            out["kill"] = True
         if end.ignored:
             out["ignored"] = end.ignored
         if end.sick:

@@ -88,13 +88,14 @@ class Tx(Protocol):
         """A job's thumbnail row (job_id, source, mime, data, updated_at), or None."""
 
     def working_jobs(self) -> list[Row]:
-        """Leaves in WORKING state: id, worker, start_time, timeout, run_event."""
+        """Leaves in WORKING state: id, worker, start_time, timeout, run_event, ping_time."""
 
     def reaping_due(self, silent_before: float | None, now: float, grace: float) -> bool:
         """Whether the reaper has work, in three indexed probes instead of reading every
-        worker and running job: an active worker last heard from before `silent_before`
-        (None: none can be silent yet), a running leaf whose worker row is gone, or one past
-        its timeout plus `grace` at `now` (scheduling.worker_silent and job_timed_out, in SQL)."""
+        worker and running job: an active worker, or a running leaf, last heard from before
+        `silent_before` (None: none can be silent yet), a running leaf whose worker row is
+        gone, or one past its timeout plus `grace` at `now` (scheduling.worker_silent and
+        job_timed_out, in SQL)."""
 
     def first_ready(
         self,

@@ -306,19 +306,24 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
             ),
         ]
         if silent_before is not None:
-            probes.insert(
-                0,
+            probes[:0] = [
                 (
                     "SELECT name FROM workers WHERE state IN ('WAITING', 'WORKING') "
                     "AND ping_time < ? LIMIT 1",
                     (silent_before,),
                 ),
-            )
+                (
+                    # A run nobody heartbeats though its worker is alive (a held job whose
+                    # hand-out answer was lost on the way).
+                    "SELECT id FROM jobs WHERE state = 'WORKING' AND leaf = 1 AND ping_time < ? LIMIT 1",
+                    (silent_before,),
+                ),
+            ]
         return any(self._scalar(sql, params) is not None for sql, params in probes)
 
     def working_jobs(self) -> list[Row]:
         return self._all(
-            "SELECT id, worker, start_time, timeout, run_event FROM jobs "
+            "SELECT id, worker, start_time, timeout, run_event, ping_time FROM jobs "
             "WHERE state = 'WORKING' AND leaf = 1 ORDER BY id"
         )
 

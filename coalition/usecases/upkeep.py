@@ -90,14 +90,15 @@ class Upkeep:
                 self._requeue_silent(tx, tree, fx, job, worker["name"], now, done)
             known = {w["name"] for w in tx.workers()}
             for job in tx.working_jobs():
-                if job["worker"] not in known:
-                    # Its worker was deleted while busy (Coalition 4 let the job finish: the
-                    # worker's next heartbeat brings its row back). Silent since: requeue.
+                if scheduling.worker_silent(job["ping_time"], self.started, settings.worker_timeout, now):
+                    # Nobody heartbeats this run: its worker was deleted while busy (Coalition
+                    # 4 let the job finish: the worker's next heartbeat brings its row back),
+                    # or it is a held job the worker never got (the answer that handed it out
+                    # was lost) or never started (killed holding it). Requeue.
                     row = tx.job(job["id"])
-                    if row is not None and scheduling.worker_silent(
-                        row["ping_time"], self.started, settings.worker_timeout, now
-                    ):
-                        done["silent_workers"] += 1
+                    if row is not None and row["state"] == WORKING:
+                        if job["worker"] not in known:
+                            done["silent_workers"] += 1
                         self._requeue_silent(tx, tree, fx, row, job["worker"], now, done)
                         continue
                 if not scheduling.job_timed_out(

@@ -154,6 +154,8 @@ class End:
     ignored: str = ""
     sick: bool = False  # the worker is SICK (it takes no job until checked or cleared)
     next_job: dict[str, Any] | None = None
+    held: dict[str, Any] | None = None  # a job to start when the slot's current run ends
+    kill: bool = False  # the run the slot says it has started (`running`) is not its own now
     transitions: list[Any] = field(default_factory=list)
 
 
@@ -350,11 +352,15 @@ class WorkerProtocol:
         worker: WorkerDraft,
         now: float,
         free: scheduling.Free | None = None,
+        keep: frozenset[int] = frozenset(),
+        held: bool = False,
     ) -> dict[str, Any] | None:
         """Hand the worker its next job (or None) inside the caller's transaction; how long
-        it took goes to the effects (the pick latency of /metrics)."""
+        it took goes to the effects (the pick latency of /metrics). `keep`: jobs the worker
+        has or runs (not lost though it asks); `held`: the job is to be held, not started now
+        (the worker row keeps its current job)."""
         started = time.perf_counter()
-        job = self._choose(tx, fx, tree, worker, now, free)
+        job = self._choose(tx, fx, tree, worker, now, free, keep, held)
         fx.picked(time.perf_counter() - started, job is not None)
         return job
 
@@ -366,10 +372,12 @@ class WorkerProtocol:
         worker: WorkerDraft,
         now: float,
         free: scheduling.Free | None,
+        keep: frozenset[int] = frozenset(),
+        held: bool = False,
     ) -> dict[str, Any] | None:
         name = worker["name"]
         sick = worker["state"] == W_SICK  # takes no job until checked or cleared
-        if worker["current_job"]:
+        if worker["current_job"] and worker["current_job"] not in keep:
             # The worker asks for work while we think it runs a job: it restarted or lost it.
             job = tx.job(worker["current_job"])
             if job is not None and job["state"] == WORKING and job["worker"] == name:
@@ -378,7 +386,8 @@ class WorkerProtocol:
         if sick:
             return None
         if not worker["active"]:
-            worker.set(state=W_WAITING)
+            if not held:
+                worker.set(state=W_WAITING)
             return None
         skip = self.failing.skip_ranges(tx, worker, now)
         shapes, generation = tree.tags.current()
@@ -414,19 +423,23 @@ class WorkerProtocol:
                     if needs:
                         tx.update_job(job_id, {"limits_held": needs})
                         job["limits_held"] = needs
-                    return self._start_run(tree, job, event, worker)
+                    return self._start_run(tree, job, event, worker, held)
                 # Another server won this job between our read and our write: look again.
                 tx.delete_event(event)
                 if needs:
                     limits.release_held(tx, needs)
-        worker.set(state=W_WAITING)
+        if not held:
+            worker.set(state=W_WAITING)
         return None
 
-    def _start_run(self, tree: Tree, job: Row, event: int, worker: WorkerDraft) -> dict[str, Any]:
+    def _start_run(
+        self, tree: Tree, job: Row, event: int, worker: WorkerDraft, held: bool = False
+    ) -> dict[str, Any]:
         job_id = job["id"]
         job["state"] = WAITING  # the claim wrote WORKING; count the transition once, here
         tree.set_leaf_state(job, WORKING, {"run_event": event}, written=True)
-        worker.set(state=W_WORKING, current_job=job_id, last_job=job_id, current_event=event)
+        if not held:
+            worker.set(state=W_WORKING, current_job=job_id, last_job=job_id, current_event=event)
         out = {"event": event, **{name: job[name] for name in columns.JOB_PICK}}
         out["stalltimeout"] = self.failing.stalltimeout(job)  # the job's own, or the farm's
         out["need"] = tree.tags.shape(job["tagset"]).need.as_dict()  # what the run holds there
@@ -635,11 +648,19 @@ class WorkerProtocol:
         thumbnail: tuple[str, bytes] | None = None,
         reason: str = "",
         elapsed: float | None = None,
+        hold: bool = False,
+        running: int | None = None,
     ) -> End:
         """Record the end of a run (and maybe hand out the next job in the same transaction).
 
         `reason` is the worker's own account when it ended the run itself (timeout, stall,
-        handback); `elapsed` how long the process ran by the worker's clock."""
+        handback); `elapsed` how long the process ran by the worker's clock.
+
+        Look-ahead (docs/protocol.md, "Held jobs"): with `hold`, one more job is handed out
+        for the slot to hold and start the moment its current run ends, so that a farm of
+        short jobs does not wait a round trip between runs. `running`: the held job the slot
+        has started meanwhile; it becomes the worker's current job (and is not taken for
+        lost), or, if it is no longer the slot's to run, the answer says `kill`."""
         now = self.clock()
 
         def fn(tx: Tx, fx: Effects) -> End:
@@ -668,13 +689,38 @@ class WorkerProtocol:
                     # The newest image of the job is also its groups' newest, up to the root.
                     tx.put_thumbnail(_lineage(tx, job), job_id, thumbnail[0], thumbnail[1], now)
                 result.transitions = tree.transitions
+            keep = frozenset((running,)) if running else frozenset()
+            offer = self._offer(tx, ping, now) if pick or hold else None
             if pick:
-                result.next_job = self._pick(tx, fx, tree, worker, now, self._offer(tx, ping, now))
+                result.next_job = self._pick(tx, fx, tree, worker, now, offer, keep)
+            if hold and scheduling.may_hold(pick, result.next_job):
+                if result.next_job is not None:
+                    keep = keep | {result.next_job["id"]}
+                # A held job shares the slot with the run before it: never the whole host.
+                held_offer = replace(offer, whole=False) if offer is not None else None
+                result.held = self._pick(tx, fx, tree, worker, now, held_offer, keep, held=True)
+            if running:
+                result.kill = not self._keep_running(tx, fx, tree, worker, running, now)
             result.sick = worker["state"] == W_SICK
             worker.flush(tx)
             return result
 
         return self.ctx.write(fn)
+
+    def _keep_running(
+        self, tx: Tx, fx: Effects, tree: Tree, worker: WorkerDraft, job_id: int, now: float
+    ) -> bool:
+        """The slot started its held job `job_id`: make it the worker's current job, or, if
+        the job is not the slot's to run any more, say so (False: the worker kills it). A
+        held job of a worker stopped by an operator is still WORKING there (the stop freed
+        only the current job): it goes back to the queue here."""
+        job = tx.job(job_id)
+        if job is not None and self._owns(job, worker["name"], None, worker.row):
+            worker.set(state=W_WORKING, current_job=job_id, last_job=job_id, current_event=job["run_event"])
+            return True
+        if job is not None and job["state"] == WORKING and job["worker"] == worker["name"]:
+            abort_run(tx, tree, fx, job, "STOPPED" if not worker["active"] else "PAUSED", now)
+        return False
 
     @staticmethod
     def _end_refusal(job: Row | None, name: str, event: int | None) -> str:

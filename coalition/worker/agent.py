@@ -20,11 +20,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .. import failures
+from .. import failures, scheduling
 from . import thumbs
 from .courier import Report
 from .link import Backoff, Refused, ServerLink, Unreachable
@@ -187,6 +188,15 @@ class Slot:
         self._asking = False  # a sync asking a job for this slot is on its way
         self._sick = False  # the server says this slot is SICK: run the check command
         self._next_check = 0.0
+        # Look-ahead (docs/protocol.md, "Held jobs"): a job handed out to start the moment the
+        # current run ends, while that run's result travels in the background on a link of
+        # its own; and a held job the server said is not ours to run any more (by its id).
+        self._held: dict[str, Any] | None = None
+        self._doomed = 0
+        self._behind: ThreadPoolExecutor | None = None
+        self._behind_link: ServerLink | None = None
+        self._in_flight: Future[None] | None = None
+        self._from_hold = False  # the job run_job is given was held (for its log line)
         # The OpenJD session this slot keeps between tasks (docs/openjd.md); None on a worker
         # that does not take OpenJD tasks.
         self.openjd: SlotSession | None = None
@@ -277,6 +287,11 @@ class Slot:
                 job = None
                 continue
             job = self.run_job(job)
+        self._settle_behind()
+        if self._behind is not None:
+            self._behind.shutdown()
+        if self._behind_link is not None:
+            self._behind_link.close()
         if self.openjd is not None:
             self.openjd.close()  # exit its environments before the worker goes
         self.link.close()
@@ -332,13 +347,72 @@ class Slot:
         with self._lock:
             self._sick = bool(answer.get("sick"))
 
-    def give_back(self, job: Mapping[str, Any]) -> None:
-        """Return a job we were handed while stopping, without running it."""
+    def give_back(
+        self,
+        job: Mapping[str, Any],
+        why: str = "the worker is stopping",
+        link: ServerLink | None = None,
+        release: bool = True,
+    ) -> None:
+        """Return a job we were handed without running it (`release`: it holds its share of
+        the host, as a job the courier brought does; a held job holds nothing yet)."""
         run = Run(job, RunLog(self.settings.spooldir or None), self.clock(), interrupted=True)
-        run.reason = "handed back unstarted (the worker is stopping)"
-        log.info("%s: handing job %d back unstarted (stopping)", self.name, run.job_id)
-        self._deliver(run, exit_code=-1)
+        run.reason = f"handed back unstarted ({why})"
+        log.info("%s: handing job %d back unstarted (%s)", self.name, run.job_id, why)
+        if release:
+            self.pool.release(self.name)
+        self._deliver(run, exit_code=-1, report_only=True, link=link)
         run.output.close()
+
+    # -- look-ahead: held jobs, and results delivered behind the next run -------------------
+    def _send_behind(self, work: Callable[[], None]) -> None:
+        """Run `work` (a delivery) on this slot's background thread, after any before it."""
+        if self._behind is None:
+            self._behind = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-behind")
+            self._behind_link = self.link.twin()
+        self._in_flight = self._behind.submit(work)
+
+    def _settle_behind(self) -> None:
+        """Wait until what runs in the background is delivered (its answer may bring a job
+        to hold)."""
+        pending, self._in_flight = self._in_flight, None
+        if pending is not None:
+            try:
+                pending.result()
+            except Exception:  # noqa: BLE001 - a bug there must not stop the slot
+                log.exception("%s: delivering a result in the background failed", self.name)
+
+    def _take_held(self) -> dict[str, Any] | None:
+        with self._lock:
+            held, self._held = self._held, None
+            return held
+
+    def _expire_held(self, run: Run, now: float) -> float | None:
+        """Give the held job back if the run before it is long (another slot should have it);
+        else when to look again (None: nothing is held)."""
+        with self._lock:
+            held = self._held
+            if held is None:
+                return None
+            if not scheduling.held_expired(run.started, now):
+                return run.started + scheduling.HOLD_MAX
+            self._held = None
+        why = f"held while the run before it went on past {scheduling.HOLD_MAX:g} s"
+        self._send_behind(lambda: self.give_back(held, why, self._behind_link, release=False))
+        return None
+
+    def _run_behind(
+        self,
+        run: Run,
+        exit_code: int,
+        usage: dict[str, Any] | None,
+        thumbnail: dict[str, str] | None,
+        held: Mapping[str, Any],
+    ) -> None:
+        """Background body: deliver `run`'s result while the slot runs its held job."""
+        self._deliver(run, exit_code, usage, thumbnail, running=held, link=self._behind_link)
+        run.output.close()
+        self.runs += 1
 
     # -- one run ----------------------------------------------------------------------------
     def _note(self, run: Run, text: str) -> None:
@@ -351,6 +425,9 @@ class Slot:
         run = Run(job, ScanningLog(self.settings.spooldir or None), self.clock())
         started_wall = time.time()  # file times are wall-clock times
         self._set(RUNNING, run)
+        with self._lock:
+            if self._doomed == run.job_id:  # a held job the server took back meanwhile
+                run.kill_requested, self._doomed = True, 0
         extra = {
             "COALITION_JOB_ID": str(run.job_id),
             "COALITION_WORKER": self.name,
@@ -363,6 +440,7 @@ class Slot:
         usage: dict[str, Any] | None = None
         thumbnail: dict[str, str] | None = None
         proc = self._start(run, extra)
+        self._from_hold = False
         if proc is not None:
             exit_code = self._supervise(run, proc)
             run.elapsed = max(0.0, self.clock() - run.started)
@@ -380,6 +458,18 @@ class Slot:
             exit_code,
             " (timed out)" if run.timed_out else " (interrupted)" if run.interrupted else "",
         )
+        self._settle_behind()  # the delivery in flight may bring a job to hold
+        held = self._take_held()
+        if held is not None and not self.control.draining:
+            # Start the held job now; this run's result travels meanwhile.
+            self._set(ENDING)
+            self.pool.release(self.name)
+            self.pool.start_held(self.name, held)
+            self._send_behind(lambda: self._run_behind(run, exit_code, usage, thumbnail, held))
+            self._from_hold = True
+            return held
+        if held is not None:
+            self.give_back(held, release=False)
         next_job = self._deliver(run, exit_code, usage, thumbnail)
         self._set(ENDING)
         run.output.close()
@@ -395,7 +485,8 @@ class Slot:
         if self.openjd is not None:
             self.openjd.close()  # a plain job: the OpenJD session's environments end first
         prepared = prepare(job, self.environ, self.settings.runcommand, extra)
-        log.info("%s: job %d started: %s", self.name, run.job_id, prepared.command)
+        held, self._from_hold = self._from_hold, False
+        log.info("%s: job %d started%s: %s", self.name, run.job_id, " (held)" * held, prepared.command)
         for note in prepared.notes:
             self._note(run, note)
         if prepared.error:
@@ -485,6 +576,9 @@ class Slot:
             proc.meter.sample(now)
             # The pipe, the pidfd and the wake pipe bring every event sooner.
             wake = [now + 5.0, proc.meter.next_sample]
+            held_until = self._expire_held(run, now)
+            if held_until is not None:
+                wake.append(held_until)
             if deadline is not None and not proc.terminating:
                 wake.append(deadline)
             if stall > 0 and not proc.terminating:
@@ -500,7 +594,7 @@ class Slot:
         code = proc.returncode
         return -1 if code is None else code
 
-    def _beat(self, run: Run, proc: JobProcess | None) -> bool:
+    def _beat(self, run: Run, proc: JobProcess | None, link: ServerLink | None = None) -> bool:
         """One heartbeat with the next chunk of output; False if it did not get through."""
         offset, chunk = run.output.pending(CHUNK)
         body = self._ping()
@@ -508,7 +602,7 @@ class Slot:
         if chunk:
             body["log"] = base64.b64encode(chunk).decode("ascii")
         try:
-            answer = self.link.heartbeat(body)
+            answer = (link or self.link).heartbeat(body)
         except Unreachable as exc:
             self._unreachable(exc)
             return False
@@ -530,18 +624,35 @@ class Slot:
         exit_code: int,
         usage: dict[str, Any] | None = None,
         thumbnail: dict[str, str] | None = None,
+        *,
+        running: Mapping[str, Any] | None = None,
+        report_only: bool = False,
+        link: ServerLink | None = None,
     ) -> dict[str, Any] | None:
-        """Send the rest of the output and the result, until the server has them."""
-        self._set(ENDING, run)
-        self.pool.release(self.name)
+        """Send the rest of the output and the result, until the server has them.
+
+        At the end of a run (the default), the answer brings the next job to start, when the
+        pool lets this slot ask now, and maybe one to hold. In the background (`running`: the
+        held job the slot started meanwhile), it may bring the next job to hold. With
+        `report_only` (a job handed back unstarted), it asks for nothing."""
+        link = link or self.link
+        if running is None and not report_only:
+            self._set(ENDING, run)
+            self.pool.release(self.name)
         backoff = Backoff(cap=max(30.0, self.settings.sleep))
         while run.output.size - run.output.acked > CHUNK:
-            if self._beat(run, None):
+            if self._beat(run, None, link):
                 backoff.reset()
             else:
                 self.sleep(backoff.next())
-        # The next job comes with the answer when the pool lets this slot ask now.
-        free = None if self.control.draining else self.pool.ask(self.name)
+        draining = self.control.draining
+        free = None
+        if running is None and not report_only and not draining:
+            free = self.pool.ask(self.name)
+        hold = None
+        if not report_only and scheduling.should_hold(run.elapsed, self.pool.packing, draining):
+            if running is not None or free is not None:
+                hold = self.pool.hold_offer(self.name)
         while True:
             offset, chunk = run.output.pending(CHUNK)
             body = self._ping()
@@ -557,14 +668,18 @@ class Slot:
                 elapsed=round(run.elapsed, 3),
                 pick=free is not None,
             )
-            if free is not None:
-                body["free"] = free
+            if free is not None or hold is not None:
+                body["free"] = free if free is not None else hold
+            if hold is not None:
+                body["hold"] = True
+            if running is not None:
+                body["running"] = int(running["id"])
             if usage:
                 body["usage"] = usage
             if thumbnail:
                 body["thumbnail"] = thumbnail
             try:
-                answer = self.link.endjob(body)
+                answer = link.endjob(body)
             except Unreachable as exc:
                 self._unreachable(exc)
                 self.sleep(backoff.next())
@@ -587,8 +702,25 @@ class Slot:
                 log.info(
                     "%s: result of job %d ignored by the server: %s", self.name, run.job_id, answer["ignored"]
                 )
+            held = answer.get("held")
+            if hold is not None and isinstance(held, dict):
+                with self._lock:
+                    self._held = held
+                self._poke()
+            if running is not None and answer.get("kill"):
+                self._kill_started(int(running["id"]))
             job = answer.get("job")
             job = job if isinstance(job, dict) else None
             if free is not None:
                 self.pool.settle(self.name, job)
             return job
+
+    def _kill_started(self, job_id: int) -> None:
+        """The held job this slot started is not its own any more (paused, deleted, or its
+        worker stopped before it started): kill its run, or the run about to begin."""
+        with self._lock:
+            if self._run is not None and self._run.job_id == job_id and self._state == RUNNING:
+                self._run.kill_requested = True
+            else:
+                self._doomed = job_id
+        self._poke()

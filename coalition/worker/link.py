@@ -16,6 +16,7 @@ variables are ignored: workers talk to their farm's server directly.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import socket
@@ -87,6 +88,13 @@ class ServerLink:
             headers[TOKEN_HEADER] = token
         self._header_lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self._conn: _Connection | None = None
+
+    def twin(self) -> ServerLink:
+        """A link to the same server with the same settings, on a connection of its own (a
+        link serves one thread at a time)."""
+        other = copy.copy(self)
+        other._conn = None
+        return other
 
     def _connect(self) -> _Connection:
         connect_timeout, read_timeout = self.timeout

@@ -240,6 +240,25 @@ class Pool:
             self._whole_ask = self._whole_ask or lone
             return self._free_fixed(name, whole=lone)
 
+    def hold_offer(self, name: str) -> dict[str, Any] | None:
+        """The `free` with which a slot asks for a job to hold behind its current run (its own
+        share, never the whole host), or None: it must not hold (a packing host's free
+        amounts change with every run; an exclusive run holds the host)."""
+        with self._lock:
+            # (The slot's own ask for a whole host does not count: the server holds nothing
+            # behind an exclusive job.)
+            if self.packing or any(g.whole for g in self._held.values()):
+                return None
+            return self._free_fixed(name, whole=False)
+
+    def start_held(self, name: str, job: Mapping[str, Any]) -> Grant:
+        """The slot's run ended and it starts its held job: what that run holds now."""
+        with self._lock:
+            grant = self._grant(name, job)
+            self._held[name] = grant
+            self._used.add(name)
+            return grant
+
     def settle(self, name: str, job: Mapping[str, Any] | None) -> Grant | None:
         """The answer to `name`'s ask came: the job handed out (None: nothing, or the ask
         failed). Returns what the run holds."""

@@ -153,3 +153,28 @@ def test_next_sync_never_lets_a_worker_look_silent_or_a_pause_wait() -> None:
                 assert scheduling.SYNC_MIN <= value <= max(scheduling.SYNC_MIN, timeout / 2.5)
                 if running:
                     assert value <= scheduling.SYNC_KILL_BOUND
+
+
+def test_endjob_hands_out_a_held_job_over_http_and_refuses_nonsense(api: ServerProcess) -> None:
+    ids = [api.submit(title=f"h{i}", command="true", affinity="holdy") for i in range(3)]
+    who = {"name": "holdhost", "affinity": "holdy"}
+    first = api.worker_call("pickjob", who)["job"]
+    assert first["id"] == ids[0]
+    ended = {**who, "job_id": first["id"], "event": first["event"], "exit_code": 0, "elapsed": 0.01}
+    answer = api.worker_call("endjob", {**ended, "pick": True, "hold": True})
+    assert (answer["job"]["id"], answer["held"]["id"]) == (ids[1], ids[2])
+    nxt, held = answer["job"], answer["held"]
+    running = {**who, "job_id": nxt["id"], "event": nxt["event"], "exit_code": 0}
+    # A slot that runs its held job cannot also take one to start now; nor be running the
+    # job it reports.
+    err = api.worker_call("endjob", {**running, "running": held["id"], "pick": True}, expect=400)
+    assert "running" in err["error"]
+    err = api.worker_call("endjob", {**running, "running": nxt["id"]}, expect=400)
+    assert "running" in err["error"]
+    err = api.worker_call("endjob", {**running, "running": "x"}, expect=400)
+    assert "running must be an integer" in err["error"]
+    answer = api.worker_call("endjob", {**running, "running": held["id"], "hold": True})
+    assert answer["held"] is None and "kill" not in answer and answer["job"] is None
+    answer = api.worker_call("endjob", {**who, "job_id": held["id"], "event": held["event"], "exit_code": 0})
+    assert answer["held"] is None  # always there: this server hands out held jobs
+    assert [api.api("GET", f"/api/jobs/{i}")["state"] for i in ids] == ["FINISHED"] * 3

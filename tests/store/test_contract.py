@@ -605,3 +605,94 @@ def test_sorting_by_progress_uses_group_counters(farm: Any) -> None:
     end(farm, job, 0)
     rows, _, _ = farm.uc.reads.list_jobs({"parent": 0}, "progress", True, 0, 10)
     assert [(r["id"], r["progress"]) for r in rows] == [(half, 0.5), (none, 0.0)]
+
+
+# -- held jobs: the look-ahead of a slot whose runs are short (docs/protocol.md) -------------
+def hold_end(farm: Any, job: dict[str, Any], name: str = "w1", **kw: Any) -> Any:
+    return farm.uc.workers.end(Ping(name=name), job["id"], job["event"], 0, b"", None, hold=True, **kw)
+
+
+def test_a_held_job_is_handed_out_beside_the_next_and_becomes_current_when_started(farm: Any) -> None:
+    ids = [add(farm, title=f"j{i}") for i in range(4)]
+    first = pick(farm)
+    result = hold_end(farm, first, pick=True)
+    assert (result.next_job["id"], result.held["id"]) == (ids[1], ids[2])
+    # The worker runs the next job; the held one waits, assigned but not current.
+    assert farm.uc.reads.worker("w1")["current_job"] == ids[1]
+    assert state(farm, ids[2]) == "WORKING"
+    # The slot started its held job and reports the run before it: it holds the last one.
+    started = result.held
+    result = hold_end(farm, result.next_job, running=ids[2])
+    assert not result.kill and not result.ignored and result.next_job is None
+    assert result.held["id"] == ids[3]
+    assert farm.uc.reads.worker("w1")["current_job"] == ids[2]  # not lost for asking
+    last = result.held
+    result = hold_end(farm, started, running=ids[3])
+    assert result.held is None and not result.kill
+    end(farm, last)
+    assert [state(farm, i) for i in ids] == ["FINISHED"] * 4
+    for job_id in ids:  # one run each, nothing lost or handed back on the way
+        assert [e["state"] for e in farm.uc.reads.events(job_id, None, None)] == ["FINISHED"]
+
+
+def test_no_job_is_held_when_the_pick_found_the_queue_empty(farm: Any) -> None:
+    add(farm)
+    result = hold_end(farm, pick(farm), pick=True)
+    assert result.next_job is None and result.held is None
+    ids = [add(farm) for _ in range(2)]
+    result = hold_end(farm, pick(farm))  # asking only to hold: handed the next in line
+    assert result.next_job is None and result.held["id"] == ids[1]
+
+
+def test_a_held_job_paused_before_it_starts_is_killed_and_spends_no_retry(farm: Any) -> None:
+    ids = [add(farm, retry=0) for _ in range(3)]
+    result = hold_end(farm, pick(farm), pick=True)
+    held = result.held
+    farm.uc.operator.pause([held["id"]])
+    answer = farm.uc.workers.end(
+        Ping("w1"), ids[1], result.next_job["event"], 0, b"", None, running=held["id"]
+    )
+    assert answer.kill  # the slot started it meanwhile: it kills it
+    assert end(farm, held, -15).ignored
+    job = farm.uc.reads.job(held["id"])
+    assert (job["state"], job["fail_count"]) == ("PAUSED", 0)
+
+
+def test_a_held_job_of_a_worker_stopped_meanwhile_goes_back_to_the_queue(farm: Any) -> None:
+    ids = [add(farm) for _ in range(3)]
+    result = hold_end(farm, pick(farm), pick=True)
+    held = result.held
+    farm.uc.operator.set_workers_active(["w1"], False)  # frees the current job (ids[1])
+    assert state(farm, ids[1]) == "WAITING"
+    answer = farm.uc.workers.end(
+        Ping("w1"), ids[1], result.next_job["event"], 0, b"", None, running=held["id"]
+    )
+    assert answer.ignored and answer.kill
+    assert state(farm, held["id"]) == "WAITING"
+    assert end(farm, held, -15).ignored
+
+
+def test_a_held_job_nobody_heartbeats_is_requeued_while_its_worker_lives(farm: Any) -> None:
+    # The answer that handed it out was lost: the worker runs its current job and never
+    # heard of the held one.
+    ids = [add(farm) for _ in range(3)]
+    result = hold_end(farm, pick(farm), pick=True)
+    current = result.next_job
+    for _ in range(3):
+        farm.clock.advance(5)
+        assert not farm.uc.workers.heartbeat(Ping("w1"), current["id"], current["event"], b"", None).kill
+    done = farm.uc.upkeep.reap()
+    assert done["requeued"] == 1 and done["silent_workers"] == 0
+    assert state(farm, ids[2]) == "WAITING" and state(farm, ids[1]) == "WORKING"
+    assert farm.uc.reads.worker("w1")["state"] == "WORKING"
+    assert pick(farm, "w2")["id"] == ids[2]
+
+
+def test_a_worker_killed_while_holding_a_job_loses_neither(farm: Any) -> None:
+    ids = [add(farm) for _ in range(3)]
+    hold_end(farm, pick(farm), pick=True)
+    farm.clock.advance(11)  # killed -9: nothing more from it
+    done = farm.uc.upkeep.reap()
+    assert done["requeued"] == 2 and done["silent_workers"] == 1
+    assert [state(farm, i) for i in ids] == ["FINISHED", "WAITING", "WAITING"]
+    assert sorted(drain(farm, "w2")) == ids[1:]

@@ -120,6 +120,23 @@ def test_an_exclusive_job_needs_a_whole_host(farm: Any) -> None:
     assert pick(farm, "w1", h, offer(h, cores=1, whole=True))["id"] == job
 
 
+def test_nothing_is_held_behind_an_exclusive_job_and_no_held_job_is_exclusive(farm: Any) -> None:
+    h = host(cores=4)
+    first = add(farm, title="short")
+    sim = add(farm, title="sim", exclusive=True)
+    add(farm, title="after")
+    ran = pick(farm, "w1", h, offer(h, whole=True))
+    assert ran["id"] == first
+    ping = Ping(name="w1", resources=h, free=offer(h, whole=True))
+    result = farm.uc.workers.end(ping, first, ran["event"], 0, b"", None, pick=True, hold=True)
+    assert result.next_job["id"] == sim and result.held is None  # the sim holds the host
+    farm.uc.operator.reset([sim])
+    farm.uc.operator.pause([sim])
+    add(farm, title="sim2", exclusive=True, priority=999)  # first in line, but needs the host
+    result = farm.uc.workers.end(ping, sim, result.next_job["event"], 0, b"", None, hold=True)
+    assert result.held is not None and result.held["title"] == "after"  # never held
+
+
 def test_why_names_what_no_worker_has(farm: Any) -> None:
     job = add(farm, title="big gpu", gpus=4, cores=2)
     assert reasons(farm, job) == ["no worker is alive to take it"]

@@ -79,3 +79,24 @@ def test_log_slice_deduplicates() -> None:
     assert s.log_slice(3, 0, b"abc") == (b"", 3)
     assert s.log_slice(3, 1, b"bcde") == (b"de", 5)
     assert s.log_slice(3, 10, b"xy") == (b"xy", 12)  # a gap: keep what arrives
+
+
+# -- held jobs (the look-ahead of a slot whose runs are short) -------------------------------
+def test_a_slot_holds_after_short_runs_only_on_fixed_slots_and_not_while_stopping() -> None:
+    assert s.should_hold(0.01, packing=False, draining=False)
+    assert not s.should_hold(s.HOLD_BELOW, packing=False, draining=False)
+    assert not s.should_hold(0.01, packing=True, draining=False)
+    assert not s.should_hold(0.01, packing=False, draining=True)
+    assert not s.should_hold(-1.0, packing=False, draining=False)  # a clock gone back
+
+
+def test_the_server_holds_nothing_behind_an_empty_pick_or_an_exclusive_job() -> None:
+    assert s.may_hold(False, None)  # a hold alone (the slot runs its held job)
+    assert not s.may_hold(True, None)
+    assert s.may_hold(True, {"need": {"exclusive": 0}})
+    assert not s.may_hold(True, {"need": {"exclusive": 1}})
+
+
+def test_a_held_job_expires_when_the_run_before_it_is_long() -> None:
+    assert not s.held_expired(100.0, 100.0 + s.HOLD_MAX - 0.01)
+    assert s.held_expired(100.0, 100.0 + s.HOLD_MAX)
