@@ -136,8 +136,10 @@ def run_coalition(jobs: int, slots: int) -> tuple[float, dict[str, float]]:
         cpu0 = {"server": cpu_seconds(server), "worker": cpu_seconds(worker)}
         start = time.perf_counter()
         group = call(farm.port, "PUT", "/api/jobs", {"title": "bench", "paused": True})
-        call(farm.port, "PUT", "/api/jobs", [{"parent": group, "command": "true"} for _ in range(jobs)])
+        ids = call(farm.port, "PUT", "/api/jobs", [{"parent": group, "command": "true"} for _ in range(jobs)])
+        submitted = time.perf_counter() - start
         call(farm.port, "POST", "/api/startjobs", [group])
+        started_wall = time.time()
         while True:
             job = call(farm.port, "GET", f"/api/jobs/{group}")
             if job["total_finished"] + job["total_errors"] >= jobs:
@@ -147,7 +149,15 @@ def run_coalition(jobs: int, slots: int) -> tuple[float, dict[str, float]]:
         cpu = {
             "server_cpu_s": round(cpu_seconds(server) - cpu0["server"], 2),
             "worker_cpu_s": round(cpu_seconds(worker) - cpu0["worker"], 2),
+            # Where the wall time goes: the submission, then the idle slots' wait for their
+            # next sync (the server's cadence), then the runs.
+            "submit_s": round(submitted, 3),
         }
+        first = ids[0] if isinstance(ids, list) and ids else None
+        if first is not None:
+            runs = call(farm.port, "GET", f"/api/jobs/{first}/events")
+            if runs:
+                cpu["first_start_s"] = round(min(r["start"] for r in runs) - started_wall, 3)
         if job["total_errors"]:
             raise RuntimeError(f"{job['total_errors']} jobs failed")
         return elapsed, cpu
