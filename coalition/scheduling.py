@@ -393,6 +393,8 @@ def next_sync(
 # to start the moment its current run ends while that run's result travels to the server.
 HOLD_BELOW = 1.0  # seconds: a slot asks to hold only after a run shorter than this
 HOLD_MAX = 2.0  # seconds: a held job waiting longer (the run before it is long) goes back
+HOLD_DEPTH = 4  # jobs a slot may hold at once (the server hands out at most this many)
+HOLD_WANTED = 2  # jobs our worker's slots hold: one to start, one more while results travel
 
 
 def should_hold(last_run: float, packing: bool, draining: bool) -> bool:

@@ -14,8 +14,16 @@ from collections.abc import Callable
 from typing import Any
 
 from ..model import ValidationError, check_tags, parse_rule_lines, parse_tags
-from ..scheduling import Free
-from ..usecases.workers import GPU_RESERVE, HostResources, Ping, RunUsage, SlotReport, WorkerProtocol
+from ..scheduling import HOLD_DEPTH, Free
+from ..usecases.workers import (
+    GPU_RESERVE,
+    HostResources,
+    Ping,
+    RunReport,
+    RunUsage,
+    SlotReport,
+    WorkerProtocol,
+)
 from .http import INT_RANGE, ApiError, parse_form
 from .metrics import ServerMetrics
 from .wsgi import Request, Text, WsgiApp
@@ -62,6 +70,7 @@ def _b64(value: Any) -> bytes:
 
 
 MAX_SLOTS = 256  # slots one sync may carry
+MAX_EARLIER = 64  # earlier runs one endjob may report (a slot holds a few jobs at most)
 MAX_THUMBNAIL = 128 * 1024  # bytes of one thumbnail image
 _IMAGE_MAGIC = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}
 
@@ -173,6 +182,39 @@ def _flag(body: dict[str, Any], key: str, default: bool = False) -> bool:
     if not isinstance(value, (bool, int)):
         raise ApiError(400, f"{key} must be a boolean")
     return bool(value)
+
+
+def _run_report(body: dict[str, Any]) -> RunReport:
+    """One run's end from an endjob body (or one of its `earlier`); 400 on a malformed one."""
+    job_id = _opt_int(body, "job_id", lo=1)
+    if job_id is None:
+        raise ApiError(400, "job_id is required")
+    code = body.get("exit_code")
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise ApiError(400, "exit_code must be an integer")
+    return RunReport(
+        job_id,
+        _opt_int(body, "event"),
+        code,
+        _b64(body.get("log")),
+        _opt_int(body, "log_offset"),
+        timed_out=_flag(body, "timed_out"),
+        interrupted=_flag(body, "interrupted"),
+        usage=_usage(body.get("usage")),
+        thumbnail=_thumbnail(body.get("thumbnail")),
+        reason=_reason(body),
+        elapsed=_elapsed(body),
+    )
+
+
+def _hold(body: dict[str, Any]) -> int:
+    """How many jobs the slot asks to hold: true is one, a count at most HOLD_DEPTH."""
+    value = body.get("hold", 0)
+    if value is True or value is False:
+        return int(value)
+    if not isinstance(value, int) or not 0 <= value <= HOLD_DEPTH:
+        raise ApiError(400, f"hold must be true, false or a count from 0 to {HOLD_DEPTH}")
+    return value
 
 
 class WorkerApi:
@@ -346,43 +388,58 @@ class WorkerApi:
             if job_id and job_id > 0:
                 self.dispatch.end(ping, job_id, None, code or 0, _b64(body.get("log")), None)
             return Text(b"None")
-        job_id = _opt_int(body, "job_id", lo=1)
-        if job_id is None:
-            raise ApiError(400, "job_id is required")
-        code = body.get("exit_code")
-        if isinstance(code, bool) or not isinstance(code, int):
-            raise ApiError(400, "exit_code must be an integer")
-        usage = _usage(body.get("usage"))
-        interrupted = _flag(body, "interrupted")
+        this = _run_report(body)
         running = _opt_int(body, "running", lo=1)
-        if running == job_id:
+        if running == this.job_id:
             raise ApiError(400, "running must be the held job the slot started, not the one it reports")
         if running is not None and _flag(body, "pick"):
             raise ApiError(400, "a slot that runs its held job (running) picks nothing to start now")
+        earlier = body.get("earlier", [])
+        if not isinstance(earlier, list) or len(earlier) > MAX_EARLIER:
+            raise ApiError(400, f"earlier must be a list of at most {MAX_EARLIER} run reports")
+        reports = []
+        for item in earlier:
+            if not isinstance(item, dict):
+                raise ApiError(400, "each of earlier must be a run report object (job_id, exit_code...)")
+            reports.append(_run_report(item))
+        if len({r.job_id for r in reports} | {this.job_id}) != len(reports) + 1:
+            raise ApiError(400, "a run is reported twice in one endjob")
         end = self.dispatch.end(
             ping,
-            job_id,
-            _opt_int(body, "event"),
-            code,
-            _b64(body.get("log")),
-            _opt_int(body, "log_offset"),
-            timed_out=_flag(body, "timed_out"),
-            interrupted=interrupted,
+            this.job_id,
+            this.event,
+            this.exit_code,
+            this.chunk,
+            this.offset,
+            timed_out=this.timed_out,
+            interrupted=this.interrupted,
             pick=_flag(body, "pick"),
-            usage=usage,
-            thumbnail=_thumbnail(body.get("thumbnail")),
-            reason=_reason(body),
-            elapsed=_elapsed(body),
-            hold=_flag(body, "hold"),
+            usage=this.usage,
+            thumbnail=this.thumbnail,
+            reason=this.reason,
+            elapsed=this.elapsed,
+            hold=_hold(body),
             running=running,
+            earlier=reports,
         )
-        self._handed((end.next_job is not None) + (end.held is not None))
-        if self.metrics is not None and usage is not None and not end.ignored:
-            outcome = "interrupted" if interrupted else "finished" if code == 0 else "error"
-            self.metrics.runs.observe(usage.wall_s, outcome=outcome)
-        # `held` is always there (null when none was asked or found): it tells a worker that
+        self._handed((end.next_job is not None) + len(end.held))
+        if self.metrics is not None:
+            for report in (*reports, this):
+                if (
+                    report.usage is None
+                    or end.earlier_ignored.get(report.job_id)
+                    or (report is this and end.ignored)
+                ):
+                    continue
+                outcome = (
+                    "interrupted" if report.interrupted else "finished" if report.exit_code == 0 else "error"
+                )
+                self.metrics.runs.observe(report.usage.wall_s, outcome=outcome)
+        # `held` is always there (empty when none was asked or found): it tells a worker that
         # this server hands out held jobs (docs/protocol.md, "Held jobs").
         out: dict[str, Any] = {"ok": True, "job": end.next_job, "held": end.held}
+        if end.earlier_ignored:
+            out["earlier_ignored"] = {str(k): v for k, v in end.earlier_ignored.items()}
         if end.kill:
             out["kill"] = True
         if end.ignored:

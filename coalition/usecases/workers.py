@@ -147,6 +147,23 @@ class RunEnd:
     usage: RunUsage | None = None  # what the run used (usage.wall_s: its run time too)
 
 
+@dataclass(frozen=True)
+class RunReport:
+    """One run's end as its worker reports it: the endjob's own, or one of its `earlier`."""
+
+    job_id: int
+    event: int | None
+    exit_code: int
+    chunk: bytes = b""
+    offset: int | None = None
+    timed_out: bool = False
+    interrupted: bool = False
+    usage: RunUsage | None = None
+    thumbnail: tuple[str, bytes] | None = None
+    reason: str = ""
+    elapsed: float | None = None
+
+
 @dataclass
 class End:
     """An endjob's answer."""
@@ -154,8 +171,9 @@ class End:
     ignored: str = ""
     sick: bool = False  # the worker is SICK (it takes no job until checked or cleared)
     next_job: dict[str, Any] | None = None
-    held: dict[str, Any] | None = None  # a job to start when the slot's current run ends
+    held: list[dict[str, Any]] = field(default_factory=list)  # to start, in order, as runs end
     kill: bool = False  # the run the slot says it has started (`running`) is not its own now
+    earlier_ignored: dict[int, str] = field(default_factory=dict)  # by job id
     transitions: list[Any] = field(default_factory=list)
 
 
@@ -648,57 +666,52 @@ class WorkerProtocol:
         thumbnail: tuple[str, bytes] | None = None,
         reason: str = "",
         elapsed: float | None = None,
-        hold: bool = False,
+        hold: int = 0,
         running: int | None = None,
+        earlier: Sequence[RunReport] = (),
     ) -> End:
         """Record the end of a run (and maybe hand out the next job in the same transaction).
 
         `reason` is the worker's own account when it ended the run itself (timeout, stall,
         handback); `elapsed` how long the process ran by the worker's clock.
 
-        Look-ahead (docs/protocol.md, "Held jobs"): with `hold`, one more job is handed out
-        for the slot to hold and start the moment its current run ends, so that a farm of
-        short jobs does not wait a round trip between runs. `running`: the held job the slot
-        has started meanwhile; it becomes the worker's current job (and is not taken for
-        lost), or, if it is no longer the slot's to run, the answer says `kill`."""
+        Look-ahead (docs/protocol.md, "Held jobs"): with `hold` (a count), that many more
+        jobs are handed out for the slot to hold and start, one after the other, the moment
+        its current run ends, so that a farm of short jobs does not wait a round trip between
+        runs. `running`: the held job the slot has started meanwhile; it becomes the worker's
+        current job (and is not taken for lost), or, if it is no longer the slot's to run, the
+        answer says `kill`. `earlier`: runs of the slot that ended before this one, reported
+        together (one request and one transaction for several short runs)."""
         now = self.clock()
+        this = RunReport(
+            job_id, event, exit_code, chunk, offset, timed_out, interrupted, usage, thumbnail, reason, elapsed
+        )
 
         def fn(tx: Tx, fx: Effects) -> End:
             worker = self._touch(tx, ping, now)
             tree = self.ctx.tree(tx, fx, now)
             result = End()
-            job = tx.job(job_id)
-            refusal = self._end_refusal(job, ping.name, event)
-            if refusal:
-                result.ignored = refusal
-                if worker["current_job"] == job_id:
-                    worker.set(current_job=0, state=W_WAITING)
-            else:
-                assert job is not None
-                if chunk:
-                    start = job["log_offset"] if offset is None else offset
-                    data, received = scheduling.log_slice(job["log_offset"], start, chunk)
-                    fx.append_run_output(job_id, job["run_event"], start, chunk, job["log_offset"])
-                    job["log_offset"] = received
-                    hit = self.failing.match(job, data.decode("utf-8", "replace"))
-                    if hit:
-                        job["rule_hit"] = hit
-                run = RunEnd(exit_code, timed_out, interrupted, reason, elapsed, usage)
-                self._finish_run(tx, fx, tree, job, worker, run, now)
-                if thumbnail is not None:
-                    # The newest image of the job is also its groups' newest, up to the root.
-                    tx.put_thumbnail(_lineage(tx, job), job_id, thumbnail[0], thumbnail[1], now)
-                result.transitions = tree.transitions
+            for report in earlier:
+                refusal = self._end_run(tx, fx, tree, worker, report, now)
+                if refusal:
+                    result.earlier_ignored[report.job_id] = refusal
+            result.ignored = self._end_run(tx, fx, tree, worker, this, now)
+            result.transitions = tree.transitions
             keep = frozenset((running,)) if running else frozenset()
             offer = self._offer(tx, ping, now) if pick or hold else None
             if pick:
                 result.next_job = self._pick(tx, fx, tree, worker, now, offer, keep)
-            if hold and scheduling.may_hold(pick, result.next_job):
+            if hold > 0 and scheduling.may_hold(pick, result.next_job):
                 if result.next_job is not None:
                     keep = keep | {result.next_job["id"]}
                 # A held job shares the slot with the run before it: never the whole host.
                 held_offer = replace(offer, whole=False) if offer is not None else None
-                result.held = self._pick(tx, fx, tree, worker, now, held_offer, keep, held=True)
+                for _ in range(min(hold, scheduling.HOLD_DEPTH)):
+                    job = self._pick(tx, fx, tree, worker, now, held_offer, keep, held=True)
+                    if job is None:
+                        break
+                    result.held.append(job)
+                    keep = keep | {job["id"]}
             if running:
                 result.kill = not self._keep_running(tx, fx, tree, worker, running, now)
             result.sick = worker["state"] == W_SICK
@@ -706,6 +719,41 @@ class WorkerProtocol:
             return result
 
         return self.ctx.write(fn)
+
+    def _end_run(
+        self, tx: Tx, fx: Effects, tree: Tree, worker: WorkerDraft, report: RunReport, now: float
+    ) -> str:
+        """Record one reported run's end; the reason it was refused ("": recorded)."""
+        job_id = report.job_id
+        job = tx.job(job_id)
+        refusal = self._end_refusal(job, worker["name"], report.event)
+        if refusal:
+            if worker["current_job"] == job_id:
+                worker.set(current_job=0, state=W_WAITING)
+            return refusal
+        assert job is not None
+        if report.chunk:
+            start = job["log_offset"] if report.offset is None else report.offset
+            data, received = scheduling.log_slice(job["log_offset"], start, report.chunk)
+            fx.append_run_output(job_id, job["run_event"], start, report.chunk, job["log_offset"])
+            job["log_offset"] = received
+            hit = self.failing.match(job, data.decode("utf-8", "replace"))
+            if hit:
+                job["rule_hit"] = hit
+        run = RunEnd(
+            report.exit_code,
+            report.timed_out,
+            report.interrupted,
+            report.reason,
+            report.elapsed,
+            report.usage,
+        )
+        self._finish_run(tx, fx, tree, job, worker, run, now)
+        if report.thumbnail is not None:
+            # The newest image of the job is also its groups' newest, up to the root.
+            kind, data_ = report.thumbnail
+            tx.put_thumbnail(_lineage(tx, job), job_id, kind, data_, now)
+        return ""
 
     def _keep_running(
         self, tx: Tx, fx: Effects, tree: Tree, worker: WorkerDraft, job_id: int, now: float

@@ -19,8 +19,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -30,6 +30,7 @@ from . import thumbs
 from .courier import Report
 from .link import Backoff, Refused, ServerLink, Unreachable
 from .metrics import Metrics
+from .outbox import Outbox
 from .process import JobProcess
 from .resources import Capacity, Pool
 from .runner import prepare
@@ -139,6 +140,10 @@ class Run:
     kill_requested: bool = False  # the server said kill (set by the courier's thread)
     reason: str = ""  # why the run was ended on this side (timeout, stall, handback), if it was
     elapsed: float = 0.0  # seconds the job's process ran (the server's minruntime check)
+    # How it ended, for a result delivered later (the outbox of a slot that holds jobs):
+    exit_code: int = -1
+    usage: dict[str, Any] | None = None
+    thumbnail: dict[str, str] | None = None
 
     @property
     def job_id(self) -> int:
@@ -191,11 +196,10 @@ class Slot:
         # Look-ahead (docs/protocol.md, "Held jobs"): a job handed out to start the moment the
         # current run ends, while that run's result travels in the background on a link of
         # its own; and a held job the server said is not ours to run any more (by its id).
-        self._held: dict[str, Any] | None = None
+        self._held: deque[dict[str, Any]] = deque()
         self._doomed = 0
-        self._behind: ThreadPoolExecutor | None = None
-        self._behind_link: ServerLink | None = None
-        self._in_flight: Future[None] | None = None
+        self._outbox: Outbox[Run] | None = None  # made with its link at the first held job
+        self._outbox_link: ServerLink | None = None
         self._from_hold = False  # the job run_job is given was held (for its log line)
         # The OpenJD session this slot keeps between tasks (docs/openjd.md); None on a worker
         # that does not take OpenJD tasks.
@@ -287,11 +291,12 @@ class Slot:
                 job = None
                 continue
             job = self.run_job(job)
-        self._settle_behind()
-        if self._behind is not None:
-            self._behind.shutdown()
-        if self._behind_link is not None:
-            self._behind_link.close()
+        if self._outbox is not None:
+            self._outbox.close()  # its last answers may still bring held jobs: then back they go
+        for held in self._take_held():
+            self.give_back(held, release=False)
+        if self._outbox_link is not None:
+            self._outbox_link.close()
         if self.openjd is not None:
             self.openjd.close()  # exit its environments before the worker goes
         self.link.close()
@@ -365,54 +370,143 @@ class Slot:
         run.output.close()
 
     # -- look-ahead: held jobs, and results delivered behind the next run -------------------
-    def _send_behind(self, work: Callable[[], None]) -> None:
-        """Run `work` (a delivery) on this slot's background thread, after any before it."""
-        if self._behind is None:
-            self._behind = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-behind")
-            self._behind_link = self.link.twin()
-        self._in_flight = self._behind.submit(work)
+    def _behind(self, run: Run) -> None:
+        """Leave `run`'s result to the outbox (delivered in the background, with others)."""
+        if self._outbox is None:
+            self._outbox_link = self.link.twin()
+            self._outbox = Outbox(self._deliver_behind, self.name)
+        self._outbox.put(run)
 
     def _settle_behind(self) -> None:
-        """Wait until what runs in the background is delivered (its answer may bring a job
-        to hold)."""
-        pending, self._in_flight = self._in_flight, None
-        if pending is not None:
-            try:
-                pending.result()
-            except Exception:  # noqa: BLE001 - a bug there must not stop the slot
-                log.exception("%s: delivering a result in the background failed", self.name)
+        """Wait until the outbox has delivered everything (its answers may bring held jobs)."""
+        if self._outbox is not None:
+            self._outbox.settle()
 
-    def _take_held(self) -> dict[str, Any] | None:
+    def _next_held(self) -> dict[str, Any] | None:
+        """The next held job: at once if one is here, else once the outbox's answers are in."""
         with self._lock:
-            held, self._held = self._held, None
+            if self._held:
+                return self._held.popleft()
+        if self._outbox is None or not self._outbox.pending():
+            return None
+        self._settle_behind()
+        with self._lock:
+            return self._held.popleft() if self._held else None
+
+    def _take_held(self) -> list[dict[str, Any]]:
+        with self._lock:
+            held = list(self._held)
+            self._held.clear()
             return held
 
     def _expire_held(self, run: Run, now: float) -> float | None:
-        """Give the held job back if the run before it is long (another slot should have it);
-        else when to look again (None: nothing is held)."""
+        """Give the held jobs back if the run before them is long (other slots should have
+        them); else when to look again (None: nothing is held)."""
         with self._lock:
-            held = self._held
-            if held is None:
+            if not self._held:
                 return None
             if not scheduling.held_expired(run.started, now):
                 return run.started + scheduling.HOLD_MAX
-            self._held = None
         why = f"held while the run before it went on past {scheduling.HOLD_MAX:g} s"
-        self._send_behind(lambda: self.give_back(held, why, self._behind_link, release=False))
+        for held in self._take_held():
+            back = Run(held, RunLog(self.settings.spooldir or None), now, interrupted=True)
+            back.reason = f"handed back unstarted ({why})"
+            log.info("%s: handing job %d back unstarted (%s)", self.name, back.job_id, why)
+            self._behind(back)
         return None
 
-    def _run_behind(
-        self,
-        run: Run,
-        exit_code: int,
-        usage: dict[str, Any] | None,
-        thumbnail: dict[str, str] | None,
-        held: Mapping[str, Any],
-    ) -> None:
-        """Background body: deliver `run`'s result while the slot runs its held job."""
-        self._deliver(run, exit_code, usage, thumbnail, running=held, link=self._behind_link)
-        run.output.close()
-        self.runs += 1
+    def _deliver_behind(self, batch: list[Run]) -> None:
+        """The outbox's thread: report `batch` in one endjob (the last run as its own, the
+        others as `earlier`), holding more jobs if the runs were short, until it arrives."""
+        link = self._outbox_link
+        assert link is not None
+        backoff = Backoff(cap=max(30.0, self.settings.sleep))
+        for run in batch:  # a long output goes first, in heartbeats
+            while run.output.size - run.output.acked > CHUNK:
+                if self._beat(run, None, link):
+                    backoff.reset()
+                else:
+                    self.sleep(backoff.next())
+        last = batch[-1]
+        draining = self.control.draining
+        short = all(
+            not r.interrupted and scheduling.should_hold(r.elapsed, self.pool.packing, draining)
+            for r in batch
+        )
+        while True:
+            with self._lock:
+                want = scheduling.HOLD_WANTED - len(self._held) if short else 0
+                running = self._run.job_id if self._state == RUNNING and self._run is not None else None
+            hold = self.pool.hold_offer(self.name) if want > 0 else None
+            parts = [self._end_body(run) for run in batch]
+            body = {**self._ping(), **parts[-1], "pick": False}
+            if len(parts) > 1:
+                body["earlier"] = parts[:-1]
+            if hold is not None:
+                body.update(free=hold, hold=want)
+            if running is not None and running != last.job_id:
+                body["running"] = running
+            try:
+                answer = link.endjob(body)
+            except Unreachable as exc:
+                self._unreachable(exc)
+                self.sleep(backoff.next())
+                continue
+            except Refused as exc:
+                if exc.status in (401, 403):  # a token being fixed: the results must still arrive
+                    log.error("%s: the server refused %d result(s): %s", self.name, len(batch), exc)
+                    self.sleep(backoff.next())
+                    continue
+                log.error("%s: the server rejected %d result(s): %s", self.name, len(batch), exc)
+                break
+            self._reachable()
+            self._answered(answer, last, hold is not None)
+            for run_id, why in (answer.get("earlier_ignored") or {}).items():
+                log.info("%s: result of job %s ignored by the server: %s", self.name, run_id, why)
+            if "running" in body and answer.get("kill"):
+                self._kill_started(int(body["running"]))
+            break
+        for run in batch:
+            run.output.ack(run.output.size)
+            run.output.close()
+            self.runs += 1
+
+    def _end_body(self, run: Run) -> dict[str, Any]:
+        """One run's report in an endjob (its output's last chunk included)."""
+        offset, chunk = run.output.pending(CHUNK)
+        body: dict[str, Any] = {
+            "job_id": run.job_id,
+            "event": run.job.get("event"),
+            "exit_code": run.exit_code,
+            "log": base64.b64encode(chunk).decode("ascii"),
+            "log_offset": offset,
+            "timed_out": run.timed_out,
+            "interrupted": run.interrupted,
+            "reason": run.reason,
+            "elapsed": round(run.elapsed, 3),
+        }
+        if run.usage:
+            body["usage"] = run.usage
+        if run.thumbnail:
+            body["thumbnail"] = run.thumbnail
+        return body
+
+    def _answered(self, answer: Mapping[str, Any], run: Run, held_asked: bool) -> None:
+        """What every endjob answer may say to the slot: SICK, ignored, jobs to hold."""
+        if answer.get("sick"):
+            with self._lock:
+                self._sick = True
+        if answer.get("ignored"):
+            log.info(
+                "%s: result of job %d ignored by the server: %s", self.name, run.job_id, answer["ignored"]
+            )
+        held = answer.get("held")
+        if held_asked and isinstance(held, list):
+            jobs = [job for job in held if isinstance(job, dict)]
+            if jobs:
+                with self._lock:
+                    self._held.extend(jobs)
+                self._poke()
 
     # -- one run ----------------------------------------------------------------------------
     def _note(self, run: Run, text: str) -> None:
@@ -458,17 +552,18 @@ class Slot:
             exit_code,
             " (timed out)" if run.timed_out else " (interrupted)" if run.interrupted else "",
         )
-        self._settle_behind()  # the delivery in flight may bring a job to hold
-        held = self._take_held()
-        if held is not None and not self.control.draining:
-            # Start the held job now; this run's result travels meanwhile.
+        run.exit_code, run.usage, run.thumbnail = exit_code, usage, thumbnail
+        held = None if self.control.draining else self._next_held()
+        if held is not None:
+            # Start the held job now; this run's result travels meanwhile, in the outbox.
             self._set(ENDING)
             self.pool.release(self.name)
             self.pool.start_held(self.name, held)
-            self._send_behind(lambda: self._run_behind(run, exit_code, usage, thumbnail, held))
+            self._behind(run)
             self._from_hold = True
             return held
-        if held is not None:
+        self._settle_behind()
+        for held in self._take_held():  # stopping: what is held goes back unstarted
             self.give_back(held, release=False)
         next_job = self._deliver(run, exit_code, usage, thumbnail)
         self._set(ENDING)
@@ -625,18 +720,15 @@ class Slot:
         usage: dict[str, Any] | None = None,
         thumbnail: dict[str, str] | None = None,
         *,
-        running: Mapping[str, Any] | None = None,
         report_only: bool = False,
         link: ServerLink | None = None,
     ) -> dict[str, Any] | None:
-        """Send the rest of the output and the result, until the server has them.
-
-        At the end of a run (the default), the answer brings the next job to start, when the
-        pool lets this slot ask now, and maybe one to hold. In the background (`running`: the
-        held job the slot started meanwhile), it may bring the next job to hold. With
-        `report_only` (a job handed back unstarted), it asks for nothing."""
+        """Send the rest of the output and the result, until the server has them; the answer
+        brings the next job to start, when the pool lets this slot ask now, and jobs to hold
+        if the run was short. With `report_only` (a job handed back unstarted), it asks for
+        nothing."""
         link = link or self.link
-        if running is None and not report_only:
+        if not report_only:
             self._set(ENDING, run)
             self.pool.release(self.name)
         backoff = Backoff(cap=max(30.0, self.settings.sleep))
@@ -646,38 +738,17 @@ class Slot:
             else:
                 self.sleep(backoff.next())
         draining = self.control.draining
-        free = None
-        if running is None and not report_only and not draining:
-            free = self.pool.ask(self.name)
+        free = None if report_only or draining else self.pool.ask(self.name)
         hold = None
-        if not report_only and scheduling.should_hold(run.elapsed, self.pool.packing, draining):
-            if running is not None or free is not None:
-                hold = self.pool.hold_offer(self.name)
+        if free is not None and scheduling.should_hold(run.elapsed, self.pool.packing, draining):
+            hold = self.pool.hold_offer(self.name)
+        run.exit_code, run.usage, run.thumbnail = exit_code, usage, thumbnail
         while True:
-            offset, chunk = run.output.pending(CHUNK)
-            body = self._ping()
-            body.update(
-                job_id=run.job_id,
-                event=run.job.get("event"),
-                exit_code=exit_code,
-                log=base64.b64encode(chunk).decode("ascii"),
-                log_offset=offset,
-                timed_out=run.timed_out,
-                interrupted=run.interrupted,
-                reason=run.reason,
-                elapsed=round(run.elapsed, 3),
-                pick=free is not None,
-            )
-            if free is not None or hold is not None:
-                body["free"] = free if free is not None else hold
+            body = {**self._ping(), **self._end_body(run), "pick": free is not None}
+            if free is not None:
+                body["free"] = free
             if hold is not None:
-                body["hold"] = True
-            if running is not None:
-                body["running"] = int(running["id"])
-            if usage:
-                body["usage"] = usage
-            if thumbnail:
-                body["thumbnail"] = thumbnail
+                body["hold"] = scheduling.HOLD_WANTED
             try:
                 answer = link.endjob(body)
             except Unreachable as exc:
@@ -694,21 +765,8 @@ class Slot:
                     self.pool.settle(self.name, None)
                 return None
             self._reachable()
-            run.output.ack(offset + len(chunk))
-            if answer.get("sick"):
-                with self._lock:
-                    self._sick = True
-            if answer.get("ignored"):
-                log.info(
-                    "%s: result of job %d ignored by the server: %s", self.name, run.job_id, answer["ignored"]
-                )
-            held = answer.get("held")
-            if hold is not None and isinstance(held, dict):
-                with self._lock:
-                    self._held = held
-                self._poke()
-            if running is not None and answer.get("kill"):
-                self._kill_started(int(running["id"]))
+            run.output.ack(body["log_offset"] + len(base64.b64decode(body["log"])))
+            self._answered(answer, run, hold is not None)
             job = answer.get("job")
             job = job if isinstance(job, dict) else None
             if free is not None:

@@ -162,8 +162,8 @@ def test_endjob_hands_out_a_held_job_over_http_and_refuses_nonsense(api: ServerP
     assert first["id"] == ids[0]
     ended = {**who, "job_id": first["id"], "event": first["event"], "exit_code": 0, "elapsed": 0.01}
     answer = api.worker_call("endjob", {**ended, "pick": True, "hold": True})
-    assert (answer["job"]["id"], answer["held"]["id"]) == (ids[1], ids[2])
-    nxt, held = answer["job"], answer["held"]
+    assert (answer["job"]["id"], [j["id"] for j in answer["held"]]) == (ids[1], [ids[2]])
+    nxt, held = answer["job"], answer["held"][0]
     running = {**who, "job_id": nxt["id"], "event": nxt["event"], "exit_code": 0}
     # A slot that runs its held job cannot also take one to start now; nor be running the
     # job it reports.
@@ -173,8 +173,18 @@ def test_endjob_hands_out_a_held_job_over_http_and_refuses_nonsense(api: ServerP
     assert "running" in err["error"]
     err = api.worker_call("endjob", {**running, "running": "x"}, expect=400)
     assert "running must be an integer" in err["error"]
+    for bad, why in (
+        ({"hold": 99}, "hold must be"),
+        ({"hold": "2"}, "hold must be"),
+        ({"earlier": {}}, "earlier must be a list"),
+        ({"earlier": [1]}, "each of earlier"),
+        ({"earlier": [{"job_id": nxt["id"], "exit_code": 0}]}, "reported twice"),
+        ({"earlier": [{"job_id": 5}]}, "exit_code must be an integer"),
+    ):
+        err = api.worker_call("endjob", {**running, "running": held["id"], **bad}, expect=400)
+        assert why in err["error"], (bad, err)
     answer = api.worker_call("endjob", {**running, "running": held["id"], "hold": True})
-    assert answer["held"] is None and "kill" not in answer and answer["job"] is None
+    assert answer["held"] == [] and "kill" not in answer and answer["job"] is None
     answer = api.worker_call("endjob", {**who, "job_id": held["id"], "event": held["event"], "exit_code": 0})
-    assert answer["held"] is None  # always there: this server hands out held jobs
+    assert answer["held"] == []  # always there: this server hands out held jobs
     assert [api.api("GET", f"/api/jobs/{i}")["state"] for i in ids] == ["FINISHED"] * 3

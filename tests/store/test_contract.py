@@ -14,7 +14,7 @@ import pytest
 
 from coalition.errors import NotFound
 from coalition.model import JobEdit, JobSpec, ValidationError
-from coalition.usecases.workers import Ping
+from coalition.usecases.workers import Ping, RunReport
 
 
 def add(farm: Any, **kw: Any) -> int:
@@ -608,27 +608,32 @@ def test_sorting_by_progress_uses_group_counters(farm: Any) -> None:
 
 
 # -- held jobs: the look-ahead of a slot whose runs are short (docs/protocol.md) -------------
-def hold_end(farm: Any, job: dict[str, Any], name: str = "w1", **kw: Any) -> Any:
-    return farm.uc.workers.end(Ping(name=name), job["id"], job["event"], 0, b"", None, hold=True, **kw)
+def hold_end(farm: Any, job: dict[str, Any], name: str = "w1", hold: int = 1, **kw: Any) -> Any:
+    return farm.uc.workers.end(Ping(name=name), job["id"], job["event"], 0, b"", None, hold=hold, **kw)
+
+
+def one(held: list[dict[str, Any]]) -> dict[str, Any]:
+    assert len(held) == 1, held
+    return held[0]
 
 
 def test_a_held_job_is_handed_out_beside_the_next_and_becomes_current_when_started(farm: Any) -> None:
     ids = [add(farm, title=f"j{i}") for i in range(4)]
     first = pick(farm)
     result = hold_end(farm, first, pick=True)
-    assert (result.next_job["id"], result.held["id"]) == (ids[1], ids[2])
+    assert (result.next_job["id"], one(result.held)["id"]) == (ids[1], ids[2])
     # The worker runs the next job; the held one waits, assigned but not current.
     assert farm.uc.reads.worker("w1")["current_job"] == ids[1]
     assert state(farm, ids[2]) == "WORKING"
     # The slot started its held job and reports the run before it: it holds the last one.
-    started = result.held
+    started = one(result.held)
     result = hold_end(farm, result.next_job, running=ids[2])
     assert not result.kill and not result.ignored and result.next_job is None
-    assert result.held["id"] == ids[3]
+    assert one(result.held)["id"] == ids[3]
     assert farm.uc.reads.worker("w1")["current_job"] == ids[2]  # not lost for asking
-    last = result.held
+    last = one(result.held)
     result = hold_end(farm, started, running=ids[3])
-    assert result.held is None and not result.kill
+    assert result.held == [] and not result.kill
     end(farm, last)
     assert [state(farm, i) for i in ids] == ["FINISHED"] * 4
     for job_id in ids:  # one run each, nothing lost or handed back on the way
@@ -638,16 +643,16 @@ def test_a_held_job_is_handed_out_beside_the_next_and_becomes_current_when_start
 def test_no_job_is_held_when_the_pick_found_the_queue_empty(farm: Any) -> None:
     add(farm)
     result = hold_end(farm, pick(farm), pick=True)
-    assert result.next_job is None and result.held is None
+    assert result.next_job is None and result.held == []
     ids = [add(farm) for _ in range(2)]
     result = hold_end(farm, pick(farm))  # asking only to hold: handed the next in line
-    assert result.next_job is None and result.held["id"] == ids[1]
+    assert result.next_job is None and one(result.held)["id"] == ids[1]
 
 
 def test_a_held_job_paused_before_it_starts_is_killed_and_spends_no_retry(farm: Any) -> None:
     ids = [add(farm, retry=0) for _ in range(3)]
     result = hold_end(farm, pick(farm), pick=True)
-    held = result.held
+    held = one(result.held)
     farm.uc.operator.pause([held["id"]])
     answer = farm.uc.workers.end(
         Ping("w1"), ids[1], result.next_job["event"], 0, b"", None, running=held["id"]
@@ -661,7 +666,7 @@ def test_a_held_job_paused_before_it_starts_is_killed_and_spends_no_retry(farm: 
 def test_a_held_job_of_a_worker_stopped_meanwhile_goes_back_to_the_queue(farm: Any) -> None:
     ids = [add(farm) for _ in range(3)]
     result = hold_end(farm, pick(farm), pick=True)
-    held = result.held
+    held = one(result.held)
     farm.uc.operator.set_workers_active(["w1"], False)  # frees the current job (ids[1])
     assert state(farm, ids[1]) == "WAITING"
     answer = farm.uc.workers.end(
@@ -696,3 +701,30 @@ def test_a_worker_killed_while_holding_a_job_loses_neither(farm: Any) -> None:
     assert done["requeued"] == 2 and done["silent_workers"] == 1
     assert [state(farm, i) for i in ids] == ["FINISHED", "WAITING", "WAITING"]
     assert sorted(drain(farm, "w2")) == ids[1:]
+
+
+def test_several_jobs_held_and_several_runs_reported_in_one_end(farm: Any) -> None:
+    ids = [add(farm, title=f"j{i}", retry=0) for i in range(6)]
+    first = pick(farm)
+    result = hold_end(farm, first, pick=True, hold=2)
+    second, held = result.next_job, result.held
+    assert [second["id"], *(j["id"] for j in held)] == ids[1:4]
+    # The slot ran the next job and both held ones; it reports the first two as `earlier`
+    # and the third as its own, runs nothing now and holds the last two.
+    ended = [
+        RunReport(second["id"], second["event"], 0, b"two\n", 0),
+        RunReport(held[0]["id"], held[0]["event"], 3, b"", 0),
+    ]
+    result = farm.uc.workers.end(
+        Ping("w1"), held[1]["id"], held[1]["event"], 0, b"", None, hold=9, earlier=ended
+    )
+    assert not result.ignored and result.earlier_ignored == {}
+    assert [j["id"] for j in result.held] == ids[4:6]  # capped by the queue, not by 9
+    assert [state(farm, i) for i in ids[:4]] == ["FINISHED", "FINISHED", "ERROR", "FINISHED"]
+    assert farm.logs.read(ids[1]) == b"two\n"
+    # A run reported twice is ignored the second time, in `earlier` as anywhere.
+    again = farm.uc.workers.end(
+        Ping("w1"), result.held[0]["id"], result.held[0]["event"], 0, b"", None, earlier=ended[:1]
+    )
+    assert list(again.earlier_ignored) == [ids[1]] and "cancelled" in again.earlier_ignored[ids[1]]
+    assert not again.ignored

@@ -129,12 +129,12 @@ def test_nothing_is_held_behind_an_exclusive_job_and_no_held_job_is_exclusive(fa
     assert ran["id"] == first
     ping = Ping(name="w1", resources=h, free=offer(h, whole=True))
     result = farm.uc.workers.end(ping, first, ran["event"], 0, b"", None, pick=True, hold=True)
-    assert result.next_job["id"] == sim and result.held is None  # the sim holds the host
+    assert result.next_job["id"] == sim and result.held == []  # the sim holds the host
     farm.uc.operator.reset([sim])
     farm.uc.operator.pause([sim])
     add(farm, title="sim2", exclusive=True, priority=999)  # first in line, but needs the host
     result = farm.uc.workers.end(ping, sim, result.next_job["event"], 0, b"", None, hold=True)
-    assert result.held is not None and result.held["title"] == "after"  # never held
+    assert [j["title"] for j in result.held] == ["after"]  # never held
 
 
 def test_why_names_what_no_worker_has(farm: Any) -> None:
