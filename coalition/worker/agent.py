@@ -389,7 +389,8 @@ class Slot:
                 return self._held.popleft()
         if self._outbox is None or not self._outbox.pending():
             return None
-        self._settle_behind()
+        # Until an answer brings one, or the outbox has nothing more on its way.
+        self._outbox.settle(until=lambda: bool(self._held))
         with self._lock:
             return self._held.popleft() if self._held else None
 

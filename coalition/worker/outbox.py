@@ -44,10 +44,13 @@ class Outbox(Generic[T]):
         with self._cond:
             return len(self._items) + self._busy
 
-    def settle(self) -> None:
-        """Wait until everything queued so far is delivered."""
+    def settle(self, until: Callable[[], bool] | None = None) -> None:
+        """Wait until everything queued so far is delivered, or, with `until`, until that
+        turns true (checked after each batch)."""
         with self._cond:
-            self._cond.wait_for(lambda: not self._items and not self._busy)
+            self._cond.wait_for(
+                lambda: (not self._items and not self._busy) or (until is not None and until())
+            )
 
     def close(self) -> None:
         """Deliver what is queued, then end the thread."""

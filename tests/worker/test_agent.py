@@ -37,6 +37,9 @@ class FakeLink:
         self.results: list[dict[str, Any]] = []
         self.calls: list[str] = []
         self.lock = threading.Lock()
+        self.holding: list[dict[str, Any]] = []  # jobs the next endjob answer hands out to hold
+        self.slow_until: Any = None  # the next endjob with `running` waits for this to be true
+        self.endjobs: list[dict[str, Any]] = []
 
     def _gate(self, route: str) -> None:
         with self.lock:
@@ -79,9 +82,22 @@ class FakeLink:
         if self.refuse is not None:
             status, self.refuse = self.refuse, None
             raise Refused(status, "refused")
-        self._append(body)
-        self.results.append(body)
-        return {"ok": True, "job": self.jobs.pop(0) if body["pick"] and self.jobs else None}
+        if body.get("running") and self.slow_until is not None:
+            wait_for(self.slow_until, timeout=20, what="the slow answer's condition")
+            self.slow_until = None
+        for part in [*body.get("earlier", []), body]:
+            self._append(part)
+            self.results.append(part)
+        self.endjobs.append(body)
+        answer: dict[str, Any] = {"ok": True, "job": self.jobs.pop(0) if body["pick"] and self.jobs else None}
+        if self.holding:
+            # As many as are queued for holding, which may be more than asked (a test's way
+            # to make a slot run several held jobs while one answer is on its way).
+            answer["held"], self.holding = self.holding, []
+        return answer
+
+    def twin(self) -> FakeLink:
+        return self  # one fake server; its state is behind its lock where it matters
 
     def close(self) -> None:
         pass
@@ -220,3 +236,27 @@ def test_job_handed_over_while_stopping_goes_back_unstarted(tmp_path: Any) -> No
     slot.give_back(link.jobs.pop(0))
     [result] = link.results
     assert result["interrupted"] and not marker.exists()
+
+
+def test_held_jobs_run_back_to_back_and_their_results_travel_together(tmp_path: Any) -> None:
+    marks = [tmp_path / f"ran{i}" for i in range(6)]
+    jobs = [job(i, f"echo out{i}; touch {marks[i]}") for i in range(1, 6)]
+    link = FakeLink(jobs[:2])  # the courier hands out job 1, job 1's endjob job 2...
+    link.holding = jobs[2:]  # ...and jobs 3, 4 and 5 to hold behind it
+    # The answer to job 2's report is slow: it comes once job 5 has run, so jobs 3 and 4
+    # end while it is on its way, and are reported together.
+    link.slow_until = marks[5].exists
+    control = Control()
+    slot = make_slot(link, control, workers=1)
+    thread = threading.Thread(target=slot.run, daemon=True)
+    thread.start()
+    wait_for(lambda: {r["job_id"] for r in link.results} == {1, 2, 3, 4, 5}, timeout=20, what="every result")
+    control.request_stop(handback=False)
+    thread.join(20)
+    assert sorted(r["job_id"] for r in link.results) == [1, 2, 3, 4, 5]  # each exactly once
+    assert all(r["exit_code"] == 0 for r in link.results)
+    assert all(link.log(i) == f"out{i}\n" for i in range(1, 6))
+    batched = [e for e in link.endjobs if e.get("earlier")]
+    assert [([p["job_id"] for p in e["earlier"]], e["job_id"], e["running"]) for e in batched] == [
+        ([3], 4, 5)
+    ]
