@@ -5,6 +5,7 @@ decisions. No I/O, no clock: callers pass `now`.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -422,6 +423,34 @@ def held_expired(run_started: float, now: float) -> bool:
     """Whether a job held behind the run that started at `run_started` must go back to the
     queue (that run is long: another slot should have the job)."""
     return now - run_started >= HOLD_MAX
+
+
+ALIGN_FROM = 2.0  # seconds: a cadence this long or longer is aligned to the host's phase
+
+
+def host_phase(host: str) -> float:
+    """Where in every sync cycle a worker process syncs, in [0, 1): a stable hash of its name,
+    the same on every server (no state, nothing to share)."""
+    return zlib.crc32(host.encode("utf-8", "replace")) / 2**32
+
+
+def phase_aligned(interval: float, phase: float, now: float, ceiling: float) -> float:
+    """`interval` moved to the host's own slot of the cycle: the time until the next instant
+    t with t = phase * interval (mod interval), at least a quarter cycle away, and at most
+    `ceiling` (the kill or silence bound; a capped answer is early, never late).
+
+    Without it, hosts that synced together once (a server restart, every worker picking at
+    once) keep syncing together: the worker's jitter spreads them over minutes, and
+    meanwhile the server takes the whole farm's syncs in bursts (bench/heartbeats.py: its
+    slow requests came 4 s apart, the running cadence). Aligned, each host returns to its
+    slot after one answer, whatever the start; on average it still syncs every `interval`.
+    `now` is the server's wall clock, so that several servers agree on the slots."""
+    if interval < ALIGN_FROM:
+        return interval
+    slot = (phase * interval - now) % interval
+    if slot < interval / 4:
+        slot += interval
+    return round(max(SYNC_MIN, min(slot, ceiling)), 3)
 
 
 def sync_spread(hosts: int, rate: float) -> float:

@@ -601,6 +601,12 @@ class WorkerProtocol:
             shortest_run=min(runs, default=0.0),
             spread=scheduling.sync_spread(self._hosts_alive(now), self.ctx.settings.sync_rate),
         )
+        if not any(answer.job or answer.kill for answer, _ in results):
+            ceiling = max(scheduling.SYNC_MIN, self.ctx.settings.worker_timeout / 2.5)
+            if runs:
+                ceiling = min(ceiling, scheduling.SYNC_KILL_BOUND)
+            phase = scheduling.host_phase(host.host or host.name)
+            interval = scheduling.phase_aligned(interval, phase, now, ceiling)
         return Sync([answer for answer, _ in results], interval)
 
     def _hosts_alive(self, now: float) -> int:

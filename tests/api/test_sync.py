@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import random
 from typing import Any
 
 import pytest
 
 from coalition import scheduling
+from coalition.worker.link import jittered
 from tests.conftest import ServerProcess
 
 
@@ -131,13 +133,13 @@ def test_the_server_spreads_syncs_by_the_hosts_it_hears(make_server: Any) -> Non
     server.stop()
     server.start()  # a fresh process: it counts the hosts at its first sync
     answer = sync(server, [{"name": "spread-a-1", "pick": False}], host="spread-a")
-    assert answer["next"] == 6.0
+    assert 6.0 / 4 <= answer["next"] <= 6.0  # 6 s, moved to the host's slot of the cycle
     job = server.submit(title="spread", command="sleep 100")
     answer = sync(server, [{"name": "spread-a-1", "pick": True}], host="spread-a")
     handed = answer["slots"][0]["job"]
     assert handed["id"] == job and answer["next"] == scheduling.SYNC_SOON
     beat = {"name": "spread-a-1", "job_id": job, "event": handed["event"], "log_offset": 0}
-    assert sync(server, [beat], host="spread-a")["next"] == scheduling.SYNC_KILL_BOUND
+    assert 1.0 <= sync(server, [beat], host="spread-a")["next"] <= scheduling.SYNC_KILL_BOUND
 
 
 def test_next_sync_never_lets_a_worker_look_silent_or_a_pause_wait() -> None:
@@ -188,3 +190,30 @@ def test_endjob_hands_out_a_held_job_over_http_and_refuses_nonsense(api: ServerP
     answer = api.worker_call("endjob", {**who, "job_id": held["id"], "event": held["event"], "exit_code": 0})
     assert answer["held"] == []  # always there: this server hands out held jobs
     assert [api.api("GET", f"/api/jobs/{i}")["state"] for i in ids] == ["FINISHED"] * 3
+
+
+def test_hosts_that_synced_together_are_spread_over_the_cycle_after_one_answer() -> None:
+    # 1,000 worker processes answered at the same instant (a restart, a pick storm): their
+    # next syncs land each in its own slot, spread evenly, within the bound.
+    now, interval = 1_000_000.25, 4.0
+    waits = [
+        scheduling.phase_aligned(interval, scheduling.host_phase(f"render{i:04d}"), now, interval)
+        for i in range(1000)
+    ]
+    assert min(waits) >= interval / 4 - 1e-9 and max(waits) <= interval
+    # With the worker's +-10% jitter (seeded here), the busiest half second of the next
+    # cycle has under a third of the hosts; unaligned, half of them came in one half second.
+    rand = random.Random(7).random
+    for moved, most in ((waits, 300), ([interval] * 1000, 1000)):
+        ends = [jittered(w, 0.1, rand) for w in moved]
+        busiest = max(sum(1 for t in ends if k / 2 <= t < (k + 1) / 2) for k in range(10))
+        assert busiest < most if moved is waits else busiest >= 450
+    # A host comes back to its slot whenever it syncs: the cycle is `interval` on average.
+    phase = scheduling.host_phase("render0001")
+    first = now + scheduling.phase_aligned(interval, phase, now, 60.0)
+    late = first + 0.3  # its worker's jitter
+    again = late + scheduling.phase_aligned(interval, phase, late, 60.0)
+    assert again - first == pytest.approx(interval, abs=0.002)
+    # Short cadences (after a hand-out or a kill) are not moved; a ceiling is never passed.
+    assert scheduling.phase_aligned(1.0, phase, now, 60.0) == 1.0
+    assert scheduling.phase_aligned(30.0, phase, now, 4.0) <= 4.0
