@@ -422,55 +422,74 @@ class Slot:
         link = self._outbox_link
         assert link is not None
         backoff = Backoff(cap=max(30.0, self.settings.sleep))
-        for run in batch:  # a long output goes first, in heartbeats
-            while run.output.size - run.output.acked > CHUNK:
-                if self._beat(run, None, link):
-                    backoff.reset()
-                else:
-                    self.sleep(backoff.next())
+        self._flush_backlog(batch, link, backoff)
         last = batch[-1]
         draining = self.control.draining
         short = all(
             not r.interrupted and scheduling.should_hold(r.elapsed, self.pool.packing, draining)
             for r in batch
         )
-        while True:
-            with self._lock:
+
+        def body() -> dict[str, Any]:
+            with self._lock:  # read at each attempt: the slot may have started its next job
                 want = scheduling.HOLD_WANTED - len(self._held) if short else 0
                 running = self._run.job_id if self._state == RUNNING and self._run is not None else None
             hold = self.pool.hold_offer(self.name) if want > 0 else None
             parts = [self._end_body(run) for run in batch]
-            body = {**self._ping(), **parts[-1], "pick": False}
+            out = {**self._ping(), **parts[-1], "pick": False}
             if len(parts) > 1:
-                body["earlier"] = parts[:-1]
+                out["earlier"] = parts[:-1]
             if hold is not None:
-                body.update(free=hold, hold=want)
+                out.update(free=hold, hold=want)
             if running is not None and running != last.job_id:
-                body["running"] = running
+                out["running"] = running
+            return out
+
+        sent = self._send_end(link, body, backoff, f"{len(batch)} result(s)")
+        if sent is not None:
+            sent_body, answer = sent
+            self._answered(answer, last, "hold" in sent_body)
+            for run_id, why in (answer.get("earlier_ignored") or {}).items():
+                log.info("%s: result of job %s ignored by the server: %s", self.name, run_id, why)
+            if "running" in sent_body and answer.get("kill"):
+                self._kill_started(int(sent_body["running"]))
+        for run in batch:
+            run.output.ack(run.output.size)  # the run is over: its output is all there is
+            run.output.close()
+            self.runs += 1
+
+    def _flush_backlog(self, runs: list[Run], link: ServerLink, backoff: Backoff) -> None:
+        """Send what an endjob cannot carry first (output past one chunk), in heartbeats."""
+        for run in runs:
+            while run.output.size - run.output.acked > CHUNK:
+                if self._beat(run, None, link):
+                    backoff.reset()
+                else:
+                    self.sleep(backoff.next())
+
+    def _send_end(
+        self, link: ServerLink, body: Callable[[], dict[str, Any]], backoff: Backoff, what: str
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """POST an endjob (its body made anew at each attempt) until the server has it: the
+        body sent and the answer, or None if the server rejected it (a 4xx other than a
+        token being fixed, 401/403, which is retried: results must still arrive)."""
+        while True:
+            sent = body()
             try:
-                answer = link.endjob(body)
+                answer = link.endjob(sent)
             except Unreachable as exc:
                 self._unreachable(exc)
                 self.sleep(backoff.next())
                 continue
             except Refused as exc:
-                if exc.status in (401, 403):  # a token being fixed: the results must still arrive
-                    log.error("%s: the server refused %d result(s): %s", self.name, len(batch), exc)
+                if exc.status in (401, 403):
+                    log.error("%s: the server refused %s: %s", self.name, what, exc)
                     self.sleep(backoff.next())
                     continue
-                log.error("%s: the server rejected %d result(s): %s", self.name, len(batch), exc)
-                break
+                log.error("%s: the server rejected %s: %s", self.name, what, exc)
+                return None
             self._reachable()
-            self._answered(answer, last, hold is not None)
-            for run_id, why in (answer.get("earlier_ignored") or {}).items():
-                log.info("%s: result of job %s ignored by the server: %s", self.name, run_id, why)
-            if "running" in body and answer.get("kill"):
-                self._kill_started(int(body["running"]))
-            break
-        for run in batch:
-            run.output.ack(run.output.size)
-            run.output.close()
-            self.runs += 1
+            return sent, answer
 
     def _end_body(self, run: Run) -> dict[str, Any]:
         """One run's report in an endjob (its output's last chunk included)."""
@@ -733,46 +752,35 @@ class Slot:
             self._set(ENDING, run)
             self.pool.release(self.name)
         backoff = Backoff(cap=max(30.0, self.settings.sleep))
-        while run.output.size - run.output.acked > CHUNK:
-            if self._beat(run, None, link):
-                backoff.reset()
-            else:
-                self.sleep(backoff.next())
+        self._flush_backlog([run], link, backoff)
         draining = self.control.draining
         free = None if report_only or draining else self.pool.ask(self.name)
         hold = None
         if free is not None and scheduling.should_hold(run.elapsed, self.pool.packing, draining):
             hold = self.pool.hold_offer(self.name)
         run.exit_code, run.usage, run.thumbnail = exit_code, usage, thumbnail
-        while True:
-            body = {**self._ping(), **self._end_body(run), "pick": free is not None}
+
+        def body() -> dict[str, Any]:
+            out = {**self._ping(), **self._end_body(run), "pick": free is not None}
             if free is not None:
-                body["free"] = free
+                out["free"] = free
             if hold is not None:
-                body["hold"] = scheduling.HOLD_WANTED
-            try:
-                answer = link.endjob(body)
-            except Unreachable as exc:
-                self._unreachable(exc)
-                self.sleep(backoff.next())
-                continue
-            except Refused as exc:
-                if exc.status in (401, 403):  # a token being fixed: the result must still arrive
-                    log.error("%s: the server refused the result of job %d: %s", self.name, run.job_id, exc)
-                    self.sleep(backoff.next())
-                    continue
-                log.error("%s: the server rejected the result of job %d: %s", self.name, run.job_id, exc)
-                if free is not None:
-                    self.pool.settle(self.name, None)
-                return None
-            self._reachable()
-            run.output.ack(body["log_offset"] + len(base64.b64decode(body["log"])))
-            self._answered(answer, run, hold is not None)
-            job = answer.get("job")
-            job = job if isinstance(job, dict) else None
+                out["hold"] = scheduling.HOLD_WANTED
+            return out
+
+        sent = self._send_end(link, body, backoff, f"the result of job {run.job_id}")
+        if sent is None:
             if free is not None:
-                self.pool.settle(self.name, job)
-            return job
+                self.pool.settle(self.name, None)
+            return None
+        run.output.ack(run.output.size)  # the run is over: its output is all there is
+        answer = sent[1]
+        self._answered(answer, run, hold is not None)
+        job = answer.get("job")
+        job = job if isinstance(job, dict) else None
+        if free is not None:
+            self.pool.settle(self.name, job)
+        return job
 
     def _kill_started(self, job_id: int) -> None:
         """The held job this slot started is not its own any more (paused, deleted, or its
