@@ -87,6 +87,7 @@ class Tx(Protocol):
     def thumbnail(self, job_id: int) -> Row | None:
         """A job's thumbnail row (job_id, source, mime, data, updated_at), or None."""
 
+    # working_jobs to ready_counts, the hand-out and what the reaper reads: store/sqlruns.py.
     def working_jobs(self) -> list[Row]:
         """Leaves in WORKING state: id, worker, start_time, timeout, run_event, ping_time."""
 
@@ -186,7 +187,7 @@ class Tx(Protocol):
     def delete_workers(self, names: Sequence[str]) -> None:
         """Forget workers."""
 
-    # -- events -------------------------------------------------------------------------
+    # -- events (store/sqlruns.py) ---------------------------------------------------------
     def insert_event(self, fields: Mapping[str, Any]) -> int:
         """Open a run event and return its id."""
 

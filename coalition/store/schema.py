@@ -6,6 +6,8 @@ get the same columns and the same indexes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .. import columns
 
 # Coalition 4 used schema versions 0 and 1 and the `Migrations` table; we keep counting there
@@ -15,6 +17,14 @@ SCHEMA_VERSION = 9
 JOB_COLUMNS = columns.JOB_COLUMNS
 WORKER_COLUMNS = columns.WORKER_COLUMNS
 JOB_PICK = columns.JOB_PICK
+
+
+def check_columns(cols: Iterable[str], allowed: frozenset[str]) -> None:
+    """Refuse a column name outside `allowed`: the SQL (store/sql.py and its mixins) puts only
+    names from fixed lists into statement text."""
+    for col in cols:
+        if col not in allowed:
+            raise ValueError(f"unknown column {col!r}")  # a programming error, never user input
 
 
 def _table(name: str, cols: tuple[columns.Column, ...]) -> str:

@@ -12,14 +12,14 @@ from typing import Any
 
 from .base import SORTABLE, Row, StoreError
 from .blocks import HostFailuresSql
-from .schema import JOB_COLUMNS, JOB_PICK, WORKER_COLUMNS
+from .schema import JOB_COLUMNS, WORKER_COLUMNS, check_columns
 from .sqlopenjd import OpenJDSql
+from .sqlruns import RunsSql
 from .sqlsched import SchedulingSql
 from .sqlshared import SharedStateSql
 
 _JOB_COLS = frozenset(JOB_COLUMNS)
 _WORKER_COLS = frozenset(WORKER_COLUMNS)
-_EVENT_COLS = frozenset("worker job_id job_title state start duration cpu_time peak_memory reason".split())
 _AUDIT_COLS = frozenset("at actor address action owner target detail".split())
 _OUTBOX_COLS = frozenset(
     "created_at dedupe channel recipient subject body status attempts next_try last_error sent_at".split()
@@ -32,26 +32,6 @@ _BUMPED = tuple(
     "has_dependents".split()
 )
 
-# What a claim on MySQL reads back: the pick payload and what tree upkeep reads (Tx.claim).
-_CLAIMED = "SELECT {} FROM jobs WHERE id = ?".format(
-    ",".join(
-        dict.fromkeys(
-            (
-                *JOB_PICK,
-                "parent",
-                "state",
-                "worker",
-                "run_event",
-                "start_time",
-                "has_dependents",
-                "paused",
-                "leaf",
-                "tagset",
-            )
-        )
-    )
-)
-
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], str] = {}
 
 
@@ -61,20 +41,14 @@ def _statement(template: str, cols: tuple[str, ...], allowed: frozenset[str], ea
     key = (template + each, cols)
     sql = _STATEMENTS.get(key)
     if sql is None:
-        _check(cols, allowed)
+        check_columns(cols, allowed)
         sql = template.format(",".join(each.format(c=c) for c in cols))
         if len(_STATEMENTS) < 10000:
             _STATEMENTS[key] = sql
     return sql
 
 
-def _check(cols: Iterable[str], allowed: frozenset[str]) -> None:
-    for col in cols:
-        if col not in allowed:
-            raise ValueError(f"unknown column {col!r}")  # a programming error, never user input
-
-
-class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
+class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql, RunsSql):
     """One transaction over a DB-API cursor."""
 
     def __init__(self, cursor: Any, dialect: str, names: dict[str, tuple[str, ...]] | None = None):
@@ -135,7 +109,7 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
         ids = list(ids)
         cols = "*"
         if columns:
-            _check(columns, _JOB_COLS)
+            check_columns(columns, _JOB_COLS)
             cols = ",".join(dict.fromkeys(("id", *columns)))
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
@@ -144,7 +118,7 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
         return out
 
     def insert_job(self, fields: Mapping[str, Any]) -> int:
-        _check(fields, _JOB_COLS)
+        check_columns(fields, _JOB_COLS)
         cols = list(fields)
         self.execute(
             f"INSERT INTO jobs ({','.join(cols)}) VALUES ({self._marks(len(cols))})",
@@ -164,7 +138,7 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
         shapes: dict[tuple[str, ...], list[list[Any]]] = {}
         for job_id, fields in rows:
             if fields:
-                _check(fields, _JOB_COLS)
+                check_columns(fields, _JOB_COLS)
                 shapes.setdefault(tuple(fields), []).append([*fields.values(), job_id])
         for cols, params in shapes.items():
             sets = ",".join(f"{c} = ?" for c in cols)
@@ -194,7 +168,7 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
     def children(self, parent: int, columns: Sequence[str] | None = None) -> list[Row]:
         cols = "*"
         if columns:
-            _check(columns, _JOB_COLS)
+            check_columns(columns, _JOB_COLS)
             cols = ",".join(columns)
         return self._all(f"SELECT {cols} FROM jobs WHERE parent = ? ORDER BY h_key", (parent,))
 
@@ -255,10 +229,6 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
         rows = self._all(f"SELECT * FROM jobs WHERE {clause} ORDER BY {order}{page}", params)
         return rows, total
 
-    def delete_event(self, event_id: int) -> None:
-        """Remove an event (a run that did not start after all)."""
-        self.execute("DELETE FROM events WHERE id = ?", (event_id,))
-
     def delete_jobs(self, ids: Sequence[int]) -> None:
         ids = list(ids)
         for i in range(0, len(ids), 500):
@@ -291,104 +261,6 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
 
     def thumbnail(self, job_id: int) -> Row | None:
         return self._one("SELECT * FROM thumbnails WHERE job_id = ?", (job_id,))
-
-    def reaping_due(self, silent_before: float | None, now: float, grace: float) -> bool:
-        probes: list[tuple[str, Sequence[Any]]] = [
-            (
-                "SELECT j.id FROM jobs j WHERE j.state = 'WORKING' AND j.leaf = 1 AND NOT EXISTS "
-                "(SELECT 1 FROM workers w WHERE w.name = j.worker) LIMIT 1",
-                (),
-            ),
-            (
-                "SELECT id FROM jobs WHERE state = 'WORKING' AND leaf = 1 AND timeout > 0 "
-                "AND start_time > 0 AND start_time + timeout + ? < ? LIMIT 1",
-                (grace, now),
-            ),
-        ]
-        if silent_before is not None:
-            probes[:0] = [
-                (
-                    "SELECT name FROM workers WHERE state IN ('WAITING', 'WORKING') "
-                    "AND ping_time < ? LIMIT 1",
-                    (silent_before,),
-                ),
-                (
-                    # A run nobody heartbeats though its worker is alive (a held job whose
-                    # hand-out answer was lost on the way).
-                    "SELECT id FROM jobs WHERE state = 'WORKING' AND leaf = 1 AND ping_time < ? LIMIT 1",
-                    (silent_before,),
-                ),
-            ]
-        return any(self._scalar(sql, params) is not None for sql, params in probes)
-
-    def working_jobs(self) -> list[Row]:
-        return self._all(
-            "SELECT id, worker, start_time, timeout, run_event, ping_time FROM jobs "
-            "WHERE state = 'WORKING' AND leaf = 1 ORDER BY id"
-        )
-
-    def first_ready(
-        self,
-        tagsets: Sequence[int],
-        skip: Sequence[tuple[str, str]] = (),
-        skip_limits: Sequence[str] = (),
-    ) -> tuple[int, str, str, str] | None:
-        one = (
-            "SELECT id, h_key, title, limits FROM jobs "
-            "WHERE state = 'WAITING' AND h_blocked = 0 AND leaf = 1 AND tagset = ?"
-        )
-        if not tagsets:
-            return None
-        full = list(dict.fromkeys(skip_limits))
-        if full:
-            # Jobs whose limits are full are passed over (scanned in the index, not picked).
-            one += f" AND limits NOT IN ({self._marks(len(full))})"
-        one += " ORDER BY h_key LIMIT 1"
-        # Each probe is an index seek on (state, h_blocked, leaf, tagset, h_key). (A UNION of
-        # the probes is much slower on SQLite: it sorts every matching row.) On MySQL each
-        # probe also locks the row it returns and skips rows other servers hold, so two
-        # servers never wait on, nor take, the same job.
-        lock = " FOR UPDATE SKIP LOCKED" if self._mysql else ""
-        sql = self._sql(one + lock)
-        after = self._sql(one.replace("tagset = ?", "tagset = ? AND h_key >= ?") + lock)
-        best = None
-        for tagset in tagsets:
-            self.cur.execute(sql, (tagset, *full))
-            row = self.cur.fetchone()
-            # A key in a skipped range (a job or group this worker is blocked from): seek past
-            # the range, one probe per blocked job ahead, however many frames it holds.
-            while row is not None and skip:
-                end = next((hi for lo, hi in skip if lo <= row[1] < hi), None)
-                if end is None:
-                    break
-                self.cur.execute(after, (tagset, end, *full))
-                row = self.cur.fetchone()
-            if row is not None and (best is None or row[1] < best[1]):
-                best = row
-        return (int(best[0]), best[1], best[2], best[3]) if best is not None else None
-
-    def claim(self, job_id: int, worker: str, event: int, now: float) -> Row | None:
-        sql = (
-            "UPDATE jobs SET state = 'WORKING', worker = ?, run_event = ?, start_time = ?, "
-            "ping_time = ?, duration = 0, progress = 0, local_progress = 0, log_offset = 0, rule_hit = '', "
-            "updated_at = ? "
-            "WHERE id = ? AND state = 'WAITING' AND h_blocked = 0 AND leaf = 1"
-        )
-        params = (worker, event, now, now, now, job_id)
-        if not self._mysql:
-            return self._one(sql + " RETURNING *", params)  # the claimed row, in one round trip
-        if self.execute(sql, params) != 1:
-            return None
-        # The pick payload and what tree upkeep reads, not the whole row (see _BUMPED).
-        return self._one(_CLAIMED, (job_id,))
-
-    def ready_counts(self) -> dict[int, int]:
-        """Dispatchable leaves counted by tag set (what the cloud autoscaler scales on)."""
-        rows = self._all(
-            "SELECT tagset, COUNT(*) AS n FROM jobs WHERE state = 'WAITING' AND h_blocked = 0 AND leaf = 1 "
-            "GROUP BY tagset"
-        )
-        return {int(r["tagset"]): int(r["n"]) for r in rows}
 
     def count_jobs_by_state(self) -> dict[str, int]:
         rows = self._all(
@@ -496,7 +368,7 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
         return self._one("SELECT * FROM workers WHERE name = ?", (name,))
 
     def insert_worker(self, fields: Mapping[str, Any]) -> None:
-        _check(fields, _WORKER_COLS)
+        check_columns(fields, _WORKER_COLS)
         cols = list(fields)
         ignore = "INSERT IGNORE" if self._mysql else "INSERT OR IGNORE"
         self.execute(
@@ -510,8 +382,8 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
         deltas = {k: v for k, v in (deltas or {}).items() if v}
         if not fields and not deltas:
             return 0
-        _check(fields, _WORKER_COLS)
-        _check(deltas, _WORKER_COLS)
+        check_columns(fields, _WORKER_COLS)
+        check_columns(deltas, _WORKER_COLS)
         sets = [f"{c} = ?" for c in fields] + [f"{c} = {c} + ?" for c in deltas]
         return self.execute(
             f"UPDATE workers SET {','.join(sets)} WHERE name = ?", [*fields.values(), *deltas.values(), name]
@@ -520,7 +392,7 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
     def update_workers(self, names: Sequence[str], fields: Mapping[str, Any]) -> int:
         if not names or not fields:
             return 0
-        _check(fields, _WORKER_COLS)
+        check_columns(fields, _WORKER_COLS)
         sets = ",".join(f"{c} = ?" for c in fields)
         return self.execute(
             f"UPDATE workers SET {sets} WHERE name IN ({self._marks(len(names))})", [*fields.values(), *names]
@@ -529,7 +401,7 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
     def bump_worker(self, name: str, deltas: Mapping[str, int]) -> None:
         deltas = {k: v for k, v in deltas.items() if v}
         if deltas:
-            _check(deltas, _WORKER_COLS)
+            check_columns(deltas, _WORKER_COLS)
             sets = ",".join(f"{c} = {c} + ?" for c in deltas)
             self.execute(f"UPDATE workers SET {sets} WHERE name = ?", [*deltas.values(), name])
 
@@ -565,61 +437,9 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
         if names:
             self.execute(f"DELETE FROM workers WHERE name IN ({self._marks(len(names))})", names)
 
-    # -- events -----------------------------------------------------------------------------
-    def insert_event(self, fields: Mapping[str, Any]) -> int:
-        _check(fields, _EVENT_COLS)
-        cols = list(fields)
-        self.execute(
-            f"INSERT INTO events ({','.join(cols)}) VALUES ({self._marks(len(cols))})",
-            [fields[c] for c in cols],
-        )
-        return self._last_id()
-
-    def update_event(self, event_id: int, fields: Mapping[str, Any]) -> None:
-        _check(fields, _EVENT_COLS)
-        sets = ",".join(f"{c} = ?" for c in fields)
-        self.execute(f"UPDATE events SET {sets} WHERE id = ?", [*fields.values(), event_id])
-
-    def events(
-        self,
-        job: int | None,
-        worker: str | None,
-        since: float | None,
-        limit: int,
-        user: str | None = None,
-    ) -> list[Row]:
-        where: list[str] = ["1 = 1"]
-        params: list[Any] = []
-        if job is not None:
-            where.append("job_id = ?")
-            params.append(job)
-        if user is not None:  # only the runs of this user's jobs (a user who may not view all)
-            where.append("job_id IN (SELECT id FROM jobs WHERE user = ?)")
-            params.append(user)
-        if worker:
-            where.append("worker = ?")
-            params.append(worker)
-        if since is not None:
-            where.append("start > ?")
-            params.append(since)
-        return self._all(
-            f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT {int(limit)}", params
-        )
-
-    def finished_runs(self, parent: int) -> list[Row]:
-        return self._all(
-            "SELECT e.job_id, e.duration, e.cpu_time, e.peak_memory FROM events e "
-            "JOIN jobs j ON j.id = e.job_id WHERE j.parent = ? AND e.state = 'FINISHED' ORDER BY e.id",
-            (parent,),
-        )
-
-    def purge_events(self, before: float) -> int:
-        """Delete closed events that started before `before`."""
-        return self.execute("DELETE FROM events WHERE start < ? AND state <> 'WORKING'", (before,))
-
     # -- audit ------------------------------------------------------------------------------
     def insert_audit(self, fields: Mapping[str, Any]) -> int:
-        _check(fields, _AUDIT_COLS)
+        check_columns(fields, _AUDIT_COLS)
         cols = list(fields)
         self.execute(
             f"INSERT INTO audit ({','.join(cols)}) VALUES ({self._marks(len(cols))})",
@@ -664,7 +484,7 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql):
 
     # -- mail outbox --------------------------------------------------------------------------
     def enqueue_mail(self, fields: Mapping[str, Any]) -> bool:
-        _check(fields, _OUTBOX_COLS)
+        check_columns(fields, _OUTBOX_COLS)
         cols = list(fields)
         ignore = "INSERT IGNORE" if self._mysql else "INSERT OR IGNORE"
         return (

@@ -4,6 +4,8 @@
                   a write transaction returns its effects; they are applied once, after commit
     operator.py   people who run the farm: submit, edit, pause, start, reset, delete jobs;
                   dependencies; the affinity registry; edit, stop, delete workers
+    jobdeps.py    dependency lists and moves under another group, each refused if it
+                  closes a wait cycle (operator.py's commands call it)
     reads.py      everything the API and the web page read: jobs, workers, events, audit,
                   logs, statistics
     workers.py    the worker protocol: pickjob, heartbeat, endjob

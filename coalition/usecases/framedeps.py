@@ -11,7 +11,7 @@ from ..hierarchy import Tree
 from ..model import PENDING, WAITING, ValidationError
 from ..store.base import Row, Tx
 
-# Operator._deadlock: would `job` waiting for `deps` close a wait cycle? (dep, culprit) or None.
+# jobdeps.deadlock: would `job` waiting for `deps` close a wait cycle? (dep, culprit) or None.
 Deadlock = Callable[[Tx, Tree, int, Iterable[int]], "tuple[int, int] | None"]
 
 

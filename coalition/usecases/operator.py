@@ -1,13 +1,14 @@
 """The operator's commands: submit, edit, pause, start, reset, delete jobs; dependencies;
 the affinity registry; worker edits. Each is one write transaction over the context; every
-effect outside the database is handed back in `Effects` and applied after the commit.
+effect outside the database is handed back in `Effects` and applied after the commit. The
+rules of dependency lists and moves, and the wait-cycle check, are in jobdeps.py.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -32,7 +33,7 @@ from ..model import (
     parse_tags,
 )
 from ..store.base import Row, Tx
-from . import framedeps
+from . import framedeps, jobdeps
 from .context import Context, Effects
 from .limits import check_limits_exist, release_held
 from .runs import abort_run, release_worker_job
@@ -161,7 +162,7 @@ class Operator:
         affinity = self._resolve_affinity(tx, spec.affinity)
         pending = any(r["state"] != FINISHED for r in dep_rows)
         if spec.frame_dep:
-            framedeps.check_frame_dep(tx, tree, 0, parent_id, spec.frame_dep, self._deadlock)
+            framedeps.check_frame_dep(tx, tree, 0, parent_id, spec.frame_dep, jobdeps.deadlock)
             tx.mark_has_dependents(spec.frame_dep)
             batch.rows.pop(spec.frame_dep, None)  # its row changed: read it again
         if spec.limits:
@@ -299,11 +300,11 @@ class Operator:
         if rekey:
             tree.rederive(job_id)
         if "parent" in values:
-            self._move(tx, tree, job_id, self._resolve_parent(tx, values["parent"]), now, parent_guard)
+            jobdeps.move(tx, tree, job_id, self._resolve_parent(tx, values["parent"]), now, parent_guard)
         if "dependencies" in values:
-            self._set_deps(tx, tree, job_id, list(values["dependencies"]))
+            jobdeps.set_deps(tx, tree, job_id, list(values["dependencies"]))
         if "frame_dep" in values and values["frame_dep"] != row["frame_dep"]:
-            framedeps.set_frame_dep(tx, tree, row, int(values["frame_dep"]), self._deadlock)
+            framedeps.set_frame_dep(tx, tree, row, int(values["frame_dep"]), jobdeps.deadlock)
         elif any(k in values for k in ("first_frame", "last_frame")):
             framedeps.refresh_frame_waits(tx, tree, job_id)
         pause = values.get("paused")
@@ -325,95 +326,10 @@ class Operator:
             row = tx.job(job_id)
             if row is None:
                 raise NotFound(f"job {job_id} not found")
-            self._set_deps(tx, self.ctx.tree(tx, fx, now), job_id, list(deps))
+            jobdeps.set_deps(tx, self.ctx.tree(tx, fx, now), job_id, list(deps))
             record_audit(tx, actor, "edit", row["user"], [job_id], now, {"fields": ["dependencies"]})
 
         self.ctx.write(fn)
-
-    def _set_deps(self, tx: Tx, tree: Tree, job_id: int, deps: list[int]) -> None:
-        if job_id in deps:
-            raise ValidationError(f"dependencies: job {job_id} cannot depend on itself")
-        rows = tx.jobs(deps)
-        missing = sorted(set(deps) - {r["id"] for r in rows})
-        if missing:
-            raise ValidationError(f"dependencies: job(s) {', '.join(map(str, missing))} do not exist")
-        cycle = self._deadlock(tx, tree, job_id, deps)
-        if cycle is not None:
-            raise ValidationError(
-                f"dependencies: job {job_id} cannot depend on job {cycle[0]}: "
-                f"job {cycle[0]} already waits for job {cycle[1]} (a cycle)"
-            )
-        tx.set_deps(job_id, deps)
-        tree.set_pending(job_id, tx.unfinished_deps(job_id) > 0)
-
-    def _deadlock(self, tx: Tx, tree: Tree, job_id: int, deps: Iterable[int]) -> tuple[int, int] | None:
-        """Would making `job_id` wait for `deps` create a wait cycle? Returns (dep, culprit).
-
-        A job waits for its dependencies, a group waits for its children, and a job inherits
-        the dependencies of its ancestors (a pending group holds its whole subtree back).
-        """
-        targets = {r["id"] for r in tree.subtree(job_id, ("id",))}
-        for dep in deps:
-            seen: set[tuple[int, bool]] = set()
-            stack: list[tuple[int, bool]] = [(dep, True)]  # (job, expand its children too)
-            while stack:
-                node, full = stack.pop()
-                if (node, full) in seen:
-                    continue
-                seen.add((node, full))
-                if full and node in targets:
-                    return dep, node
-                row = tx.job(node)
-                if row is None:
-                    continue
-                stack.extend((d, True) for d in tx.deps(node))
-                if row["frame_dep"]:  # it (or its children) waits for that job's frames
-                    stack.append((row["frame_dep"], True))
-                if row["parent"]:
-                    stack.append((row["parent"], False))  # its ancestors' dependencies only
-                if full and row["children"]:
-                    stack.extend((c["id"], True) for c in tx.children(node, ("id",)))
-        return None
-
-    def _move(
-        self,
-        tx: Tx,
-        tree: Tree,
-        job_id: int,
-        new_parent: int,
-        now: float,
-        parent_guard: ParentGuard | None = None,
-    ) -> None:
-        row = tx.job(job_id)
-        assert row is not None
-        if new_parent == row["parent"]:
-            return
-        if new_parent:
-            prow = tx.job(new_parent)
-            if prow is None:
-                raise ValidationError(f"parent job {new_parent} does not exist")
-            if parent_guard is not None:
-                parent_guard(prow)
-            if new_parent == job_id or new_parent in {r["id"] for r in tree.subtree(job_id, ("id",))}:
-                raise ValidationError(f"job {job_id} cannot move into itself or its own subtree")
-            if not prow["children"] and prow["state"] == WORKING:
-                raise ValidationError(f"parent job {new_parent} is running: it cannot become a group now")
-            chain_deps = []
-            for anc in [new_parent, *tree.ancestors(new_parent)]:
-                chain_deps += tx.deps(anc)
-            cycle = self._deadlock(tx, tree, job_id, chain_deps)
-            if cycle is not None:
-                raise ValidationError(
-                    f"cannot move job {job_id} under job {new_parent}: the new group waits for job "
-                    f"{cycle[0]}, which waits for job {cycle[1]} (a cycle)"
-                )
-        old_parent = row["parent"]
-        tx.update_job(job_id, {"parent": new_parent, "updated_at": now})
-        tree.rederive(job_id)
-        if old_parent:
-            tree.recount(old_parent)
-        if new_parent:
-            tree.recount(new_parent)
 
     # -- state commands ---------------------------------------------------------------------
     def pause(self, ids: Sequence[int], actor: Actor = NOBODY) -> None:

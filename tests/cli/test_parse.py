@@ -10,14 +10,12 @@ import pytest
 from coalition.cli import (
     UsageError,
     build_parser,
-    chunk_frames,
-    fill_frames,
     is_legacy,
     job_outcome,
     main,
-    parse_frames,
     resolve_server,
 )
+from coalition.frames import chunk_frames, fill_frames, parse_frames
 
 COMMANDS = build_parser().commands  # type: ignore[attr-defined]
 
