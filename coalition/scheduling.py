@@ -395,7 +395,9 @@ def next_sync(
 HOLD_BELOW = 1.0  # seconds: a slot asks to hold only after a run shorter than this
 HOLD_MAX = 2.0  # seconds: a held job waiting longer (the run before it is long) goes back
 HOLD_DEPTH = 4  # jobs a slot may hold at once (the server hands out at most this many)
-HOLD_WANTED = 2  # jobs our worker's slots hold: one to start, one more while results travel
+HOLD_WANTED = 4  # jobs our worker's slots hold: enough to start while results travel
+REPORT_BATCH = 4  # results of short runs a slot sends in one endjob, when it holds jobs
+REPORT_LINGER = 0.05  # seconds: the longest a result waits for others to go with it
 
 
 def should_hold(last_run: float, packing: bool, draining: bool) -> bool:
@@ -405,6 +407,13 @@ def should_hold(last_run: float, packing: bool, draining: bool) -> bool:
     Long runs gain nothing from a held job and would only keep it from another slot. (A
     server that does not hand out held jobs ignores the ask.)"""
     return not packing and not draining and 0.0 <= last_run < HOLD_BELOW
+
+
+def report_now(queued: int, held: int) -> bool:
+    """Whether a slot that holds jobs sends its `queued` results now rather than wait for
+    more to go in the same endjob: when a batch is full, or when the slot has no held job left
+    to start (it needs the answer's)."""
+    return queued >= REPORT_BATCH or held <= 0
 
 
 def may_hold(picked: bool, next_job: Mapping[str, Any] | None) -> bool:

@@ -374,8 +374,12 @@ class Slot:
         """Leave `run`'s result to the outbox (delivered in the background, with others)."""
         if self._outbox is None:
             self._outbox_link = self.link.twin()
-            self._outbox = Outbox(self._deliver_behind, self.name)
+            self._outbox = Outbox(self._deliver_behind, self.name, self._report_now, scheduling.REPORT_LINGER)
         self._outbox.put(run)
+
+    def _report_now(self, queued: int) -> bool:
+        # Asked by the outbox's thread, under its lock: len() of a deque needs no lock of ours.
+        return scheduling.report_now(queued, len(self._held))
 
     def _settle_behind(self) -> None:
         """Wait until the outbox has delivered everything (its answers may bring held jobs)."""

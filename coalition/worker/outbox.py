@@ -4,6 +4,10 @@ A slot that holds jobs (docs/protocol.md, "Held jobs") starts its next job the m
 ends and leaves that run's result here. One thread per outbox takes everything queued, hands
 it to `deliver` as one batch (one endjob for several short runs), and repeats while more
 came meanwhile: the batches grow with the server's answer time, by themselves.
+
+A slot that still holds jobs to start needs no answer yet: its outbox may `linger` until
+`ready` says the batch is worth a request (several results, or the slot running short of held
+jobs). One request for several runs halves the server's work per short job (bench/e2e.py).
 """
 
 from __future__ import annotations
@@ -22,13 +26,25 @@ class Outbox(Generic[T]):
     """Items delivered in order by one background thread, in batches of what is queued.
 
     `deliver(batch)` must not return before the batch is delivered (it retries itself); an
-    exception it raises is logged and the batch dropped (a bug must not stop the slot)."""
+    exception it raises is logged and the batch dropped (a bug must not stop the slot).
+    With `ready` and `linger`, a batch waits up to `linger` seconds from its first item
+    until `ready(len(queued))` is true (asked again at each put, and on a `settle`, which
+    wants the answers now)."""
 
-    def __init__(self, deliver: Callable[[list[T]], None], name: str) -> None:
+    def __init__(
+        self,
+        deliver: Callable[[list[T]], None],
+        name: str,
+        ready: Callable[[int], bool] | None = None,
+        linger: float = 0.0,
+    ) -> None:
         self._deliver = deliver
+        self._ready = ready
+        self._linger = linger if ready is not None else 0.0
         self._cond = threading.Condition()
         self._items: list[T] = []
         self._busy = False  # a batch is being delivered
+        self._urgent = False  # someone waits for the answers: no lingering
         self._closing = False
         self._thread = threading.Thread(target=self._run, name=f"{name}-outbox", daemon=True)
         self._thread.start()
@@ -48,9 +64,12 @@ class Outbox(Generic[T]):
         """Wait until everything queued so far is delivered, or, with `until`, until that
         turns true (checked after each batch)."""
         with self._cond:
+            self._urgent = True
+            self._cond.notify_all()
             self._cond.wait_for(
                 lambda: (not self._items and not self._busy) or (until is not None and until())
             )
+            self._urgent = False
 
     def close(self) -> None:
         """Deliver what is queued, then end the thread."""
@@ -59,12 +78,18 @@ class Outbox(Generic[T]):
             self._cond.notify_all()
         self._thread.join()
 
+    def _may_go(self) -> bool:
+        assert self._ready is not None
+        return self._closing or self._urgent or self._ready(len(self._items))
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._items or self._closing)
                 if not self._items:
                     return
+                if self._linger > 0:
+                    self._cond.wait_for(self._may_go, self._linger)
                 batch, self._items = self._items, []
                 self._busy = True
             try:

@@ -90,6 +90,13 @@ def test_a_slot_holds_after_short_runs_only_on_fixed_slots_and_not_while_stoppin
     assert not s.should_hold(-1.0, packing=False, draining=False)  # a clock gone back
 
 
+def test_a_slot_batches_its_results_while_it_still_holds_a_job_to_start() -> None:
+    assert not s.report_now(1, held=2)
+    assert s.report_now(s.REPORT_BATCH, held=2)  # a full batch
+    assert s.report_now(1, held=0)  # nothing left to start: the answer brings more
+    assert s.HOLD_WANTED <= s.HOLD_DEPTH
+
+
 def test_the_server_holds_nothing_behind_an_empty_pick_or_an_exclusive_job() -> None:
     assert s.may_hold(False, None)  # a hold alone (the slot runs its held job)
     assert not s.may_hold(True, None)
