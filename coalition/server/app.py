@@ -33,6 +33,7 @@ from .login import LoginApi, unavailable_page, web_gate
 from .metrics import ServerMetrics
 from .openjd import OpenJDApi
 from .router import Mount, Router
+from .wake import Waker
 from .workers import WorkerApi
 
 log = logging.getLogger("coalition.server")
@@ -102,6 +103,7 @@ class ServerApp:
         self.auth: Auth = auth or build_auth(settings, self.ctx, _remote_ip)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.discovery: DiscoveryResponder | None = None
+        self.waker = Waker()  # wakes idle workers when an operator's change may bring work
         self.terminate: Callable[[list[str]], None] | None = None
         self.periodic: list[tuple[str, float, Callable[[], Any]]] = []
         self._last_purge = 0.0
@@ -137,6 +139,7 @@ class ServerApp:
             metrics=self.metrics.render,
         )
         router = Router()
+        router.on_change = self.waker.poke
         router.add("GET", "/api/openapi.json", lambda params: openapi.spec())
         api.routes(router, "/api")
         api.routes(router, "/api/webfrontend")
@@ -157,7 +160,9 @@ class ServerApp:
 
     def worker_api(self) -> WorkerApi:
         """The worker protocol's handlers (a WSGI app of its own, mounted at /workers)."""
-        return WorkerApi(self.uc.workers, self.settings.workertoken, self.metrics, self.uc.openjd.job)
+        return WorkerApi(
+            self.uc.workers, self.settings.workertoken, self.metrics, self.uc.openjd.job, self.waker
+        )
 
     def mount(self) -> None:
         """Mount every route and the static page on cherrypy.tree."""
@@ -313,6 +318,7 @@ class ServerApp:
         pool = guard.install(server.httpserver, max(1024, 4 * s.threads), limits)
         self.metrics.http_threads = pool.threads
         self.metrics.http_cut = guard.DEADLINES.counts
+        self.waker.start()
         cherrypy.engine.start()
         cherrypy.engine.wait(cherrypy.engine.states.STARTED)
         if self.settings.discovery and not self.settings.port:
@@ -340,6 +346,7 @@ class ServerApp:
         """Stop serving."""
         if self.discovery is not None:
             self.discovery.stop()
+        self.waker.stop()
         cherrypy.engine.exit()
         self.store.close()
 

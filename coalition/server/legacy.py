@@ -49,7 +49,7 @@ class LegacyApi:
 
     def routes(self, router: Router, prefix: str) -> None:
         """Register `<prefix>/addjob`."""
-        router.add("GET POST", f"{prefix}/addjob", self.addjob)
+        router.add("GET POST", f"{prefix}/addjob", self.addjob, changes=True)
 
     def addjob(self, params: dict[str, Any]) -> Raw:
         """Create a job from chapter 8 attributes; answer its id."""

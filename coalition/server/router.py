@@ -32,9 +32,16 @@ class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
         self._exact: dict[str, dict[str, Handler]] = {}  # literal paths: one dict lookup
+        self._changing: set[Handler] = set()  # GET handlers that change things (Coalition 4's)
+        # Told after each request that may have changed the farm (every method but GET, and
+        # the GET routes added with `changes`): the server wakes idle workers (wake.py).
+        self.on_change: Callable[[], None] | None = None
 
-    def add(self, methods: str, pattern: str, handler: Handler) -> None:
-        """Register a handler for space-separated methods on a path regex (anchored)."""
+    def add(self, methods: str, pattern: str, handler: Handler, changes: bool = False) -> None:
+        """Register a handler for space-separated methods on a path regex (anchored);
+        `changes`: its GET, too, changes the farm (a Coalition 4 route)."""
+        if changes:
+            self._changing.add(handler)
         if re.escape(pattern) == pattern.replace("/", "\\/") or not any(c in pattern for c in "()[]\\+*?"):
             table = self._exact.setdefault(pattern.rstrip("/"), {})
             for m in methods.split():
@@ -77,6 +84,9 @@ class Router:
                         {"Allow": ", ".join(sorted(table))},
                     )
                 result = handler(single_params(params), *(match.groups() if match is not None else ()))
+                changed = method not in ("GET", "OPTIONS") or handler in self._changing
+                if changed and self.on_change is not None:
+                    self.on_change()
                 if isinstance(result, Raw):
                     cherrypy.response.headers["Content-Type"] = result.content_type
                     return bytes(result)

@@ -24,8 +24,10 @@ from ..usecases.workers import (
     SlotReport,
     WorkerProtocol,
 )
+from . import wake
 from .http import INT_RANGE, ApiError, parse_form
 from .metrics import ServerMetrics
+from .wake import Waker
 from .wsgi import Request, Text, WsgiApp
 
 log = logging.getLogger("coalition.server")
@@ -226,8 +228,10 @@ class WorkerApi:
         token: str = "",
         metrics: ServerMetrics | None = None,
         openjd: Callable[[int], dict[str, Any] | None] | None = None,
+        waker: Waker | None = None,
     ):
         self.dispatch = protocol
+        self.waker = waker
         self.token = token
         self.metrics = metrics
         self.openjd_job = openjd  # usecases.openjd.OpenJDJobs.job
@@ -512,9 +516,24 @@ class WorkerApi:
         interval = body.get("interval", 2.0)
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 3600:
             raise ApiError(400, "interval must be a number of seconds, 0 < interval <= 3600")
+        listener = None
+        if body.get("wake") is not None:
+            try:
+                listener = wake.parse(body["wake"], req.remote_ip, time.monotonic())
+            except ValueError as exc:
+                raise ApiError(400, str(exc)) from None
         host = self._ping(req, {**body, "name": reports[0].name}, False)
         result = self.dispatch.sync(host, reports, float(interval))
-        self._handed(sum(1 for a in result.slots if a.job is not None))
+        handed = sum(1 for a in result.slots if a.job is not None)
+        self._handed(handed)
+        if self.waker is not None:
+            # Idle: a slot asked for a job and none came. A wake-up then brings its next
+            # sync forward when work appears (wake.py).
+            key = f"{req.remote_ip} {body.get('host') or reports[0].name}"
+            if listener is not None and not handed and any(r.pick for r in reports):
+                self.waker.idle(key, listener)
+            else:
+                self.waker.busy(key)
         answers = []
         for answer in result.slots:
             out: dict[str, Any] = {"name": answer.name, "kill": answer.kill, "stop": answer.stop}

@@ -51,8 +51,10 @@ class Courier:
         wait: Callable[[float], None] | None = None,
         pool: Pool | None = None,
         offers: str = "",
+        wake: Any = None,  # wake.WakeListener, or None: no wake-ups
     ) -> None:
         self.link = link
+        self.wake = wake
         self.offers = offers  # tags offered on every rule line (OpenJD: docs/openjd.md)
         self.pool = pool
         self.metrics = metrics
@@ -94,6 +96,8 @@ class Courier:
                 (slot, r) for slot, r in reports if r.run is not None or r.body["pick"] or self._shown(slot)
             ]
             if not reports:
+                if not self.syncs:
+                    interval = MIN_NEXT  # the slots are still starting: the first sync soon
                 continue  # every slot is ending a run or stopped: their own requests speak
             body: dict[str, Any] = {
                 **self.metrics.snapshot(*self._server),
@@ -109,6 +113,8 @@ class Courier:
                         report.body["resources"] = self.pool.resources(slot.name)
             if budget is not None:
                 body["free"] = budget
+            if self.wake is not None and any(r.body.get("pick") for _, r in reports):
+                body["wake"] = self.wake.describe()  # idle: the server may wake us early
             if self.affinity:
                 body["affinity"] = self.affinity
             if self.offers:

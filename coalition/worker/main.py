@@ -22,6 +22,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from coalition import __version__
 from coalition.model import format_rule_lines, parse_rule_lines
@@ -37,6 +38,7 @@ from .interruption import watch, watchers_for
 from .link import LinkError, ServerLink
 from .metrics import Metrics
 from .settings import SettingsError, WorkerSettings, load_settings, normalise_url
+from .wake import open_listener
 
 log = logging.getLogger("coalition.worker")
 PROG = "coalition-worker"
@@ -318,6 +320,9 @@ def serve(settings: WorkerSettings, config: str | None = None) -> int:
         )
         for name in names
     ]
+    server = urlsplit(url)
+    port = server.port or (443 if server.scheme == "https" else 80)
+    listener = open_listener(server.hostname or "", port, control.poke) if settings.wake else None
     courier = Courier(
         ServerLink(url, settings.token, settings.cacert),
         metrics,
@@ -326,6 +331,7 @@ def serve(settings: WorkerSettings, config: str | None = None) -> int:
         settings.affinity,
         pool=pool,
         offers=offers,
+        wake=listener,
     )
     courier.add(slots)
     courier_thread = threading.Thread(target=courier.run, name="courier", daemon=True)
@@ -338,6 +344,8 @@ def serve(settings: WorkerSettings, config: str | None = None) -> int:
             t.join(0.5)  # a timed join keeps the main thread free to run signal handlers
     courier.stop()
     courier_thread.join(15)
+    if listener is not None:
+        listener.close()
     stop_watch.set()
     log.info("worker stopped%s", f" ({control.interruption})" if control.interruption else "")
     return 0

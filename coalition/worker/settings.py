@@ -72,6 +72,9 @@ class WorkerSettings:
     # Path-mapping rules for OpenJD tasks: (format, source, destination), the file's first.
     pathmapping: tuple[pathmap.Rule, ...] = ()
     pathmappingfile: tuple[pathmap.Rule, ...] = ()
+    # Listen for the server's wake-ups when idle (worker/wake.py): a job submitted to an idle
+    # farm starts at once instead of at the next sync. `off`: syncs only.
+    wake: bool = True
 
     def path_rules(self) -> tuple[pathmap.Rule, ...]:
         """Every path-mapping rule: `pathmappingfile`'s, then `pathmapping`'s."""
@@ -273,6 +276,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "openjd_linger": ("openjd_linger", _grace),
     "pathmapping": ("pathmapping", _path_rules),
     "pathmappingfile": ("pathmappingfile", _path_rules_file),
+    "wake": ("wake", _bool),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import random
+import socket
 from typing import Any
 
 import pytest
@@ -133,7 +134,8 @@ def test_the_server_spreads_syncs_by_the_hosts_it_hears(make_server: Any) -> Non
     server.stop()
     server.start()  # a fresh process: it counts the hosts at its first sync
     answer = sync(server, [{"name": "spread-a-1", "pick": False}], host="spread-a")
-    assert 6.0 / 4 <= answer["next"] <= 6.0  # 6 s, moved to the host's slot of the cycle
+    # 6 s, moved to the host's slot of the cycle: a quarter cycle away at least, so up to 1.25x.
+    assert 6.0 / 4 <= answer["next"] <= 6.0 * 1.25
     job = server.submit(title="spread", command="sleep 100")
     answer = sync(server, [{"name": "spread-a-1", "pick": True}], host="spread-a")
     handed = answer["slots"][0]["job"]
@@ -217,3 +219,41 @@ def test_hosts_that_synced_together_are_spread_over_the_cycle_after_one_answer()
     # Short cadences (after a hand-out or a kill) are not moved; a ceiling is never passed.
     assert scheduling.phase_aligned(1.0, phase, now, 60.0) == 1.0
     assert scheduling.phase_aligned(30.0, phase, now, 4.0) <= 4.0
+
+
+def test_an_idle_host_is_woken_by_udp_when_a_change_may_bring_work(api: ServerProcess) -> None:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ours,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as elsewhere,
+    ):
+        ours.bind(("127.0.0.1", 0))
+        elsewhere.bind(("127.0.0.2", 0))
+        ours.settimeout(10)
+        elsewhere.setblocking(False)
+        token, other = "b" * 32, "c" * 32
+        slot = [{"name": "wakehost-1", "pick": True}]
+        # Idle (nothing matches its affinity), listening where its request comes from.
+        wake = {"ip": "127.0.0.1", "port": ours.getsockname()[1], "token": token}
+        answer = sync(api, slot, affinity="nothing-for-wakehost", host="wakehost", wake=wake)
+        assert answer["slots"][0].get("job") is None
+        # Another host claims an address its request did not come from: never sent to.
+        lying = {"ip": "127.0.0.2", "port": elsewhere.getsockname()[1], "token": other}
+        sync(api, [{"name": "liar-1", "pick": True}], affinity="nothing-for-liar", host="liar", wake=lying)
+        api.submit(title="work", command="true", affinity="somewhere-else", paused=True)
+        data, sender = ours.recvfrom(256)
+        assert data == b"coalition-wake " + token.encode() and sender[0] == "127.0.0.1"
+        with pytest.raises(BlockingIOError):  # sent in the same round as ours, had it been
+            elsewhere.recvfrom(256)
+
+
+@pytest.mark.parametrize(
+    ("wake", "message"),
+    [
+        ("127.0.0.1:5000", "wake must be an object"),
+        ({"ip": "127.0.0.1", "port": "5000", "token": "d" * 32}, "wake.port"),
+        ({"ip": "127.0.0.1", "port": 5000, "token": "<script>" * 4}, "wake.token"),
+    ],
+)
+def test_a_malformed_wake_is_a_400(api: ServerProcess, wake: Any, message: str) -> None:
+    answer = sync(api, [{"name": "badwake-1", "pick": True}], expect=400, wake=wake)
+    assert message in answer["error"]

@@ -41,6 +41,7 @@ broadcast = 10.0.255.255
 port = 19300
 interruptions = gce
 killgrace = 0
+wake = off
 """,
     )
     s = load_settings(path)
@@ -62,6 +63,7 @@ killgrace = 0
         port=19300,
         interruptions="gce",
         killgrace=0.0,
+        wake=False,
     )
     assert s.slot_names() == ["render01-1", "render01-2", "render01-3"]
     assert WorkerSettings(name="solo").slot_names() == ["solo"]

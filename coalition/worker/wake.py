@@ -1,0 +1,117 @@
+"""Woken by the server when work appears, instead of waiting for the next sync.
+
+An idle worker syncs at the cadence the server sets (twice `sleep` when idle: 4 s by
+default), so a job submitted to an idle farm used to wait 2 s on average before it started.
+The courier now tells the server, in each sync of an idle worker, where it listens: a UDP
+port on the address it reaches the server from, and a random token. When jobs become ready,
+the server sends that token to the port (docs/protocol.md, "Wake-ups"), and the courier
+syncs at once.
+
+A wake-up only brings a sync forward: a lost or blocked datagram (a firewall, NAT, a proxy in
+between) costs what it cost before, the next sync. A datagram without our token is ignored,
+and wake-ups are rate-limited, so a flood makes at most a few syncs a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("coalition.worker")
+
+PREFIX = b"coalition-wake "
+MIN_GAP = 0.2  # seconds between two syncs a wake-up may bring forward
+
+
+def local_address(host: str, port: int) -> tuple[int, str]:
+    """The address family and local address this host reaches `host:port` from (a UDP
+    `connect` picks the route and sends nothing)."""
+    family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect(addr)
+        return family, probe.getsockname()[0]
+
+
+class WakeListener:
+    """A UDP socket the server may wake this worker on; `on_wake` is called (from the
+    listener's thread) for each datagram that carries our token, at most every `MIN_GAP`."""
+
+    def __init__(
+        self,
+        server: tuple[str, int],
+        on_wake: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        family, ip = local_address(*server)
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        self._sock.bind((ip, 0))
+        self.ip, self.port = ip, self._sock.getsockname()[1]
+        self.token = secrets.token_hex(16)
+        self._expected = PREFIX + self.token.encode("ascii")
+        self._on_wake = on_wake
+        self._clock = clock
+        self._last = float("-inf")
+        self.wakes = 0  # wake-ups acted on (tests, logs)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="wake", daemon=True)
+
+    def start(self) -> WakeListener:
+        """Start listening (a daemon thread)."""
+        self._thread.start()
+        return self
+
+    def running(self) -> bool:
+        """Whether the listening thread runs."""
+        return self._thread.is_alive()
+
+    def describe(self) -> dict[str, Any]:
+        """The sync body's `wake`: where and with what the server may wake us."""
+        return {"ip": self.ip, "port": self.port, "token": self.token}
+
+    def take(self, data: bytes) -> bool:
+        """Act on one datagram: whether it woke us (our token, and not too soon)."""
+        if not secrets.compare_digest(data, self._expected):
+            return False
+        now = self._clock()
+        if now - self._last < MIN_GAP:
+            return False
+        self._last = now
+        self.wakes += 1
+        self._on_wake()
+        return True
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # ends the blocked recvfrom
+        self._sock.close()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data, _ = self._sock.recvfrom(256)
+            except OSError:
+                return  # closed
+            if self._closed:
+                return  # the shutdown ended the recvfrom (with nothing)
+            try:
+                self.take(data)
+            except Exception:  # noqa: BLE001 - a listener must outlive one bad wake-up
+                log.exception("cannot act on a wake-up")
+
+
+def open_listener(url_host: str, url_port: int, on_wake: Callable[[], None]) -> WakeListener | None:
+    """A started listener for the server at `url_host:url_port`, or None (with a warning)
+    where this host cannot listen: the worker then waits for its syncs, as before."""
+    try:
+        return WakeListener((url_host, url_port), on_wake).start()
+    except OSError as exc:
+        log.warning("not listening for wake-ups (jobs start at the next sync): %s", exc)
+        return None
