@@ -31,7 +31,7 @@ from coalition.joblogs import JobLogs  # noqa: E402
 from coalition.model import JobSpec  # noqa: E402
 from coalition.store import SqliteStore  # noqa: E402
 from coalition.usecases import Context, Settings, UseCases  # noqa: E402
-from coalition.usecases.workers import Ping  # noqa: E402
+from coalition.usecases.messages import Ping  # noqa: E402
 
 # user: (frames queued, weight). "big" came first with 10,000 frames.
 USERS = {"big": (10_000, 1.0), "lead": (2_000, 3.0), "mid": (2_000, 1.0), "small": (10, 1.0)}

@@ -1,8 +1,8 @@
 """Pure failure policy: why a run ended, log rules, host blocklists and sick hosts.
 
-No I/O, no clock: callers pass `now` and the rows they read. The use cases (usecases/workers.py)
-apply what these functions decide; the worker uses `stalled()` and the reason texts.
-See docs/failures.md.
+No I/O, no clock: callers pass `now` and the rows they read. The use cases
+(usecases/runend.py, usecases/pick.py) apply what these functions decide; the worker uses
+`stalled()` and the reason texts. See docs/failures.md.
 """
 
 from __future__ import annotations

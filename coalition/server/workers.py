@@ -15,15 +15,8 @@ from typing import Any
 
 from ..model import ValidationError, check_tags, parse_rule_lines, parse_tags
 from ..scheduling import HOLD_DEPTH, Free
-from ..usecases.workers import (
-    GPU_RESERVE,
-    HostResources,
-    Ping,
-    RunReport,
-    RunUsage,
-    SlotReport,
-    WorkerProtocol,
-)
+from ..usecases.messages import GPU_RESERVE, HostResources, Ping, RunReport, RunUsage, SlotReport
+from ..usecases.workers import WorkerProtocol
 from . import wake
 from .http import INT_RANGE, ApiError, parse_form
 from .metrics import ServerMetrics

@@ -9,6 +9,10 @@
     reads.py      everything the API and the web page read: jobs, workers, events, audit,
                   logs, statistics
     workers.py    the worker protocol: pickjob, heartbeat, endjob
+    messages.py   what the protocol says and hears: Ping, SlotReport, RunReport, answers
+    workerdraft.py  a worker row as a request sees it: read once, written once
+    pick.py       the pick in pickjob, sync, endjob: rule plan, fair share, limits (Picker)
+    runend.py     a reported run's end inside endjob: verdict, retry, requeue (RunEnds)
     failing.py    failure bookkeeping inside those: log-rule verdicts, host blocks, SICK workers
     hostblocks.py what operators see and do about them: list and lift blocks, clear SICK
     upkeep.py     periodic work under a lease: the reaper, purges
@@ -20,7 +24,8 @@
     tagcache.py   effective tag sets: the committed cache and a per-transaction view
 
 `server/` and `cli.py` call these classes; none of them sees a transaction. The classes do
-not inherit from each other: what they share is the context and the functions in runs.py.
+not inherit from each other: what they share is the context and the functions in runs.py;
+WorkerProtocol holds its Picker and RunEnds and calls them.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from coalition.notify import MailSettings, Notifier
 from coalition.store import MysqlStore, SqliteStore
 from coalition.usecases import Context, Settings, UseCases
 from coalition.usecases.access import Sessions
-from coalition.usecases.workers import Ping
+from coalition.usecases.messages import Ping
 
 
 class Clock:

@@ -14,7 +14,7 @@ import pytest
 
 from coalition.errors import NotFound
 from coalition.model import JobEdit, JobSpec, ValidationError
-from coalition.usecases.workers import Ping, RunReport
+from coalition.usecases.messages import Ping, RunReport
 
 
 def add(farm: Any, **kw: Any) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 from coalition.model import JobEdit, JobSpec
 from coalition.scheduling import Free
 from coalition.usecases.limits import Limits
-from coalition.usecases.workers import HostResources, Ping, SlotReport
+from coalition.usecases.messages import HostResources, Ping, SlotReport
 
 
 def add(farm: Any, **kw: Any) -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from coalition.model import JobEdit, JobSpec, ValidationError
 from coalition.usecases.limits import LimitConfig, Limits
-from coalition.usecases.workers import Ping
+from coalition.usecases.messages import Ping
 
 
 def add(farm: Any, **kw: Any) -> int:

@@ -24,7 +24,7 @@ from coalition.joblogs import JobLogs
 from coalition.model import JobEdit, JobSpec
 from coalition.store import MysqlStore, SqliteStore
 from coalition.usecases import Context, Settings, UseCases
-from coalition.usecases.workers import Ping
+from coalition.usecases.messages import Ping
 from tests.support import Clock, wait_for
 
 
