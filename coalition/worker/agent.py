@@ -7,11 +7,13 @@ its own runs (its endjob brings the next job: a busy farm does not wait for a sy
 
 A result is never given up because the server is away: the output waits in the run's RunLog
 (memory, then disk) and the endjob is retried with capped backoff until the server answers.
+
+Beside this module: control.py (the `Control` the slots obey) and reporting.py (how a slot
+reports its runs: heartbeats, endjobs, results delivered behind the next run, and `Run`).
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import select
@@ -21,17 +23,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .. import failures, scheduling
 from . import thumbs
+from .control import Control
 from .courier import Report
-from .link import Backoff, Refused, ServerLink, Unreachable
+from .link import Refused, ServerLink, Unreachable
 from .metrics import Metrics
 from .outbox import Outbox
 from .process import JobProcess
+from .reporting import ENDING, IDLE, RUNNING, STARTING, STOPPED, Run, RunReporting
 from .resources import Capacity, Pool
 from .runner import prepare
 from .settings import WorkerSettings
@@ -43,119 +46,10 @@ if TYPE_CHECKING:  # worker/openjd.py imports openjd-sessions: loaded only where
 
 log = logging.getLogger("coalition.worker")
 
-CHUNK = 256 * 1024  # log bytes per request: a backlog is sent in several heartbeats
 
-
-class Control:
-    """Process-wide state the slots obey; every change wakes every waiting slot."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._generation = 0
-        self._wakers: list[int] = []  # write ends of the slots' wake pipes
-        self.stopping = False  # no new jobs (SIGTERM, SIGINT)
-        self.handback = False  # running jobs go back to the server now
-        self.interruption = ""  # the spot/preemption notice, if one came
-
-    @property
-    def generation(self) -> int:
-        """A counter that changes on every event; pass it to wait() to miss none."""
-        with self._cond:
-            return self._generation
-
-    def _changed(self) -> None:
-        self._generation += 1
-        self._cond.notify_all()
-        for fd in self._wakers:
-            try:
-                os.write(fd, b"!")
-            except BlockingIOError:
-                pass  # the pipe is full of wake-ups already: one more adds nothing
-
-    def poke(self) -> None:
-        """Wake everything that waits on this control (no state changes)."""
-        with self._cond:
-            self._changed()
-
-    def wake_pipe(self) -> tuple[int, int]:
-        """A pipe whose read end becomes readable on every event (a slot waits on it beside
-        its job's output; others may write to the write end to wake that slot alone); read it
-        empty with `drain_wake()`."""
-        read_end, write_end = os.pipe()
-        os.set_blocking(read_end, False)
-        os.set_blocking(write_end, False)
-        with self._cond:
-            self._wakers.append(write_end)
-        return read_end, write_end
-
-    @staticmethod
-    def drain_wake(fd: int) -> None:
-        """Take every pending wake-up out of a `wake_pipe()`."""
-        try:
-            while os.read(fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-
-    def request_stop(self, handback: bool) -> None:
-        """Stop taking jobs; with `handback`, also give running jobs back now."""
-        with self._cond:
-            self.stopping = True
-            self.handback = self.handback or handback
-            self._changed()
-
-    def interrupt(self, reason: str) -> None:
-        """The host is going away (spot/preemption notice): stop and hand jobs back."""
-        with self._cond:
-            self.interruption = reason
-            self._changed()
-
-    @property
-    def draining(self) -> bool:
-        """Whether slots must stop taking jobs."""
-        return self.stopping or bool(self.interruption)
-
-    @property
-    def must_hand_back(self) -> bool:
-        """Whether running jobs must be killed and handed back as interrupted."""
-        return self.handback or bool(self.interruption)
-
-    def wait(self, seconds: float, since: int | None = None) -> None:
-        """Sleep up to `seconds`, or until an event after generation `since` (default: now)."""
-        with self._cond:
-            start = self._generation if since is None else since
-            self._cond.wait_for(lambda: self._generation != start, timeout=max(0.0, seconds))
-
-
-@dataclass
-class Run:
-    """One run of a job on a slot."""
-
-    job: Mapping[str, Any]
-    output: RunLog
-    started: float
-    timed_out: bool = False
-    interrupted: bool = False
-    killed_by_server: bool = False
-    kill_requested: bool = False  # the server said kill (set by the courier's thread)
-    reason: str = ""  # why the run was ended on this side (timeout, stall, handback), if it was
-    elapsed: float = 0.0  # seconds the job's process ran (the server's minruntime check)
-    # How it ended, for a result delivered later (the outbox of a slot that holds jobs):
-    exit_code: int = -1
-    usage: dict[str, Any] | None = None
-    thumbnail: dict[str, str] | None = None
-
-    @property
-    def job_id(self) -> int:
-        return int(self.job["id"])
-
-
-# A slot's states, as the courier sees them: only "idle" and "running" slots are reported.
-IDLE, STARTING, RUNNING, ENDING, STOPPED = "idle", "starting", "running", "ending", "stopped"
-
-
-class Slot:
-    """One named worker slot: at most one running job, its own link for ending runs."""
+class Slot(RunReporting):
+    """One named worker slot: at most one running job, its own link for ending runs (its
+    reports to the server: RunReporting, reporting.py)."""
 
     def __init__(
         self,
@@ -211,7 +105,7 @@ class Slot:
                 name, self._fetch_openjd, settings.path_rules(), settings.openjd_linger, clock
             )
 
-    # -- what the courier reads and brings (its thread) ------------------------------------
+    # -- what the courier reads and brings (its thread) -------------------------------------
     def report(self, limit: int) -> Report | None:
         """This slot's part of the next sync (None: nothing to say, its own request speaks)."""
         with self._lock:
@@ -254,17 +148,6 @@ class Slot:
     def _set(self, state: str, run: Run | None = None) -> None:
         with self._lock:
             self._state, self._run = state, run
-
-    # -- reachability logging: one line when the server goes away, one when it returns ---------
-    def _unreachable(self, exc: Exception) -> None:
-        if not self._down:
-            log.warning("%s: server %s unreachable (%s); retrying", self.name, self.link.url, exc)
-            self._down = True
-
-    def _reachable(self) -> None:
-        if self._down:
-            log.info("%s: server %s is back", self.name, self.link.url)
-            self._down = False
 
     def _ping(self) -> dict[str, Any]:
         return {
@@ -369,23 +252,7 @@ class Slot:
         self._deliver(run, exit_code=-1, report_only=True, link=link)
         run.output.close()
 
-    # -- look-ahead: held jobs, and results delivered behind the next run -------------------
-    def _behind(self, run: Run) -> None:
-        """Leave `run`'s result to the outbox (delivered in the background, with others)."""
-        if self._outbox is None:
-            self._outbox_link = self.link.twin()
-            self._outbox = Outbox(self._deliver_behind, self.name, self._report_now, scheduling.REPORT_LINGER)
-        self._outbox.put(run)
-
-    def _report_now(self, queued: int) -> bool:
-        # Asked by the outbox's thread, under its lock: len() of a deque needs no lock of ours.
-        return scheduling.report_now(queued, len(self._held))
-
-    def _settle_behind(self) -> None:
-        """Wait until the outbox has delivered everything (its answers may bring held jobs)."""
-        if self._outbox is not None:
-            self._outbox.settle()
-
+    # -- look-ahead: held jobs (their results go behind the next run: reporting.py) ---------
     def _next_held(self) -> dict[str, Any] | None:
         """The next held job: at once if one is here, else once the outbox's answers are in."""
         with self._lock:
@@ -419,118 +286,6 @@ class Slot:
             log.info("%s: handing job %d back unstarted (%s)", self.name, back.job_id, why)
             self._behind(back)
         return None
-
-    def _deliver_behind(self, batch: list[Run]) -> None:
-        """The outbox's thread: report `batch` in one endjob (the last run as its own, the
-        others as `earlier`), holding more jobs if the runs were short, until it arrives."""
-        link = self._outbox_link
-        assert link is not None
-        backoff = Backoff(cap=max(30.0, self.settings.sleep))
-        self._flush_backlog(batch, link, backoff)
-        last = batch[-1]
-        draining = self.control.draining
-        short = all(
-            not r.interrupted and scheduling.should_hold(r.elapsed, self.pool.packing, draining)
-            for r in batch
-        )
-
-        def body() -> dict[str, Any]:
-            with self._lock:  # read at each attempt: the slot may have started its next job
-                want = scheduling.HOLD_WANTED - len(self._held) if short else 0
-                running = self._run.job_id if self._state == RUNNING and self._run is not None else None
-            hold = self.pool.hold_offer(self.name) if want > 0 else None
-            parts = [self._end_body(run) for run in batch]
-            out = {**self._ping(), **parts[-1], "pick": False}
-            if len(parts) > 1:
-                out["earlier"] = parts[:-1]
-            if hold is not None:
-                out.update(free=hold, hold=want)
-            if running is not None and running != last.job_id:
-                out["running"] = running
-            return out
-
-        sent = self._send_end(link, body, backoff, f"{len(batch)} result(s)")
-        if sent is not None:
-            sent_body, answer = sent
-            self._answered(answer, last, "hold" in sent_body)
-            for run_id, why in (answer.get("earlier_ignored") or {}).items():
-                log.info("%s: result of job %s ignored by the server: %s", self.name, run_id, why)
-            if "running" in sent_body and answer.get("kill"):
-                self._kill_started(int(sent_body["running"]))
-        for run in batch:
-            run.output.ack(run.output.size)  # the run is over: its output is all there is
-            run.output.close()
-            self.runs += 1
-
-    def _flush_backlog(self, runs: list[Run], link: ServerLink, backoff: Backoff) -> None:
-        """Send what an endjob cannot carry first (output past one chunk), in heartbeats."""
-        for run in runs:
-            while run.output.size - run.output.acked > CHUNK:
-                if self._beat(run, None, link):
-                    backoff.reset()
-                else:
-                    self.sleep(backoff.next())
-
-    def _send_end(
-        self, link: ServerLink, body: Callable[[], dict[str, Any]], backoff: Backoff, what: str
-    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """POST an endjob (its body made anew at each attempt) until the server has it: the
-        body sent and the answer, or None if the server rejected it (a 4xx other than a
-        token being fixed, 401/403, which is retried: results must still arrive)."""
-        while True:
-            sent = body()
-            try:
-                answer = link.endjob(sent)
-            except Unreachable as exc:
-                self._unreachable(exc)
-                self.sleep(backoff.next())
-                continue
-            except Refused as exc:
-                if exc.status in (401, 403):
-                    log.error("%s: the server refused %s: %s", self.name, what, exc)
-                    self.sleep(backoff.next())
-                    continue
-                log.error("%s: the server rejected %s: %s", self.name, what, exc)
-                return None
-            self._reachable()
-            return sent, answer
-
-    def _end_body(self, run: Run) -> dict[str, Any]:
-        """One run's report in an endjob (its output's last chunk included)."""
-        offset, chunk = run.output.pending(CHUNK)
-        body: dict[str, Any] = {
-            "job_id": run.job_id,
-            "event": run.job.get("event"),
-            "exit_code": run.exit_code,
-            "log": base64.b64encode(chunk).decode("ascii"),
-            "log_offset": offset,
-            "timed_out": run.timed_out,
-            "interrupted": run.interrupted,
-            "reason": run.reason,
-            "elapsed": round(run.elapsed, 3),
-        }
-        if run.usage:
-            body["usage"] = run.usage
-        if run.thumbnail:
-            body["thumbnail"] = run.thumbnail
-        return body
-
-    def _answered(self, answer: Mapping[str, Any], run: Run, held_asked: bool) -> None:
-        """What every endjob answer may say to the slot: SICK, ignored, jobs to hold."""
-        if answer.get("sick"):
-            with self._lock:
-                self._sick = True
-        if answer.get("ignored"):
-            log.info(
-                "%s: result of job %d ignored by the server: %s", self.name, run.job_id, answer["ignored"]
-            )
-        held = answer.get("held")
-        if held_asked and isinstance(held, list):
-            jobs = [job for job in held if isinstance(job, dict)]
-            if jobs:
-                with self._lock:
-                    self._held.extend(jobs)
-                self._poke()
 
     # -- one run ----------------------------------------------------------------------------
     def _note(self, run: Run, text: str) -> None:
@@ -712,86 +467,3 @@ class Slot:
         proc.close()
         code = proc.returncode
         return -1 if code is None else code
-
-    def _beat(self, run: Run, proc: JobProcess | None, link: ServerLink | None = None) -> bool:
-        """One heartbeat with the next chunk of output; False if it did not get through."""
-        offset, chunk = run.output.pending(CHUNK)
-        body = self._ping()
-        body.update(job_id=run.job_id, event=run.job.get("event"), log_offset=offset)
-        if chunk:
-            body["log"] = base64.b64encode(chunk).decode("ascii")
-        try:
-            answer = (link or self.link).heartbeat(body)
-        except Unreachable as exc:
-            self._unreachable(exc)
-            return False
-        except Refused as exc:
-            log.warning("%s: heartbeat for job %d refused: %s", self.name, run.job_id, exc)
-            return False
-        self._reachable()
-        run.output.ack(offset + len(chunk))
-        if answer.get("kill") and proc is not None and proc.returncode is None and not run.killed_by_server:
-            run.killed_by_server = True
-            log.info("%s: the server asks to kill job %d", self.name, run.job_id)
-            self._note(run, "killed at the server's request (paused, reset, deleted, or worker stopped)")
-            proc.terminate(self.clock())
-        return True
-
-    def _deliver(
-        self,
-        run: Run,
-        exit_code: int,
-        usage: dict[str, Any] | None = None,
-        thumbnail: dict[str, str] | None = None,
-        *,
-        report_only: bool = False,
-        link: ServerLink | None = None,
-    ) -> dict[str, Any] | None:
-        """Send the rest of the output and the result, until the server has them; the answer
-        brings the next job to start, when the pool lets this slot ask now, and jobs to hold
-        if the run was short. With `report_only` (a job handed back unstarted), it asks for
-        nothing."""
-        link = link or self.link
-        if not report_only:
-            self._set(ENDING, run)
-            self.pool.release(self.name)
-        backoff = Backoff(cap=max(30.0, self.settings.sleep))
-        self._flush_backlog([run], link, backoff)
-        draining = self.control.draining
-        free = None if report_only or draining else self.pool.ask(self.name)
-        hold = None
-        if free is not None and scheduling.should_hold(run.elapsed, self.pool.packing, draining):
-            hold = self.pool.hold_offer(self.name)
-        run.exit_code, run.usage, run.thumbnail = exit_code, usage, thumbnail
-
-        def body() -> dict[str, Any]:
-            out = {**self._ping(), **self._end_body(run), "pick": free is not None}
-            if free is not None:
-                out["free"] = free
-            if hold is not None:
-                out["hold"] = scheduling.HOLD_WANTED
-            return out
-
-        sent = self._send_end(link, body, backoff, f"the result of job {run.job_id}")
-        if sent is None:
-            if free is not None:
-                self.pool.settle(self.name, None)
-            return None
-        run.output.ack(run.output.size)  # the run is over: its output is all there is
-        answer = sent[1]
-        self._answered(answer, run, hold is not None)
-        job = answer.get("job")
-        job = job if isinstance(job, dict) else None
-        if free is not None:
-            self.pool.settle(self.name, job)
-        return job
-
-    def _kill_started(self, job_id: int) -> None:
-        """The held job this slot started is not its own any more (paused, deleted, or its
-        worker stopped before it started): kill its run, or the run about to begin."""
-        with self._lock:
-            if self._run is not None and self._run.job_id == job_id and self._state == RUNNING:
-                self._run.kill_requested = True
-            else:
-                self._doomed = job_id
-        self._poke()

@@ -45,7 +45,7 @@ class Courier:
         self,
         link: SyncLink,
         metrics: Metrics,
-        control: Any,  # agent.Control (not imported: agent imports us)
+        control: Any,  # control.Control
         sleep: float,
         affinity: str = "",
         wait: Callable[[float], None] | None = None,
@@ -187,7 +187,7 @@ class Report:
 
     def __init__(self, body: dict[str, Any], run: Any = None, acked_to: int = 0) -> None:
         self.body = body
-        self.run = run  # agent.Run reported (None: the slot is idle)
+        self.run = run  # reporting.Run reported (None: the slot is idle)
         self.acked_to = acked_to  # the output offset the answer acknowledges
 
     @classmethod

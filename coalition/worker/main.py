@@ -31,7 +31,8 @@ from coalition.openjd.plan import OPENJD_TAG
 from coalition.openjd.requirements import worker_tags
 
 from . import process, resources
-from .agent import Control, Slot
+from .agent import Slot
+from .control import Control
 from .courier import Courier
 from .discovery import discover
 from .interruption import watch, watchers_for

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from coalition.worker.agent import Control, Slot
+from coalition.worker.agent import Slot
+from coalition.worker.control import Control
 from coalition.worker.courier import Courier
 from coalition.worker.link import Refused, Unreachable
 from coalition.worker.metrics import Metrics
