@@ -9,7 +9,7 @@ syncs at once.
 
 A wake-up only brings a sync forward: a lost or blocked datagram (a firewall, NAT, a proxy in
 between) costs what it cost before, the next sync. A datagram without our token is ignored,
-and wake-ups are rate-limited, so a flood makes at most a few syncs a second.
+and wake-ups are rate-limited, so a flood makes at most ten syncs a second.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 log = logging.getLogger("coalition.worker")
 
 PREFIX = b"coalition-wake "
-MIN_GAP = 0.2  # seconds between two syncs a wake-up may bring forward
+MIN_GAP = 0.1  # seconds between two syncs wake-ups bring forward (more wait, none is lost)
 
 
 def local_address(host: str, port: int) -> tuple[int, str]:
@@ -57,6 +57,7 @@ class WakeListener:
         self._on_wake = on_wake
         self._clock = clock
         self._last = float("-inf")
+        self._pending = False  # a wake-up came too soon after the last: acted on later
         self.wakes = 0  # wake-ups acted on (tests, logs)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="wake", daemon=True)
@@ -75,13 +76,27 @@ class WakeListener:
         return {"ip": self.ip, "port": self.port, "token": self.token}
 
     def take(self, data: bytes) -> bool:
-        """Act on one datagram: whether it woke us (our token, and not too soon)."""
+        """Act on one datagram: whether it carries our token. A wake-up that comes too soon
+        after the last one is kept for later (see `due`), not lost: a submission and the
+        start of its group come milliseconds apart, and the second is the one with work."""
         if not secrets.compare_digest(data, self._expected):
             return False
-        now = self._clock()
-        if now - self._last < MIN_GAP:
+        self._pending = True
+        self.fire()
+        return True
+
+    def due(self) -> float | None:
+        """Seconds until a kept wake-up may act (None: none is kept)."""
+        if not self._pending:
+            return None
+        return max(0.0, self._last + MIN_GAP - self._clock())
+
+    def fire(self) -> bool:
+        """Act on a kept wake-up if its time has come; whether it did."""
+        if not self._pending or self._clock() - self._last < MIN_GAP:
             return False
-        self._last = now
+        self._pending = False
+        self._last = self._clock()
         self.wakes += 1
         self._on_wake()
         return True
@@ -96,13 +111,17 @@ class WakeListener:
     def _run(self) -> None:
         while True:
             try:
+                self._sock.settimeout(self.due())
                 data, _ = self._sock.recvfrom(256)
+            except TimeoutError:
+                data = b""  # a kept wake-up's time has come
             except OSError:
                 return  # closed
             if self._closed:
                 return  # the shutdown ended the recvfrom (with nothing)
             try:
-                self.take(data)
+                if not data or not self.take(data):
+                    self.fire()
             except Exception:  # noqa: BLE001 - a listener must outlive one bad wake-up
                 log.exception("cannot act on a wake-up")
 

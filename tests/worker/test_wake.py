@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from coalition.worker import wake
 from coalition.worker.wake import WakeListener
 from tests.support import wait_for
@@ -39,7 +41,7 @@ def test_the_servers_datagram_with_our_token_wakes_us() -> None:
         listener.close()
 
 
-def test_wrong_tokens_are_ignored_and_wake_ups_are_rate_limited() -> None:
+def test_wrong_tokens_are_ignored_and_wake_ups_are_rate_limited_not_lost() -> None:
     clock = Clock()
     calls: list[float] = []
     listener = WakeListener(("127.0.0.1", 9), lambda: calls.append(clock.now), clock)
@@ -47,11 +49,33 @@ def test_wrong_tokens_are_ignored_and_wake_ups_are_rate_limited() -> None:
         good = wake.PREFIX + listener.token.encode()
         assert not listener.take(good[:-1] + b"x")
         assert not listener.take(b"")
+        assert listener.due() is None  # nothing kept
         assert listener.take(good)
-        assert not listener.take(good)  # too soon after the last
+        assert calls == [50.0]
+        # A second wake-up right after (a submission, then the start of its group): kept.
+        assert listener.take(good)
+        assert listener.take(good)  # a flood of them makes one sync, later
+        assert calls == [50.0] and listener.due() == pytest.approx(wake.MIN_GAP)
+        assert not listener.fire()  # not yet
         clock.now += wake.MIN_GAP
-        assert listener.take(good)
-        assert calls == [50.0, 50.0 + wake.MIN_GAP]
+        assert listener.due() == 0.0
+        assert listener.fire()
+        assert calls == [50.0, 50.0 + wake.MIN_GAP] and listener.due() is None
+    finally:
+        listener.close()
+
+
+def test_a_wake_up_that_came_too_soon_is_acted_on_by_the_listener_thread() -> None:
+    woken: list[float] = []
+    listener = WakeListener(("127.0.0.1", 9), lambda: woken.append(time.monotonic())).start()
+    try:
+        token = wake.PREFIX + listener.token.encode()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(token, ("127.0.0.1", listener.port))
+            wait_for(lambda: len(woken) == 1, timeout=5, what="the first wake-up")
+            sender.sendto(token, ("127.0.0.1", listener.port))
+        wait_for(lambda: len(woken) == 2, timeout=5, what="the kept wake-up, MIN_GAP later")
+        assert woken[1] - woken[0] >= wake.MIN_GAP * 0.9
     finally:
         listener.close()
 
