@@ -409,6 +409,13 @@ def should_hold(last_run: float, packing: bool, draining: bool) -> bool:
     return not packing and not draining and 0.0 <= last_run < HOLD_BELOW
 
 
+def hold_count(asked: int, others_idle: bool) -> int:
+    """How many jobs the server hands a slot to hold: what it asked, up to HOLD_DEPTH, but
+    one at most while another host has a slot waiting for work (a queue of short jobs must
+    not sit held on a few busy slots while others idle)."""
+    return max(0, min(asked, HOLD_DEPTH, 1 if others_idle else HOLD_DEPTH))
+
+
 def report_now(queued: int, held: int) -> bool:
     """Whether a slot that holds jobs sends its `queued` results now rather than wait for
     more to go in the same endjob: when a batch is full, or when the slot has no held job left

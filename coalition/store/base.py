@@ -181,6 +181,11 @@ class Tx(Protocol):
         """Whether an active worker without GPUs has been heard from since `since` (a GPU
         host's `gpureserve = auto` keeps its GPUs for GPU jobs while there is one)."""
 
+    def idle_hosts(self, since: float, limit: int) -> list[str]:
+        """Up to `limit` hosts (`host` column; '' for workers that send none) with an active
+        worker waiting for work and heard from since `since` (a slot holds fewer jobs while
+        others wait: docs/protocol.md, "Held jobs")."""
+
     def workers(self, names: Sequence[str] | None = None) -> list[Row]:
         """All workers (or the named ones), by name."""
 

@@ -418,6 +418,13 @@ class SqlTx(SharedStateSql, HostFailuresSql, SchedulingSql, OpenJDSql, RunsSql):
             is not None
         )
 
+    def idle_hosts(self, since: float, limit: int) -> list[str]:
+        sql = (
+            "SELECT DISTINCT host FROM workers WHERE state = 'WAITING' AND active = 1 "
+            "AND ping_time >= ? LIMIT ?"
+        )
+        return [str(row["host"] or "") for row in self._all(sql, (since, max(0, int(limit))))]
+
     def hosts_alive(self, since: float) -> int:
         sql = "SELECT COUNT(DISTINCT host) FROM workers WHERE host <> '' AND ping_time >= ?"
         return int(self._scalar(sql, (since,)) or 0)

@@ -64,6 +64,7 @@ class WorkerProtocol:
         self.picker = Picker(ctx, self.failing)  # the pick: its plan cache, the CPU-hosts hint
         self.ends = RunEnds(ctx, self.failing)  # a reported run's end
         self._hosts: tuple[float, int] = (float("-inf"), 0)  # (read at, worker processes alive)
+        self._idle_hosts: tuple[float, frozenset[str]] = (float("-inf"), frozenset())  # (read at, hosts)
 
     # -- worker rows ------------------------------------------------------------------------
     def _touch(
@@ -380,7 +381,8 @@ class WorkerProtocol:
                     keep = keep | {result.next_job["id"]}
                 # A held job shares the slot with the run before it: never the whole host.
                 held_offer = replace(offer, whole=False) if offer is not None else None
-                for _ in range(min(hold, scheduling.HOLD_DEPTH)):
+                others_idle = self._others_idle(tx, worker["host"] or "", now)
+                for _ in range(scheduling.hold_count(hold, others_idle)):
                     job = self.picker.pick(tx, fx, tree, worker, now, held_offer, keep, held=True)
                     if job is None:
                         break
@@ -393,6 +395,16 @@ class WorkerProtocol:
             return result
 
         return self.ctx.write(fn)
+
+    def _others_idle(self, tx: Tx, host: str, now: float) -> bool:
+        # A hint read at most every second per process, as the pick's CPU-hosts hint: a host
+        # that just turned idle holds back the others' look-ahead a second late.
+        read_at, hosts = self._idle_hosts
+        if now - read_at > 1.0 or now < read_at:
+            hosts = frozenset(tx.idle_hosts(now - self.ctx.settings.worker_timeout, 3))
+            self._idle_hosts = (now, hosts)
+        # Without a host name (a slot of its own), any waiting row is another's: ours runs.
+        return any(h != host or not host for h in hosts)
 
     def _keep_running(
         self, tx: Tx, fx: Effects, tree: Tree, worker: WorkerDraft, job_id: int, now: float

@@ -640,6 +640,23 @@ def test_a_held_job_is_handed_out_beside_the_next_and_becomes_current_when_start
         assert [e["state"] for e in farm.uc.reads.events(job_id, None, None)] == ["FINISHED"]
 
 
+def test_a_slot_holds_one_job_at_most_while_another_host_waits_for_work(farm: Any) -> None:
+    def w1_end(job: dict[str, Any]) -> list[dict[str, Any]]:
+        ping = Ping(name="w1-1", host="w1")  # a slot of host w1, as our worker sends
+        return farm.uc.workers.end(ping, job["id"], job["event"], 0, b"", None, hold=4).held
+
+    assert farm.uc.workers.pick(Ping(name="w2-1", host="w2")) is None  # w2 waits for work
+    ids = [add(farm) for _ in range(8)]
+    first = farm.uc.workers.pick(Ping(name="w1-1", host="w1"))
+    assert first["id"] == ids[0]
+    # A queue of short jobs must not sit held on w1 while w2 waits for its next sync.
+    held = one(w1_end(first))
+    assert held["id"] == ids[1]
+    assert farm.uc.workers.pick(Ping(name="w2-1", host="w2"))["id"] == ids[2]  # w2 busy now
+    farm.clock.advance(2)  # the server reads who waits at most every second
+    assert [j["id"] for j in w1_end(held)] == ids[3:7]
+
+
 def test_no_job_is_held_when_the_pick_found_the_queue_empty(farm: Any) -> None:
     add(farm)
     result = hold_end(farm, pick(farm), pick=True)

@@ -447,7 +447,7 @@ def test_reaping_due(store: Any) -> None:
     assert due(None)
 
 
-@covers("cpu_hosts_alive", "host_workers", "hosts_alive")
+@covers("cpu_hosts_alive", "host_workers", "hosts_alive", "idle_hosts")
 def test_cpu_hosts_alive(store: Any) -> None:
     def worker(name: str, **fields: Any) -> None:
         row = {**columns.new_worker_row(name), "state": "WAITING", "ping_time": 100.0, **fields}
@@ -473,6 +473,12 @@ def test_cpu_hosts_alive(store: Any) -> None:
     assert store.read(lambda tx: tx.hosts_alive(50.0)) == 2  # cpu, render
     assert store.read(lambda tx: tx.hosts_alive(5.0)) == 3
     assert store.read(lambda tx: tx.hosts_alive(150.0)) == 0
+    # Hosts with a slot waiting for work: not the sick, stopped, silent or busy ones.
+    worker("busy-1", host="busy", state="WORKING")
+    idle = store.read(lambda tx: tx.idle_hosts(50.0, 10))
+    assert sorted(idle) == ["", "cpu", "render"]  # '' : the rows without a host (gpu, cpu)
+    assert len(store.read(lambda tx: tx.idle_hosts(50.0, 2))) == 2
+    assert store.read(lambda tx: tx.idle_hosts(150.0, 10)) == []
 
 
 @covers("put_openjd_job", "openjd_job")

@@ -97,6 +97,13 @@ def test_a_slot_batches_its_results_while_it_still_holds_a_job_to_start() -> Non
     assert s.HOLD_WANTED <= s.HOLD_DEPTH
 
 
+def test_a_slot_holds_one_job_at_most_while_another_host_waits_for_work() -> None:
+    assert s.hold_count(4, others_idle=False) == 4
+    assert s.hold_count(9, others_idle=False) == s.HOLD_DEPTH
+    assert s.hold_count(4, others_idle=True) == 1
+    assert s.hold_count(0, others_idle=True) == 0
+
+
 def test_the_server_holds_nothing_behind_an_empty_pick_or_an_exclusive_job() -> None:
     assert s.may_hold(False, None)  # a hold alone (the slot runs its held job)
     assert not s.may_hold(True, None)
