@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..model import ValidationError, check_tags, parse_rule_lines, parse_tags
+from ..model import WAITING, ValidationError, check_tags, parse_rule_lines, parse_tags
 from ..scheduling import HOLD_DEPTH, Free
 from ..usecases.messages import GPU_RESERVE, HostResources, Ping, RunReport, RunUsage, SlotReport
 from ..usecases.workers import WorkerProtocol
@@ -420,6 +420,8 @@ class WorkerApi:
             earlier=reports,
         )
         self._handed((end.next_job is not None) + len(end.held))
+        if self.waker is not None and any(t.new == WAITING for t in end.transitions):
+            self.waker.poke()  # a retry, or dependents released: work for idle hosts (wake.py)
         if self.metrics is not None:
             for report in (*reports, this):
                 if (

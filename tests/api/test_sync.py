@@ -257,3 +257,27 @@ def test_an_idle_host_is_woken_by_udp_when_a_change_may_bring_work(api: ServerPr
 def test_a_malformed_wake_is_a_400(api: ServerProcess, wake: Any, message: str) -> None:
     answer = sync(api, [{"name": "badwake-1", "pick": True}], expect=400, wake=wake)
     assert message in answer["error"]
+
+
+def test_an_idle_host_is_woken_when_an_endjob_releases_dependents(api: ServerProcess) -> None:
+    first = api.submit(title="dep first", command="true", affinity="depwake-a")
+    second = api.submit(title="dep second", command="true", affinity="depwake-b", dependencies=[first])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ours:
+        ours.bind(("127.0.0.1", 0))
+        ours.settimeout(10)
+        token = "e" * 32
+        wake = {"ip": "127.0.0.1", "port": ours.getsockname()[1], "token": token}
+        # Idle: the only job for it waits for `first`.
+        answer = sync(
+            api, [{"name": "depwake-1", "pick": True}], affinity="depwake-b", host="depwake", wake=wake
+        )
+        assert answer["slots"][0].get("job") is None
+        runner = sync(api, [{"name": "deprunner-1", "pick": True}], affinity="depwake-a", host="deprunner")
+        job = runner["slots"][0]["job"]
+        assert job["id"] == first
+        api.worker_call(
+            "endjob", {"name": "deprunner-1", "job_id": first, "event": job["event"], "exit_code": 0}
+        )
+        assert api.job(second)["state"] == "WAITING"
+        data, _ = ours.recvfrom(256)  # no operator's change: the endjob itself woke it
+        assert data == b"coalition-wake " + token.encode()
