@@ -29,6 +29,7 @@ PREFIX = b"coalition-wake "
 WAKE_MAX = 64  # wake-ups a second, in all: the rest start the work at their next sync
 WAKE_GAP = 1.0  # seconds between two wake-ups of a worker that has not synced meanwhile
 FORGET_AFTER = 120.0  # seconds without an idle sync before a worker is not woken any more
+MAX_KNOWN = 100_000  # idle workers remembered at once (a flood of made-up hosts stops there)
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ def choose(
 class Waker:
     """The idle workers this server knows, and the thread that wakes them."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_known: int = MAX_KNOWN) -> None:
         self._clock = clock
+        self._max_known = max_known
         self._lock = threading.Lock()
         self._idle: dict[str, Listener] = {}
         self._due = threading.Event()
@@ -92,6 +94,8 @@ class Waker:
         """`host` synced idle and may be woken at `listener`."""
         with self._lock:
             known = self._idle.get(host)
+            if known is None and len(self._idle) >= self._max_known:
+                return  # full (forgotten ones are dropped at the next wake-up): it syncs anyway
             woken = known.woken if known is not None else float("-inf")
             self._idle[host] = Listener(listener.ip, listener.port, listener.token, listener.seen, woken)
 

@@ -96,3 +96,16 @@ def test_choose_prefers_recent_and_skips_the_just_woken() -> None:
     }
     assert wake.choose(listeners, 21.0) == ["new", "old"]
     assert wake.choose(listeners, 21.0, most=1) == ["new"]
+
+
+def test_the_waker_remembers_a_bounded_number_of_idle_workers() -> None:
+    clock = Clock()
+    waker = Waker(clock, max_known=3)
+    for port in range(1, 6):  # a flood of made-up hosts
+        waker.idle(f"h{port}", Listener("127.0.0.1", port, TOKEN, clock.now))
+    assert waker.known() == 3
+    waker.idle("h1", Listener("127.0.0.1", 1, TOKEN, clock.now + 1))  # a known one still updates
+    clock.now += wake.FORGET_AFTER + 0.5  # h2 and h3 are forgotten at the next wake-up
+    assert sent_to(waker) == [1] and waker.known() == 1
+    waker.idle("h4", Listener("127.0.0.1", 4, TOKEN, clock.now))
+    assert waker.known() == 2
