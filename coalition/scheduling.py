@@ -394,9 +394,10 @@ def next_sync(
 # to start the moment its current run ends while that run's result travels to the server.
 HOLD_BELOW = 1.0  # seconds: a slot asks to hold only after a run shorter than this
 HOLD_MAX = 2.0  # seconds: a held job waiting longer (the run before it is long) goes back
-HOLD_DEPTH = 4  # jobs a slot may hold at once (the server hands out at most this many)
-HOLD_WANTED = 4  # jobs our worker's slots hold: enough to start while results travel
-REPORT_BATCH = 4  # results of short runs a slot sends in one endjob, when it holds jobs
+HOLD_DEPTH = 8  # jobs a slot may hold at once (the server hands out at most this many)
+HOLD_FIRST = 4  # what servers took before they said `hold_max`: asked until one says more
+HOLD_WANTED = 8  # jobs our worker's slots hold: enough to start while results travel
+REPORT_BATCH = 8  # results of short runs a slot sends in one endjob, when it holds jobs
 REPORT_LINGER = 0.05  # seconds: the longest a result waits for others to go with it
 
 
@@ -407,6 +408,11 @@ def should_hold(last_run: float, packing: bool, draining: bool) -> bool:
     Long runs gain nothing from a held job and would only keep it from another slot. (A
     server that does not hand out held jobs ignores the ask.)"""
     return not packing and not draining and 0.0 <= last_run < HOLD_BELOW
+
+
+def hold_wanted(server_max: int) -> int:
+    """How many jobs our slot holds with a server that takes `hold` up to `server_max`."""
+    return max(0, min(HOLD_WANTED, server_max))
 
 
 def hold_count(asked: int, others_idle: bool) -> int:

@@ -435,8 +435,9 @@ class WorkerApi:
                 )
                 self.metrics.runs.observe(report.usage.wall_s, outcome=outcome)
         # `held` is always there (empty when none was asked or found): it tells a worker that
-        # this server hands out held jobs (docs/protocol.md, "Held jobs").
-        out: dict[str, Any] = {"ok": True, "job": end.next_job, "held": end.held}
+        # this server hands out held jobs; `hold_max`, how many it may ask for at once
+        # (docs/protocol.md, "Held jobs").
+        out: dict[str, Any] = {"ok": True, "job": end.next_job, "held": end.held, "hold_max": HOLD_DEPTH}
         if end.earlier_ignored:
             out["earlier_ignored"] = {str(k): v for k, v in end.earlier_ignored.items()}
         if end.kill:

@@ -95,6 +95,7 @@ class Slot(RunReporting):
         self._outbox: Outbox[Run] | None = None  # made with its link at the first held job
         self._outbox_link: ServerLink | None = None
         self._from_hold = False  # the job run_job is given was held (for its log line)
+        self._hold_max = scheduling.HOLD_FIRST  # until the server's answers say `hold_max`
         # The OpenJD session this slot keeps between tasks (docs/openjd.md); None on a worker
         # that does not take OpenJD tasks.
         self.openjd: SlotSession | None = None

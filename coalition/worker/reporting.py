@@ -84,6 +84,7 @@ class RunReporting:
     _run: Run | None
     _sick: bool
     _held: deque[dict[str, Any]]
+    _hold_max: int  # the most the server takes in `hold` (its answers' `hold_max`)
     _doomed: int
     _outbox: Outbox[Run] | None
     _outbox_link: ServerLink | None
@@ -139,7 +140,7 @@ class RunReporting:
             if free is not None:
                 out["free"] = free
             if hold is not None:
-                out["hold"] = scheduling.HOLD_WANTED
+                out["hold"] = scheduling.hold_wanted(self._hold_max)
             return out
 
         sent = self._send_end(link, body, backoff, f"the result of job {run.job_id}")
@@ -242,6 +243,9 @@ class RunReporting:
             log.info(
                 "%s: result of job %d ignored by the server: %s", self.name, run.job_id, answer["ignored"]
             )
+        most = answer.get("hold_max")
+        if isinstance(most, int) and not isinstance(most, bool):
+            self._hold_max = most  # a server before `hold_max` took HOLD_FIRST
         held = answer.get("held")
         if held_asked and isinstance(held, list):
             jobs = [job for job in held if isinstance(job, dict)]
@@ -283,7 +287,7 @@ class RunReporting:
 
         def body() -> dict[str, Any]:
             with self._lock:  # read at each attempt: the slot may have started its next job
-                want = scheduling.HOLD_WANTED - len(self._held) if short else 0
+                want = scheduling.hold_wanted(self._hold_max) - len(self._held) if short else 0
                 running = self._run.job_id if self._state == RUNNING and self._run is not None else None
             hold = self.pool.hold_offer(self.name) if want > 0 else None
             parts = [self._end_body(run) for run in batch]

@@ -167,6 +167,7 @@ def test_endjob_hands_out_a_held_job_over_http_and_refuses_nonsense(api: ServerP
     ended = {**who, "job_id": first["id"], "event": first["event"], "exit_code": 0, "elapsed": 0.01}
     answer = api.worker_call("endjob", {**ended, "pick": True, "hold": True})
     assert (answer["job"]["id"], [j["id"] for j in answer["held"]]) == (ids[1], [ids[2]])
+    assert answer["hold_max"] == scheduling.HOLD_DEPTH == 8  # how many a slot may ask to hold
     nxt, held = answer["job"], answer["held"][0]
     running = {**who, "job_id": nxt["id"], "event": nxt["event"], "exit_code": 0}
     # A slot that runs its held job cannot also take one to start now; nor be running the
@@ -179,6 +180,7 @@ def test_endjob_hands_out_a_held_job_over_http_and_refuses_nonsense(api: ServerP
     assert "running must be an integer" in err["error"]
     for bad, why in (
         ({"hold": 99}, "hold must be"),
+        ({"hold": 9}, "hold must be true, false or a count from 0 to 8"),
         ({"hold": "2"}, "hold must be"),
         ({"earlier": {}}, "earlier must be a list"),
         ({"earlier": [1]}, "each of earlier"),

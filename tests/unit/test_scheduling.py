@@ -97,6 +97,13 @@ def test_a_slot_batches_its_results_while_it_still_holds_a_job_to_start() -> Non
     assert s.HOLD_WANTED <= s.HOLD_DEPTH
 
 
+def test_a_slot_holds_what_the_server_takes() -> None:
+    assert s.hold_wanted(s.HOLD_FIRST) == 4  # a server that does not say: what all took
+    assert s.hold_wanted(8) == 8
+    assert s.hold_wanted(1000) == s.HOLD_WANTED
+    assert s.hold_wanted(-1) == 0
+
+
 def test_a_slot_holds_one_job_at_most_while_another_host_waits_for_work() -> None:
     assert s.hold_count(4, others_idle=False) == 4
     assert s.hold_count(9, others_idle=False) == s.HOLD_DEPTH

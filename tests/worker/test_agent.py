@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from coalition import scheduling
 from coalition.worker.agent import Slot
 from coalition.worker.control import Control
 from coalition.worker.courier import Courier
@@ -39,6 +40,7 @@ class FakeLink:
         self.calls: list[str] = []
         self.lock = threading.Lock()
         self.holding: list[dict[str, Any]] = []  # jobs the next endjob answer hands out to hold
+        self.hold_max: int | None = None  # the endjob answers' `hold_max` (None: an older server)
         self.slow_until: Any = None  # the next endjob with `running` waits for this to be true
         self.endjobs: list[dict[str, Any]] = []
 
@@ -91,6 +93,8 @@ class FakeLink:
             self.results.append(part)
         self.endjobs.append(body)
         answer: dict[str, Any] = {"ok": True, "job": self.jobs.pop(0) if body["pick"] and self.jobs else None}
+        if self.hold_max is not None:
+            answer["hold_max"] = self.hold_max
         if self.holding:
             # As many as are queued for holding, which may be more than asked (a test's way
             # to make a slot run several held jobs while one answer is on its way).
@@ -237,6 +241,21 @@ def test_job_handed_over_while_stopping_goes_back_unstarted(tmp_path: Any) -> No
     slot.give_back(link.jobs.pop(0))
     [result] = link.results
     assert result["interrupted"] and not marker.exists()
+
+
+def test_a_slot_asks_to_hold_as_many_as_the_server_says_it_takes() -> None:
+    link = FakeLink([job(1, "true"), job(2, "true")])
+    link.hold_max = 8  # the server says it takes 8, in each endjob answer
+    control = Control()
+    slot = make_slot(link, control, workers=1)
+    thread = threading.Thread(target=slot.run, daemon=True)
+    thread.start()
+    wait_for(lambda: {r["job_id"] for r in link.results} == {1, 2}, timeout=20, what="every result")
+    control.request_stop(handback=False)
+    thread.join(20)
+    asked = [e.get("hold") for e in link.endjobs]
+    # Before any answer said how many it takes, what every server took; then what it says.
+    assert asked == [scheduling.HOLD_FIRST, scheduling.hold_wanted(8)] == [4, 8]
 
 
 def test_held_jobs_run_back_to_back_and_their_results_travel_together(tmp_path: Any) -> None:
