@@ -209,6 +209,11 @@ class RunReporting:
                     log.error("%s: the server refused %s: %s", self.name, what, exc)
                     self.sleep(backoff.next())
                     continue
+                if exc.status == 400 and "hold" in sent and self._hold_max > scheduling.HOLD_FIRST:
+                    # A server of before `hold_max` behind the same address (a rolling
+                    # upgrade of several servers): ask what every server took, and send again.
+                    self._hold_max = scheduling.HOLD_FIRST
+                    continue
                 log.error("%s: the server rejected %s: %s", self.name, what, exc)
                 return None
             self._reachable()

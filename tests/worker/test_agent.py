@@ -41,6 +41,7 @@ class FakeLink:
         self.lock = threading.Lock()
         self.holding: list[dict[str, Any]] = []  # jobs the next endjob answer hands out to hold
         self.hold_max: int | None = None  # the endjob answers' `hold_max` (None: an older server)
+        self.takes_hold: int | None = None  # refuse a bigger `hold` with a 400, as older servers
         self.slow_until: Any = None  # the next endjob with `running` waits for this to be true
         self.endjobs: list[dict[str, Any]] = []
 
@@ -85,6 +86,8 @@ class FakeLink:
         if self.refuse is not None:
             status, self.refuse = self.refuse, None
             raise Refused(status, "refused")
+        if self.takes_hold is not None and int(body.get("hold") or 0) > self.takes_hold:
+            raise Refused(400, f"hold must be true, false or a count from 0 to {self.takes_hold}")
         if body.get("running") and self.slow_until is not None:
             wait_for(self.slow_until, timeout=20, what="the slow answer's condition")
             self.slow_until = None
@@ -256,6 +259,23 @@ def test_a_slot_asks_to_hold_as_many_as_the_server_says_it_takes() -> None:
     asked = [e.get("hold") for e in link.endjobs]
     # Before any answer said how many it takes, what every server took; then what it says.
     assert asked == [scheduling.HOLD_FIRST, scheduling.hold_wanted(8)] == [4, 8]
+
+
+def test_a_result_refused_for_its_hold_by_an_older_server_is_sent_again_asking_less() -> None:
+    # Two servers behind one address during a rolling upgrade: every answer comes from the
+    # new one (it says 8), every request with more than 4 goes to the old one (a 400). The
+    # results must still arrive, each once.
+    link = FakeLink([job(1, "true"), job(2, "true"), job(3, "true")])
+    link.hold_max, link.takes_hold = 8, 4
+    control = Control()
+    slot = make_slot(link, control, workers=1)
+    thread = threading.Thread(target=slot.run, daemon=True)
+    thread.start()
+    wait_for(lambda: {r["job_id"] for r in link.results} == {1, 2, 3}, timeout=20, what="every result")
+    control.request_stop(handback=False)
+    thread.join(20)
+    assert sorted(r["job_id"] for r in link.results) == [1, 2, 3]  # none lost, none twice
+    assert [e.get("hold") for e in link.endjobs] == [4, 4, 4]  # each accepted asking 4
 
 
 def test_held_jobs_run_back_to_back_and_their_results_travel_together(tmp_path: Any) -> None:
