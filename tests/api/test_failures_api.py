@@ -134,7 +134,7 @@ def test_a_sick_worker_hears_it_and_a_mail_is_queued(make_server: Any) -> None:
         end = server.worker_call(
             "endjob", {"name": "w1", "job_id": job_id, "event": job["event"], "exit_code": 2, "pick": True}
         )
-    assert end == {"ok": True, "job": None, "held": [], "sick": True}
+    assert end == {"ok": True, "job": None, "held": [], "hold_max": 8, "sick": True}
     sync = server.worker_call("sync", {"slots": [{"name": "w1", "pick": True}]})
     assert sync["slots"][0]["sick"] is True and "job" not in sync["slots"][0]
     worker = server.api("GET", "/api/workers/w1")
