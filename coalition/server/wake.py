@@ -15,6 +15,7 @@ request came from (never to a third party), at most every `WAKE_GAP` to one work
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import socket
 import threading
@@ -28,6 +29,7 @@ log = logging.getLogger("coalition.server")
 PREFIX = b"coalition-wake "
 WAKE_MAX = 64  # wake-ups a second, in all: the rest start the work at their next sync
 WAKE_GAP = 1.0  # seconds between two wake-ups of a worker that has not synced meanwhile
+ROUND_GAP = 0.05  # seconds between two rounds: a stream of changes makes one round per gap
 FORGET_AFTER = 120.0  # seconds without an idle sync before a worker is not woken any more
 MAX_KNOWN = 100_000  # idle workers remembered at once (a flood of made-up hosts stops there)
 
@@ -50,15 +52,30 @@ def parse(value: Any, remote_ip: str, now: float) -> Listener | None:
     if not isinstance(value, Mapping):
         raise ValueError("wake must be an object {ip, port, token}")
     ip, port, token = value.get("ip"), value.get("port"), value.get("token")
-    if not isinstance(ip, str) or not ip or len(ip) > 64:
-        raise ValueError("wake.ip must be the worker's address")
+    try:
+        address = ipaddress.ip_address(ip) if isinstance(ip, str) else None
+    except ValueError:
+        address = None
+    if address is None:
+        raise ValueError("wake.ip must be the worker's IP address")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError("wake.port must be a UDP port number")
     if not isinstance(token, str) or not 16 <= len(token) <= 64 or not token.isascii() or not token.isalnum():
         raise ValueError("wake.token must be 16 to 64 letters and digits")
-    if ip != remote_ip:
+    if address != _unmapped(remote_ip):
         return None
-    return Listener(ip, port, token, now)
+    return Listener(str(address), port, token, now)
+
+
+def _unmapped(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # A server listening on "::" sees an IPv4 client as ::ffff:a.b.c.d.
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def choose(
@@ -85,6 +102,7 @@ class Waker:
         self._lock = threading.Lock()
         self._idle: dict[str, Listener] = {}
         self._due = threading.Event()
+        self._stopped = threading.Event()
         self._budget, self._budget_at = float(WAKE_MAX), clock()  # wake-ups left, refilled
         self._stop = False
         self.sent = 0  # datagrams sent (tests, metrics)
@@ -121,6 +139,7 @@ class Waker:
     def stop(self) -> None:
         """End the waker's thread."""
         self._stop = True
+        self._stopped.set()
         self._due.set()
         if self._thread is not None:
             self._thread.join(5)
@@ -168,6 +187,9 @@ class Waker:
                     self.wake_now(send)
                 except Exception:  # noqa: BLE001 - the waker must outlive one bad round
                     log.exception("waking idle workers failed")
+                # A busy farm's endjobs poke hundreds of times a second; each round looks at
+                # every idle worker known, so the pokes of the next ROUND_GAP make one round.
+                self._stopped.wait(ROUND_GAP)
         finally:
             for sock in socks.values():
                 with contextlib.suppress(OSError):

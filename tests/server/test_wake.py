@@ -25,6 +25,9 @@ def test_a_wake_address_is_used_only_if_the_request_came_from_it() -> None:
     assert listener == Listener("10.0.0.5", 4000, TOKEN, 5.0)
     # A proxy or NAT in between: the datagram would go to someone else.
     assert wake.parse({"ip": "10.0.0.5", "port": 4000, "token": TOKEN}, "10.0.0.9", 5.0) is None
+    # A server listening on "::" sees an IPv4 worker as ::ffff:10.0.0.5: the same address.
+    mapped = wake.parse({"ip": "10.0.0.5", "port": 4000, "token": TOKEN}, "::ffff:10.0.0.5", 5.0)
+    assert mapped == Listener("10.0.0.5", 4000, TOKEN, 5.0)
 
 
 @pytest.mark.parametrize(
@@ -32,6 +35,8 @@ def test_a_wake_address_is_used_only_if_the_request_came_from_it() -> None:
     [
         ("10.0.0.5:4000", "wake must be an object"),
         ({"ip": "", "port": 4000, "token": TOKEN}, "wake.ip"),
+        ({"ip": "render01", "port": 4000, "token": TOKEN}, "wake.ip"),
+        ({"ip": 10, "port": 4000, "token": TOKEN}, "wake.ip"),
         ({"ip": "10.0.0.5", "port": 0, "token": TOKEN}, "wake.port"),
         ({"ip": "10.0.0.5", "port": 70000, "token": TOKEN}, "wake.port"),
         ({"ip": "10.0.0.5", "port": True, "token": TOKEN}, "wake.port"),
